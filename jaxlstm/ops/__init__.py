@@ -1,0 +1,37 @@
+"""TFLite's fused recurrent operators as pure, jitted JAX functions (imports jax and numpy only)."""
+
+from jaxlstm.ops._activations import ACTIVATIONS as ACTIVATIONS
+from jaxlstm.ops._quant import QuantizedTensor as QuantizedTensor
+from jaxlstm.ops._quant import quantize_symmetric as quantize_symmetric
+from jaxlstm.ops.lstm import GATES as GATES
+from jaxlstm.ops.lstm import LSTMOptions as LSTMOptions
+from jaxlstm.ops.lstm import LSTMState as LSTMState
+from jaxlstm.ops.lstm import LSTMWeights as LSTMWeights
+from jaxlstm.ops.lstm import basic_lstm_cell as basic_lstm_cell
+from jaxlstm.ops.lstm import bidirectional_sequence_lstm as bidirectional_sequence_lstm
+from jaxlstm.ops.lstm import lstm as lstm
+from jaxlstm.ops.lstm import unidirectional_sequence_lstm as unidirectional_sequence_lstm
+from jaxlstm.ops.rnn import RNNOptions as RNNOptions
+from jaxlstm.ops.rnn import RNNWeights as RNNWeights
+from jaxlstm.ops.rnn import bidirectional_sequence_rnn as bidirectional_sequence_rnn
+from jaxlstm.ops.rnn import rnn as rnn
+from jaxlstm.ops.rnn import unidirectional_sequence_rnn as unidirectional_sequence_rnn
+
+__all__ = (
+    "ACTIVATIONS",
+    "GATES",
+    "LSTMOptions",
+    "LSTMState",
+    "LSTMWeights",
+    "QuantizedTensor",
+    "RNNOptions",
+    "RNNWeights",
+    "basic_lstm_cell",
+    "bidirectional_sequence_lstm",
+    "bidirectional_sequence_rnn",
+    "lstm",
+    "quantize_symmetric",
+    "rnn",
+    "unidirectional_sequence_lstm",
+    "unidirectional_sequence_rnn",
+)

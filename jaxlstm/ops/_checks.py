@@ -1,0 +1,59 @@
+"""Trace-time validation shared by the op families: shapes, dtypes and options, with clear errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+
+def shape_of(value: Any) -> tuple[int, ...]:
+    return tuple(int(d) for d in value.shape)
+
+
+def check_shape(
+    op: str, name: str, value: Any, expected: tuple[int, ...], meaning: str
+) -> None:
+    """Raises ValueError naming `name` when `value.shape` differs from `expected`.
+
+    Args:
+      op: the operator, for the message (e.g. ``"unidirectional_sequence_lstm"``).
+      name: the tensor name (TFLite's).
+      value: the array.
+      expected: the required shape.
+      meaning: how the expected shape reads, e.g. ``"(n_cell=4, n_input=3)"``.
+    """
+    actual = shape_of(value)
+    if actual != tuple(expected):
+        raise ValueError(f"{op}: {name} has shape {actual}, expected {meaning}")
+
+
+def check_rank(op: str, name: str, value: Any, ranks: tuple[int, ...], meaning: str) -> None:
+    if len(value.shape) not in ranks:
+        raise ValueError(
+            f"{op}: {name} has shape {shape_of(value)} (rank {len(value.shape)}), expected {meaning}"
+        )
+
+
+def check_float(op: str, name: str, value: Any) -> None:
+    if not jnp.issubdtype(value.dtype, jnp.floating):
+        raise TypeError(f"{op}: {name} has dtype {value.dtype}, expected a float dtype")
+
+
+def check_clip(op: str, name: str, value: float) -> None:
+    if not value >= 0:  # also rejects NaN
+        raise ValueError(
+            f"{op}: {name}={value} is invalid; it must be >= 0 (0 means no clipping)"
+        )
+
+
+def check_activation(op: str, name: str, allowed: tuple[str, ...]) -> None:
+    if name not in allowed:
+        raise ValueError(
+            f"{op}: fused_activation_function={name!r} is not supported; use one of {allowed}"
+        )
+
+
+def require(op: str, condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(f"{op}: {message}")

@@ -1,0 +1,633 @@
+"""TFLite's LSTM family: LSTM (FULL and BASIC kernels), UNIDIRECTIONAL_SEQUENCE_LSTM and
+BIDIRECTIONAL_SEQUENCE_LSTM, float and hybrid (int8 weights), as jitted `lax.scan` loops.
+
+Float math of one step (tflite/kernels/lstm_eval.cc, LstmStepFloat), per batch row:
+
+.. math::
+
+    z_X &= b_X + W_{xX} x + W_{aX} a + W_{hX} h + p_X \\odot c  \\quad(\\text{peephole for } X \\in \\{i, f\\})\\\\
+    z_X &\\leftarrow \\mathrm{LN}(z_X - b_X) \\odot \\gamma_X + b_X  \\quad(\\text{layer norm: bias after})\\\\
+    i &= \\sigma(z_i)\\ (\\text{CIFG: } 1 - f),\\quad f = \\sigma(z_f),\\quad g = \\mathrm{act}(z_g)\\\\
+    c' &= \\mathrm{clip}(f \\odot c + i \\odot g, \\text{cell\\_clip})\\\\
+    o &= \\sigma(z_o + p_o \\odot c'),\\quad m = o \\odot \\mathrm{act}(c')\\\\
+    h' &= \\mathrm{clip}(W_{proj} m + b_{proj}, \\text{proj\\_clip})\\ (\\text{or } m)
+
+Gate order everywhere is `GATES` = (input, forget, cell, output). A weight given as a
+`QuantizedTensor` switches the op to TFLite's hybrid path (see `_quant`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxlstm.ops import _checks
+from jaxlstm.ops._activations import activation, clip
+from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
+
+GATES = ("input", "forget", "cell", "output")
+LSTM_ACTIVATIONS = ("RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LSTMWeights:
+    """The constant tensors of one LSTM direction, named as TFLite names them.
+
+    Shapes: ``input_to_*`` [n_cell, n_input]; ``recurrent_to_*`` [n_cell, n_output] (or
+    [n_cell] for a diagonal recurrence); ``cell_to_*``, ``*_gate_bias`` and
+    ``*_layer_norm_coefficients`` [n_cell]; ``projection_weights`` [n_output, n_cell];
+    ``projection_bias`` [n_output]; ``aux_input_to_*`` [n_cell, n_aux] (bidirectional op only).
+    ``None`` marks an absent optional tensor: no input-gate tensors = CIFG; ``cell_to_*`` =
+    peephole; ``projection_weights`` = projection; ``*_layer_norm_coefficients`` = layer norm.
+    Matrices may be `QuantizedTensor`s (hybrid path); biases and layer-norm stay float.
+    """
+
+    input_to_forget_weights: jax.Array
+    input_to_cell_weights: jax.Array
+    input_to_output_weights: jax.Array
+    recurrent_to_forget_weights: jax.Array
+    recurrent_to_cell_weights: jax.Array
+    recurrent_to_output_weights: jax.Array
+    forget_gate_bias: jax.Array
+    cell_gate_bias: jax.Array
+    output_gate_bias: jax.Array
+    input_to_input_weights: jax.Array | None = None
+    recurrent_to_input_weights: jax.Array | None = None
+    input_gate_bias: jax.Array | None = None
+    cell_to_input_weights: jax.Array | None = None
+    cell_to_forget_weights: jax.Array | None = None
+    cell_to_output_weights: jax.Array | None = None
+    projection_weights: jax.Array | None = None
+    projection_bias: jax.Array | None = None
+    input_layer_norm_coefficients: jax.Array | None = None
+    forget_layer_norm_coefficients: jax.Array | None = None
+    cell_layer_norm_coefficients: jax.Array | None = None
+    output_layer_norm_coefficients: jax.Array | None = None
+    aux_input_to_input_weights: jax.Array | None = None
+    aux_input_to_forget_weights: jax.Array | None = None
+    aux_input_to_cell_weights: jax.Array | None = None
+    aux_input_to_output_weights: jax.Array | None = None
+
+    replace = dataclasses.replace
+
+    @classmethod
+    def from_fused(
+        cls,
+        kernel: jax.Array,
+        recurrent_kernel: jax.Array,
+        bias: jax.Array,
+        gate_order: str = "ifco",
+    ) -> "LSTMWeights":
+        """Splits packed gate matrices (Keras layout) into per-gate TFLite tensors.
+
+        Args:
+          kernel: [n_input, 4 * n_cell], used as ``x @ kernel``.
+          recurrent_kernel: [n_output, 4 * n_cell].
+          bias: [4 * n_cell].
+          gate_order: the order of the packed blocks, as letters of ``i f c o``
+            (Keras/PyTorch ``"ifco"``, TF1 LSTMCell ``"icfo"``, Lingvo ``"cifo"``).
+
+        Returns:
+          `LSTMWeights` without peephole, projection or layer norm.
+        """
+        if sorted(gate_order) != sorted("ifco"):
+            raise ValueError(f"gate_order must be a permutation of 'ifco', got {gate_order!r}")
+        blocks = {}
+        for name, letter in zip(GATES, "ifco"):
+            k = gate_order.index(letter)
+            n = kernel.shape[1] // 4
+            blocks[name] = (
+                jnp.asarray(kernel)[:, k * n : (k + 1) * n].T,
+                jnp.asarray(recurrent_kernel)[:, k * n : (k + 1) * n].T,
+                jnp.asarray(bias)[k * n : (k + 1) * n],
+            )
+        fields = {}
+        for name, (w, r, b) in blocks.items():
+            fields[f"input_to_{name}_weights"] = w
+            fields[f"recurrent_to_{name}_weights"] = r
+            fields[f"{name}_gate_bias"] = b
+        return cls(**fields)
+
+    @property
+    def use_cifg(self) -> bool:
+        return self.input_to_input_weights is None
+
+    @property
+    def use_peephole(self) -> bool:
+        return self.cell_to_forget_weights is not None
+
+    @property
+    def use_projection(self) -> bool:
+        return self.projection_weights is not None
+
+    @property
+    def use_layer_norm(self) -> bool:
+        return self.forget_layer_norm_coefficients is not None
+
+    @property
+    def use_aux_weights(self) -> bool:
+        return self.aux_input_to_forget_weights is not None
+
+    @property
+    def is_hybrid(self) -> bool:
+        return isinstance(self.input_to_forget_weights, QuantizedTensor)
+
+    @property
+    def n_cell(self) -> int:
+        return int(self.input_to_output_weights.shape[0])
+
+    @property
+    def n_input(self) -> int:
+        return int(self.input_to_output_weights.shape[1])
+
+    @property
+    def n_output(self) -> int:
+        r = self.recurrent_to_output_weights
+        return int(r.shape[0] if len(r.shape) == 1 else r.shape[1])
+
+    @property
+    def gates(self) -> tuple[str, ...]:
+        """The gates this cell computes: all four, or (forget, cell, output) under CIFG."""
+        return GATES[1:] if self.use_cifg else GATES
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMOptions:
+    """Static options of the LSTM ops (schema `UnidirectionalSequenceLSTMOptions` names).
+
+    Attributes:
+      fused_activation_function: the cell and output activation, a schema name ("TANH").
+      cell_clip: clip the cell state to [-cell_clip, cell_clip]; 0 means no clipping.
+      proj_clip: clip the projection output likewise; 0 means no clipping.
+      time_major: input is [T, B, I] instead of [B, T, I] (sequence ops only).
+      asymmetric_quantize_inputs: hybrid path only: quantize activations asymmetrically.
+    """
+
+    fused_activation_function: str = "TANH"
+    cell_clip: float = 0.0
+    proj_clip: float = 0.0
+    time_major: bool = False
+    asymmetric_quantize_inputs: bool = False
+
+    replace = dataclasses.replace
+
+
+class LSTMState(NamedTuple):
+    """The variable tensors of one LSTM direction: h [B, n_output] and c [B, n_cell]."""
+
+    output_state: jax.Array
+    cell_state: jax.Array
+
+
+def zero_state(weights: LSTMWeights, batch: int, dtype=jnp.float32) -> LSTMState:
+    """An all-zero `LSTMState` for `batch` rows, like a freshly allocated interpreter."""
+    return LSTMState(
+        jnp.zeros((batch, weights.n_output), dtype), jnp.zeros((batch, weights.n_cell), dtype)
+    )
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def check_weights(op: str, w: LSTMWeights, options: LSTMOptions, n_input: int) -> None:
+    """Validates `w` against TFLite's Prepare rules (lstm.cc CheckInputTensorDimensions)."""
+    _checks.check_activation(op, options.fused_activation_function, LSTM_ACTIVATIONS)
+    _checks.check_clip(op, "cell_clip", options.cell_clip)
+    _checks.check_clip(op, "proj_clip", options.proj_clip)
+    n_cell = w.n_cell
+    if n_cell == 0:
+        raise ValueError(f"{op}: input_to_output_weights has n_cell=0 rows; n_cell must be > 0")
+    n_output = w.n_output
+    cifg = w.use_cifg
+    _checks.require(
+        op,
+        (w.input_to_input_weights is None) == (w.recurrent_to_input_weights is None),
+        "input_to_input_weights and recurrent_to_input_weights must both be given "
+        "(full LSTM) or both be None (CIFG)",
+    )
+    _checks.require(
+        op,
+        (w.input_gate_bias is None) == cifg,
+        "input_gate_bias must be None under CIFG (no input_to_input_weights) and given otherwise",
+    )
+    peep = (w.cell_to_forget_weights, w.cell_to_output_weights)
+    _checks.require(
+        op,
+        (peep[0] is None) == (peep[1] is None)
+        and (w.cell_to_input_weights is None or peep[0] is not None)
+        and (cifg or (w.cell_to_input_weights is None) == (peep[0] is None)),
+        "peephole weights must be given for every gate (cell_to_input_weights may be "
+        "omitted under CIFG) or for none",
+    )
+    _checks.require(
+        op,
+        w.projection_bias is None or w.projection_weights is not None,
+        "projection_bias is given without projection_weights",
+    )
+    ln = (
+        w.forget_layer_norm_coefficients,
+        w.cell_layer_norm_coefficients,
+        w.output_layer_norm_coefficients,
+    )
+    if any(v is not None for v in ln) or w.input_layer_norm_coefficients is not None:
+        _checks.require(
+            op,
+            all(v is not None for v in ln)
+            and (w.input_layer_norm_coefficients is None) == cifg,
+            "layer norm needs forget, cell and output layer_norm_coefficients, and "
+            "input_layer_norm_coefficients exactly when the input gate exists (no CIFG)",
+        )
+    if not w.use_projection:
+        _checks.require(
+            op,
+            n_output == n_cell,
+            f"without projection_weights, n_output (recurrent_to_output_weights dim, {n_output}) "
+            f"must equal n_cell ({n_cell})",
+        )
+    aux = [getattr(w, f"aux_input_to_{g}_weights") for g in GATES]
+    if any(a is not None for a in aux[1:]):
+        _checks.require(
+            op,
+            all(a is not None for a in aux[1:]) and (aux[0] is None) == cifg,
+            "aux_input_to_*_weights must be given for every computed gate or for none",
+        )
+
+    cell, inp, out = f"n_cell={n_cell}", f"n_input={n_input}", f"n_output={n_output}"
+    for gate in GATES:
+        x = getattr(w, f"input_to_{gate}_weights")
+        if x is not None:
+            _checks.check_shape(op, f"input_to_{gate}_weights", x, (n_cell, n_input), f"({cell}, {inp})")
+        r = getattr(w, f"recurrent_to_{gate}_weights")
+        if r is not None:
+            if len(r.shape) == 1:
+                _checks.check_shape(op, f"recurrent_to_{gate}_weights", r, (n_cell,), f"({cell},) (diagonal)")
+                _checks.require(op, n_output == n_cell, "diagonal recurrent weights need n_output == n_cell")
+            else:
+                _checks.check_shape(op, f"recurrent_to_{gate}_weights", r, (n_cell, n_output), f"({cell}, {out})")
+        for name in (f"{gate}_gate_bias", f"{gate}_layer_norm_coefficients"):
+            v = getattr(w, name)
+            if v is not None:
+                _checks.check_shape(op, name, v, (n_cell,), f"({cell},)")
+                _checks.check_float(op, name, v)
+        if gate != "cell":
+            p = getattr(w, f"cell_to_{gate}_weights")
+            if p is not None:
+                _checks.check_shape(op, f"cell_to_{gate}_weights", p, (n_cell,), f"({cell},)")
+    if w.use_projection:
+        _checks.check_shape(op, "projection_weights", w.projection_weights, (n_output, n_cell), f"({out}, {cell})")
+    if w.projection_bias is not None:
+        _checks.check_shape(op, "projection_bias", w.projection_bias, (n_output,), f"({out},)")
+    hybrid = w.is_hybrid
+    for field in dataclasses.fields(w):
+        v = getattr(w, field.name)
+        if v is None or field.name.endswith(("bias", "coefficients")):
+            continue
+        if isinstance(v, QuantizedTensor) != hybrid and not (
+            field.name.startswith("recurrent") and len(v.shape) == 1
+        ):
+            raise TypeError(
+                f"{op}: {field.name} is {'int8' if isinstance(v, QuantizedTensor) else 'float'} "
+                f"but input_to_forget_weights is {'int8' if hybrid else 'float'}; all weight "
+                "matrices must share one type"
+            )
+
+
+def _check_state(op: str, prefix: str, state: LSTMState, batch: int, w: LSTMWeights) -> None:
+    _checks.check_shape(
+        op, f"{prefix}output_state", state.output_state, (batch, w.n_output),
+        f"(n_batch={batch}, n_output={w.n_output})",
+    )
+    _checks.check_shape(
+        op, f"{prefix}cell_state", state.cell_state, (batch, w.n_cell),
+        f"(n_batch={batch}, n_cell={w.n_cell})",
+    )
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+def _stack(mats: list, asymmetric: bool):
+    """Stacks per-gate matrices [n_cell, k] into one [G * n_cell, k] matmul.
+
+    Returns a function ``x [N, k] -> [N, G * n_cell]`` (float or hybrid).
+    """
+    if isinstance(mats[0], QuantizedTensor):
+        values = jnp.concatenate([m.values for m in mats])
+        scales = jnp.concatenate(
+            [jnp.broadcast_to(jnp.asarray(m.scale, jnp.float32), m.shape[:1]) for m in mats]
+        )
+        return lambda x: hybrid_matmul(x, values, scales, asymmetric)
+    w = jnp.concatenate(mats)
+    return lambda x: x @ w.T.astype(x.dtype)
+
+
+def _float_vector(v):
+    return v.dequantize() if isinstance(v, QuantizedTensor) else v
+
+
+def _layer_norm(z: jax.Array) -> jax.Array:
+    """MeanStddevNormalization: population variance, epsilon 1e-8 inside the sqrt."""
+    mean = jnp.mean(z, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(z - mean), axis=-1, keepdims=True)
+    return (z - mean) * (1.0 / jnp.sqrt(var + 1e-8))
+
+
+def _lstm_scan(
+    x: jax.Array,
+    w: LSTMWeights,
+    state: LSTMState,
+    options: LSTMOptions,
+    aux: jax.Array | None = None,
+    reverse: bool = False,
+    unroll: int = 1,
+) -> tuple[jax.Array, LSTMState]:
+    """Runs one direction over time-major `x` [T, B, I]; returns ([T, B, n_output], final state)."""
+    act = activation(options.fused_activation_function)
+    asym = options.asymmetric_quantize_inputs
+    gates = w.gates
+    n_cell = w.n_cell
+    T, B = x.shape[0], x.shape[1]
+    dtype = x.dtype
+
+    def gate_tensor(kind: str) -> list:
+        return [getattr(w, kind.format(g)) for g in gates]
+
+    # Input (and aux) projections do not depend on the recurrence: one matmul over all steps.
+    input_matmul = _stack(gate_tensor("input_to_{}_weights"), asym)
+    bias = jnp.concatenate(gate_tensor("{}_gate_bias")).astype(dtype)
+    z_in = input_matmul(x.reshape(T * B, -1))
+    if not w.use_layer_norm:
+        z_in = bias + z_in  # acc starts at the bias (no layer norm)
+    if aux is not None and w.use_aux_weights:
+        z_in = z_in + _stack(gate_tensor("aux_input_to_{}_weights"), asym)(aux.reshape(T * B, -1))
+    z_in = z_in.reshape(T, B, len(gates) * n_cell)
+
+    recurrent = gate_tensor("recurrent_to_{}_weights")
+    if len(recurrent[0].shape) == 1:  # diagonal ("IndyLSTM"): float even in hybrid models
+        diag = jnp.concatenate([_float_vector(r) for r in recurrent]).astype(dtype)
+
+        def recurrent_matmul(h):
+            return jnp.tile(h, (1, len(gates))) * diag
+
+    else:
+        recurrent_matmul = _stack(recurrent, asym)
+
+    peephole = {
+        g: _float_vector(getattr(w, f"cell_to_{g}_weights")).astype(dtype)
+        for g in ("input", "forget", "output")
+        if w.use_peephole and g in gates
+    }
+    layer_norm = {
+        g: getattr(w, f"{g}_layer_norm_coefficients").astype(dtype) for g in gates
+    } if w.use_layer_norm else {}
+    gate_bias = {g: getattr(w, f"{g}_gate_bias").astype(dtype) for g in gates}
+    if w.use_projection:
+        project = _stack([w.projection_weights], asym)
+        proj_bias = None if w.projection_bias is None else w.projection_bias.astype(dtype)
+
+    def finish_gate(g: str, z: jax.Array) -> jax.Array:
+        if layer_norm:
+            z = _layer_norm(z) * layer_norm[g] + gate_bias[g]
+        return z
+
+    def step(carry: LSTMState, z_t: jax.Array):
+        h, c = carry
+        z = z_t + recurrent_matmul(h)
+        z = dict(zip(gates, jnp.split(z, len(gates), axis=-1)))
+        for g in ("input", "forget"):
+            if g in peephole:
+                z[g] = z[g] + peephole[g] * c
+        f = jax.nn.sigmoid(finish_gate("forget", z["forget"]))
+        g_cell = act(finish_gate("cell", z["cell"]))
+        c_new = f * c
+        if w.use_cifg:
+            c_new = c_new + g_cell * (1.0 - f)
+        else:
+            c_new = c_new + g_cell * jax.nn.sigmoid(finish_gate("input", z["input"]))
+        c_new = clip(c_new, options.cell_clip)
+        z_o = z["output"]
+        if "output" in peephole:
+            z_o = z_o + peephole["output"] * c_new
+        o = jax.nn.sigmoid(finish_gate("output", z_o))
+        m = o * act(c_new)
+        if w.use_projection:
+            h_new = project(m)
+            if proj_bias is not None:
+                h_new = proj_bias + h_new
+            h_new = clip(h_new, options.proj_clip)
+        else:
+            h_new = m
+        return LSTMState(h_new, c_new), h_new
+
+    final, outputs = jax.lax.scan(step, state, z_in, reverse=reverse, unroll=unroll)
+    return outputs, final
+
+
+def _to_time_major(x: jax.Array, time_major: bool) -> jax.Array:
+    return x if time_major else jnp.swapaxes(x, 0, 1)
+
+
+# ----------------------------------------------------------------------------- public ops
+
+
+@functools.partial(jax.jit, static_argnames=("options", "unroll"))
+def unidirectional_sequence_lstm(
+    input: jax.Array,
+    weights: LSTMWeights,
+    state: LSTMState | None = None,
+    *,
+    options: LSTMOptions = LSTMOptions(),
+    unroll: int = 1,
+) -> tuple[jax.Array, LSTMState]:
+    """TFLite UNIDIRECTIONAL_SEQUENCE_LSTM.
+
+    ``input: [B, T, n_input] (or [T, B, n_input] if time_major) -> (output: [B, T, n_output],
+    LSTMState(h_T: [B, n_output], c_T: [B, n_cell]))``. Semantics are the NumPy loop in
+    ``tests/reference/np_lstm.py``; the math is in this module's docstring.
+
+    Args:
+      input: float [B, T, n_input], or [T, B, n_input] when ``options.time_major``.
+      weights: `LSTMWeights` (no aux weights).
+      state: initial `LSTMState` (the op's variable tensors 18 and 19); zeros if None.
+      options: static `LSTMOptions`.
+      unroll: `lax.scan` unroll factor (speed only).
+
+    Returns:
+      (output sequence in the input's layout, final `LSTMState`).
+
+    Raises:
+      ValueError / TypeError: a tensor with the wrong shape or dtype, a missing or
+        inconsistent optional tensor, a negative clip, or activation NONE (which the
+        upstream kernel mishandles: it leaves h = o * g).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> w = LSTMWeights.from_fused(jnp.ones((3, 8)) * .1, jnp.ones((2, 8)) * .1, jnp.zeros(8))
+      >>> y, (h, c) = unidirectional_sequence_lstm(jnp.ones((1, 5, 3)), w)
+      >>> y.shape, h.shape
+      ((1, 5, 2), (1, 2))
+
+    References:
+      tflite/kernels/unidirectional_sequence_lstm.cc, lstm_eval.cc (EvalFloat, EvalHybrid).
+    """
+    op = "unidirectional_sequence_lstm"
+    _checks.check_rank(op, "input", input, (3,), "[B, T, n_input] (or [T, B, n_input] when time_major)")
+    _checks.check_float(op, "input", input)
+    n_input = input.shape[-1]
+    check_weights(op, weights, options, n_input)
+    _checks.require(op, not weights.use_aux_weights, "aux_input_to_*_weights belong to the bidirectional op")
+    with jax.named_scope(f"jaxlstm.{op}"):
+        x = _to_time_major(input, options.time_major)
+        if state is None:
+            state = zero_state(weights, x.shape[1], input.dtype)
+        _check_state(op, "", state, x.shape[1], weights)
+        y, final = _lstm_scan(x, weights, state, options, unroll=unroll)
+        return _to_time_major(y, options.time_major), final
+
+
+@functools.partial(jax.jit, static_argnames=("options",))
+def lstm(
+    input: jax.Array,
+    weights: LSTMWeights,
+    state: LSTMState | None = None,
+    *,
+    options: LSTMOptions = LSTMOptions(),
+) -> tuple[jax.Array, LSTMState]:
+    """TFLite LSTM (FULL kernel): one time step.
+
+    ``input: [B, n_input] -> (output: [B, n_output], LSTMState(h: [B, n_output], c: [B, n_cell]))``.
+    Same math and arguments as `unidirectional_sequence_lstm` with T = 1;
+    ``options.time_major`` is ignored (the kernel always runs time-major).
+
+    References:
+      tflite/kernels/lstm.cc (Eval, FULL kernel) and lstm_eval.cc.
+    """
+    op = "lstm"
+    _checks.check_rank(op, "input", input, (2,), "[n_batch, n_input]")
+    _checks.check_float(op, "input", input)
+    check_weights(op, weights, options, input.shape[-1])
+    with jax.named_scope(f"jaxlstm.{op}"):
+        if state is None:
+            state = zero_state(weights, input.shape[0], input.dtype)
+        _check_state(op, "", state, input.shape[0], weights)
+        y, final = _lstm_scan(input[None], weights, state, options.replace(time_major=True))
+        return y[0], final
+
+
+@jax.jit
+def basic_lstm_cell(
+    input: jax.Array,
+    prev_activation: jax.Array,
+    weights: jax.Array,
+    bias: jax.Array,
+    prev_state: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """TFLite LSTM with ``kernel_type=BASIC``: one step with one packed weight matrix.
+
+    ``input: [B, I], prev_activation: [B, D], weights: [4D, I + D], bias: [4D],
+    prev_state: [B, D] -> (activation: [B, D], state: [B, D])``. The packed blocks are
+    input gate, candidate, forget gate, output gate; tanh is fixed; no clip or peephole.
+
+    References:
+      tflite/kernels/internal/reference/lstm_cell.h (LstmCell).
+    """
+    op = "lstm (BASIC kernel)"
+    _checks.check_rank(op, "input", input, (2,), "[n_batch, n_input]")
+    B, I = input.shape
+    D = prev_activation.shape[-1]
+    _checks.check_shape(op, "prev_activation", prev_activation, (B, D), f"(n_batch={B}, n_output)")
+    _checks.check_shape(op, "weights", weights, (4 * D, I + D), f"(4*n_output={4 * D}, n_input+n_output={I + D})")
+    _checks.check_shape(op, "bias", bias, (4 * D,), f"(4*n_output={4 * D},)")
+    _checks.check_shape(op, "prev_state", prev_state, (B, D), f"(n_batch={B}, n_output={D})")
+    z = jnp.concatenate([input, prev_activation], axis=-1) @ weights.T + bias
+    i, g, f, o = jnp.split(z, 4, axis=-1)
+    state = jax.nn.sigmoid(i) * jnp.tanh(g) + jax.nn.sigmoid(f) * prev_state
+    return jax.nn.sigmoid(o) * jnp.tanh(state), state
+
+
+@functools.partial(jax.jit, static_argnames=("options", "merge_outputs", "unroll"))
+def bidirectional_sequence_lstm(
+    input: jax.Array,
+    fw_weights: LSTMWeights,
+    bw_weights: LSTMWeights,
+    fw_state: LSTMState | None = None,
+    bw_state: LSTMState | None = None,
+    aux_input: jax.Array | None = None,
+    *,
+    options: LSTMOptions = LSTMOptions(time_major=True),
+    merge_outputs: bool = False,
+    unroll: int = 1,
+) -> tuple[tuple[jax.Array, ...], tuple[LSTMState, LSTMState]]:
+    """TFLite BIDIRECTIONAL_SEQUENCE_LSTM.
+
+    ``input: [T, B, I] (time_major, the op's default) or [B, T, I] -> ((fw_output, bw_output)
+    or (merged,), (fw_state, bw_state))``. The backward direction runs t = T-1 .. 0 and
+    writes each output at its own time index; ``merge_outputs`` concatenates
+    [fw | bw] on the last axis. Both directions share `options`; there is no layer norm.
+
+    Aux input modes (bidirectional_sequence_lstm.cc):
+      * no `aux_input`: both directions read `input`;
+      * `aux_input` and ``fw_weights.aux_input_to_*`` given (cross-linking): both read
+        `input` plus `aux_input` through their own aux weights;
+      * `aux_input` without aux weights: fw reads `input`, bw reads `aux_input`.
+
+    Args:
+      input: float [T, B, I] or [B, T, I].
+      fw_weights, bw_weights: `LSTMWeights`, optionally with ``aux_input_to_*`` weights.
+      fw_state, bw_state: initial `LSTMState`s (variable tensors 35-38); zeros if None.
+      aux_input: optional float [T, B, n_aux] (same layout as `input`).
+      options: static `LSTMOptions`.
+      merge_outputs: return one output [.., n_fw_output + n_bw_output].
+
+    Returns:
+      (outputs, (fw_state, bw_state)); outputs is (fw, bw) or (merged,).
+    """
+    op = "bidirectional_sequence_lstm"
+    _checks.check_rank(op, "input", input, (3,), "[T, B, n_input] (or [B, T, n_input])")
+    _checks.check_float(op, "input", input)
+    for prefix, w in (("fw_", fw_weights), ("bw_", bw_weights)):
+        _checks.require(op, not w.use_layer_norm, f"{prefix}weights: the bidirectional op has no layer norm inputs")
+    _checks.require(
+        op, fw_weights.use_aux_weights == bw_weights.use_aux_weights,
+        "aux weights must be given for both directions or for neither",
+    )
+    if fw_weights.use_aux_weights:
+        _checks.require(op, aux_input is not None, "aux_input_to_*_weights are given but aux_input is None")
+    cross_link = aux_input is not None and fw_weights.use_aux_weights
+    bw_reads_aux = aux_input is not None and not fw_weights.use_aux_weights
+    if aux_input is not None:
+        _checks.check_rank(op, "aux_input", aux_input, (3,), "the input's layout [T, B, n_aux]")
+        if bw_reads_aux:
+            _checks.check_shape(op, "aux_input", aux_input, input.shape, f"{tuple(input.shape)} (the input's shape: bw reads it as its input)")
+        else:
+            _checks.check_shape(op, "aux_input", aux_input, input.shape[:2] + aux_input.shape[2:], f"{tuple(input.shape[:2])} + (n_aux,)")
+    check_weights(op, fw_weights, options, input.shape[-1])
+    check_weights(op, bw_weights, options, input.shape[-1])
+    for prefix, w in (("fw_", fw_weights), ("bw_", bw_weights)):
+        if cross_link:
+            for g in w.gates:
+                a = getattr(w, f"aux_input_to_{g}_weights")
+                _checks.check_shape(op, f"{prefix}aux_input_to_{g}_weights", a, (w.n_cell, aux_input.shape[-1]),
+                                    f"(n_cell={w.n_cell}, n_aux={aux_input.shape[-1]})")
+
+    with jax.named_scope(f"jaxlstm.{op}"):
+        x = _to_time_major(input, options.time_major)
+        a = None if aux_input is None else _to_time_major(aux_input, options.time_major)
+        B = x.shape[1]
+        fw_state = zero_state(fw_weights, B, input.dtype) if fw_state is None else fw_state
+        bw_state = zero_state(bw_weights, B, input.dtype) if bw_state is None else bw_state
+        _check_state(op, "fw_", fw_state, B, fw_weights)
+        _check_state(op, "bw_", bw_state, B, bw_weights)
+        fw_y, fw_final = _lstm_scan(x, fw_weights, fw_state, options, a if cross_link else None, unroll=unroll)
+        bw_x = a if bw_reads_aux else x
+        bw_y, bw_final = _lstm_scan(bw_x, bw_weights, bw_state, options, a if cross_link else None,
+                                    reverse=True, unroll=unroll)
+        fw_y = _to_time_major(fw_y, options.time_major)
+        bw_y = _to_time_major(bw_y, options.time_major)
+        outputs = (jnp.concatenate([fw_y, bw_y], axis=-1),) if merge_outputs else (fw_y, bw_y)
+        return outputs, (fw_final, bw_final)
