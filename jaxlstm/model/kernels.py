@@ -1,0 +1,309 @@
+"""Operator kernels of the model runtime: builtin opcode -> JAX computation.
+
+Each kernel takes the `Operator` (for its options) and its input values by position
+(None for an absent optional input) and returns ``(outputs, updates)``, where `updates`
+maps an input position to the new value of that variable tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlstm import _spec
+from jaxlstm.ops.lstm import (
+    LSTMOptions,
+    LSTMState,
+    LSTMWeights,
+    basic_lstm_cell,
+    bidirectional_sequence_lstm,
+    lstm,
+    unidirectional_sequence_lstm,
+)
+from jaxlstm.ops.rnn import (
+    RNNOptions,
+    RNNWeights,
+    bidirectional_sequence_rnn,
+    rnn,
+    unidirectional_sequence_rnn,
+)
+from jaxlstm.ops._activations import activation
+from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
+from jaxlstm.model.graph import Operator
+
+Kernel = Callable[[Operator, list], tuple[list, dict[int, Any]]]
+KERNELS: dict[str, Kernel] = {}
+
+
+def kernel(*opcodes: str):
+    def register(fn: Kernel) -> Kernel:
+        for code in opcodes:
+            KERNELS[code] = fn
+        return fn
+
+    return register
+
+
+def run_operator(op: Operator, args: list) -> tuple[list, dict[int, Any]]:
+    """Runs one operator; raises NotImplementedError for an opcode without a kernel."""
+    try:
+        fn = KERNELS[op.opcode]
+    except KeyError:
+        raise NotImplementedError(
+            f"operator {op.opcode} is not supported by jaxlstm; supported: {sorted(KERNELS)}"
+        ) from None
+    return fn(op, args)
+
+
+def _named(names: tuple[str, ...], args: list) -> dict[str, Any]:
+    return {n: a for n, a in zip(names, args) if a is not None}
+
+
+def _dense(v: Any) -> jax.Array:
+    """A float view of a constant (int8 weights are dequantized)."""
+    return v.dequantize() if isinstance(v, QuantizedTensor) else jnp.asarray(v)
+
+
+def _lstm_options(op: Operator, time_major_default: bool) -> LSTMOptions:
+    return LSTMOptions(
+        fused_activation_function=op.option("fused_activation_function", "NONE"),
+        cell_clip=float(op.option("cell_clip", 0.0)),
+        proj_clip=float(op.option("proj_clip", 0.0)),
+        time_major=bool(op.option("time_major", time_major_default)),
+        asymmetric_quantize_inputs=bool(op.option("asymmetric_quantize_inputs", False)),
+    )
+
+
+def _lstm_weights(named: dict[str, Any], prefix: str = "") -> LSTMWeights:
+    fields = {f: named[prefix + f] for f in _spec.LSTM_INPUTS if prefix + f in named}
+    fields.update(
+        {f"aux_{k[len(prefix) + 4:]}": v for k, v in named.items() if k.startswith(prefix + "aux_")}
+    )
+    fields = {k: v for k, v in fields.items() if k not in ("input", "output_state", "cell_state")}
+    missing = [
+        prefix + f
+        for f in ("input_to_forget_weights", "input_to_cell_weights", "input_to_output_weights",
+                  "recurrent_to_forget_weights", "recurrent_to_cell_weights",
+                  "recurrent_to_output_weights", "forget_gate_bias", "cell_gate_bias",
+                  "output_gate_bias")
+        if f not in fields
+    ]
+    if missing:
+        raise ValueError(f"missing required LSTM input(s): {missing}")
+    return LSTMWeights(**fields)
+
+
+@kernel("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")
+def _lstm(op: Operator, args: list):
+    if op.opcode == "LSTM" and op.option("kernel_type", "FULL") == "BASIC":
+        return _basic_lstm(op, args)
+    named = _named(_spec.LSTM_INPUTS, args)
+    weights = _lstm_weights(named)
+    state = LSTMState(
+        named["output_state"].reshape(-1, weights.n_output),
+        named["cell_state"].reshape(-1, weights.n_cell),
+    )
+    options = _lstm_options(op, time_major_default=False)
+    fn = lstm if op.opcode == "LSTM" else unidirectional_sequence_lstm
+    y, final = fn(named["input"], weights, state, options=options)
+    return [y], {
+        18: final.output_state.reshape(named["output_state"].shape),
+        19: final.cell_state.reshape(named["cell_state"].shape),
+    }
+
+
+def _basic_lstm(op: Operator, args: list):
+    x, h, w, b, c = args[:5]
+    h_new, c_new = basic_lstm_cell(x, h, _dense(w), _dense(b), c)
+    concat = jnp.concatenate([x, h], axis=-1)
+    activation_temp = concat @ _dense(w).T + _dense(b)
+    return [h_new, c_new, concat, activation_temp], {1: h_new, 4: c_new}
+
+
+@kernel("BIDIRECTIONAL_SEQUENCE_LSTM")
+def _bidirectional_lstm(op: Operator, args: list):
+    named = _named(_spec.BIDIRECTIONAL_LSTM_INPUTS, args)
+    fw = _lstm_weights(named, "fw_")
+    bw = _lstm_weights(named, "bw_")
+    fw_state = LSTMState(named["fw_output_state"].reshape(-1, fw.n_output),
+                                  named["fw_cell_state"].reshape(-1, fw.n_cell))
+    bw_state = LSTMState(named["bw_output_state"].reshape(-1, bw.n_output),
+                                  named["bw_cell_state"].reshape(-1, bw.n_cell))
+    merge = bool(op.option("merge_outputs", False))
+    outputs, (fw_final, bw_final) = bidirectional_sequence_lstm(
+        named["input"], fw, bw, fw_state, bw_state, named.get("aux_input"),
+        options=_lstm_options(op, time_major_default=False), merge_outputs=merge,
+    )
+    updates = {
+        35: fw_final.output_state.reshape(named["fw_output_state"].shape),
+        36: fw_final.cell_state.reshape(named["fw_cell_state"].shape),
+        37: bw_final.output_state.reshape(named["bw_output_state"].shape),
+        38: bw_final.cell_state.reshape(named["bw_cell_state"].shape),
+    }
+    return list(outputs), updates
+
+
+def _rnn_options(op: Operator) -> RNNOptions:
+    return RNNOptions(
+        fused_activation_function=op.option("fused_activation_function", "NONE"),
+        time_major=bool(op.option("time_major", False)),
+        asymmetric_quantize_inputs=bool(op.option("asymmetric_quantize_inputs", False)),
+    )
+
+
+@kernel("RNN", "UNIDIRECTIONAL_SEQUENCE_RNN")
+def _rnn(op: Operator, args: list):
+    named = _named(_spec.RNN_INPUTS, args)
+    weights = RNNWeights(named["input_weights"], named["recurrent_weights"], named["bias"])
+    h0 = named["hidden_state"].reshape(-1, weights.n_units)
+    fn = rnn if op.opcode == "RNN" else unidirectional_sequence_rnn
+    y, h = fn(named["input"], weights, h0, options=_rnn_options(op))
+    return [y], {4: h.reshape(named["hidden_state"].shape)}
+
+
+@kernel("BIDIRECTIONAL_SEQUENCE_RNN")
+def _bidirectional_rnn(op: Operator, args: list):
+    named = _named(_spec.BIDIRECTIONAL_RNN_INPUTS, args)
+    weights = [
+        RNNWeights(named[f"{d}_input_weights"], named[f"{d}_recurrent_weights"],
+                           named[f"{d}_bias"], named.get(f"{d}_aux_input_weights"))
+        for d in ("fw", "bw")
+    ]
+    h = [named[f"{d}_hidden_state"].reshape(-1, w.n_units) for d, w in zip(("fw", "bw"), weights)]
+    outputs, (h_fw, h_bw) = bidirectional_sequence_rnn(
+        named["input"], *weights, *h, named.get("aux_input"),
+        options=_rnn_options(op), merge_outputs=bool(op.option("merge_outputs", False)),
+    )
+    return list(outputs), {
+        4: h_fw.reshape(named["fw_hidden_state"].shape),
+        8: h_bw.reshape(named["bw_hidden_state"].shape),
+    }
+
+
+# ----------------------------------------------------------------------------- glue ops
+
+
+def _fused(op: Operator, x: jax.Array) -> jax.Array:
+    return activation(op.option("fused_activation_function", "NONE"))(x)
+
+
+@kernel("FULLY_CONNECTED")
+def _fully_connected(op: Operator, args: list):
+    x, w = args[0], args[1]
+    b = args[2] if len(args) > 2 else None
+    n_in = w.shape[-1]
+    rows = x.reshape(-1, n_in)
+    if isinstance(w, QuantizedTensor):
+        scales = jnp.broadcast_to(jnp.asarray(w.scale, jnp.float32), w.shape[:1])
+        y = hybrid_matmul(rows, w.values, scales, bool(op.option("asymmetric_quantize_inputs", False)))
+        if b is not None:
+            y = y + b  # hybrid FC: the bias is added after the scaled product
+    else:
+        y = rows @ jnp.asarray(w).T
+        if b is not None:
+            y = y + b
+    y = _fused(op, y)
+    if op.option("keep_num_dims", False):
+        y = y.reshape(x.shape[:-1] + (w.shape[0],))
+    return [y], {}
+
+
+@kernel("SOFTMAX")
+def _softmax(op: Operator, args: list):
+    return [jax.nn.softmax(args[0] * op.option("beta", 1.0), axis=-1)], {}
+
+
+@kernel("LOGISTIC")
+def _logistic(op: Operator, args: list):
+    return [jax.nn.sigmoid(args[0])], {}
+
+
+@kernel("TANH")
+def _tanh(op: Operator, args: list):
+    return [jnp.tanh(args[0])], {}
+
+
+@kernel("ADD", "MUL", "SUB")
+def _binary(op: Operator, args: list):
+    a, b = _dense(args[0]), _dense(args[1])
+    fn = {"ADD": jnp.add, "MUL": jnp.multiply, "SUB": jnp.subtract}[op.opcode]
+    return [_fused(op, fn(a, b))], {}
+
+
+@kernel("CONCATENATION")
+def _concatenation(op: Operator, args: list):
+    return [_fused(op, jnp.concatenate([_dense(a) for a in args], axis=op.option("axis", 0)))], {}
+
+
+def _static(v: Any, what: str) -> np.ndarray:
+    try:
+        return np.asarray(v)
+    except jax.errors.TracerArrayConversionError:
+        raise NotImplementedError(f"{what} must be a constant tensor") from None
+
+
+@kernel("RESHAPE")
+def _reshape(op: Operator, args: list):
+    x = args[0]
+    if len(args) > 1 and args[1] is not None:
+        shape = [int(d) for d in _static(args[1], "RESHAPE shape")]
+    else:
+        shape = list(op.option("new_shape", ()))
+    return [x.reshape(shape)], {}
+
+
+@kernel("TRANSPOSE")
+def _transpose(op: Operator, args: list):
+    return [jnp.transpose(args[0], [int(p) for p in _static(args[1], "TRANSPOSE perm")])], {}
+
+
+@kernel("REVERSE_V2")
+def _reverse(op: Operator, args: list):
+    axes = [int(a) for a in np.atleast_1d(_static(args[1], "REVERSE_V2 axis"))]
+    return [jnp.flip(args[0], axis=axes)], {}
+
+
+@kernel("STRIDED_SLICE")
+def _strided_slice(op: Operator, args: list):
+    x = args[0]
+    begin, end, strides = (_static(a, "STRIDED_SLICE begin/end/strides").astype(int) for a in args[1:4])
+    for mask in ("ellipsis_mask", "new_axis_mask"):
+        if op.option(mask, 0):
+            raise NotImplementedError(f"STRIDED_SLICE with {mask} is not supported")
+    begin_mask, end_mask = op.option("begin_mask", 0), op.option("end_mask", 0)
+    shrink = op.option("shrink_axis_mask", 0)
+    index = []
+    for axis in range(len(begin)):
+        bit = 1 << axis
+        if shrink & bit:
+            index.append(int(begin[axis]))
+            continue
+        b = None if begin_mask & bit else int(begin[axis])
+        e = None if end_mask & bit else int(end[axis])
+        index.append(slice(b, e, int(strides[axis])))
+    return [x[tuple(index)]], {}
+
+
+@kernel("DEQUANTIZE")
+def _dequantize(op: Operator, args: list):
+    return [_dense(args[0]).astype(jnp.float32)], {}
+
+
+@kernel("PACK")
+def _pack(op: Operator, args: list):
+    return [jnp.stack(args, axis=op.option("axis", 0))], {}
+
+
+@kernel("UNPACK")
+def _unpack(op: Operator, args: list):
+    axis = op.option("axis", 0)
+    return [jnp.take(args[0], i, axis=axis) for i in range(args[0].shape[axis])], {}
+
+
+@kernel("SHAPE")
+def _shape(op: Operator, args: list):
+    return [jnp.asarray(args[0].shape, jnp.int32)], {}
