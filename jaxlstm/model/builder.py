@@ -22,7 +22,9 @@ import numpy as np
 
 from jaxlstm import _spec
 from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Tensor, options_tuple
-from jaxlstm.ops.lstm import LSTMOptions, LSTMWeights
+from jaxlstm.ops.lstm import GATES, LSTMOptions, LSTMWeights
+from jaxlstm.ops.gru import GRUOptions, GRUWeights
+from jaxlstm.ops.gru import check_weights as check_gru_weights
 from jaxlstm.ops.rnn import RNNOptions, RNNWeights
 from jaxlstm.ops._quant import QuantizedTensor
 
@@ -39,11 +41,12 @@ class ModelBuilder:
     """Builds a `Model` one operator at a time (see the module docstring).
 
     Args:
-      batch_size: the static batch used for state tensors (TFLite variable tensors need a
-        concrete shape); -1 keeps the batch dynamic in the signature.
+      batch_size: the batch of the state (variable) tensors when the input batch is
+        dynamic (-1); None (default) keeps them dynamic too, so the exporter writes
+        shape_signature [-1, n] and `Model.init_state(batch)` sizes them.
     """
 
-    def __init__(self, batch_size: int = 1):
+    def __init__(self, batch_size: int | None = None):
         self.batch_size = batch_size
         self._tensors: list[Tensor] = []
         self._operators: list[Operator] = []
@@ -110,25 +113,52 @@ class ModelBuilder:
         return (t, b) if time_major else (b, t)
 
     def _state_batch(self, batch: int) -> int:
-        return self.batch_size if batch < 0 else batch
+        return self.batch_size if batch < 0 and self.batch_size is not None else batch
 
     # -- recurrent layers ----------------------------------------------------------------
 
     def add_lstm(self, x: Ref, weights: LSTMWeights, options: LSTMOptions, name: str = "lstm") -> Ref:
         """UNIDIRECTIONAL_SEQUENCE_LSTM over `x` [B, T, I] (or [T, B, I]); returns the sequence."""
-        batch, time = self._batch_time(x, options.time_major)
+        batch, _ = self._batch_time(x, options.time_major)
+        return self._lstm_op(
+            "UNIDIRECTIONAL_SEQUENCE_LSTM", x, batch, weights, name,
+            **_lstm_option_dict(options), time_major=options.time_major,
+            diagonal_recurrent_tensors=len(weights.recurrent_to_output_weights.shape) == 1,
+        )
+
+    def add_lstm_cell(self, x: Ref, weights: LSTMWeights, options: LSTMOptions, name: str = "lstm_cell") -> Ref:
+        """LSTM (FULL kernel): one step over `x` [B, I]; returns h [B, n_output]."""
+        return self._lstm_op("LSTM", x, x.shape[0], weights, name, **_lstm_option_dict(options))
+
+    def _lstm_op(self, opcode: str, x: Ref, batch: int, weights: LSTMWeights, name: str, **options) -> Ref:
         sb = self._state_batch(batch)
         w = self._weights(name, weights, _spec.LSTM_INPUTS[1:18])
         h = self.add_variable(f"{name}/output_state", (sb, weights.n_output))
         c = self.add_variable(f"{name}/cell_state", (sb, weights.n_cell))
         ln = self._weights(name, weights, _spec.LSTM_INPUTS[20:24])
-        out_shape = x.shape[:2] + (weights.n_output,)
-        y = self.add_intermediate(f"{name}/output", out_shape)
-        self.add_operator(
-            "UNIDIRECTIONAL_SEQUENCE_LSTM", [x, *w, h, c, *ln], [y],
-            **_lstm_option_dict(options), time_major=options.time_major,
-        )
+        y = self.add_intermediate(f"{name}/output", x.shape[:-1] + (weights.n_output,))
+        self.add_operator(opcode, [x, *w, h, c, *ln], [y], **options)
         return y
+
+    def add_basic_lstm_cell(self, x: Ref, weights: Any, bias: Any, name: str = "basic_lstm_cell") -> Ref:
+        """LSTM with kernel_type BASIC over `x` [B, I]: `weights` [4D, I + D], `bias` [4D]
+        (blocks: input gate, candidate, forget gate, output gate); returns h [B, D]."""
+        depth = int(np.shape(bias)[0]) // 4
+        sb = self._state_batch(x.shape[0])
+        h = self.add_variable(f"{name}/prev_activation", (sb, depth))
+        w = self.add_constant(f"{name}/weights", weights)
+        b = self.add_constant(f"{name}/bias", bias)
+        c = self.add_variable(f"{name}/prev_state", (sb, depth))
+        outs = [
+            self.add_intermediate(f"{name}/{n}", (x.shape[0], d))
+            for n, d in (("activation", depth), ("state", depth),
+                         ("concat_temp", x.shape[-1] + depth), ("activation_temp", 4 * depth))
+        ]
+        self.add_operator(
+            "LSTM", [x, h, w, b, c], outs, fused_activation_function="TANH",
+            cell_clip=0.0, proj_clip=0.0, kernel_type="BASIC",
+        )
+        return outs[0]
 
     def add_bidirectional_lstm(
         self,
@@ -138,13 +168,20 @@ class ModelBuilder:
         options: LSTMOptions,
         merge_outputs: bool = True,
         name: str = "bidirectional_lstm",
+        aux_input: Ref | None = None,
     ) -> list[Ref]:
-        """One BIDIRECTIONAL_SEQUENCE_LSTM; returns [merged] or [fw, bw] sequences."""
+        """One BIDIRECTIONAL_SEQUENCE_LSTM; returns [merged] or [fw, bw] sequences.
+
+        `aux_input` (same layout as `x`) is read through the ``aux_input_to_*`` weights of
+        `fw`/`bw` when they have them (cross-linking), else it is the backward input.
+        """
         batch, _ = self._batch_time(x, options.time_major)
         sb = self._state_batch(batch)
         direction = _spec.LSTM_INPUTS[1:18]
         w_fw = self._weights(f"{name}/fw", fw, direction)
         w_bw = self._weights(f"{name}/bw", bw, direction)
+        aux_names = tuple(f"aux_input_to_{g}_weights" for g in GATES)
+        aux = [aux_input, *self._weights(f"{name}/fw", fw, aux_names), *self._weights(f"{name}/bw", bw, aux_names)]
         states = [
             self.add_variable(f"{name}/{d}_{s}", (sb, n))
             for d, w in (("fw", fw), ("bw", bw))
@@ -156,7 +193,7 @@ class ModelBuilder:
             outs = [self.add_intermediate(f"{name}/{d}_output", x.shape[:2] + (w.n_output,))
                     for d, w in (("fw", fw), ("bw", bw))]
         self.add_operator(
-            "BIDIRECTIONAL_SEQUENCE_LSTM", [x, *w_fw, *w_bw, *states] + [None] * 9, outs,
+            "BIDIRECTIONAL_SEQUENCE_LSTM", [x, *w_fw, *w_bw, *states, *aux], outs,
             **_lstm_option_dict(options), merge_outputs=merge_outputs, time_major=options.time_major,
         )
         return outs
@@ -164,12 +201,21 @@ class ModelBuilder:
     def add_rnn(self, x: Ref, weights: RNNWeights, options: RNNOptions, name: str = "rnn") -> Ref:
         """UNIDIRECTIONAL_SEQUENCE_RNN over `x`; returns the sequence."""
         batch, _ = self._batch_time(x, options.time_major)
+        return self._rnn_op("UNIDIRECTIONAL_SEQUENCE_RNN", x, batch, weights, name, **_rnn_option_dict(options))
+
+    def add_rnn_cell(self, x: Ref, weights: RNNWeights, options: RNNOptions, name: str = "rnn_cell") -> Ref:
+        """RNN: one step over `x` [B, I]; returns h [B, n_units]."""
+        return self._rnn_op(
+            "RNN", x, x.shape[0], weights, name,
+            fused_activation_function=options.fused_activation_function,
+            asymmetric_quantize_inputs=options.asymmetric_quantize_inputs,
+        )
+
+    def _rnn_op(self, opcode: str, x: Ref, batch: int, weights: RNNWeights, name: str, **options) -> Ref:
         w = self._weights(name, weights, _spec.RNN_INPUTS[1:4])
         h = self.add_variable(f"{name}/hidden_state", (self._state_batch(batch), weights.n_units))
-        y = self.add_intermediate(f"{name}/output", x.shape[:2] + (weights.n_units,))
-        self.add_operator(
-            "UNIDIRECTIONAL_SEQUENCE_RNN", [x, *w, h], [y], **_rnn_option_dict(options),
-        )
+        y = self.add_intermediate(f"{name}/output", x.shape[:-1] + (weights.n_units,))
+        self.add_operator(opcode, [x, *w, h], [y], **options)
         return y
 
     def add_bidirectional_rnn(
@@ -180,8 +226,12 @@ class ModelBuilder:
         options: RNNOptions,
         merge_outputs: bool = True,
         name: str = "bidirectional_rnn",
+        aux_input: Ref | None = None,
     ) -> list[Ref]:
-        """One BIDIRECTIONAL_SEQUENCE_RNN; returns [merged] or [fw, bw] sequences."""
+        """One BIDIRECTIONAL_SEQUENCE_RNN; returns [merged] or [fw, bw] sequences.
+
+        `aux_input` is used as in `add_bidirectional_lstm` (``aux_input_weights``).
+        """
         batch, _ = self._batch_time(x, options.time_major)
         sb = self._state_batch(batch)
         refs = []
@@ -193,8 +243,9 @@ class ModelBuilder:
         else:
             outs = [self.add_intermediate(f"{name}/{d}_output", x.shape[:2] + (w.n_units,))
                     for d, w in (("fw", fw), ("bw", bw))]
+        aux = [aux_input, *(self._weights(f"{name}/{d}", w, ("aux_input_weights",))[0] for d, w in (("fw", fw), ("bw", bw)))]
         self.add_operator(
-            "BIDIRECTIONAL_SEQUENCE_RNN", [x, *refs, None, None, None], outs,
+            "BIDIRECTIONAL_SEQUENCE_RNN", [x, *refs, *aux], outs,
             **_rnn_option_dict(options), merge_outputs=merge_outputs,
         )
         return outs
@@ -203,11 +254,16 @@ class ModelBuilder:
 
     def add_last_time_step(self, x: Ref, time_major: bool = False, name: str = "last_step") -> Ref:
         """STRIDED_SLICE taking the last time step: [B, T, F] -> [B, F]."""
+        return self.add_time_step(x, -1, time_major, name)
+
+    def add_time_step(self, x: Ref, index: int, time_major: bool = False, name: str = "time_step") -> Ref:
+        """STRIDED_SLICE taking time step `index` (negative counts from the end): [B, T, F] -> [B, F]."""
         rank = len(x.shape)
         t_axis = 0 if time_major else 1
         begin = np.zeros(rank, np.int32)
-        begin[t_axis] = -1
+        begin[t_axis] = index
         end = np.zeros(rank, np.int32)
+        end[t_axis] = index + 1  # ignored under shrink_axis_mask; kept consistent
         strides = np.ones(rank, np.int32)
         refs = [self.add_constant(f"{name}/{n}", v) for n, v in (("begin", begin), ("end", end), ("strides", strides))]
         all_bits = (1 << rank) - 1
@@ -254,13 +310,7 @@ class ModelBuilder:
         """FULLY_CONNECTED on the last axis; `kernel` is [n_out, n_in] (TFLite layout)."""
         w = self.add_constant(f"{name}/weights", kernel)
         b = None if bias is None else self.add_constant(f"{name}/bias", bias)
-        n_out = int(kernel.shape[0])
-        y = self.add_intermediate(f"{name}/output", x.shape[:-1] + (n_out,))
-        self.add_operator(
-            "FULLY_CONNECTED", [x, w, b], [y], fused_activation_function=activation,
-            keep_num_dims=len(x.shape) > 2, weights_format="DEFAULT", asymmetric_quantize_inputs=False,
-        )
-        return y
+        return self._fully_connected(x, w, b, activation, name)
 
     def add_softmax(self, x: Ref, beta: float = 1.0, name: str = "softmax") -> Ref:
         y = self.add_intermediate(f"{name}/output", x.shape)
@@ -273,6 +323,173 @@ class ModelBuilder:
         for ref, new in zip(outputs, output_names or []):
             tensors[ref.index] = dataclasses.replace(tensors[ref.index], name=new)
         return Model(tensors, self._operators, self._inputs, [r.index for r in outputs], self._constants)
+
+    # -- GRU: unrolled builtin operators -------------------------------------------------
+
+    def add_gru(
+        self,
+        x: Ref,
+        weights: GRUWeights,
+        options: GRUOptions,
+        *,
+        reverse: bool = False,
+        keep_order: bool = False,
+        return_sequences: bool = True,
+        stateful: bool = False,
+        runtime_recurrent_weights: bool = False,
+        name: str = "gru",
+    ) -> Ref:
+        """A GRU layer (`jaxlstm.ops.gru`) unrolled over the input's static time length.
+
+        TFLite has no GRU operator and TensorFlow's converter emits a WHILE loop. Here the
+        input projections of all steps are two FULLY_CONNECTED + UNPACK, and each step is
+        11 builtin operators with the default activations (FULLY_CONNECTED, ADD, LOGISTIC,
+        SPLIT, MUL, TANH, SUB; RELU-like activations fuse into ADD), all in the op sets of
+        every LiteRT build and of TFLite Micro; PACK gathers the output sequence.
+
+        Args:
+          x: [B, T, I] (or [T, B, I] if ``options.time_major``); T must be static: it is
+            the fixed sequence length of the exported model.
+          weights: `GRUWeights` (one direction).
+          options: `GRUOptions`.
+          reverse, keep_order: as in `jaxlstm.ops.gru` (a bidirectional layer is
+            ``add_gru(x, fw)``, ``add_gru(x, bw, reverse=True, keep_order=True)`` and
+            `add_concatenation`).
+          return_sequences: return the sequence [B, T, H]; else h_T [B, H].
+          stateful: streaming mode: h lives in a variable tensor ``<name>/h``, so each
+            invocation continues from the previous h_T (LiteRT ``reset_all_variables()``
+            zeroes it, as for the fused LSTM ops). Its batch is x's (or the builder's
+            `batch_size` if x's is dynamic). Otherwise each invocation starts from a zero
+            constant ``<name>/h0`` (a float constant, so it is in `Model.params`). This
+            choice is made here: `export_tflite`'s ``stateful`` option acts on the fused
+            recurrent ops only.
+          runtime_recurrent_weights: feed the T recurrent FULLY_CONNECTEDs one runtime copy
+            of the recurrent matrices (a CONCATENATION per invoke) instead of the constants.
+            XNNPACK, LiteRT's default CPU delegate, packs constant weights once per
+            operator, i.e. T copies, which thrashes the cache for large T * H (see
+            experiments/bench_gru.py); a runtime tensor is used in place. Costs one copy
+            of the recurrent weights in RAM per invoke and keeps them float under
+            dynamic-range quantization; leave False for TFLite Micro (weights in flash).
+          name: prefix of the tensor names.
+
+        Returns:
+          The output sequence in x's layout, or h_T.
+        """
+        op = "add_gru"
+        batch, time = self._batch_time(x, options.time_major)
+        check_gru_weights(f"{op} {name!r}", weights, options, x.shape[-1])
+        if time < 1:
+            raise ValueError(
+                f"{op} {name!r}: x has shape {x.shape} with a dynamic time dimension; unrolling "
+                "needs a static length: declare the input with the (maximum) sequence length"
+            )
+        units, t_axis = weights.n_units, 0 if options.time_major else 1
+
+        def constant(suffix: str, fields: list[str]) -> Ref | None:
+            values = [getattr(weights, f) for f in fields]
+            if all(v is None for v in values):
+                return None
+            values = [np.zeros(units, np.float32) if v is None else np.asarray(v, np.float32) for v in values]
+            return self.add_constant(f"{name}/{suffix}", np.concatenate(values))
+
+        zr = ("update", "reset")
+        w_zr = constant("input_to_update_reset_weights", [f"input_to_{g}_weights" for g in zr])
+        b_zr = constant("update_reset_gate_bias", [f"{g}_gate_bias" for g in zr])
+        w_n = constant("input_to_candidate_weights", ["input_to_candidate_weights"])
+        b_n = constant("candidate_gate_bias", ["candidate_gate_bias"])
+        r_zr = constant("recurrent_to_update_reset_weights", [f"recurrent_to_{g}_weights" for g in zr])
+        rb_zr = constant("recurrent_update_reset_gate_bias", [f"recurrent_{g}_gate_bias" for g in zr])
+        r_n = constant("recurrent_to_candidate_weights", ["recurrent_to_candidate_weights"])
+        rb_n = constant("recurrent_candidate_gate_bias", ["recurrent_candidate_gate_bias"])
+        if runtime_recurrent_weights:
+            r_zr, r_n = (self._copy(w, self.add_intermediate(f"{self._tensors[w.index].name}/runtime", w.shape))
+                         for w in (r_zr, r_n))
+        split_axis = self.add_constant(f"{name}/split_axis", np.asarray(1, np.int32))
+
+        def unpack(seq: Ref, suffix: str) -> list[Ref]:
+            step_shape = tuple(d for a, d in enumerate(seq.shape) if a != t_axis)
+            steps = [self.add_intermediate(f"{name}/{suffix}_t{t}", step_shape) for t in range(time)]
+            self.add_operator("UNPACK", [seq], steps, num=time, axis=t_axis)
+            return steps
+
+        x_zr = unpack(self._fully_connected(x, w_zr, b_zr, "NONE", f"{name}/input_update_reset"), "x_update_reset")
+        x_n = unpack(self._fully_connected(x, w_n, b_n, "NONE", f"{name}/input_candidate"), "x_candidate")
+        if stateful:
+            h = self.add_variable(f"{name}/h", (self._state_batch(batch), units))
+        else:  # [1, H] broadcasts against any batch
+            h = self.add_constant(f"{name}/h0", np.zeros((batch if batch > 0 else 1, units), np.float32))
+        state = h
+        order = range(time - 1, -1, -1) if reverse else range(time)
+        outputs = []
+        for t in order:
+            h = self._gru_step(x_zr[t], x_n[t], h, (r_zr, rb_zr, r_n, rb_n), split_axis, options, f"{name}/t{t}")
+            outputs.append(h)
+        if stateful:
+            self._copy(h, state)
+        if not return_sequences:
+            return h
+        if reverse and keep_order:
+            outputs.reverse()
+        y = self.add_intermediate(f"{name}/output", x.shape[:-1] + (units,))
+        self.add_operator("PACK", outputs, [y], values_count=time, axis=t_axis)
+        return y
+
+    def _gru_step(
+        self, x_zr: Ref, x_n: Ref, h: Ref, recurrent: tuple, split_axis: Ref, options: GRUOptions, name: str
+    ) -> Ref:
+        """One GRU step: ``h' = n + z * (h - n)``."""
+        r_zr, rb_zr, r_n, rb_n = recurrent
+        step_shape = x_n.shape  # [B, H]; h may be the [1, H] zero state, which broadcasts
+
+        def binary(opcode: str, a: Ref, b: Ref, suffix: str) -> Ref:
+            out = self.add_intermediate(f"{name}/{suffix}", step_shape)
+            self.add_operator(opcode, [a, b], [out], fused_activation_function="NONE")
+            return out
+
+        gates = self._add_activated(
+            x_zr, self._fully_connected(h, r_zr, rb_zr, "NONE", f"{name}/recurrent_update_reset"),
+            options.recurrent_activation, f"{name}/update_reset",
+        )
+        z, r = (self.add_intermediate(f"{name}/{g}", step_shape) for g in ("update", "reset"))
+        self.add_operator("SPLIT", [split_axis, gates], [z, r], num_splits=2)
+        if options.reset_after:
+            rec_n = self._fully_connected(h, r_n, rb_n, "NONE", f"{name}/recurrent_candidate")
+            rec_n = binary("MUL", r, rec_n, "reset_recurrent_candidate")
+        else:
+            reset_h = binary("MUL", r, h, "reset_h")
+            rec_n = self._fully_connected(reset_h, r_n, rb_n, "NONE", f"{name}/recurrent_candidate")
+        n = self._add_activated(x_n, rec_n, options.activation, f"{name}/candidate")
+        keep = binary("MUL", z, binary("SUB", h, n, "h_minus_candidate"), "keep")
+        return binary("ADD", n, keep, "h")
+
+    def _add_activated(self, a: Ref, b: Ref, act: str, name: str) -> Ref:
+        """act(a + b): fused into ADD (NONE, RELU, ...) or a separate TANH / LOGISTIC."""
+        unfused = {"TANH": "TANH", "SIGMOID": "LOGISTIC"}.get(act)
+        y = self.add_intermediate(f"{name}/preactivation" if unfused else f"{name}/output", a.shape)
+        self.add_operator("ADD", [a, b], [y], fused_activation_function="NONE" if unfused else act)
+        if unfused is None:
+            return y
+        out = self.add_intermediate(f"{name}/output", a.shape)
+        self.add_operator(unfused, [y], [out])
+        return out
+
+    def _copy(self, source: Ref, target: Ref) -> Ref:
+        """Copies `source` into `target` with a one-input CONCATENATION; returns `target`.
+
+        Not ADD or RESHAPE: LiteRT runs those in place on a last-used input, and a variable
+        `target` then loses its buffer ("Input tensor ... lacks data").
+        """
+        self.add_operator("CONCATENATION", [source], [target], axis=0, fused_activation_function="NONE")
+        return target
+
+    def _fully_connected(self, x: Ref, w: Ref, b: Ref | None, activation: str, name: str) -> Ref:
+        """FULLY_CONNECTED with existing weight tensors `w` [n_out, n_in] and bias `b`."""
+        y = self.add_intermediate(f"{name}/output", x.shape[:-1] + (w.shape[0],))
+        self.add_operator(
+            "FULLY_CONNECTED", [x, w, b], [y], fused_activation_function=activation,
+            keep_num_dims=len(x.shape) > 2, weights_format="DEFAULT", asymmetric_quantize_inputs=False,
+        )
+        return y
 
 
 def _lstm_option_dict(options: LSTMOptions) -> dict[str, Any]:

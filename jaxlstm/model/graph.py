@@ -33,7 +33,8 @@ class Tensor:
       name: unique name; the key of `Model.params` / `Model.init_state()`.
       shape: the shape signature; -1 marks a dynamic dimension (batch or time).
       dtype: numpy dtype name ("float32", "int8", "int32", ...).
-      scale: the quantization scale of an int8 tensor (per-tensor), else None.
+      scale: the quantization scale of an int8 tensor (a float, or a tuple of floats for
+        per-channel weights), else None.
       zero_point: the quantization zero point (0 for weights).
       is_variable: a state tensor that operators update in place (TFLite variable tensor).
     """
@@ -41,7 +42,7 @@ class Tensor:
     name: str
     shape: tuple[int, ...]
     dtype: str = "float32"
-    scale: float | None = None
+    scale: float | tuple[float, ...] | None = None
     zero_point: int = 0
     is_variable: bool = False
 
@@ -84,6 +85,8 @@ class Model:
       constants: {tensor index: value} for constant tensors (float arrays, int arrays, or
         `QuantizedTensor` for int8 weights) and initial values of variable tensors.
       signature_key: name of the signature def ("serving_default").
+      signature_names: (input names, output names) of the signature def, in subgraph
+        order; None uses the tensor names.
     """
 
     def __init__(
@@ -94,12 +97,22 @@ class Model:
         outputs: Sequence[int],
         constants: Mapping[int, Any],
         signature_key: str = "serving_default",
+        signature_names: tuple[Sequence[str], Sequence[str]] | None = None,
     ):
         self.tensors = tuple(tensors)
         self.operators = tuple(operators)
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
         self.signature_key = signature_key
+        if signature_names is None:
+            signature_names = ([self.tensors[i].name for i in self.inputs],
+                               [self.tensors[i].name for i in self.outputs])
+        self.signature_names = (tuple(signature_names[0]), tuple(signature_names[1]))
+        if tuple(map(len, self.signature_names)) != (len(self.inputs), len(self.outputs)):
+            raise ValueError(
+                f"signature_names has {tuple(map(len, self.signature_names))} (inputs, outputs) "
+                f"names, expected {(len(self.inputs), len(self.outputs))}"
+            )
         names = [t.name for t in self.tensors]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
@@ -183,6 +196,8 @@ class Model:
                 outputs, updates = run_operator(op, args)
             except (ValueError, TypeError, NotImplementedError) as e:
                 raise type(e)(f"operator {position} ({op.opcode}): {e}") from None
+            except (IndexError, KeyError, ArithmeticError) as e:  # malformed operands
+                raise ValueError(f"operator {position} ({op.opcode}): invalid operands: {e!r}") from e
             for i, v in zip(op.outputs, outputs):
                 values[i] = v
             for slot, v in updates.items():
@@ -193,10 +208,43 @@ class Model:
     def __call__(self, *inputs: jax.Array) -> list[jax.Array]:
         """Runs from a fresh state (zeros), like a newly allocated interpreter."""
         batch = None
-        if inputs and self.inputs and self.tensors[self.inputs[0]].shape[:1] == (-1,):
-            batch = int(np.shape(inputs[0])[0])
+        if inputs and self.inputs:
+            first = self.inputs[0]
+            axis = self.batch_axes().get(first, 0)
+            if len(self.tensors[first].shape) > axis and self.tensors[first].shape[axis] < 0:
+                batch = int(np.shape(inputs[0])[axis])
         outputs, _ = self.apply(self.params, self.init_state(batch), *inputs)
         return outputs
+
+    def batch_axes(self) -> dict[int, int]:
+        """{tensor index: batch axis} for tensors whose batch axis is not 0.
+
+        The batch is axis 1 only for the sequence tensors of time-major recurrent ops
+        (their input, aux input and outputs); every other tensor has it first.
+        """
+        axes = {}
+        for op in self.operators:
+            if op.opcode in _SEQUENCE_OPS and op.option("time_major", False):
+                aux = _SEQUENCE_OPS[op.opcode]
+                for i in (op.inputs[0], *(op.inputs[a] for a in aux if a < len(op.inputs)), *op.outputs):
+                    if i != NO_TENSOR:
+                        axes[i] = 1
+        return axes
+
+    @property
+    def constants(self) -> dict[int, Any]:
+        """{tensor index: stored value} of constant tensors and initialized variables."""
+        return dict(self._constants)
+
+    def replace(self, **changes: Any) -> "Model":
+        """A copy with constructor arguments replaced (``tensors=``, ``operators=``, ...)."""
+        args = {
+            "tensors": self.tensors, "operators": self.operators, "inputs": self.inputs,
+            "outputs": self.outputs, "constants": self._constants,
+            "signature_key": self.signature_key, "signature_names": self.signature_names,
+        }
+        args.update(changes)
+        return Model(**args)
 
     def constant(self, name: str) -> Any:
         """The stored value of constant or variable tensor `name`."""
@@ -211,7 +259,7 @@ class Model:
         index = {t.name: i for i, t in enumerate(self.tensors)}
         for name, v in params.items():
             constants[index[name]] = v
-        return Model(self.tensors, self.operators, self.inputs, self.outputs, constants, self.signature_key)
+        return self.replace(constants=constants)
 
     @property
     def opcodes(self) -> list[str]:
@@ -222,6 +270,15 @@ class Model:
             f"Model(inputs={self.input_names}, outputs={self.output_names}, "
             f"operators={self.opcodes})"
         )
+
+
+# Sequence ops with a time_major option -> input positions of their aux (sequence) input.
+_SEQUENCE_OPS = {
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": (),
+    "BIDIRECTIONAL_SEQUENCE_LSTM": (39,),
+    "UNIDIRECTIONAL_SEQUENCE_RNN": (),
+    "BIDIRECTIONAL_SEQUENCE_RNN": (9,),
+}
 
 
 def is_quantized(value: Any) -> bool:

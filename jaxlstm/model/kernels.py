@@ -197,8 +197,8 @@ def _fully_connected(op: Operator, args: list):
     b = args[2] if len(args) > 2 else None
     n_in = w.shape[-1]
     rows = x.reshape(-1, n_in)
-    if isinstance(w, QuantizedTensor):
-        scales = jnp.broadcast_to(jnp.asarray(w.scale, jnp.float32), w.shape[:1])
+    if isinstance(w, QuantizedTensor):  # per-tensor or per-channel (one scale per row)
+        scales = jnp.broadcast_to(jnp.reshape(jnp.asarray(w.scale, jnp.float32), -1), w.shape[:1])
         y = hybrid_matmul(rows, w.values, scales, bool(op.option("asymmetric_quantize_inputs", False)))
         if b is not None:
             y = y + b  # hybrid FC: the bias is added after the scaled product
@@ -234,9 +234,17 @@ def _binary(op: Operator, args: list):
     return [_fused(op, fn(a, b))], {}
 
 
+def _array_module(*args: Any):
+    """numpy when every operand is a numpy constant (shape arithmetic stays static under
+    jit, e.g. SHAPE -> STRIDED_SLICE -> CONCATENATION -> FILL dims), else jax.numpy."""
+    return np if all(isinstance(a, np.ndarray) for a in args) else jnp
+
+
 @kernel("CONCATENATION")
 def _concatenation(op: Operator, args: list):
-    return [_fused(op, jnp.concatenate([_dense(a) for a in args], axis=op.option("axis", 0)))], {}
+    xp = _array_module(*args)
+    y = xp.concatenate([a if xp is np else _dense(a) for a in args], axis=op.option("axis", 0))
+    return [y if xp is np else _fused(op, y)], {}
 
 
 def _static(v: Any, what: str) -> np.ndarray:
@@ -295,7 +303,7 @@ def _dequantize(op: Operator, args: list):
 
 @kernel("PACK")
 def _pack(op: Operator, args: list):
-    return [jnp.stack(args, axis=op.option("axis", 0))], {}
+    return [_array_module(*args).stack(args, axis=op.option("axis", 0))], {}
 
 
 @kernel("UNPACK")
@@ -306,4 +314,33 @@ def _unpack(op: Operator, args: list):
 
 @kernel("SHAPE")
 def _shape(op: Operator, args: list):
-    return [jnp.asarray(args[0].shape, jnp.int32)], {}
+    dtype = np.int64 if op.option("out_type", "INT32") == "INT64" else np.int32
+    return [np.asarray(args[0].shape, dtype)], {}
+
+
+@kernel("FILL")
+def _fill(op: Operator, args: list):
+    dims = tuple(int(d) for d in _static(args[0], "FILL dims"))
+    value = args[1]
+    return [jnp.full(dims, value, dtype=jnp.asarray(value).dtype)], {}
+
+
+@kernel("GATHER")
+def _gather(op: Operator, args: list):
+    if op.option("batch_dims", 0):
+        raise NotImplementedError("GATHER with batch_dims != 0 is not supported")
+    return [jnp.take(_dense(args[0]), args[1], axis=op.option("axis", 0))], {}
+
+
+@kernel("QUANTIZE")
+def _quantize(op: Operator, args: list):
+    raise NotImplementedError(
+        "QUANTIZE to int8 activations (full-integer quantization) is not supported; "
+        "convert with float weights or dynamic-range quantization (int8 weights only)"
+    )
+
+
+@kernel("SPLIT")
+def _split(op: Operator, args: list):
+    axis = int(_static(args[0], "SPLIT axis"))
+    return list(jnp.split(args[1], op.option("num_splits", len(op.outputs)), axis=axis)), {}

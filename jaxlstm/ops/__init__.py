@@ -3,6 +3,10 @@
 from jaxlstm.ops._activations import ACTIVATIONS as ACTIVATIONS
 from jaxlstm.ops._quant import QuantizedTensor as QuantizedTensor
 from jaxlstm.ops._quant import quantize_symmetric as quantize_symmetric
+from jaxlstm.ops.gru import GRU_GATES as GRU_GATES
+from jaxlstm.ops.gru import GRUOptions as GRUOptions
+from jaxlstm.ops.gru import GRUWeights as GRUWeights
+from jaxlstm.ops.gru import gru as gru
 from jaxlstm.ops.lstm import GATES as GATES
 from jaxlstm.ops.lstm import LSTMOptions as LSTMOptions
 from jaxlstm.ops.lstm import LSTMState as LSTMState
@@ -20,6 +24,9 @@ from jaxlstm.ops.rnn import unidirectional_sequence_rnn as unidirectional_sequen
 __all__ = (
     "ACTIVATIONS",
     "GATES",
+    "GRUOptions",
+    "GRUWeights",
+    "GRU_GATES",
     "LSTMOptions",
     "LSTMState",
     "LSTMWeights",
@@ -29,6 +36,7 @@ __all__ = (
     "basic_lstm_cell",
     "bidirectional_sequence_lstm",
     "bidirectional_sequence_rnn",
+    "gru",
     "lstm",
     "quantize_symmetric",
     "rnn",

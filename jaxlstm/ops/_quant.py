@@ -77,9 +77,12 @@ def quantize_symmetric(weights: np.ndarray | jax.Array) -> QuantizedTensor:
     return QuantizedTensor(q, np.float32(value_range / np.float32(127)))
 
 
-def _wide_float():
-    # TFLite computes the asymmetric scale and zero point in double; we do too when x64 is on.
-    return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
+def _multiply_f32(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a * b`` rounded to float32 as one float32 multiply; the product of two float32 values
+    is exact in float64 and rounded once, so XLA cannot contract it with the following add or
+    subtract into an FMA (which would round quantization ties differently from the kernel)."""
+    with jax.enable_x64(True):
+        return (a.astype(jnp.float64) * b.astype(jnp.float64)).astype(jnp.float32)
 
 
 def quantize_rows(
@@ -104,27 +107,30 @@ def quantize_rows(
         safe_range = jnp.where(empty, jnp.float32(1), value_range)
         scaling_factor = jnp.where(empty, jnp.float32(1), safe_range / 127)
         inv = jnp.float32(127) / safe_range
-        q = jnp.clip(round_half_away(x * inv[:, None]), -127, 127)
+        q = jnp.clip(round_half_away(_multiply_f32(x, inv[:, None])), -127, 127)
         q = jnp.where(empty[:, None], 0, q).astype(jnp.int8)
         return q, scaling_factor, jnp.zeros(x.shape[:-1], jnp.int32)
 
-    wide = _wide_float()
-    rmin = jnp.minimum(0.0, row_min).astype(wide)
-    rmax = jnp.maximum(0.0, row_max).astype(wide)
-    empty = rmin == rmax
-    scale = jnp.where(empty, 1.0, (rmax - rmin) / 255.0)
-    zero_point_from_min = -128.0 - rmin / scale
-    zero_point_from_max = 127.0 - rmax / scale
-    from_min_error = 128.0 + jnp.abs(rmin / scale)
-    from_max_error = 127.0 + jnp.abs(rmax / scale)
-    zero_point = jnp.where(
-        from_min_error < from_max_error, zero_point_from_min, zero_point_from_max
-    )
-    zero_point = jnp.clip(round_half_away(zero_point), -128, 127)
-    zero_point = jnp.where(empty, 0, zero_point).astype(jnp.int32)
-    scaling_factor = jnp.where(empty, 1.0, scale).astype(jnp.float32)
+    # TFLite computes the scale and zero point in double, and ranges such as [-1, 1] put the
+    # zero point exactly on a .5 tie that float32 rounds the other way: use float64 here even
+    # when x64 mode is off.
+    with jax.enable_x64(True):
+        rmin = jnp.minimum(0.0, row_min).astype(jnp.float64)
+        rmax = jnp.maximum(0.0, row_max).astype(jnp.float64)
+        empty = rmin == rmax
+        scale = jnp.where(empty, 1.0, (rmax - rmin) / 255.0)
+        zero_point_from_min = -128.0 - rmin / scale
+        zero_point_from_max = 127.0 - rmax / scale
+        from_min_error = 128.0 + jnp.abs(rmin / scale)
+        from_max_error = 127.0 + jnp.abs(rmax / scale)
+        zero_point = jnp.where(
+            from_min_error < from_max_error, zero_point_from_min, zero_point_from_max
+        )
+        zero_point = jnp.clip(round_half_away(zero_point), -128, 127)
+        zero_point = jnp.where(empty, 0, zero_point).astype(jnp.int32)
+        scaling_factor = jnp.where(empty, 1.0, scale).astype(jnp.float32)
     inv = jnp.float32(1) / scaling_factor
-    q = round_half_away(zero_point[:, None].astype(jnp.float32) + x * inv[:, None])
+    q = round_half_away(zero_point[:, None].astype(jnp.float32) + _multiply_f32(x, inv[:, None]))
     q = jnp.where(empty[:, None], 0, jnp.clip(q, -128, 127)).astype(jnp.int8)
     return q, scaling_factor, zero_point
 

@@ -309,21 +309,59 @@ def _check_state(op: str, prefix: str, state: LSTMState, batch: int, w: LSTMWeig
 
 
 # ----------------------------------------------------------------------------- the step
+#
+# Speed (measured with experiments/bench_ops.py and bench.py on XLA:CPU):
+# * every matmul inside the scan is ``[B, k] @ [k, m]`` with a row-major matrix made once
+#   before the scan; contracting a weight's last axis inside the loop made XLA transpose
+#   the whole matrix at every step;
+# * the input projection runs inside the step, fused with the recurrent one as
+#   ``[x_t, h] @ [W_x; W_h]^T``: hoisting it out as one [T*B, I] matmul was 1.5-3x slower;
+# * the float path has a custom JVP (`_float_recurrence`) whose weight and input terms are
+#   computed for all steps at once, outside the loop, so reverse mode carries only
+#   (dh, dc) backwards, with one matmul per step.
 
 
-def _stack(mats: list, asymmetric: bool):
-    """Stacks per-gate matrices [n_cell, k] into one [G * n_cell, k] matmul.
+@dataclasses.dataclass(frozen=True)
+class _Cell:
+    """The static structure of one LSTM step (which gates and optional parts exist)."""
 
-    Returns a function ``x [N, k] -> [N, G * n_cell]`` (float or hybrid).
-    """
-    if isinstance(mats[0], QuantizedTensor):
-        values = jnp.concatenate([m.values for m in mats])
-        scales = jnp.concatenate(
-            [jnp.broadcast_to(jnp.asarray(m.scale, jnp.float32), m.shape[:1]) for m in mats]
-        )
-        return lambda x: hybrid_matmul(x, values, scales, asymmetric)
-    w = jnp.concatenate(mats)
-    return lambda x: x @ w.T.astype(x.dtype)
+    gates: tuple[str, ...]
+    activation: str
+    cell_clip: float
+    proj_clip: float
+    layer_norm: bool
+    diagonal: bool  # recurrent weights are a [G * n_cell] vector
+    projection: bool
+
+    def gate_outputs(self, z: jax.Array, c: jax.Array, vecs: dict) -> tuple[jax.Array, jax.Array]:
+        """From the gates' matmul part z [B, G * n_cell] and c [B, n_cell], returns
+        (m = o * act(c'), c') [B, n_cell]; bias, peephole, layer norm and clip come from `vecs`."""
+        act = activation(self.activation)
+        z = dict(zip(self.gates, jnp.split(z, len(self.gates), axis=-1)))
+        peephole = vecs["peephole"]
+
+        def finish(g: str, z_g: jax.Array) -> jax.Array:
+            if g in peephole and g != "output":
+                z_g = z_g + peephole[g] * c
+            if self.layer_norm:
+                return _layer_norm(z_g) * vecs["layer_norm"][g] + vecs["bias"][g]
+            return z_g + vecs["bias"][g]
+
+        f = jax.nn.sigmoid(finish("forget", z["forget"]))
+        g_cell = act(finish("cell", z["cell"]))
+        i = 1.0 - f if "input" not in z else jax.nn.sigmoid(finish("input", z["input"]))
+        c_new = clip(f * c + g_cell * i, self.cell_clip)
+        z_o = z["output"] + peephole["output"] * c_new if "output" in peephole else z["output"]
+        o = jax.nn.sigmoid(finish("output", z_o))
+        return o * act(c_new), c_new
+
+    def output(self, p: jax.Array, vecs: dict) -> jax.Array:
+        """h [B, n_output] from the projection matmul p (bias and clip added here), or m itself."""
+        if not self.projection:
+            return p
+        if "projection_bias" in vecs:
+            p = vecs["projection_bias"] + p
+        return clip(p, self.proj_clip)
 
 
 def _float_vector(v):
@@ -337,6 +375,143 @@ def _layer_norm(z: jax.Array) -> jax.Array:
     return (z - mean) * (1.0 / jnp.sqrt(var + 1e-8))
 
 
+def _contract(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x [..., k] @ w.T`` for a weight in TFLite layout w [m, k]: [..., m]."""
+    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())))
+
+
+def _recurrent(h: jax.Array, r: jax.Array) -> jax.Array:
+    """h [..., n_output] times the recurrent weights r [G * n_cell, n_output] or the diagonal
+    [G * n_cell] (which needs n_output == n_cell): [..., G * n_cell]."""
+    if r.ndim == 1:
+        return jnp.tile(h, (1,) * (h.ndim - 1) + (r.shape[0] // h.shape[-1],)) * r
+    return _contract(h, r)
+
+
+def _hybrid(mats: list, asymmetric: bool):
+    """Per-gate int8 matrices [n_cell, k] as one hybrid matmul ``x [N, k] -> [N, G * n_cell]``."""
+    values = jnp.concatenate([m.values for m in mats])
+    scales = jnp.concatenate(
+        [jnp.broadcast_to(jnp.asarray(m.scale, jnp.float32), m.shape[:1]) for m in mats]
+    )
+    return lambda x: hybrid_matmul(x, values, scales, asymmetric)
+
+
+def _run(cell: _Cell, preactivation, project, vecs: dict, xs: tuple, state: LSTMState,
+         reverse: bool, unroll: int, linearize: bool = False):
+    """The time loop shared by the float and hybrid paths.
+
+    Args:
+      preactivation: ``(xs_t, h) -> z [B, G * n_cell]``, the gates' matmuls.
+      project: ``m -> p [B, n_output]``, the projection matmul (unused without projection).
+      xs: time-major inputs, (x [T, B, I],) or (x, aux [T, B, n_aux]).
+      linearize: also return, stacked over steps, what the derivative needs: h_in, m and
+        the linearizations of `_Cell.gate_outputs` and `_Cell.output` (`jax.tree_util.Partial`
+        pytrees whose residuals gain a leading T axis).
+
+    Returns:
+      (ys [T, B, n_output], final `LSTMState`, per-step (h_in, m, gates_jvp, output_jvp) or None).
+    """
+
+    def step(carry: LSTMState, xs_t: tuple):
+        h, c = carry
+        z = preactivation(xs_t, h)
+        if not linearize:
+            m, c_new = cell.gate_outputs(z, c, vecs)
+            h_new = cell.output(project(m) if cell.projection else m, vecs)
+            return LSTMState(h_new, c_new), (h_new, None)
+        (m, c_new), gates_jvp = jax.linearize(cell.gate_outputs, z, c, vecs)
+        output_jvp = None
+        if cell.projection:
+            h_new, output_jvp = jax.linearize(cell.output, project(m), vecs)
+        else:
+            h_new = m
+        return LSTMState(h_new, c_new), (h_new, (h, m, gates_jvp, output_jvp))
+
+    final, (ys, per_step) = jax.lax.scan(step, state, xs, reverse=reverse, unroll=unroll)
+    return ys, final, per_step
+
+
+def _float_matmuls(cell: _Cell, mats: dict):
+    """(preactivation, project) for `_run` from float weights in TFLite layout (see
+    `_float_recurrence`): one fused ``[x_t, (aux_t,) h] @ W`` per step, W made row-major once."""
+    stacked = mats["inputs"] + (() if cell.diagonal else (mats["recurrent"],))
+    fused = jnp.concatenate(stacked, axis=1).T
+
+    def preactivation(xs_t: tuple, h: jax.Array) -> jax.Array:
+        if cell.diagonal:
+            return jnp.concatenate(xs_t, axis=-1) @ fused + _recurrent(h, mats["recurrent"])
+        return jnp.concatenate(xs_t + (h,), axis=-1) @ fused
+
+    projection = mats["projection"].T if cell.projection else None
+    return preactivation, lambda m: m @ projection
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _float_recurrence(cell: _Cell, reverse: bool, unroll: int, mats: dict, vecs: dict,
+                      xs: tuple, state: LSTMState) -> tuple[jax.Array, LSTMState]:
+    """The float time loop; returns (ys [T, B, n_output], final state).
+
+    mats: ``inputs`` (one [G * n_cell, k] per entry of xs), ``recurrent`` ([G * n_cell,
+    n_output] or the diagonal [G * n_cell]) and ``projection`` ([n_output, n_cell] or None).
+    """
+    ys, final, _ = _run(cell, *_float_matmuls(cell, mats), vecs, xs, state, reverse, unroll)
+    return ys, final
+
+
+def _is_zero(tangent) -> bool:
+    return isinstance(tangent, jax.custom_derivatives.SymbolicZero)
+
+
+def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tangents):
+    """JVP with the weight and input terms outside the loop.
+
+    The terms linear in the tangents of the weight matrices, of xs and (without layer norm)
+    of the gate biases are batched matmuls over all steps: their transposes, the weight,
+    input and bias gradients, are one matmul or sum each. The loop left carries (dh, dc)
+    through the steps' saved linearizations with the matrices held constant; transposed,
+    it does one ``dz @ W_h`` per step.
+    """
+    mats, vecs, xs, state = primals
+    d_mats, d_vecs, d_xs, d_state = tangents
+    ys, final, (h_in, m, gates_jvp, output_jvp) = _run(
+        cell, *_float_matmuls(cell, mats), vecs, xs, state, reverse, unroll, linearize=True
+    )
+    d_vecs = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, vecs, d_vecs)
+    outer = [_contract(x, d_w) for x, d_w in zip(xs, d_mats["inputs"]) if not _is_zero(d_w)]
+    outer += [_contract(d_x, w) for d_x, w in zip(d_xs, mats["inputs"]) if not _is_zero(d_x)]
+    if not _is_zero(d_mats["recurrent"]):
+        outer.append(_recurrent(h_in, d_mats["recurrent"]))
+    if not cell.layer_norm:  # the bias adds straight to z
+        outer.append(jnp.concatenate([d_vecs["bias"][g] for g in cell.gates]))
+        d_vecs = {**d_vecs, "bias": jax.tree.map(jnp.zeros_like, vecs["bias"])}
+    n_cell = vecs["bias"]["forget"].shape[-1]
+    dz_outer = functools.reduce(jnp.add, outer, jnp.zeros(h_in.shape[:-1] + (len(cell.gates) * n_cell,), ys.dtype))
+    dp_outer = None
+    if cell.projection and not _is_zero(d_mats["projection"]):
+        dp_outer = _contract(m, d_mats["projection"])
+
+    def tangent_step(d_carry: LSTMState, s: tuple):
+        dz_t, dp_t, gates_jvp_t, output_jvp_t = s
+        dz = dz_t + _recurrent(d_carry.output_state, mats["recurrent"])
+        dm, dc = gates_jvp_t(dz, d_carry.cell_state, d_vecs)
+        dh = dm
+        if cell.projection:
+            dp = _contract(dm, mats["projection"])
+            dh = output_jvp_t(dp if dp_t is None else dp + dp_t, d_vecs)
+        return LSTMState(dh, dc), dh
+
+    d_state = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, state, d_state)
+    d_final, d_ys = jax.lax.scan(
+        tangent_step, d_state, (dz_outer, dp_outer, gates_jvp, output_jvp),
+        reverse=reverse, unroll=unroll,
+    )
+    return (ys, final), (d_ys, d_final)
+
+
+_float_recurrence.defjvp(_float_recurrence_jvp, symbolic_zeros=True)
+
+
 def _lstm_scan(
     x: jax.Array,
     w: LSTMWeights,
@@ -347,85 +522,53 @@ def _lstm_scan(
     unroll: int = 1,
 ) -> tuple[jax.Array, LSTMState]:
     """Runs one direction over time-major `x` [T, B, I]; returns ([T, B, n_output], final state)."""
-    act = activation(options.fused_activation_function)
-    asym = options.asymmetric_quantize_inputs
-    gates = w.gates
-    n_cell = w.n_cell
-    T, B = x.shape[0], x.shape[1]
     dtype = x.dtype
+    gates = w.gates
 
-    def gate_tensor(kind: str) -> list:
+    def stacked(kind: str) -> list:
         return [getattr(w, kind.format(g)) for g in gates]
 
-    # Input (and aux) projections do not depend on the recurrence: one matmul over all steps.
-    input_matmul = _stack(gate_tensor("input_to_{}_weights"), asym)
-    bias = jnp.concatenate(gate_tensor("{}_gate_bias")).astype(dtype)
-    z_in = input_matmul(x.reshape(T * B, -1))
-    if not w.use_layer_norm:
-        z_in = bias + z_in  # acc starts at the bias (no layer norm)
+    xs, inputs = (x,), [stacked("input_to_{}_weights")]
     if aux is not None and w.use_aux_weights:
-        z_in = z_in + _stack(gate_tensor("aux_input_to_{}_weights"), asym)(aux.reshape(T * B, -1))
-    z_in = z_in.reshape(T, B, len(gates) * n_cell)
-
-    recurrent = gate_tensor("recurrent_to_{}_weights")
-    if len(recurrent[0].shape) == 1:  # diagonal ("IndyLSTM"): float even in hybrid models
-        diag = jnp.concatenate([_float_vector(r) for r in recurrent]).astype(dtype)
-
-        def recurrent_matmul(h):
-            return jnp.tile(h, (1, len(gates))) * diag
-
-    else:
-        recurrent_matmul = _stack(recurrent, asym)
-
-    peephole = {
-        g: _float_vector(getattr(w, f"cell_to_{g}_weights")).astype(dtype)
-        for g in ("input", "forget", "output")
-        if w.use_peephole and g in gates
+        xs, inputs = (x, aux), inputs + [stacked("aux_input_to_{}_weights")]
+    recurrent = stacked("recurrent_to_{}_weights")
+    cell = _Cell(
+        gates, options.fused_activation_function, options.cell_clip, options.proj_clip,
+        w.use_layer_norm, diagonal=len(recurrent[0].shape) == 1, projection=w.use_projection,
+    )
+    vecs = {
+        "bias": {g: getattr(w, f"{g}_gate_bias").astype(dtype) for g in gates},
+        "peephole": {
+            g: _float_vector(getattr(w, f"cell_to_{g}_weights")).astype(dtype)
+            for g in ("input", "forget", "output") if w.use_peephole and g in gates
+        },
+        "layer_norm": {
+            g: getattr(w, f"{g}_layer_norm_coefficients").astype(dtype) for g in gates
+        } if w.use_layer_norm else {},
     }
-    layer_norm = {
-        g: getattr(w, f"{g}_layer_norm_coefficients").astype(dtype) for g in gates
-    } if w.use_layer_norm else {}
-    gate_bias = {g: getattr(w, f"{g}_gate_bias").astype(dtype) for g in gates}
-    if w.use_projection:
-        project = _stack([w.projection_weights], asym)
-        proj_bias = None if w.projection_bias is None else w.projection_bias.astype(dtype)
+    if w.projection_bias is not None:
+        vecs["projection_bias"] = w.projection_bias.astype(dtype)
+    if cell.diagonal:  # ("IndyLSTM") float even in hybrid models
+        recurrent = jnp.concatenate([_float_vector(r) for r in recurrent]).astype(dtype)
 
-    def finish_gate(g: str, z: jax.Array) -> jax.Array:
-        if layer_norm:
-            z = _layer_norm(z) * layer_norm[g] + gate_bias[g]
-        return z
+    if not w.is_hybrid:
+        mats = {
+            "inputs": tuple(jnp.concatenate(m).astype(dtype) for m in inputs),
+            "recurrent": recurrent if cell.diagonal else jnp.concatenate(recurrent).astype(dtype),
+            "projection": w.projection_weights.astype(dtype) if cell.projection else None,
+        }
+        return _float_recurrence(cell, reverse, unroll, mats, vecs, xs, state)
 
-    def step(carry: LSTMState, z_t: jax.Array):
-        h, c = carry
-        z = z_t + recurrent_matmul(h)
-        z = dict(zip(gates, jnp.split(z, len(gates), axis=-1)))
-        for g in ("input", "forget"):
-            if g in peephole:
-                z[g] = z[g] + peephole[g] * c
-        f = jax.nn.sigmoid(finish_gate("forget", z["forget"]))
-        g_cell = act(finish_gate("cell", z["cell"]))
-        c_new = f * c
-        if w.use_cifg:
-            c_new = c_new + g_cell * (1.0 - f)
-        else:
-            c_new = c_new + g_cell * jax.nn.sigmoid(finish_gate("input", z["input"]))
-        c_new = clip(c_new, options.cell_clip)
-        z_o = z["output"]
-        if "output" in peephole:
-            z_o = z_o + peephole["output"] * c_new
-        o = jax.nn.sigmoid(finish_gate("output", z_o))
-        m = o * act(c_new)
-        if w.use_projection:
-            h_new = project(m)
-            if proj_bias is not None:
-                h_new = proj_bias + h_new
-            h_new = clip(h_new, options.proj_clip)
-        else:
-            h_new = m
-        return LSTMState(h_new, c_new), h_new
+    asym = options.asymmetric_quantize_inputs
+    input_matmuls = [_hybrid(m, asym) for m in inputs]
+    recurrent_matmul = functools.partial(_recurrent, r=recurrent) if cell.diagonal else _hybrid(recurrent, asym)
 
-    final, outputs = jax.lax.scan(step, state, z_in, reverse=reverse, unroll=unroll)
-    return outputs, final
+    def preactivation(xs_t: tuple, h: jax.Array) -> jax.Array:
+        return sum(f(x_t) for f, x_t in zip(input_matmuls, xs_t)) + recurrent_matmul(h)
+
+    project = _hybrid([w.projection_weights], asym) if cell.projection else None
+    ys, final, _ = _run(cell, preactivation, project, vecs, xs, state, reverse, unroll)
+    return ys, final
 
 
 def _to_time_major(x: jax.Array, time_major: bool) -> jax.Array:
@@ -608,6 +751,12 @@ def bidirectional_sequence_lstm(
             _checks.check_shape(op, "aux_input", aux_input, input.shape[:2] + aux_input.shape[2:], f"{tuple(input.shape[:2])} + (n_aux,)")
     check_weights(op, fw_weights, options, input.shape[-1])
     check_weights(op, bw_weights, options, input.shape[-1])
+    # bidirectional_sequence_lstm.cc checks the backward tensors against the forward sizes.
+    _checks.require(
+        op, (bw_weights.n_cell, bw_weights.n_output) == (fw_weights.n_cell, fw_weights.n_output),
+        f"bw_weights have (n_cell, n_output) = {(bw_weights.n_cell, bw_weights.n_output)}, but TFLite "
+        f"requires the forward sizes {(fw_weights.n_cell, fw_weights.n_output)}",
+    )
     for prefix, w in (("fw_", fw_weights), ("bw_", bw_weights)):
         if cross_link:
             for g in w.gates:

@@ -1,0 +1,321 @@
+"""Forward speed of jaxlstm's UNIDIRECTIONAL_SEQUENCE_LSTM vs flax.linen and Keras 3 (JAX backend).
+
+Usage::
+
+    python experiments/bench_ops.py              # the four issue-2 shapes
+    python experiments/bench_ops.py --quick      # one small shape, few repetitions
+    python experiments/bench_ops.py --variants   # also time alternative scan formulations
+
+All systems get the same weights (checked to agree to 1e-5 before timing). Times are
+ms per forward call: the median over interleaved repetitions, after compile and warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlstm.ops.lstm import LSTMWeights, unidirectional_sequence_lstm
+
+SHAPES = ((1, 100, 64, 128), (32, 100, 128, 256), (8, 400, 40, 512), (128, 50, 256, 256))
+QUICK_SHAPES = ((1, 100, 64, 128), (32, 100, 128, 256))
+AGREEMENT_TOL = 1e-5  # same float32 math, different summation order
+
+Shape = tuple[int, int, int, int]
+Call = tuple[Callable, tuple]  # a jitted function and its arguments
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _run(call: Call):
+    fn, args = call
+    return jax.block_until_ready(fn(*args))
+
+
+def time_interleaved(calls: dict[str, Call], reps: int, sample_s: float = 0.2) -> dict[str, dict]:
+    """Median ms per call of each entry of `calls`, timed round-robin.
+
+    Each call is warmed up, then every repetition times a batch of calls of each system in
+    turn (rotating the start), so machine load hits all systems alike.
+
+    Returns:
+      {name: {"median_ms", "min_ms", "samples_ms"}}.
+    """
+    names = list(calls)
+    batch = {}
+    for name in names:
+        _run(calls[name])
+        start = time.perf_counter()
+        _run(calls[name])
+        once = time.perf_counter() - start
+        batch[name] = max(1, int(sample_s / max(once, 1e-6)))
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(reps):
+        for name in names[rep % len(names):] + names[: rep % len(names)]:
+            start = time.perf_counter()
+            for _ in range(batch[name]):
+                _run(calls[name])
+            samples[name].append((time.perf_counter() - start) / batch[name] * 1e3)
+    return {
+        name: {"median_ms": statistics.median(s), "min_ms": min(s), "samples_ms": s}
+        for name, s in samples.items()
+    }
+
+
+def machine_info() -> dict:
+    """Where the timings were taken."""
+    device = jax.devices()[0]
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "jax_backend": jax.default_backend(),
+        "device": getattr(device, "device_kind", str(device)),
+    }
+
+
+# ----------------------------------------------------------------------------- systems
+
+
+def keras_layout_weights(shape: Shape, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random float32 LSTM weights in Keras layout (gate order i, f, c, o) and an input."""
+    batch, time_steps, n_input, n_cell = shape
+    rng = np.random.default_rng(seed)
+    scale = 1.0 / np.sqrt(n_input + n_cell)
+    return {
+        "kernel": rng.normal(0, scale, (n_input, 4 * n_cell)).astype(np.float32),
+        "recurrent_kernel": rng.normal(0, scale, (n_cell, 4 * n_cell)).astype(np.float32),
+        "bias": rng.normal(0, 0.1, (4 * n_cell,)).astype(np.float32),
+        "x": rng.normal(size=(batch, time_steps, n_input)).astype(np.float32),
+    }
+
+
+def flax_params(kernel, recurrent_kernel, bias) -> dict:
+    """flax.linen OptimizedLSTMCell params (per-gate Dense ii..io without bias, hi..ho with)."""
+    n = recurrent_kernel.shape[0]
+    cell = {}
+    for k, gate in enumerate("ifgo"):
+        block = slice(k * n, (k + 1) * n)
+        cell[f"i{gate}"] = {"kernel": jnp.asarray(kernel[:, block])}
+        cell[f"h{gate}"] = {
+            "kernel": jnp.asarray(recurrent_kernel[:, block]),
+            "bias": jnp.asarray(bias[block]),
+        }
+    return {"params": {"cell": cell}}
+
+
+def jaxlstm_forward(weights: LSTMWeights, x: jax.Array) -> jax.Array:
+    return unidirectional_sequence_lstm(x, weights)[0]
+
+
+def flax_forward_fn(n_cell: int) -> Callable:
+    import flax.linen as nn
+
+    return nn.RNN(nn.OptimizedLSTMCell(n_cell)).apply
+
+
+def keras_forward_fn(w: dict) -> tuple[Callable, list]:
+    """A pure function ``(trainable_values, x) -> y`` of a Keras 3 LSTM, and its values."""
+    import keras
+
+    batch, time_steps, n_input = w["x"].shape
+    layer = keras.layers.LSTM(w["recurrent_kernel"].shape[0], return_sequences=True)
+    layer.build((batch, time_steps, n_input))
+    layer.set_weights([w["kernel"], w["recurrent_kernel"], w["bias"]])
+    frozen = [v.value for v in layer.non_trainable_variables]
+
+    def forward(trainable, x):
+        return layer.stateless_call(trainable, frozen, x)[0]
+
+    return forward, [v.value for v in layer.trainable_variables]
+
+
+def forward_calls(shape: Shape) -> dict[str, Call]:
+    """The forward pass of each system on `shape`, after checking they agree."""
+    w = keras_layout_weights(shape)
+    x = jnp.asarray(w["x"])
+    keras_fn, keras_values = keras_forward_fn(w)
+    calls = {
+        "jaxlstm": (
+            jax.jit(jaxlstm_forward),
+            (LSTMWeights.from_fused(w["kernel"], w["recurrent_kernel"], w["bias"]), x),
+        ),
+        "flax": (jax.jit(flax_forward_fn(shape[3])), (flax_params(w["kernel"], w["recurrent_kernel"], w["bias"]), x)),
+        "keras": (jax.jit(keras_fn), (keras_values, x)),
+    }
+    check_agreement(calls)
+    return calls
+
+
+def check_agreement(calls: dict[str, Call], tol: float = AGREEMENT_TOL) -> None:
+    """Raises if any system's output differs from the first one's by more than `tol`."""
+    outputs = {name: np.asarray(_run(call)) for name, call in calls.items()}
+    first, reference = next(iter(outputs.items()))
+    for name, y in outputs.items():
+        err = float(np.max(np.abs(y - reference)))
+        if err > tol:
+            raise AssertionError(f"{name} differs from {first} by {err:.2e} > {tol}")
+
+
+# ----------------------------------------------------------------------------- scan variants
+
+
+def _lstm_cell(z: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+
+def _lstm_cell_columns(z: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+    i, f, g, o = jnp.split(z, 4, axis=0)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+
+def _variant(mode: str, transposed: bool = False, unroll: int = 1, chunk: int = 1) -> Callable:
+    """A plain float LSTM written one way (for `--variants`): ``(k, r, b, x [B,T,I]) -> y``.
+
+    mode: where the input projection x @ K happens:
+      "hoisted": one [T*B, I] @ [I, 4H] matmul before the scan;
+      "inside": per step, fused with the recurrent one as [x_t, h] @ [[K], [R]] (flax, Keras);
+      "inside2": per step, as two matmuls x_t @ K + h @ R;
+      "chunked": one matmul per block of `chunk` steps inside an outer scan;
+      "columns": per step like "inside" but on transposed activations: the carry is
+        (h^T [H, B], c^T [H, B]) and z^T = [[K^T], [R^T]] @ [x_t^T; h^T], so the weights are
+        used in TFLite layout [4H, I + H] as they are.
+    transposed: contract h with a [4H, H] matrix (TFLite layout) instead of [H, 4H].
+    """
+
+    def recurrent(h, r):
+        if transposed:
+            return jax.lax.dot_general(h, r.T, (((1,), (1,)), ((), ())))
+        return h @ r
+
+    def hoisted_scan(kernel, r, bias, x, carry):
+        steps, batch, _ = x.shape
+        z_in = (x.reshape(steps * batch, -1) @ kernel + bias).reshape(steps, batch, -1)
+
+        def step(carry, z_t):
+            h, c = _lstm_cell(z_t + recurrent(carry[0], r), carry[1])
+            return (h, c), h
+
+        return jax.lax.scan(step, carry, z_in, unroll=unroll)
+
+    def forward(kernel, r, bias, x):
+        steps, batch, _ = x.shape
+        n = r.shape[0]
+        zeros = jnp.zeros((batch, n), x.dtype)
+        if mode == "hoisted":
+            return hoisted_scan(kernel, r, bias, x, (zeros, zeros))[1]
+        if mode == "chunked":
+            blocks = x.reshape(steps // chunk, chunk, batch, -1)
+            ys = jax.lax.scan(lambda carry, xb: hoisted_scan(kernel, r, bias, xb, carry), (zeros, zeros), blocks)[1]
+            return ys.reshape(steps, batch, n)
+        if mode == "columns":
+            fused_t = jnp.concatenate([kernel, r]).T  # TFLite layout [4H, I + H]
+
+            def column_step(carry, x_t):
+                h, c = _lstm_cell_columns(fused_t @ jnp.concatenate([x_t, carry[0]]) + bias[:, None], carry[1])
+                return (h, c), h
+
+            zeros = jnp.zeros((n, batch), x.dtype)
+            ys = jax.lax.scan(column_step, (zeros, zeros), jnp.swapaxes(x, 1, 2), unroll=unroll)[1]
+            return jnp.swapaxes(ys, 1, 2)
+        fused = jnp.concatenate([kernel, r])
+
+        def step(carry, x_t):
+            h, c = carry
+            if mode == "inside":
+                z = jnp.concatenate([x_t, h], axis=-1) @ fused + bias
+            else:
+                z = x_t @ kernel + recurrent(h, r) + bias
+            h, c = _lstm_cell(z, c)
+            return (h, c), h
+
+        return jax.lax.scan(step, (zeros, zeros), x, unroll=unroll)[1]
+
+    return jax.jit(lambda k, r, b, x: jnp.swapaxes(forward(k, r, b, jnp.swapaxes(x, 0, 1)), 0, 1))
+
+
+VARIANTS = {
+    "hoisted_nt": dict(mode="hoisted", transposed=True),
+    "hoisted": dict(mode="hoisted"),
+    "hoisted_u4": dict(mode="hoisted", unroll=4),
+    "inside": dict(mode="inside"),
+    "inside_u2": dict(mode="inside", unroll=2),
+    "inside_u4": dict(mode="inside", unroll=4),
+    "inside2": dict(mode="inside2"),
+    "columns": dict(mode="columns"),
+    "chunk10": dict(mode="chunked", chunk=10),
+    "chunk25": dict(mode="chunked", chunk=25),
+}
+
+
+def variant_calls(shape: Shape) -> dict[str, Call]:
+    w = keras_layout_weights(shape)
+    args = tuple(jnp.asarray(w[k]) for k in ("kernel", "recurrent_kernel", "bias", "x"))
+    return {name: (_variant(**spec), args) for name, spec in VARIANTS.items()}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def format_table(rows: list[dict], baseline: str, key: str = "median_ms") -> str:
+    """Systems down, shapes across: ms per call and, in brackets, the ratio to `baseline`
+    (time / baseline time: above 1 means `baseline` is faster)."""
+    systems = list(rows[0]["timings"])
+    width = max(20, *(len(s) + 2 for s in systems))
+    lines = [f"{'system':<{width}}" + "".join(f"{','.join(map(str, r['shape'])):>24}" for r in rows)]
+    for system in systems:
+        cells = []
+        for row in rows:
+            ms = row["timings"][system][key]
+            cells.append(f"{ms:>12.3f} ms ({ms / row['timings'][baseline][key]:>5.2f}x)")
+        lines.append(f"{system:<{width}}" + "".join(f"{c:>24}" for c in cells))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two small shapes, 5 repetitions")
+    parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 15)")
+    parser.add_argument("--variants", action="store_true", help="also time alternative scan formulations")
+    parser.add_argument("--json", default=None, help="write the timings to this JSON file")
+    args = parser.parse_args(argv)
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    reps = args.reps or (5 if args.quick else 15)
+
+    print(json.dumps(machine_info()))
+    rows = []
+    for shape in shapes:
+        calls = forward_calls(shape)
+        if args.variants:
+            calls.update(variant_calls(shape))
+        rows.append({"shape": shape, "timings": time_interleaved(calls, reps)})
+        print(format_table(rows[-1:], "jaxlstm"), flush=True)
+    print(f"\nforward, ms per call (median of {reps} interleaved repetitions; ratio to jaxlstm)")
+    print(format_table(rows, "jaxlstm"))
+    print("\nthe same, minimum over repetitions (less sensitive to other load on the machine)")
+    print(format_table(rows, "jaxlstm", "min_ms"))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine_info(), "reps": reps, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,330 @@
+"""The ``jaxlstm`` command line: convert, inspect, parity, demo (a thin layer over the library).
+
+Exit codes: 0 success; 1 a parity check failed; 2 a user error (bad path, not a .tflite file,
+an unsupported operator or option), reported as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+_SOURCE_KINDS = """\
+SRC kinds:
+  .keras  a Keras 3 model file (jaxlstm.convert.from_keras; Keras is not imported)
+  .h5     a tf_keras / Keras model file (loaded with tf_keras, then from_keras)
+  .tflite a TFLite model, re-exported (optionally rewritten, see --strip-cell-clip,
+          --fuse-bidirectional, and quantized with --quantize)
+  .pt     a PyTorch nn.LSTM / nn.RNN saved with torch.save(module), or its state_dict
+          (jaxlstm.convert.from_torch; sizes are read from the weight shapes)
+"""
+
+_INSPECT_DESCRIPTION = """\
+Describe a .tflite file: operators with their fused-op slots (CIFG, peephole, projection,
+layer norm, aux input, int8 hybrid weights) and options, tensor shapes and types, variable
+(state) tensors, signature defs, and warnings about what keeps the model off a plain runtime
+(WHILE loops, Flex / SELECT_TF ops, custom ops) and known converter quirks (cell_clip=10 on
+LSTMs converted from Keras, which never clips).
+"""
+
+_INSPECT_EPILOG = """\
+--json prints a stable dict (full field list in the jaxlstm.inspect docstring):
+  {"operators":  [{"subgraph", "index", "opcode", "version", "custom_code", "inputs",
+                   "outputs", "options", "slots", "features"}, ...],
+   "tensors":    [{"subgraph", "index", "name", "shape", "shape_signature", "dtype",
+                   "is_variable", "is_constant", "quantization"}, ...],
+   "signatures": [{"key", "subgraph", "inputs": [{"name", "tensor"}], "outputs": [...]}, ...],
+   "warnings":   [{"code", "subgraph", "operator", "message"}, ...]}
+"slots" (input name -> tensor index or null) and "features" are set for the fused LSTM/RNN
+ops only. Warning codes: while_loop, flex_op, custom_op, unsupported_op, keras_cell_clip,
+activation_none, merged_batch_major.
+"""
+
+_PARITY_EPILOG = """\
+Inputs: "random" (standard normal) and two adversarial cases of magnitude 10 that drive
+LSTM cell states past 10 ("adversarial_flip": every feature's sign flips halfway;
+"adversarial_rotation": the input direction turns once over the sequence).
+An element passes when |a - b| <= tolerance * max(1, |b|). For hybrid (int8-weight) models
+the jaxlstm side is its emulation of LiteRT's hybrid arithmetic, so the same tolerance
+applies to jaxlstm vs LiteRT; pairs with the (float) source use --source-tolerance.
+Known quirk: TFLiteConverter writes cell_clip=10 into LSTMs from Keras, which never clips;
+source-vs-LiteRT failures that this explains are labelled "known quirk: cell_clip=10".
+Exit code 0 when every pair passes, 1 otherwise, 2 on a user error.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _UserError(Exception):
+    """A problem with the command's inputs, reported as one line (exit code 2)."""
+
+
+# RuntimeError: LiteRT refusing a model ("... failed to prepare").
+_USER_ERRORS = (_UserError, OSError, ValueError, TypeError, NotImplementedError, ImportError, RuntimeError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``jaxlstm`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if argv[:1] == ["demo"]:  # the demo parses its own arguments, --help included
+        command, run = "demo", lambda: int(importlib.import_module("jaxlstm.demo").main(argv[1:]) or 0)
+    else:
+        try:
+            args = _build_parser().parse_args(argv)
+        except SystemExit as e:  # --help (0) or a usage error (2), already printed
+            return _exit_code(e)
+        command, run = args.command, lambda: args.run(args)
+    try:
+        return run()
+    except SystemExit as e:  # the demo's own argument parsing
+        return _exit_code(e)
+    except _USER_ERRORS as e:
+        if isinstance(e, FileNotFoundError) and e.filename:
+            message = f"no such file: {e.filename}"
+        else:
+            message = " ".join(str(e).split()) or type(e).__name__
+        print(f"jaxlstm {command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _exit_code(e: SystemExit) -> int:
+    if e.code is None or isinstance(e.code, int):
+        return e.code or 0
+    print(e.code, file=sys.stderr)  # sys.exit("message")
+    return 1
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="jaxlstm",
+        description="TFLite fused LSTM/RNN models: convert, inspect and check parity with LiteRT.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = commands.add_parser(
+        "convert", help="convert a Keras / PyTorch / TFLite model to a .tflite file",
+        description="Convert SRC to a .tflite file of TFLite fused ops; print the operators\n"
+                    "and the file size.",
+        epilog=_SOURCE_KINDS, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    convert.add_argument("src", metavar="SRC", help="the model to convert (.keras, .h5, .tflite, .pt)")
+    convert.add_argument("-o", "--output", required=True, metavar="OUT.tflite", help="where to write")
+    convert.add_argument("--quantize", choices=("dynamic",), default=None,
+                         help="dynamic: int8 weights, float activations (TFLite's hybrid ops)")
+    convert.add_argument("--stateful", action="store_true",
+                         help="carry the LSTM/RNN state from one invoke to the next (TFLite "
+                              "variable tensors, until reset_all_variables()); default: the state "
+                              "starts at zero in every invoke, like Keras predict")
+    convert.add_argument("--batch", type=_batch, default=None, metavar="N|dynamic",
+                         help="the batch size of input and state, or 'dynamic' (resizable with "
+                              "resize_tensor_input); default: the source's, 1 for Keras and PyTorch")
+    convert.add_argument("--strip-cell-clip", action="store_true",
+                         help="set cell_clip to 0 on every LSTM: undoes the cell_clip=10 that "
+                              "TFLiteConverter writes for Keras LSTMs, so the model computes what "
+                              "Keras computes (changes numerics once |cell state| > 10)")
+    convert.add_argument("--fuse-bidirectional", action="store_true",
+                         help="replace TF's REVERSE_V2 + 2x UNIDIRECTIONAL_SEQUENCE_LSTM + "
+                              "CONCATENATION pattern with one BIDIRECTIONAL_SEQUENCE_LSTM (same numerics)")
+    convert.add_argument("--batch-first", action="store_true",
+                         help=".pt state_dict sources: the input is [B, T, F] (batch_first=True); "
+                              "a saved module carries its own")
+    convert.set_defaults(run=_convert)
+
+    inspect = commands.add_parser(
+        "inspect", help="show the operators, fused-op features, tensors and portability warnings",
+        description=_INSPECT_DESCRIPTION, epilog=_INSPECT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    inspect.add_argument("model", metavar="MODEL.tflite")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    inspect.set_defaults(run=_inspect)
+
+    parity = commands.add_parser(
+        "parity", help="compare LiteRT, jaxlstm and the source model on the same inputs",
+        description="Run MODEL.tflite in LiteRT and in jaxlstm (and the source model with\n"
+                    "--source) on random and adversarial inputs; report the max abs / max rel\n"
+                    "error per output with pass or fail.",
+        epilog=_PARITY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parity.add_argument("model", metavar="MODEL.tflite")
+    parity.add_argument("--source", metavar="MODEL.keras",
+                        help="the Keras model (.keras / .h5) the .tflite file was made from")
+    parity.add_argument("--steps", type=_positive_int, default=None, metavar="N",
+                        help="time steps of the generated inputs (default: the model's fixed time "
+                             "dimension, else 64)")
+    parity.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
+    parity.add_argument("--tolerance", type=float, default=None, metavar="X",
+                        help="bound for jaxlstm vs LiteRT (default 1e-5, float and hybrid models)")
+    parity.add_argument("--source-tolerance", type=float, default=None, metavar="X",
+                        help="bound for pairs with the source (default: --tolerance for float "
+                             "models, 2e-2 for hybrid ones: int8 weight quantization error)")
+    parity.add_argument("--plot", metavar="OUT.png", help="draw the error over time steps to this file")
+    parity.add_argument("--json", action="store_true", help="print the report as JSON")
+    parity.set_defaults(run=_parity)
+
+    commands.add_parser(
+        "demo", add_help=False, help="train a small LSTM, export it and check it in LiteRT "
+                                     "(jaxlstm demo --help for its options)",
+    )
+    return parser
+
+
+def _batch(text: str) -> int:
+    """A positive batch size, or -1 for 'dynamic'."""
+    return -1 if text == "dynamic" else _positive_int(text)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from jaxlstm.inspect import inspect_tflite
+    from jaxlstm.model.rewrite import fuse_bidirectional_lstm, strip_cell_clip
+    from jaxlstm.tflite import export_tflite
+
+    model = _load_source(args.src, args.batch, args.batch_first)
+    if args.strip_cell_clip:
+        model, n = strip_cell_clip(model)
+        _warn("convert", f"--strip-cell-clip: removed cell_clip from {n} LSTM operator(s); outputs "
+                         "now match Keras and differ from the original .tflite once |cell state| > 10")
+    if args.fuse_bidirectional:
+        model, n = fuse_bidirectional_lstm(model)
+        if not n:
+            _warn("convert", "--fuse-bidirectional: no REVERSE_V2 + UNIDIRECTIONAL_SEQUENCE_LSTM "
+                             "pair that can be fused was found")
+    data = export_tflite(model, path=args.output, quantize=args.quantize, stateful=args.stateful,
+                         batch_size=None if args.batch in (None, -1) else args.batch)
+    report = inspect_tflite(data)
+    ops = ", ".join(op["opcode"] for op in report["operators"] if op["subgraph"] == 0)
+    print(f"wrote {args.output} ({len(data):,} bytes)")
+    print(f"operators: {ops}")
+    if args.quantize:
+        n_int8 = sum(t["dtype"] == "int8" and t["is_constant"] for t in report["tensors"])
+        print(f"int8 weight tensors: {n_int8}")
+        if not n_int8:
+            _warn("convert", "--quantize dynamic: no op has weight matrices of >= 1024 elements "
+                             "(TFLite's dynamic-range threshold); the model stays float")
+    for w in report["warnings"]:
+        _warn("convert", f"{w['code']}: {w['message']}")
+    return 0
+
+
+def _load_source(path: str, batch: int | None, batch_first: bool):
+    """The jaxlstm `Model` of a source file, chosen by its extension."""
+    if not os.path.exists(path):
+        raise _UserError(f"no such file: {path}")
+    kind = os.path.splitext(path)[1].lower()
+    batch_size = {} if batch is None else {"batch_size": batch}
+    if kind == ".tflite":
+        from jaxlstm.tflite import load_tflite
+
+        model = load_tflite(path)
+        _check_batch_change(model, batch)
+        return model
+    if kind in (".keras", ".h5"):
+        from jaxlstm.convert import from_keras
+
+        if kind == ".keras":
+            return from_keras(path, **batch_size)
+        from jaxlstm.parity.compare import load_keras
+
+        return from_keras(load_keras(path), **batch_size)
+    if kind in (".pt", ".pth"):
+        return _load_torch(path, batch_size, batch_first)
+    raise _UserError(f"{path}: unknown source type {kind or '(no extension)'}; expected .keras, .h5, .tflite or .pt")
+
+
+def _check_batch_change(model, batch: int | None) -> None:
+    """A .tflite file's static batch cannot change on re-export (its state tensors are sized)."""
+    first = model.inputs[0]
+    shape = model.tensors[first].shape
+    axis = model.batch_axes().get(first, 0)
+    static = shape[axis] if len(shape) > axis else -1
+    if batch is not None and static >= 0 and batch != static:
+        raise NotImplementedError(
+            f"input {model.tensors[first].name!r} has the static batch {static} (shape {shape}); "
+            f"--batch {'dynamic' if batch < 0 else batch} cannot change it on re-export. "
+            "Convert from the source model with --batch instead"
+        )
+
+
+def _load_torch(path: str, batch_size: dict, batch_first: bool):
+    """An nn.LSTM / nn.RNN saved whole (torch.save(module)) or as its state_dict."""
+    import torch
+
+    from jaxlstm.convert import from_torch
+
+    # weights_only keeps torch.load from running arbitrary pickled code; the two module
+    # classes are allowed explicitly.
+    with torch.serialization.safe_globals([torch.nn.LSTM, torch.nn.RNN]):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises UnpicklingError or RuntimeError variants
+            raise _UserError(f"{path}: torch.load(weights_only=True) failed ({str(e).splitlines()[0]}); "
+                             "save the module's state_dict() instead") from None
+    if isinstance(obj, dict):
+        return from_torch(obj, batch_first=batch_first, **batch_size)
+    if not isinstance(obj, (torch.nn.LSTM, torch.nn.RNN)):
+        raise _UserError(f"{path}: expected a saved torch.nn.LSTM / nn.RNN or its state_dict, "
+                         f"got {type(obj).__name__}")
+    return from_torch(obj, **batch_size)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from jaxlstm.inspect import format_report, inspect_tflite
+
+    report = inspect_tflite(args.model)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        size = os.path.getsize(args.model)
+        print(format_report(report, title=f"{args.model}: {size:,} bytes"))
+    return 0
+
+
+def _parity(args: argparse.Namespace) -> int:
+    from jaxlstm.parity.compare import DEFAULT_TOLERANCE, compare, plot_errors
+
+    report = compare(
+        args.model,
+        source=args.source,
+        steps=args.steps,
+        seed=args.seed,
+        tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+        source_tolerance=args.source_tolerance,
+        progress=not args.json,
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    if args.plot:
+        plot_errors(report, args.plot)
+        if not args.json:
+            print(f"plot: {args.plot}")
+    return 0 if report.passed else 1
+
+
+def _warn(command: str, message: str) -> None:
+    print(f"jaxlstm {command}: warning: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""PyTorch ``nn.LSTM`` / ``nn.RNN`` -> a `Model` of TFLite fused ops.
+
+Layout (SPEC_LAYOUTS §6), per layer k and direction (suffix ``_reverse`` backward):
+``weight_ih_l{k}`` [G*H, D_k] and ``weight_hh_l{k}`` [G*H, P] used as ``W @ x`` (TFLite's
+layout already), ``bias_ih_l{k}`` + ``bias_hh_l{k}`` [G*H] (summed: the op has one bias),
+and with ``proj_size`` P > 0 ``weight_hr_l{k}`` [P, H] (= TFLite projection_weights, no
+projection bias, no clipping). LSTM blocks are i, f, g, o (G = 4); RNN has G = 1 with
+tanh or relu. D_k is the input size for k = 0, else num_directions * (P or H).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from jaxlstm.convert import _gates, _graph
+from jaxlstm.model import Model, ModelBuilder
+from jaxlstm.ops.lstm import LSTMOptions
+from jaxlstm.ops.rnn import RNNOptions, RNNWeights
+
+_NONLINEARITIES = {"tanh": "TANH", "relu": "RELU"}
+
+
+def from_torch(
+    module_or_state_dict: Any,
+    *,
+    batch_first: bool | None = None,
+    nonlinearity: str | None = None,
+    batch_size: int = 1,
+    time_steps: int | None = None,
+) -> Model:
+    """Converts ``torch.nn.LSTM`` / ``torch.nn.RNN`` (or its state dict) to fused ops.
+
+    Each layer becomes one UNIDIRECTIONAL_SEQUENCE_LSTM / _RNN, or with
+    ``bidirectional=True`` one BIDIRECTIONAL_SEQUENCE_LSTM / _RNN with ``merge_outputs``
+    ([fw | bw] on the feature axis, like PyTorch). Only the output sequence is produced
+    (no h_n / c_n); the state starts at zero (no ``(h_0, c_0)`` argument). Inter-layer
+    dropout is training-only and ignored.
+
+    Args:
+      module_or_state_dict: an ``nn.LSTM`` / ``nn.RNN``, or its ``state_dict()`` (the kind,
+        layer count, directions and projection are read from the tensor names and shapes).
+      batch_first: for a state dict: the input layout (default False, [T, B, D] like
+        PyTorch). A module carries its own.
+      nonlinearity: for an RNN state dict: "tanh" (default) or "relu".
+      batch_size: static batch of the input and state tensors (-1: dynamic, JAX only).
+      time_steps: static sequence length, or None for a dynamic one.
+
+    Returns:
+      A `Model` from ``input`` ([T, B, D], or [B, T, D] if batch_first) to ``output``.
+
+    Raises:
+      NotImplementedError: ``nn.GRU`` (TFLite has no fused GRU).
+      ValueError: a state dict with missing or inconsistent tensors.
+    """
+    state, batch_first, nonlinearity = _read(module_or_state_dict, batch_first, nonlinearity)
+    layers = sorted({int(k.split("_l")[-1].split("_")[0]) for k in state if k.startswith("weight_ih_l")})
+    if not layers or layers != list(range(len(layers))):
+        raise ValueError(f"state dict has no consecutive weight_ih_l0, weight_ih_l1, ...: {sorted(state)}")
+    kind = _kind(state)
+    time_major = not batch_first
+    if kind == "LSTM":
+        options = LSTMOptions("TANH", time_major=time_major)
+    else:
+        activation = _gates.fused_activation(
+            nonlinearity, _NONLINEARITIES, "torch nn.RNN", "use nonlinearity='tanh' or 'relu'")
+        options = RNNOptions(activation, time_major=time_major)
+    bidirectional = "weight_ih_l0_reverse" in state
+    b = ModelBuilder(batch_size)
+    n_input = state["weight_ih_l0"].shape[1]
+    x = b.add_input("input", _graph.input_shape(n_input, batch_size=batch_size,
+                                                time_steps=time_steps, time_major=time_major))
+    for k in layers:
+        fw = _direction(state, kind, f"_l{k}")
+        if bidirectional:
+            (x,) = _graph.add_bidirectional(b, x, fw, _direction(state, kind, f"_l{k}_reverse"),
+                                            options, name=f"layer{k}")
+        else:
+            x = _graph.add_recurrent(b, x, fw, options, name=f"layer{k}")
+    return b.build([x], ["output"])
+
+
+def _read(obj: Any, batch_first: bool | None, nonlinearity: str | None) -> tuple[dict, bool, str]:
+    """(state dict as float32 NumPy, batch_first, nonlinearity) from a module or a state dict."""
+    if hasattr(obj, "state_dict"):
+        if batch_first is not None or nonlinearity is not None:
+            raise TypeError("batch_first / nonlinearity are read from the module; pass them only "
+                            "with a state dict")
+        kind = type(obj).__name__
+        if kind not in ("LSTM", "RNN"):
+            _unsupported(kind)
+        return _numpy(obj.state_dict()), bool(obj.batch_first), getattr(obj, "nonlinearity", "tanh")
+    return _numpy(obj), bool(batch_first), nonlinearity or "tanh"
+
+
+def _numpy(state: Any) -> dict[str, np.ndarray]:
+    def to_numpy(v: Any) -> np.ndarray:
+        if hasattr(v, "detach"):
+            v = v.detach().cpu().float().numpy()
+        return _gates.as_float32(v)
+
+    return {k: to_numpy(v) for k, v in state.items()}
+
+
+def _unsupported(kind: str) -> None:
+    raise NotImplementedError(
+        f"torch {kind} has no TFLite fused op (TFLite fuses only LSTM and RNN). "
+        "Workaround: use nn.LSTM / nn.RNN, or export through another path."
+    )
+
+
+def _kind(state: dict[str, np.ndarray]) -> str:
+    if "weight_hr_l0" in state:
+        return "LSTM"
+    rows, cols = state["weight_hh_l0"].shape
+    gates = rows // cols if cols and rows % cols == 0 else 0
+    kind = {4: "LSTM", 1: "RNN", 3: "GRU"}.get(gates)
+    if kind is None:
+        raise ValueError(f"weight_hh_l0 has shape {(rows, cols)}: expected [G * H, H] with G = 4 "
+                         "(LSTM), 1 (RNN) or 3 (GRU)")
+    if kind == "GRU":
+        _unsupported("GRU")
+    return kind
+
+
+def _direction(state: dict[str, np.ndarray], kind: str, suffix: str):
+    """The op weights of one layer and direction, e.g. suffix ``_l1_reverse``."""
+    try:
+        w_ih, w_hh = state[f"weight_ih{suffix}"], state[f"weight_hh{suffix}"]
+    except KeyError as e:
+        raise ValueError(f"state dict lacks {e.args[0]}") from None
+    zeros = np.zeros(w_ih.shape[0], np.float32)  # bias=False
+    bias = state.get(f"bias_ih{suffix}", zeros) + state.get(f"bias_hh{suffix}", zeros)
+    if kind == "RNN":
+        return RNNWeights(w_ih, w_hh, bias)
+    return _gates.packed_lstm_weights(w_ih, w_hh, bias, "ifco",
+                                      projection_weights=state.get(f"weight_hr{suffix}"))

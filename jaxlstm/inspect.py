@@ -1,0 +1,369 @@
+"""Inspect a .tflite file: operators, fused-op features, tensors, signatures, portability warnings.
+
+Reads the flatbuffer directly with LiteRT's generated schema (object API), so it works on any
+model, including ones that `jaxlstm.load_tflite` cannot import (WHILE loops, Flex ops).
+
+`inspect_tflite(path_or_bytes)` returns a JSON-ready dict with exactly four keys; this is the
+schema of ``jaxlstm inspect --json`` and it is stable (new keys may be added inside entries,
+existing ones keep their meaning):
+
+``"operators"``: one entry per operator, every subgraph, in execution order::
+
+    {"subgraph": 0, "index": 0, "opcode": "UNIDIRECTIONAL_SEQUENCE_LSTM", "version": 1,
+     "custom_code": None,                      # str for CUSTOM ops, e.g. "FlexTensorListReserve"
+     "inputs": [0, 2, ..., -1], "outputs": [13],   # tensor indices; -1 = absent optional input
+     "options": {"fused_activation_function": "TANH", "cell_clip": 10.0, ...},  # snake_case
+     "slots": {"input": 0, "input_to_input_weights": 2, ..., "cell_to_input_weights": None},
+     "features": {"cifg": False, "peephole": False, "projection": False,
+                  "diagonal_recurrent": False, "layer_norm": False, "hybrid": False}}
+
+  ``slots`` (input name -> tensor index or None when absent) and ``features`` are present for the
+  fused recurrent ops only (LSTM, UNIDIRECTIONAL_SEQUENCE_LSTM, BIDIRECTIONAL_SEQUENCE_LSTM, RNN,
+  UNIDIRECTIONAL_SEQUENCE_RNN, BIDIRECTIONAL_SEQUENCE_RNN) and are ``None`` otherwise. For the
+  bidirectional ops the per-direction features carry a ``fw_`` / ``bw_`` prefix and
+  ``aux_input`` replaces ``layer_norm``; the RNN ops have ``hybrid`` (and ``aux_input``) only.
+
+``"tensors"``: ``{"subgraph", "index", "name", "shape", "shape_signature", "dtype",
+"is_variable", "is_constant", "quantization"}``; ``shape_signature`` has -1 for dynamic
+dimensions; ``quantization`` is ``{"scale": [...], "zero_point": [...],
+"quantized_dimension": int}`` or ``None``.
+
+``"signatures"``: ``{"key", "subgraph", "inputs": [{"name", "tensor"}], "outputs": [...]}``.
+
+``"warnings"``: ``{"code", "subgraph", "operator", "message"}`` (the operator's index), codes:
+``while_loop``, ``flex_op``, ``custom_op`` (the model needs more than a plain builtin-op runtime
+and jaxlstm cannot import it), ``unsupported_op`` (a builtin jaxlstm has no kernel for),
+``keras_cell_clip`` (an LSTM with cell_clip=10, which TFLiteConverter writes for Keras LSTMs
+although Keras never clips), ``activation_none`` (an LSTM with activation NONE, ill-defined in
+TFLite's kernels), ``merged_batch_major`` (a BIDIRECTIONAL_SEQUENCE_LSTM with merged outputs in
+batch-major layout and batch > 1, which TFLite's kernel mis-indexes).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from jaxlstm import _spec
+from jaxlstm.tflite._format import ENUM_FIELDS, FILE_IDENTIFIER, enum_names, snake_case
+
+KERAS_CELL_CLIP = 10.0  # written by TFLiteConverter's Keras LSTM fusion (lstm_utils.cc)
+
+_LSTM_OPS = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM")
+_RNN_OPS = ("RNN", "UNIDIRECTIONAL_SEQUENCE_RNN")
+_INPUT_TABLES = {
+    "LSTM": _spec.LSTM_INPUTS,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": _spec.LSTM_INPUTS,
+    "BIDIRECTIONAL_SEQUENCE_LSTM": _spec.BIDIRECTIONAL_LSTM_INPUTS,
+    "RNN": _spec.RNN_INPUTS,
+    "UNIDIRECTIONAL_SEQUENCE_RNN": _spec.RNN_INPUTS,
+    "BIDIRECTIONAL_SEQUENCE_RNN": _spec.BIDIRECTIONAL_RNN_INPUTS,
+}
+
+
+def read_tflite_bytes(model: str | os.PathLike | bytes) -> bytes:
+    """The bytes of a .tflite file (or `model` itself), checked for the TFL3 identifier.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: the data is not a TFLite flatbuffer.
+    """
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data, where = bytes(model), "the given bytes"
+    else:
+        with open(model, "rb") as f:
+            data = f.read()
+        where = os.fspath(model)
+    if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
+        raise ValueError(f"{where} is not a .tflite file (no {FILE_IDENTIFIER.decode()} identifier)")
+    return data
+
+
+def inspect_tflite(model: str | os.PathLike | bytes) -> dict[str, list[dict[str, Any]]]:
+    """Describes a .tflite model as a JSON-ready dict (schema in the module docstring).
+
+    Args:
+      model: a path to a .tflite file, or its bytes.
+
+    Returns:
+      ``{"operators": [...], "tensors": [...], "signatures": [...], "warnings": [...]}``.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: not a TFLite flatbuffer.
+    """
+    data = read_tflite_bytes(model)
+    try:
+        m = schema.ModelT.InitFromPackedBuf(data, 0)
+    except Exception as e:  # a corrupt flatbuffer fails anywhere inside the generated code
+        raise ValueError(f"cannot parse the .tflite flatbuffer: {type(e).__name__}: {e}") from None
+    try:
+        return _describe(m)
+    except (IndexError, KeyError, TypeError) as e:  # indices that point outside their tables
+        raise ValueError(f"malformed .tflite file: {type(e).__name__}: {e}") from None
+
+
+def _describe(m: Any) -> dict[str, list[dict[str, Any]]]:
+    names = enum_names(schema.BuiltinOperator)
+    opcodes = [_opcode(c, names) for c in m.operatorCodes or []]
+    report: dict[str, list[dict[str, Any]]] = {
+        "operators": [], "tensors": [], "signatures": [], "warnings": []
+    }
+    for s, graph in enumerate(m.subgraphs or []):
+        tensors = [_tensor(s, i, t, m.buffers) for i, t in enumerate(graph.tensors or [])]
+        report["tensors"] += tensors
+        for i, op in enumerate(graph.operators or []):
+            opcode, version, custom = opcodes[op.opcodeIndex]
+            entry = _operator(s, i, opcode, version, custom, op, tensors)
+            report["operators"].append(entry)
+            report["warnings"] += _operator_warnings(entry, tensors)
+    report["warnings"] = _merge_repeats(report["warnings"])
+    for sig in m.signatureDefs or []:
+        report["signatures"].append({
+            "key": _text(sig.signatureKey),
+            "subgraph": int(sig.subgraphIndex),
+            "inputs": [{"name": _text(t.name), "tensor": int(t.tensorIndex)} for t in sig.inputs or []],
+            "outputs": [{"name": _text(t.name), "tensor": int(t.tensorIndex)} for t in sig.outputs or []],
+        })
+    return report
+
+
+def format_report(report: dict[str, list[dict[str, Any]]], title: str = "") -> str:
+    """A human-readable rendering of an `inspect_tflite` report."""
+    tensors = {(t["subgraph"], t["index"]): t for t in report["tensors"]}
+
+    def tensor(s: int, i: int) -> str:
+        t = tensors[(s, i)]
+        shape = ",".join(str(d) for d in t["shape_signature"])
+        return f"t{i} {t['dtype']}[{shape}]"
+
+    lines = [title] if title else []
+    for sig in report["signatures"]:
+        s = sig["subgraph"]
+        ins = ", ".join(f"{x['name']}={tensor(s, x['tensor'])}" for x in sig["inputs"])
+        outs = ", ".join(f"{x['name']}={tensor(s, x['tensor'])}" for x in sig["outputs"])
+        lines.append(f"signature {sig['key']!r}: ({ins}) -> ({outs})")
+    lines.append(f"operators ({len(report['operators'])}):")
+    for op in report["operators"]:
+        s = op["subgraph"]
+        name = op["opcode"] + (f" {op['custom_code']!r}" if op["custom_code"] else "")
+        ins = ", ".join(tensor(s, i) for i in op["inputs"][:1] if i >= 0)
+        outs = ", ".join(tensor(s, i) for i in op["outputs"])
+        lines.append(f"  [{s}:{op['index']}] {name} v{op['version']}: {ins} -> {outs}")
+        if op["features"] is not None:
+            flags = " ".join(f"{k}={'yes' if v else 'no'}" for k, v in op["features"].items())
+            lines.append(f"      features: {flags}")
+            variables = [
+                f"{slot}={tensor(s, i)}" for slot, i in op["slots"].items()
+                if i is not None and tensors[(s, i)]["is_variable"]
+            ]
+            lines.append(f"      state (variable tensors): {', '.join(variables) or 'none'}")
+        if op["options"]:
+            lines.append("      options: " + " ".join(f"{k}={v}" for k, v in op["options"].items()))
+    lines.append(f"tensors ({len(report['tensors'])}):")
+    for t in report["tensors"]:
+        kind = "variable" if t["is_variable"] else "constant" if t["is_constant"] else ""
+        q = t["quantization"]
+        quant = f" scale={q['scale'][0]:.6g}" if q and len(q["scale"]) == 1 else (
+            f" scale=[{len(q['scale'])} per-channel]" if q else "")
+        lines.append(f"  [{t['subgraph']}:{t['index']}] {t['name']}: "
+                     f"{t['dtype']}{t['shape_signature']} {kind}{quant}".rstrip())
+    lines.append(f"warnings ({len(report['warnings'])}):" if report["warnings"] else "warnings: none")
+    for w in report["warnings"]:
+        lines.append(f"  {w['code']} at operator [{w['subgraph']}:{w['operator']}]: {w['message']}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- internals
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _opcode(code: Any, names: dict[int, str]) -> tuple[str, int, str | None]:
+    # Opcodes above 127 live only in builtinCode; older files only fill the deprecated byte.
+    value = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+    return names.get(value, f"UNKNOWN_{value}"), int(code.version), _text(code.customCode)
+
+
+def _tensor(s: int, i: int, t: Any, buffers: list) -> dict[str, Any]:
+    buffer = buffers[t.buffer] if buffers and t.buffer < len(buffers) else None
+    has_data = buffer is not None and (
+        (buffer.data is not None and len(buffer.data) > 0) or buffer.offset > 1
+    )
+    q = t.quantization
+    quant = None
+    if q is not None and q.scale is not None and len(q.scale):
+        quant = {
+            "scale": [float(v) for v in q.scale],
+            "zero_point": [int(v) for v in (q.zeroPoint if q.zeroPoint is not None else [])],
+            "quantized_dimension": int(q.quantizedDimension),
+        }
+    shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+    signature = [int(d) for d in t.shapeSignature] if t.shapeSignature is not None else shape
+    return {
+        "subgraph": s,
+        "index": i,
+        "name": _text(t.name),
+        "shape": shape,
+        "shape_signature": signature,
+        "dtype": enum_names(schema.TensorType).get(t.type, str(t.type)).lower(),
+        "is_variable": bool(t.isVariable),
+        "is_constant": bool(has_data) and not t.isVariable,
+        "quantization": quant,
+    }
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, bytes):
+        return _text(value)
+    if hasattr(value, "__dict__"):  # a nested options table
+        return {snake_case(k): _json_value(v) for k, v in vars(value).items()}
+    return value
+
+
+def _options(op: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for table in (op.builtinOptions, getattr(op, "builtinOptions2", None)):
+        if table is None:
+            continue
+        for key, value in vars(table).items():
+            name = snake_case(key)
+            if name in ENUM_FIELDS and isinstance(value, (int, np.integer)):
+                value = enum_names(ENUM_FIELDS[name]).get(int(value), int(value))
+            out[name] = _json_value(value)
+    return out
+
+
+def _operator(
+    s: int, i: int, opcode: str, version: int, custom: str | None, op: Any,
+    tensors: list[dict[str, Any]],
+) -> dict[str, Any]:
+    inputs = [int(x) for x in (op.inputs if op.inputs is not None else [])]
+    entry = {
+        "subgraph": s,
+        "index": i,
+        "opcode": opcode,
+        "version": version,
+        "custom_code": custom,
+        "inputs": inputs,
+        "outputs": [int(x) for x in (op.outputs if op.outputs is not None else [])],
+        "options": _options(op),
+        "slots": None,
+        "features": None,
+    }
+    table = _INPUT_TABLES.get(opcode)
+    if table is not None and not (opcode == "LSTM" and entry["options"].get("kernel_type") == "BASIC"):
+        slots = {name: (inputs[k] if k < len(inputs) and inputs[k] >= 0 else None)
+                 for k, name in enumerate(table)}
+        entry["slots"] = slots
+        entry["features"] = _features(opcode, slots, tensors)
+    return entry
+
+
+def _features(opcode: str, slots: dict[str, int | None], tensors: list[dict[str, Any]]) -> dict[str, bool]:
+    def present(name: str) -> bool:
+        return slots.get(name) is not None
+
+    def quantized(name: str) -> bool:
+        return present(name) and tensors[slots[name]]["dtype"] in ("int8", "uint8")
+
+    if opcode in _RNN_OPS:
+        return {"hybrid": quantized("input_weights")}
+    if opcode == "BIDIRECTIONAL_SEQUENCE_RNN":
+        return {"aux_input": present("aux_input"), "hybrid": quantized("fw_input_weights")}
+    prefixes = ("",) if opcode in _LSTM_OPS else ("fw_", "bw_")
+    features: dict[str, bool] = {}
+    for p in prefixes:
+        recurrent = slots[f"{p}recurrent_to_output_weights"]
+        features.update({
+            f"{p}cifg": not present(f"{p}input_to_input_weights"),
+            f"{p}peephole": present(f"{p}cell_to_forget_weights"),
+            f"{p}projection": present(f"{p}projection_weights"),
+            f"{p}diagonal_recurrent": recurrent is not None and len(tensors[recurrent]["shape"]) == 1,
+        })
+    if opcode in _LSTM_OPS:
+        features["layer_norm"] = present("forget_layer_norm_coefficients")
+    else:
+        features["aux_input"] = present("aux_input")
+    features["hybrid"] = quantized(f"{prefixes[0]}input_to_forget_weights")
+    return features
+
+
+def _warning(op: dict[str, Any], code: str, message: str) -> dict[str, Any]:
+    return {"code": code, "subgraph": op["subgraph"], "operator": op["index"], "message": message}
+
+
+_PER_OPCODE = ("unsupported_op", "flex_op", "custom_op")
+
+
+def _merge_repeats(warnings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One warning per unsupported/Flex/custom opcode (at its first operator), with a count."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    counts: dict[tuple[str, str], int] = {}
+    out = []
+    for w in warnings:
+        key = (w["code"], w["message"])
+        if w["code"] in _PER_OPCODE and key in merged:
+            counts[key] += 1
+            continue
+        merged[key], counts[key] = dict(w), 1
+        out.append(merged[key])
+    for key, n in counts.items():
+        if n > 1:
+            merged[key]["message"] += f" ({n} operators)"
+    return out
+
+
+def _operator_warnings(op: dict[str, Any], tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from jaxlstm.model.kernels import KERNELS
+
+    code, opts = op["opcode"], op["options"]
+    if code == "WHILE":
+        return [_warning(op, "while_loop",
+                         "a WHILE loop: a recurrence that is not a fused TFLite LSTM/RNN op (a GRU, "
+                         "which has no fused op, or a Keras LSTM left unfused by a dynamic batch "
+                         "size, a mask or non-default activations); jaxlstm cannot import it. "
+                         "Re-convert with a fixed batch size, or build the model with jaxlstm")]
+    if code == "CUSTOM":
+        if (op["custom_code"] or "").startswith("Flex"):
+            return [_warning(op, "flex_op",
+                             f"Flex (SELECT_TF_OPS) op {op['custom_code']!r} needs the TensorFlow "
+                             "Select ops runtime, not in plain LiteRT or on accelerators; "
+                             "re-convert with builtin ops only")]
+        return [_warning(op, "custom_op",
+                         f"custom op {op['custom_code']!r} needs an op resolver that registers it")]
+    warnings = []
+    if code not in KERNELS:
+        warnings.append(_warning(op, "unsupported_op",
+                                 f"{code} has no jaxlstm kernel: load_tflite/parity cannot run "
+                                 "this model (inspect and LiteRT still can)"))
+    if code in _LSTM_OPS + ("BIDIRECTIONAL_SEQUENCE_LSTM",) and op["features"] is not None:
+        if float(opts.get("cell_clip", 0.0)) == KERAS_CELL_CLIP:
+            warnings.append(_warning(op, "keras_cell_clip",
+                                     "cell_clip=10: TFLiteConverter writes this for Keras LSTMs, "
+                                     "but Keras never clips, so outputs differ from Keras once "
+                                     "|cell state| > 10 (long or large inputs). "
+                                     "`jaxlstm convert --strip-cell-clip` removes it"))
+        if opts.get("fused_activation_function") == "NONE":
+            warnings.append(_warning(op, "activation_none",
+                                     "activation NONE: TFLite's LSTM kernels leave the activation "
+                                     "buffer unwritten (h = o*g instead of o*c); use TANH"))
+    if (code == "BIDIRECTIONAL_SEQUENCE_LSTM" and opts.get("merge_outputs")
+            and not opts.get("time_major", True)):
+        batch = tensors[op["inputs"][0]]["shape_signature"][0]
+        if batch != 1:
+            warnings.append(_warning(op, "merged_batch_major",
+                                     "merge_outputs with batch-major input and batch != 1: "
+                                     "TFLite's kernel offsets the state by the merged width "
+                                     "(lstm_eval.cc), so rows after the first are wrong; use "
+                                     "time_major or merge_outputs=False + CONCATENATION"))
+    return warnings

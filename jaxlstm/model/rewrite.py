@@ -1,0 +1,154 @@
+"""Model rewrites for re-exporting converted models: strip cell_clip, fuse TF's bidirectional LSTM.
+
+Both return a new `Model` and the number of operators changed; numerics change only where the
+docstring says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+from jaxlstm.model.graph import NO_TENSOR, Model, Operator, options_tuple
+
+LSTM_OPCODES = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM")
+_SHARED_LSTM_OPTIONS = ("fused_activation_function", "cell_clip", "proj_clip", "time_major",
+                        "asymmetric_quantize_inputs")
+_LAYER_NORM_SLOTS = range(20, 24)  # LSTM inputs 20-23 (the bidirectional op has none)
+# input_to_forget_weights [n_cell, n_input], recurrent_to_forget_weights [n_cell, n_output]:
+# LiteRT's bidirectional kernel checks the backward weights against the forward sizes.
+_SIZE_SLOTS = (2, 6)
+_N_DIRECTION_INPUTS = 17  # LSTM inputs 1-17: weights, peepholes, biases, projection
+
+
+def strip_cell_clip(model: Model) -> tuple[Model, int]:
+    """Sets cell_clip to 0 (no clipping) on every LSTM-family operator.
+
+    TFLiteConverter writes cell_clip=10 into LSTMs converted from Keras, which never clips;
+    stripping it makes the model compute what Keras computes. This changes numerics whenever
+    the cell state would leave [-10, 10].
+
+    Returns:
+      (the rewritten model, how many operators had a non-zero cell_clip).
+    """
+    operators, changed = [], 0
+    for op in model.operators:
+        if op.opcode in LSTM_OPCODES and float(op.option("cell_clip", 0.0)) > 0:
+            op = _with_options(op, cell_clip=0.0)
+            changed += 1
+        operators.append(op)
+    return model.replace(operators=operators), changed
+
+
+def fuse_bidirectional_lstm(model: Model) -> tuple[Model, int]:
+    """Replaces TensorFlow's unfused bidirectional LSTM with one BIDIRECTIONAL_SEQUENCE_LSTM.
+
+    TFLiteConverter turns a Keras ``Bidirectional(LSTM(return_sequences=True))`` into
+    ``REVERSE_V2(x) -> UNIDIRECTIONAL_SEQUENCE_LSTM -> REVERSE_V2`` (backward) beside
+    ``UNIDIRECTIONAL_SEQUENCE_LSTM(x)`` (forward), joined by a CONCATENATION. The backward
+    direction of BIDIRECTIONAL_SEQUENCE_LSTM computes exactly the reversed-run-reversed
+    sequence, so the four operators become one op with ``merge_outputs=False`` whose two outputs
+    feed the unchanged CONCATENATION (``merge_outputs=True`` is avoided: TFLite mis-indexes
+    merged batch-major outputs for batch > 1). Numerics are unchanged.
+
+    A pair is fused only when both LSTMs share their options and sizes (as Keras
+    Bidirectional layers do), neither uses layer norm (the bidirectional op has no
+    layer-norm inputs) and the intermediate tensors have no other use.
+
+    Returns:
+      (the rewritten model, how many pairs were fused).
+    """
+    operators = list(model.operators)
+    fused = 0
+    while (match := _find_bidirectional_pair(model, operators)) is not None:
+        positions, bidirectional = match
+        first = min(positions)
+        operators = [op for k, op in enumerate(operators) if k not in positions]
+        operators.insert(first, bidirectional)
+        fused += 1
+    if not fused:
+        return model, 0
+    return _prune_unused_tensors(model.replace(operators=operators)), fused
+
+
+# ----------------------------------------------------------------------------- internals
+
+
+def _with_options(op: Operator, **changes) -> Operator:
+    return dataclasses.replace(op, options=options_tuple({**dict(op.options), **changes}))
+
+
+def _find_bidirectional_pair(model: Model, operators: list[Operator]):
+    """The first (operator positions, replacement) of a fusable pattern, or None."""
+    producer = {t: k for k, op in enumerate(operators) for t in op.outputs}
+    uses = Counter(t for op in operators for t in op.inputs if t != NO_TENSOR)
+    uses.update(model.outputs)
+
+    def produced_by(tensor: int, opcode: str) -> int | None:
+        k = producer.get(tensor)
+        return k if k is not None and operators[k].opcode == opcode else None
+
+    def reverse_axis_ok(op: Operator, time_axis: int) -> bool:
+        axis = model.constant(model.tensors[op.inputs[1]].name)
+        return axis is not None and [int(a) for a in axis.reshape(-1)] in ([time_axis], [time_axis - 3])
+
+    for concat_at, concat in enumerate(operators):
+        if concat.opcode != "CONCATENATION" or len(concat.inputs) != 2:
+            continue
+        for fw_out, bw_out in (concat.inputs, concat.inputs[::-1]):
+            fw_at = produced_by(fw_out, "UNIDIRECTIONAL_SEQUENCE_LSTM")
+            rev_out_at = produced_by(bw_out, "REVERSE_V2")
+            if fw_at is None or rev_out_at is None:
+                continue
+            bw_at = produced_by(operators[rev_out_at].inputs[0], "UNIDIRECTIONAL_SEQUENCE_LSTM")
+            if bw_at is None:
+                continue
+            fw, bw, rev_out = operators[fw_at], operators[bw_at], operators[rev_out_at]
+            rev_in_at = produced_by(bw.inputs[0], "REVERSE_V2")
+            if rev_in_at is None or operators[rev_in_at].inputs[0] != fw.inputs[0]:
+                continue
+            rev_in = operators[rev_in_at]
+            time_axis = 0 if fw.option("time_major", False) else 1
+            private = (rev_in.outputs[0], bw.outputs[0], rev_out.outputs[0], fw.outputs[0])
+            if (
+                any(fw.option(k) != bw.option(k) for k in _SHARED_LSTM_OPTIONS)
+                or any(model.tensors[fw.inputs[s]].shape != model.tensors[bw.inputs[s]].shape
+                       for s in _SIZE_SLOTS)
+                or any(len(op.inputs) > s and op.inputs[s] != NO_TENSOR
+                       for op in (fw, bw) for s in _LAYER_NORM_SLOTS)
+                or len(model.tensors[fw.inputs[0]].shape) != 3
+                or not (reverse_axis_ok(rev_in, time_axis) and reverse_axis_ok(rev_out, time_axis))
+                or any(uses[t] != 1 for t in private)
+            ):
+                continue
+            n = _N_DIRECTION_INPUTS
+            bidirectional = Operator(
+                "BIDIRECTIONAL_SEQUENCE_LSTM",
+                (fw.inputs[0], *fw.inputs[1:n + 1], *bw.inputs[1:n + 1],
+                 fw.inputs[18], fw.inputs[19], bw.inputs[18], bw.inputs[19], *[NO_TENSOR] * 9),
+                (fw.outputs[0], rev_out.outputs[0]),
+                options_tuple({**{k: fw.option(k) for k in _SHARED_LSTM_OPTIONS
+                                  if fw.option(k) is not None}, "merge_outputs": False}),
+            )
+            return {fw_at, bw_at, rev_in_at, rev_out_at}, bidirectional
+    return None
+
+
+def _prune_unused_tensors(model: Model) -> Model:
+    """Drops tensors no operator, input or output refers to, renumbering the rest."""
+    used = {t for op in model.operators for t in (*op.inputs, *op.outputs) if t != NO_TENSOR}
+    used.update(model.inputs)
+    used.update(model.outputs)
+    keep = sorted(used)
+    new_index = {old: new for new, old in enumerate(keep)}
+
+    def remap(indices: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(NO_TENSOR if t == NO_TENSOR else new_index[t] for t in indices)
+
+    operators = [
+        dataclasses.replace(op, inputs=remap(op.inputs), outputs=remap(op.outputs))
+        for op in model.operators
+    ]
+    constants = {new_index[i]: v for i, v in model.constants.items() if i in new_index}
+    return model.replace(tensors=[model.tensors[i] for i in keep], operators=operators,
+                         inputs=remap(model.inputs), outputs=remap(model.outputs), constants=constants)

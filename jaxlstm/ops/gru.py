@@ -1,0 +1,356 @@
+"""GRU over a sequence (Keras, PyTorch and Flax semantics) as a jitted `lax.scan` loop.
+
+TFLite has no builtin GRU operator; `jaxlstm.model.ModelBuilder.add_gru` exports this op
+as an unrolled graph of builtin operators that computes the same steps. One step, per
+batch row, with gates update z, reset r and candidate n (`GRU_GATES` order):
+
+.. math::
+
+    z &= \\mathrm{ra}(W_z x + b_z + R_z h + \\bar b_z)\\\\
+    r &= \\mathrm{ra}(W_r x + b_r + R_r h + \\bar b_r)\\\\
+    n &= \\mathrm{act}(W_n x + b_n + r \\odot (R_n h + \\bar b_n))
+        \\quad(\\text{reset\\_after; else } R_n (r \\odot h) + \\bar b_n)\\\\
+    h' &= n + z \\odot (h - n) \\;=\\; z \\odot h + (1 - z) \\odot n
+
+`ra` is the recurrent activation (sigmoid), `act` the activation (tanh); the
+recurrent-side biases :math:`\\bar b` are optional (Keras reset_after and PyTorch have
+them, Keras reset_after=False and flax nnx have none).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlstm.ops import _checks
+from jaxlstm.ops._activations import activation
+
+GRU_GATES = ("update", "reset", "candidate")
+# Activations a builtin-op graph can express: TANH and LOGISTIC operators, or a fused
+# activation of ADD.
+GRU_ACTIVATIONS = ("TANH", "SIGMOID", "RELU", "RELU6", "RELU_N1_TO_1", "NONE")
+
+
+def _array_module(*arrays):
+    """jax.numpy for jax arrays (tracers included); numpy for host arrays (no compilation)."""
+    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class GRUWeights:
+    """The constant tensors of one GRU direction, named in TFLite's style.
+
+    Shapes: ``input_to_*_weights`` [n_units, n_input]; ``recurrent_to_*_weights``
+    [n_units, n_units]; ``*_gate_bias`` (input side) and ``recurrent_*_gate_bias``
+    (recurrent side, optional) [n_units]. Use the ``from_*`` constructors to read a
+    framework's packed layout; they keep numpy inputs as numpy (no device transfer, no
+    compilation) and jax inputs (tracers included) as jax arrays.
+    """
+
+    input_to_update_weights: jax.Array
+    input_to_reset_weights: jax.Array
+    input_to_candidate_weights: jax.Array
+    recurrent_to_update_weights: jax.Array
+    recurrent_to_reset_weights: jax.Array
+    recurrent_to_candidate_weights: jax.Array
+    update_gate_bias: jax.Array
+    reset_gate_bias: jax.Array
+    candidate_gate_bias: jax.Array
+    recurrent_update_gate_bias: jax.Array | None = None
+    recurrent_reset_gate_bias: jax.Array | None = None
+    recurrent_candidate_gate_bias: jax.Array | None = None
+
+    replace = dataclasses.replace
+
+    @property
+    def n_units(self) -> int:
+        return int(self.input_to_update_weights.shape[0])
+
+    @property
+    def n_input(self) -> int:
+        return int(self.input_to_update_weights.shape[1])
+
+    @classmethod
+    def from_packed(
+        cls,
+        weight: jax.Array,
+        recurrent_weight: jax.Array,
+        bias: jax.Array | None,
+        recurrent_bias: jax.Array | None,
+        gate_order: str,
+    ) -> "GRUWeights":
+        """Splits packed [3 * n_units, k] matrices (TFLite/PyTorch layout, ``W @ x``).
+
+        Args:
+          weight: [3 * n_units, n_input].
+          recurrent_weight: [3 * n_units, n_units].
+          bias: [3 * n_units] input-side bias, or None for zeros.
+          recurrent_bias: [3 * n_units] recurrent-side bias, or None (absent).
+          gate_order: the block order as letters of ``z r n`` (Keras ``"zrn"``,
+            PyTorch and Flax ``"rzn"``).
+        """
+        if sorted(gate_order) != sorted("zrn"):
+            raise ValueError(f"gate_order must be a permutation of 'zrn', got {gate_order!r}")
+        xp = _array_module(weight, recurrent_weight, bias, recurrent_bias)
+        weight, recurrent_weight = xp.asarray(weight), xp.asarray(recurrent_weight)
+        for name, v in (("weight", weight), ("recurrent_weight", recurrent_weight)):
+            if v.ndim != 2 or v.shape[0] % 3:
+                raise ValueError(f"GRUWeights: {name} has shape {v.shape}, expected (3 * n_units, k)")
+        units = weight.shape[0] // 3
+        if bias is None:
+            bias = xp.zeros((3 * units,), weight.dtype)
+        fields = {}
+        for gate, letter in zip(GRU_GATES, "zrn"):
+            rows = slice(gate_order.index(letter) * units, (gate_order.index(letter) + 1) * units)
+            fields[f"input_to_{gate}_weights"] = weight[rows]
+            fields[f"recurrent_to_{gate}_weights"] = recurrent_weight[rows]
+            fields[f"{gate}_gate_bias"] = xp.asarray(bias)[rows]
+            if recurrent_bias is not None:
+                fields[f"recurrent_{gate}_gate_bias"] = xp.asarray(recurrent_bias)[rows]
+        return cls(**fields)
+
+    @classmethod
+    def from_keras(
+        cls,
+        kernel: jax.Array,
+        recurrent_kernel: jax.Array,
+        bias: jax.Array | None,
+        reset_after: bool = True,
+    ) -> "GRUWeights":
+        """Keras 3 / tf_keras `GRU` weights (blocks z, r, h; used as ``x @ kernel``).
+
+        Args:
+          kernel: [n_input, 3 * n_units].
+          recurrent_kernel: [n_units, 3 * n_units].
+          bias: [2, 3 * n_units] (reset_after: row 0 input side, row 1 recurrent side),
+            [3 * n_units] (reset_after=False), or None (``use_bias=False``).
+          reset_after: the layer's option, which fixes the bias layout. Pass the same
+            value to `GRUOptions`.
+        """
+        xp = _array_module(kernel, recurrent_kernel, bias)
+        kernel, recurrent_kernel = xp.asarray(kernel), xp.asarray(recurrent_kernel)
+        recurrent_bias = None
+        if bias is not None:
+            bias = xp.asarray(bias)
+            expected = (2, kernel.shape[-1]) if reset_after else (kernel.shape[-1],)
+            _checks.check_shape("GRUWeights.from_keras", "bias", bias, expected,
+                                f"{expected} for reset_after={reset_after}")
+            if reset_after:
+                bias, recurrent_bias = bias[0], bias[1]
+        return cls.from_packed(kernel.T, recurrent_kernel.T, bias, recurrent_bias, "zrn")
+
+    @classmethod
+    def from_torch(
+        cls,
+        weight_ih: jax.Array,
+        weight_hh: jax.Array,
+        bias_ih: jax.Array | None = None,
+        bias_hh: jax.Array | None = None,
+    ) -> "GRUWeights":
+        """PyTorch `nn.GRU` tensors of one layer and direction (blocks r, z, n; reset-after).
+
+        Args:
+          weight_ih: ``weight_ih_l{k}`` [3 * n_units, n_input] (a numpy array:
+            ``t.detach().numpy()``).
+          weight_hh: ``weight_hh_l{k}`` [3 * n_units, n_units].
+          bias_ih, bias_hh: [3 * n_units], or None (``bias=False``).
+        """
+        return cls.from_packed(weight_ih, weight_hh, bias_ih, bias_hh, "rzn")
+
+    @classmethod
+    def from_flax_linen(cls, params: Mapping[str, Any]) -> "GRUWeights":
+        """Flax linen `GRUCell` params (reset-after; use ``GRUOptions(reset_after=True)``).
+
+        Args:
+          params: the cell's params ``{"ir": {"kernel", "bias"}, "iz": ..., "in": ...,
+            "hr": {"kernel"}, "hz": ..., "hn": {"kernel", "bias"}}``; kernels are
+            [in, n_units] used as ``x @ kernel``. A ``{"params": ...}`` or ``nn.RNN``'s
+            ``{"cell": ...}`` wrapper is unwrapped.
+        """
+        for wrapper in ("params", "cell"):
+            if "ir" not in params and wrapper in params:
+                params = params[wrapper]
+        if "ir" not in params:
+            raise ValueError(
+                f"from_flax_linen: expected GRUCell params (ir, iz, in, hr, hz, hn), got keys {sorted(params)}"
+            )
+        xp = _array_module(*jax.tree.leaves(params))
+        fields = {}
+        for gate, letter in zip(GRU_GATES, "zrn"):
+            fields[f"input_to_{gate}_weights"] = xp.asarray(params[f"i{letter}"]["kernel"]).T
+            fields[f"recurrent_to_{gate}_weights"] = xp.asarray(params[f"h{letter}"]["kernel"]).T
+            fields[f"{gate}_gate_bias"] = xp.asarray(params[f"i{letter}"]["bias"])
+        fields["recurrent_candidate_gate_bias"] = xp.asarray(params["hn"]["bias"])
+        return cls(**fields)
+
+    @classmethod
+    def from_flax_nnx(cls, cell: Any) -> "GRUWeights":
+        """A flax nnx `GRUCell` (blocks r, z, n; no recurrent bias at all).
+
+        Args:
+          cell: the module, or anything with ``dense_i.kernel`` [n_input, 3 * n_units],
+            ``dense_i.bias`` [3 * n_units] and ``dense_h.kernel`` [n_units, 3 * n_units]
+            (`nnx.Param`s or arrays).
+        """
+
+        def value(p):
+            return p.get_value() if hasattr(p, "get_value") else p
+
+        return cls.from_packed(
+            value(cell.dense_i.kernel).T, value(cell.dense_h.kernel).T, value(cell.dense_i.bias), None, "rzn"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class GRUOptions:
+    """Static options of `gru` (hashable, so they are static under jit).
+
+    Attributes:
+      reset_after: apply the reset gate after the recurrent matmul (Keras default,
+        PyTorch, Flax) or before it (Keras ``reset_after=False``).
+      activation: the candidate activation, one of `GRU_ACTIVATIONS` (Keras "tanh" is
+        "TANH", "linear" is "NONE").
+      recurrent_activation: the gate activation, one of `GRU_ACTIVATIONS` ("SIGMOID").
+      time_major: input is [T, B, I] instead of [B, T, I].
+    """
+
+    reset_after: bool = True
+    activation: str = "TANH"
+    recurrent_activation: str = "SIGMOID"
+    time_major: bool = False
+
+    replace = dataclasses.replace
+
+
+def check_weights(op: str, w: GRUWeights, options: GRUOptions, n_input: int) -> None:
+    """Validates `w` and `options` for an input with `n_input` features."""
+    for name in ("activation", "recurrent_activation"):
+        if getattr(options, name) not in GRU_ACTIVATIONS:
+            raise ValueError(
+                f"{op}: {name}={getattr(options, name)!r} is not supported; use one of {GRU_ACTIVATIONS} "
+                "(other activations have no builtin TFLite operator)"
+            )
+    units = w.n_units
+    if units == 0:
+        raise ValueError(f"{op}: input_to_update_weights has n_units=0 rows; n_units must be > 0")
+    size = f"n_units={units}"
+    for gate in GRU_GATES:
+        _checks.check_shape(op, f"input_to_{gate}_weights", getattr(w, f"input_to_{gate}_weights"),
+                            (units, n_input), f"({size}, n_input={n_input})")
+        _checks.check_shape(op, f"recurrent_to_{gate}_weights", getattr(w, f"recurrent_to_{gate}_weights"),
+                            (units, units), f"({size}, {size})")
+        for name in (f"{gate}_gate_bias", f"recurrent_{gate}_gate_bias"):
+            v = getattr(w, name)
+            if v is not None:
+                _checks.check_shape(op, name, v, (units,), f"({size},)")
+                _checks.check_float(op, name, v)
+
+
+def _dense(w: GRUWeights, kind: str, gates: tuple[str, ...], dtype) -> Callable[[jax.Array], jax.Array]:
+    """``v -> v @ W.T + b`` for the `gates` stacked: ``kind`` "input" or "recurrent"."""
+    weight = jnp.concatenate([getattr(w, f"{kind}_to_{g}_weights") for g in gates]).T.astype(dtype)
+    prefix = "" if kind == "input" else "recurrent_"
+    biases = [getattr(w, f"{prefix}{g}_gate_bias") for g in gates]
+    if all(b is None for b in biases):
+        return lambda v: v @ weight
+    bias = jnp.concatenate([jnp.zeros(w.n_units) if b is None else b for b in biases]).astype(dtype)
+    return lambda v: v @ weight + bias
+
+
+def _gru_scan(
+    x: jax.Array, w: GRUWeights, h0: jax.Array, options: GRUOptions, reverse: bool
+) -> tuple[jax.Array, jax.Array]:
+    """One direction over time-major `x` [T, B, I]; returns ([T, B, n_units], h_T)."""
+    act = activation(options.activation)
+    gate_act = activation(options.recurrent_activation)
+    zr, n = ("update", "reset"), ("candidate",)
+    # The input projections do not depend on the recurrence: one matmul over all steps.
+    x_zr = _dense(w, "input", zr, x.dtype)(x)
+    x_n = _dense(w, "input", n, x.dtype)(x)
+    recurrent_zr = _dense(w, "recurrent", zr, x.dtype)
+    recurrent_n = _dense(w, "recurrent", n, x.dtype)
+
+    def step(h: jax.Array, xs: tuple[jax.Array, jax.Array]):
+        xzr_t, xn_t = xs
+        z, r = jnp.split(gate_act(xzr_t + recurrent_zr(h)), 2, axis=-1)
+        if options.reset_after:
+            candidate = act(xn_t + r * recurrent_n(h))
+        else:
+            candidate = act(xn_t + recurrent_n(r * h))
+        h_new = candidate + z * (h - candidate)
+        return h_new, h_new
+
+    h_final, y = jax.lax.scan(step, h0, (x_zr, x_n), reverse=reverse)
+    return y, h_final
+
+
+@functools.partial(jax.jit, static_argnames=("options", "reverse", "keep_order"))
+def gru(
+    input: jax.Array,
+    weights: GRUWeights,
+    h0: jax.Array | None = None,
+    *,
+    options: GRUOptions = GRUOptions(),
+    reverse: bool = False,
+    keep_order: bool = False,
+) -> tuple[jax.Array, jax.Array]:
+    """A GRU layer over a sequence (no TFLite builtin; exported unrolled by `add_gru`).
+
+    ``input: [B, T, n_input] (or [T, B, n_input] if time_major) -> (output: [B, T, n_units]
+    (or [T, B, n_units]), h_T: [B, n_units])``. The math is in this module's docstring;
+    semantics are roughly this NumPy loop::
+
+        h = h0
+        for t in (reversed(range(T)) if reverse else range(T)):
+            h = step(x[:, t], h); out.append(h)
+        output = stack(out[::-1] if reverse and keep_order else out, axis=1)
+
+    Args:
+      input: float [B, T, n_input], or [T, B, n_input] when ``options.time_major``.
+      weights: `GRUWeights`.
+      h0: initial state [B, n_units]; zeros if None.
+      options: static `GRUOptions`.
+      reverse: process from the last time step to the first (Keras ``go_backwards``,
+        the backward half of a bidirectional layer).
+      keep_order: with `reverse`, put each output at its input's time index (PyTorch
+        and Flax bidirectional); otherwise outputs stay in processing order (Keras
+        ``go_backwards``).
+
+    Returns:
+      (output sequence in the input's layout, final state h_T [B, n_units]).
+
+    Raises:
+      ValueError / TypeError: a tensor with the wrong shape or dtype, or an activation
+        outside `GRU_ACTIVATIONS`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> w = GRUWeights.from_keras(jnp.ones((3, 6)) * .1, jnp.ones((2, 6)) * .1, jnp.zeros((2, 6)))
+      >>> y, h = gru(jnp.ones((1, 5, 3)), w)
+      >>> y.shape, h.shape
+      ((1, 5, 2), (1, 2))
+
+    References:
+      keras/src/layers/rnn/gru.py (GRUCell.call), torch.nn.GRU, flax GRUCell.
+    """
+    op = "gru"
+    _checks.check_rank(op, "input", input, (3,), "[B, T, n_input] (or [T, B, n_input] when time_major)")
+    _checks.check_float(op, "input", input)
+    check_weights(op, weights, options, input.shape[-1])
+    with jax.named_scope(f"jaxlstm.{op}"):
+        x = input if options.time_major else jnp.swapaxes(input, 0, 1)
+        if h0 is None:
+            h0 = jnp.zeros((x.shape[1], weights.n_units), input.dtype)
+        _checks.check_shape(op, "h0", h0, (x.shape[1], weights.n_units),
+                            f"(n_batch={x.shape[1]}, n_units={weights.n_units})")
+        y, h = _gru_scan(x, weights, h0, options, reverse)
+        if reverse and not keep_order:
+            y = y[::-1]
+        return (y if options.time_major else jnp.swapaxes(y, 0, 1)), h

@@ -1,0 +1,412 @@
+"""Parity of one model across runtimes: LiteRT, jaxlstm and (optionally) the source framework.
+
+`compare` runs a .tflite model in the LiteRT interpreter and in jaxlstm (`load_tflite`), and
+the framework model it came from when given, on the same inputs: random ones, and adversarial
+ones with large magnitudes that drive LSTM cell states past 10. It reports, per input case,
+pair of runtimes and model output, the max abs / max rel error and pass/fail:
+
+    report = compare("model.tflite", source="model.keras")
+    print(report.format()); report.passed; report.to_dict()
+
+An element passes when ``|a - b| <= tolerance * max(1, |b|)`` (absolute error for values up to
+1, relative beyond; `b` is the reference: LiteRT, or jaxlstm for source-vs-jaxlstm).
+``max_rel`` is ``max |a - b| / max(1, |b|)``, the quantity compared with the tolerance.
+
+Known quirk, reported rather than hidden: TFLiteConverter writes cell_clip=10 into LSTMs
+converted from Keras, which never clips. When a source pair fails and jaxlstm with the clip
+removed matches the source, the failure is labelled as this quirk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxlstm.model import Model
+from jaxlstm.model.rewrite import LSTM_OPCODES, strip_cell_clip
+
+# LiteRT's own float kernel tests compare against goldens at 1e-5 (lstm_test.cc,
+# unidirectional_sequence_lstm_test.cc); jaxlstm's hybrid path emulates LiteRT's integer
+# arithmetic, so the same bound applies to hybrid models on the jaxlstm-vs-LiteRT pair.
+DEFAULT_TOLERANCE = 1e-5
+# A float source against an int8-weight (hybrid) model: weight quantization error. Upstream
+# hybrid kernel tests allow up to 0.0157651 against the float goldens (lstm_test.cc).
+HYBRID_SOURCE_TOLERANCE = 2e-2
+DEFAULT_STEPS = 64  # time steps when the model's time dimension is dynamic
+ADVERSARIAL_MAGNITUDE = 10.0  # saturates the gates: |cell state| grows by up to 1 per step
+
+_RECURRENT_OPCODES = (*LSTM_OPCODES, "RNN", "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputError:
+    """The error of one model output, for one input case and one pair of runtimes.
+
+    Attributes:
+      case: the input case ("random", "adversarial_flip", "adversarial_rotation", "given").
+      pair: "<runtime> vs <reference runtime>", e.g. "jaxlstm vs litert".
+      output: the model output's name.
+      max_abs: max |a - b|.
+      max_rel: max |a - b| / max(1, |b|), the quantity held to the tolerance.
+      tolerance: the bound `max_rel` was checked against.
+      passed: max_rel <= tolerance.
+      per_step: max |a - b| per time step when the output has a time axis, else None.
+      note: why it failed, when that is known (the cell_clip quirk).
+    """
+
+    case: str
+    pair: str
+    output: str
+    max_abs: float
+    max_rel: float
+    tolerance: float
+    passed: bool
+    per_step: tuple[float, ...] | None = None
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityReport:
+    """The result of `compare`: one `OutputError` per (case, pair, output).
+
+    Attributes:
+      errors: all comparisons.
+      hybrid: the model has int8 weights (TFLite's hybrid path).
+      steps: the number of time steps of the generated inputs (None for given inputs).
+      notes: findings about the model, e.g. the cell_clip quirk.
+    """
+
+    errors: tuple[OutputError, ...]
+    hybrid: bool
+    steps: int | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return all(e.passed for e in self.errors)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: passed, hybrid, steps, notes and the list of errors."""
+        return {
+            "passed": self.passed,
+            "hybrid": self.hybrid,
+            "steps": self.steps,
+            "notes": list(self.notes),
+            "errors": [
+                {**dataclasses.asdict(e), "per_step": None if e.per_step is None else list(e.per_step)}
+                for e in self.errors
+            ],
+        }
+
+    def format(self) -> str:
+        """A table with one line per comparison, the notes and the verdict."""
+        header = ("case", "pair", "output", "max_abs", "max_rel", "tolerance", "result")
+        rows = [header] + [
+            (e.case, e.pair, e.output, f"{e.max_abs:.3g}", f"{e.max_rel:.3g}", f"{e.tolerance:g}",
+             "pass" if e.passed else "FAIL" + (" (known quirk: cell_clip=10)" if e.note else ""))
+            for e in self.errors
+        ]
+        widths = [max(len(r[k]) for r in rows) for k in range(len(header) - 1)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+        lines += [f"note: {n}" for n in self.notes]
+        lines.append("PASSED" if self.passed else "FAILED")
+        return "\n".join(lines)
+
+
+def compare(
+    model: str | os.PathLike | bytes | Model | Any,
+    *,
+    source: str | os.PathLike | Callable[..., Any] | None = None,
+    inputs: Sequence[np.ndarray] | np.ndarray | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    tolerance: float = DEFAULT_TOLERANCE,
+    source_tolerance: float | None = None,
+    progress: bool = False,
+) -> ParityReport:
+    """Runs `model` in LiteRT, jaxlstm and optionally its source framework; reports the errors.
+
+    Args:
+      model: a .tflite path or its bytes, or a jaxlstm `Model` (or an object with
+        ``to_model()``), which is exported first.
+      source: the framework model it came from: a ``.keras`` / ``.h5`` path (Keras 3 or
+        tf_keras), a Keras model, or any callable taking the inputs as NumPy arrays
+        [B, T, F] and returning the output(s) in the model's output order.
+      inputs: the model inputs (one array per model input); default: generated cases
+        "random" (standard normal), "adversarial_flip" (+-10 per feature, the sign of every
+        feature flipping halfway) and "adversarial_rotation" (magnitude 10, the direction
+        turning once over the sequence); the adversarial ones push LSTM cell states past 10.
+      steps: time steps of generated inputs; default: the model's static time dimension,
+        else `DEFAULT_STEPS`. Must equal a static time dimension.
+      seed: seed of the generated inputs.
+      tolerance: the bound for jaxlstm vs LiteRT (float and hybrid models alike).
+      source_tolerance: the bound for pairs involving the source; default `tolerance` for
+        float models, `HYBRID_SOURCE_TOLERANCE` for hybrid ones.
+      progress: show a tqdm progress bar.
+
+    Returns:
+      A `ParityReport`.
+
+    Raises:
+      FileNotFoundError: a path does not exist.
+      ValueError: not a .tflite file; inputs or steps that do not fit the model; source
+        outputs that do not match the model outputs.
+      NotImplementedError: the model has operators jaxlstm cannot run.
+    """
+    from jaxlstm.inspect import read_tflite_bytes
+    from jaxlstm.parity.litert import run_litert
+    from jaxlstm.tflite import export_tflite, load_tflite
+
+    if isinstance(model, (str, os.PathLike, bytes, bytearray)):
+        data = read_tflite_bytes(model)
+    else:
+        data = export_tflite(model)
+    jax_model = load_tflite(data)
+    hybrid = _is_hybrid(jax_model)
+    if source_tolerance is None:
+        source_tolerance = HYBRID_SOURCE_TOLERANCE if hybrid else tolerance
+    source_fn = None if source is None else _source_callable(source)
+    unclipped = _unclipped(jax_model) if source_fn is not None else None
+    time_axis = 0 if _time_major(jax_model) else 1
+    if inputs is None:
+        shapes, steps = _input_shapes(jax_model, steps, time_axis)
+        cases = _generated_cases(shapes, time_axis, seed)
+    else:
+        arrays = [np.asarray(x, np.float32) for x in ([inputs] if isinstance(inputs, np.ndarray) else inputs)]
+        _check_given(jax_model, arrays)
+        cases, steps = {"given": arrays}, None
+
+    output_names = list(jax_model.signature_names[1])
+    runners = {"litert": lambda xs: run_litert(data, xs)[0], "jaxlstm": lambda xs: jax_model(*xs)}
+    if source_fn is not None:
+        runners["source"] = source_fn
+    errors: list[OutputError] = []
+    with _progress(len(cases) * len(runners), progress) as bar:
+        for case, xs in cases.items():
+            results = {}
+            for name, run in runners.items():
+                bar.set_description(f"{case}: {name}")
+                results[name] = _as_outputs(run(xs), output_names, name)
+                bar.update()
+            errors += _case_errors(case, results, output_names, time_axis, tolerance, source_tolerance,
+                                   None if unclipped is None else lambda xs=xs: unclipped(*xs))
+    notes = ()
+    if any(e.note for e in errors):
+        notes = ("the source and LiteRT differ where the LSTM cell state passes 10; that is "
+                 "TFLiteConverter's cell_clip=10 on LSTMs from Keras (Keras never clips). "
+                 "`jaxlstm convert MODEL.tflite --strip-cell-clip -o fixed.tflite` matches Keras.",)
+    return ParityReport(tuple(errors), hybrid, steps, notes)
+
+
+def plot_errors(report: ParityReport, path: str | os.PathLike) -> None:
+    """Draws max abs error per time step (log scale), one panel per input case, to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(dict.fromkeys(e.case for e in report.errors))
+    fig, axes = plt.subplots(len(cases), 1, figsize=(8, 2.6 * len(cases)), squeeze=False, sharex=True)
+    for ax, case in zip(axes[:, 0], cases):
+        rows = [e for e in report.errors if e.case == case]
+        for e in rows:
+            if e.per_step is not None:
+                ax.semilogy(np.maximum(e.per_step, 1e-12), label=f"{e.pair}: {e.output}")
+        for tol in sorted({e.tolerance for e in rows}):
+            ax.axhline(tol, color="gray", linestyle="--", linewidth=0.8)
+        ax.set_title(case)
+        ax.set_ylabel("max |error|")
+        if ax.has_data():
+            ax.legend(fontsize="small")
+    axes[-1, 0].set_xlabel("time step")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _time_major(model: Model) -> bool:
+    return any(op.option("time_major", False) for op in model.operators if op.opcode in _RECURRENT_OPCODES)
+
+
+def _input_shapes(model: Model, steps: int | None, time_axis: int) -> tuple[list[tuple[int, ...]], int]:
+    """Concrete input shapes: dynamic batch -> 1, dynamic time -> `steps`."""
+    shapes, chosen = [], steps
+    for i in model.inputs:
+        t = model.tensors[i]
+        shape = list(t.shape)
+        if len(shape) == 3:
+            static = shape[time_axis]
+            if static >= 0 and steps is not None and steps != static:
+                raise ValueError(
+                    f"input {t.name!r} has a fixed time dimension of {static} (shape {tuple(t.shape)}); "
+                    f"steps={steps} cannot be used. Omit steps, or export the model with a dynamic time dimension"
+                )
+            shape[time_axis] = static if static >= 0 else (steps or DEFAULT_STEPS)
+            chosen = shape[time_axis]
+        shapes.append(tuple(1 if d < 0 else d for d in shape))
+    return shapes, chosen
+
+
+def _generated_cases(shapes: list[tuple[int, ...]], time_axis: int, seed: int) -> dict[str, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    cases: dict[str, list[np.ndarray]] = {"random": [], "adversarial_flip": [], "adversarial_rotation": []}
+    for shape in shapes:
+        cases["random"].append(rng.standard_normal(shape).astype(np.float32))
+        if len(shape) != 3:
+            big = (ADVERSARIAL_MAGNITUDE * rng.standard_normal(shape)).astype(np.float32)
+            cases["adversarial_flip"].append(big)
+            cases["adversarial_rotation"].append(big)
+            continue
+        batch_axis = 1 - time_axis
+        n_time, n_batch, n_feat = shape[time_axis], shape[batch_axis], shape[2]
+        t = np.arange(n_time)[:, None, None]
+        u = rng.standard_normal((1, n_batch, n_feat))
+        v = rng.standard_normal((1, n_batch, n_feat))
+        flip = np.where(t < n_time // 2, 1.0, -1.0) * np.sign(u)
+        angle = 2 * np.pi * t / n_time
+        rotation = (np.cos(angle) * u + np.sin(angle) * v) / np.sqrt((u**2 + v**2).mean(-1, keepdims=True))
+        for name, x in (("adversarial_flip", flip), ("adversarial_rotation", rotation)):
+            x = (ADVERSARIAL_MAGNITUDE * x).astype(np.float32)  # [T, B, F]
+            cases[name].append(x if time_axis == 0 else np.swapaxes(x, 0, 1))
+    return cases
+
+
+def _check_given(model: Model, arrays: list[np.ndarray]) -> None:
+    if len(arrays) != len(model.inputs):
+        raise ValueError(f"the model takes {len(model.inputs)} inputs {model.input_names}, got {len(arrays)}")
+    for i, x in zip(model.inputs, arrays):
+        t = model.tensors[i]
+        if len(t.shape) != x.ndim or any(d >= 0 and d != n for d, n in zip(t.shape, x.shape)):
+            raise ValueError(f"input {t.name!r} has shape {t.shape} (-1 = any), got an array of shape {x.shape}")
+
+
+# ----------------------------------------------------------------------------- runtimes
+
+
+def _is_hybrid(model: Model) -> bool:
+    from jaxlstm.ops import QuantizedTensor
+
+    return any(isinstance(v, QuantizedTensor) for v in model.params.values())
+
+
+def _unclipped(model: Model) -> Model | None:
+    stripped, changed = strip_cell_clip(model)
+    return stripped if changed else None
+
+
+def _source_callable(source: Any) -> Callable[[list[np.ndarray]], Any]:
+    """A function of the input list; loads a .keras / .h5 path with Keras 3 or tf_keras."""
+    if isinstance(source, (str, os.PathLike)):
+        source = load_keras(source)
+    if hasattr(source, "predict"):  # a Keras model: one input array, or a list of them
+        return lambda xs: source(xs[0] if len(xs) == 1 else xs, training=False)
+    if callable(source):
+        return lambda xs: source(*xs)
+    raise TypeError(f"source must be a .keras/.h5 path, a Keras model or a callable, got {type(source).__name__}")
+
+
+def load_keras(path: str | os.PathLike) -> Any:
+    """Loads a Keras model file: ``.keras`` with Keras 3 (JAX backend unless set), ``.h5`` with tf_keras.
+
+    Each format falls back to the other library (tf_keras writes ``.keras`` too).
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: neither library can load it.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, "No such file or directory", path)
+    if not path.endswith((".keras", ".h5")):
+        raise ValueError(f"{path}: expected a Keras model file (.keras or .h5)")
+    loaders = [_load_with_keras3, _load_with_tf_keras]
+    if path.endswith(".h5"):
+        loaders.reverse()
+    failures = []
+    for load in loaders:
+        try:
+            return load(path)
+        except ImportError as e:
+            failures.append(str(e))
+        except Exception as e:  # each library raises its own error types on a foreign file
+            failures.append(f"{type(e).__name__}: {e}".splitlines()[0])
+    raise ValueError(f"cannot load {path} as a Keras model: {'; '.join(failures)}")
+
+
+def _load_with_keras3(path: str) -> Any:
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import keras
+
+    return keras.saving.load_model(path, compile=False)
+
+
+def _load_with_tf_keras(path: str) -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tf_keras
+
+    return tf_keras.models.load_model(path, compile=False)
+
+
+def _as_outputs(result: Any, names: list[str], runtime: str) -> list[np.ndarray]:
+    outputs = list(result) if isinstance(result, (list, tuple)) else [result]
+    outputs = [np.asarray(y, np.float32) for y in outputs]
+    if len(outputs) != len(names):
+        raise ValueError(f"{runtime} returned {len(outputs)} outputs, the model has {len(names)} {names}")
+    return outputs
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _error(a: np.ndarray, b: np.ndarray, time_axis: int) -> tuple[float, float, tuple[float, ...] | None]:
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = float((diff / np.maximum(1.0, np.abs(b))).max()) if diff.size else 0.0
+    per_step = None
+    if diff.ndim == 3:
+        other = tuple(k for k in range(3) if k != time_axis)
+        per_step = tuple(float(v) for v in diff.max(axis=other))
+    return max_abs, max_rel, per_step
+
+
+def _case_errors(
+    case: str,
+    results: dict[str, list[np.ndarray]],
+    names: list[str],
+    time_axis: int,
+    tolerance: float,
+    source_tolerance: float,
+    unclipped: Callable[[], list] | None,
+) -> list[OutputError]:
+    pairs = [("jaxlstm", "litert", tolerance)]
+    if "source" in results:
+        pairs += [("source", "litert", source_tolerance), ("source", "jaxlstm", source_tolerance)]
+    errors, unclipped_outputs = [], None
+    for a, b, tol in pairs:
+        for k, (name, ya, yb) in enumerate(zip(names, results[a], results[b])):
+            if ya.shape != yb.shape:
+                raise ValueError(f"output {name!r}: {a} gives shape {ya.shape}, {b} gives {yb.shape}")
+            max_abs, max_rel, per_step = _error(ya, yb, time_axis)
+            passed, note = max_rel <= tol, ""
+            if not passed and a == "source" and unclipped is not None:
+                if unclipped_outputs is None:
+                    unclipped_outputs = [np.asarray(y) for y in unclipped()]
+                _, rel_unclipped, _ = _error(ya, unclipped_outputs[k], time_axis)
+                if rel_unclipped <= tol:
+                    note = (f"cell_clip=10 quirk: jaxlstm without the clip matches the source "
+                            f"(max_rel {rel_unclipped:.2g})")
+            errors.append(OutputError(case, f"{a} vs {b}", name, max_abs, max_rel, tol, passed, per_step, note))
+    return errors
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, leave=False, unit="run")

@@ -1,0 +1,149 @@
+"""The .tflite flatbuffer format: named constants and the tables shared by reader and writer.
+
+The schema classes come from LiteRT's generated module (`ai_edge_litert.schema_py_generated`,
+object API: `ModelT`, `TensorT`, ...); this module only names what the schema leaves implicit:
+which options table each operator uses, which option fields are enums, and dtype mappings.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+FILE_IDENTIFIER = b"TFL3"  # bytes 4-8 of every .tflite file
+SCHEMA_VERSION = 3  # Model.version written by every current converter
+# Operator codes above 127 do not fit the deprecated int8 field, which then holds this value
+# (schema.fbs: PLACEHOLDER_FOR_GREATER_OP_CODES); readers take max(deprecated, builtin).
+PLACEHOLDER_FOR_GREATER_OP_CODES = 127
+SIGNATURE_KEY = "serving_default"
+
+OPCODE_NAMES: dict[int, str] = {
+    v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")
+}
+OPCODES: dict[str, int] = {v: k for k, v in OPCODE_NAMES.items()}
+
+# Builtin options table of each operator jaxlstm reads and writes (None: the op has no options).
+OPTIONS: dict[str, str | None] = {
+    "LSTM": "LSTMOptions",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "UnidirectionalSequenceLSTMOptions",
+    "BIDIRECTIONAL_SEQUENCE_LSTM": "BidirectionalSequenceLSTMOptions",
+    "RNN": "RNNOptions",
+    "UNIDIRECTIONAL_SEQUENCE_RNN": "SequenceRNNOptions",
+    "BIDIRECTIONAL_SEQUENCE_RNN": "BidirectionalSequenceRNNOptions",
+    "FULLY_CONNECTED": "FullyConnectedOptions",
+    "SOFTMAX": "SoftmaxOptions",
+    "CONCATENATION": "ConcatenationOptions",
+    "ADD": "AddOptions",
+    "SUB": "SubOptions",
+    "MUL": "MulOptions",
+    "RESHAPE": "ReshapeOptions",
+    "STRIDED_SLICE": "StridedSliceOptions",
+    "TRANSPOSE": "TransposeOptions",
+    "REVERSE_V2": "ReverseV2Options",
+    "GATHER": "GatherOptions",
+    "PACK": "PackOptions",
+    "UNPACK": "UnpackOptions",
+    "SHAPE": "ShapeOptions",
+    "FILL": "FillOptions",
+    "DEQUANTIZE": "DequantizeOptions",
+    "QUANTIZE": "QuantizeOptions",
+    "SPLIT": "SplitOptions",
+    "LOGISTIC": None,
+    "TANH": None,
+    "RELU": None,
+    "RELU6": None,
+    "RELU_N1_TO_1": None,
+}
+
+# Option fields whose values are schema enums, kept as names in `Operator.options`.
+ENUM_FIELDS: dict[str, type] = {
+    "fused_activation_function": schema.ActivationFunctionType,
+    "kernel_type": schema.LSTMKernelType,
+    "weights_format": schema.FullyConnectedOptionsWeightsFormat,
+    "quantized_bias_type": schema.TensorType,
+    "out_type": schema.TensorType,
+}
+
+TENSOR_TYPES: dict[int, str] = {
+    schema.TensorType.FLOAT32: "float32",
+    schema.TensorType.FLOAT16: "float16",
+    schema.TensorType.INT32: "int32",
+    schema.TensorType.INT64: "int64",
+    schema.TensorType.INT16: "int16",
+    schema.TensorType.INT8: "int8",
+    schema.TensorType.UINT8: "uint8",
+    schema.TensorType.BOOL: "bool",
+}
+DTYPES: dict[str, int] = {v: k for k, v in TENSOR_TYPES.items()}
+
+
+def enum_names(enum: type) -> dict[int, str]:
+    return {v: k for k, v in vars(enum).items() if not k.startswith("_")}
+
+
+def snake_case(name: str) -> str:
+    """``fusedActivationFunction`` -> ``fused_activation_function``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def camel_case(name: str) -> str:
+    """``fused_activation_function`` -> ``fusedActivationFunction``."""
+    head, *rest = name.split("_")
+    return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+def options_to_dict(options: Any) -> dict[str, Any]:
+    """A generated ``*OptionsT`` object as {snake_case field: value}, enums as names.
+
+    Raises:
+      ValueError: an enum field holds a value the schema does not define.
+      NotImplementedError: a nested options table (e.g. FullyConnected ``quant_spec``).
+    """
+    result = {}
+    for attr, value in vars(options).items():
+        if value is None:
+            continue
+        key = snake_case(attr)
+        if key in ENUM_FIELDS:
+            names = enum_names(ENUM_FIELDS[key])
+            if value not in names:
+                raise ValueError(f"option {key}={value} is not a valid {ENUM_FIELDS[key].__name__}")
+            value = names[value]
+        elif isinstance(value, (list, np.ndarray)):
+            value = tuple(int(v) for v in value)
+        elif not isinstance(value, (bool, int, float)):
+            raise NotImplementedError(f"nested option table {key} is not supported")
+        result[key] = value
+    return result
+
+
+def dict_to_options(opcode: str, options: dict[str, Any]) -> tuple[int, Any]:
+    """(`BuiltinOptions` type, ``*OptionsT`` object) for `opcode` with `options` set.
+
+    Raises:
+      NotImplementedError: jaxlstm cannot write `opcode`.
+      ValueError: an option that the op's options table does not have.
+    """
+    if opcode not in OPTIONS:
+        raise NotImplementedError(
+            f"cannot export operator {opcode}; exportable operators: {sorted(OPTIONS)}"
+        )
+    table = OPTIONS[opcode]
+    if table is None:
+        if options:
+            raise ValueError(f"{opcode} takes no options, got {sorted(options)}")
+        return schema.BuiltinOptions.NONE, None
+    obj = getattr(schema, table + "T")()
+    for key, value in options.items():
+        attr = camel_case(key)
+        if not hasattr(obj, attr):
+            raise ValueError(f"{opcode}: {table} has no option {key!r}")
+        if key in ENUM_FIELDS:
+            value = getattr(ENUM_FIELDS[key], value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        setattr(obj, attr, value)
+    return getattr(schema.BuiltinOptions, table), obj

@@ -1,0 +1,350 @@
+"""Importer: .tflite bytes -> `jaxlstm.model.Model`.
+
+The file is parsed with the schema's object API (`ModelT.InitFromPackedBuf`) after cheap
+bounds checks, then validated the way the interpreter would: buffer sizes against tensor
+shapes, tensor and opcode indices, operator inputs and the recurrent ops' required and
+variable inputs. Malformed files raise ValueError naming what is wrong; valid files with
+operators jaxlstm has no kernel for raise NotImplementedError naming the operator.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from typing import Any
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from jaxlstm import _spec
+from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Tensor, options_tuple
+from jaxlstm.model.kernels import KERNELS
+from jaxlstm.ops._quant import QuantizedTensor
+from jaxlstm.tflite import _format
+
+# Recurrent ops: accepted input counts and the input positions that must be present.
+_LSTM_REQUIRED = tuple(_spec.LSTM_INPUTS.index(n) for n in (
+    "input", "input_to_forget_weights", "input_to_cell_weights", "input_to_output_weights",
+    "recurrent_to_forget_weights", "recurrent_to_cell_weights", "recurrent_to_output_weights",
+    "forget_gate_bias", "cell_gate_bias", "output_gate_bias", "output_state", "cell_state",
+))
+_BIDI_LSTM_REQUIRED = (0, *(p + off for off in (0, 17) for p in _LSTM_REQUIRED[1:10]), 35, 36, 37, 38)
+_RECURRENT: dict[str, tuple[tuple[int, ...], tuple[str, ...], tuple[int, ...]]] = {
+    # opcode: (input counts, input names, required positions)
+    "LSTM": ((20, 24), _spec.LSTM_INPUTS, _LSTM_REQUIRED),
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": ((20, 24), _spec.LSTM_INPUTS, _LSTM_REQUIRED),
+    "BIDIRECTIONAL_SEQUENCE_LSTM": ((48,), _spec.BIDIRECTIONAL_LSTM_INPUTS, _BIDI_LSTM_REQUIRED),
+    "RNN": ((5,), _spec.RNN_INPUTS, tuple(range(5))),
+    "UNIDIRECTIONAL_SEQUENCE_RNN": ((5,), _spec.RNN_INPUTS, tuple(range(5))),
+    "BIDIRECTIONAL_SEQUENCE_RNN": ((12,), _spec.BIDIRECTIONAL_RNN_INPUTS, tuple(range(9))),
+}
+_BASIC_LSTM = ((5,), _spec.BASIC_LSTM_INPUTS, tuple(range(5)))
+_TYPE_NAMES = _format.enum_names(schema.TensorType)
+
+
+def read_model(data: bytes | bytearray | memoryview | str | os.PathLike) -> Model:
+    """Parses a .tflite flatbuffer (bytes or a path) into a `Model`.
+
+    Raises:
+      ValueError: the data is not a valid .tflite model (the message says what is wrong).
+      NotImplementedError: a valid model that uses an operator or feature jaxlstm lacks.
+    """
+    if isinstance(data, (str, os.PathLike)):
+        with open(data, "rb") as f:
+            data = f.read()
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"load_tflite takes bytes or a path, got {type(data).__name__}")
+    buf = bytes(data)
+    model = _unpack(buf)
+    if model.version != _format.SCHEMA_VERSION:
+        raise ValueError(f"schema version {model.version}; expected {_format.SCHEMA_VERSION}")
+    if not model.subgraphs:
+        raise ValueError("the model has no subgraphs")
+    return _Importer(model, buf).build()
+
+
+def _unpack(buf: bytes) -> Any:
+    """`ModelT` from `buf`, after checking the identifier and that the tables' element
+    counts fit in the file (which bounds the unpacking work for hostile offsets)."""
+    if len(buf) < 8:
+        raise ValueError(f"not a .tflite file: {len(buf)} bytes is shorter than a flatbuffer header")
+    if buf[4:8] != _format.FILE_IDENTIFIER:
+        raise ValueError(
+            f"not a .tflite file: file identifier {buf[4:8]!r}, expected {_format.FILE_IDENTIFIER!r}"
+        )
+    try:
+        root = schema.Model.GetRootAs(buf, 0)
+        counts = [root.BuffersLength(), root.OperatorCodesLength(), root.SubgraphsLength()]
+        for i in range(root.SubgraphsLength()):
+            sg = root.Subgraphs(i)
+            counts += [sg.TensorsLength(), sg.OperatorsLength()]
+        if sum(counts) * 4 > len(buf):
+            raise ValueError(f"table sizes {counts} exceed the {len(buf)}-byte file")
+        return schema.ModelT.InitFromPackedBuf(buf, 0)
+    except ValueError as e:
+        raise ValueError(f"malformed .tflite flatbuffer: {e}") from None
+    except (IndexError, struct.error, TypeError, OverflowError, UnicodeDecodeError, AttributeError) as e:
+        raise ValueError(f"malformed .tflite flatbuffer (offset out of range): {e!r}") from None
+
+
+def _ints(values: Any) -> tuple[int, ...]:
+    return () if values is None else tuple(int(v) for v in values)
+
+
+class _Importer:
+    """Turns one unpacked `ModelT` into a `Model` (subgraph 0, the signature's)."""
+
+    def __init__(self, model: Any, buf: bytes):
+        self.model = model
+        self.buf = buf
+        self.subgraph = model.subgraphs[0]
+        self.raw_tensors = self.subgraph.tensors or []
+        self.n = len(self.raw_tensors)
+
+    def build(self) -> Model:
+        opcodes = [self._opcode(i, c) for i, c in enumerate(self.model.operatorCodes or [])]
+        tensors, constants = self._tensors()
+        inputs = self._indices("subgraph inputs", self.subgraph.inputs)
+        outputs = self._indices("subgraph outputs", self.subgraph.outputs)
+        available = set(constants) | set(inputs) | {i for i, t in enumerate(tensors) if t.is_variable}
+        operators = []
+        for position, raw in enumerate(self.subgraph.operators or []):
+            op = self._operator(position, raw, opcodes, tensors, available)
+            operators.append(op)
+            available.update(op.outputs)
+        missing = [i for i in outputs if i not in available]
+        if missing:
+            raise ValueError(f"subgraph outputs {missing} are never computed")
+        operators = _fold_state_initializers(operators, tensors, constants)
+        return Model(
+            tensors, operators, inputs, outputs, constants,
+            signature_key=self._signature_key(), signature_names=self._signature_names(inputs, outputs),
+        )
+
+    # -- opcodes and tensors ---------------------------------------------------------------
+
+    def _opcode(self, index: int, code: Any) -> str:
+        # Files written before the int32 builtin_code field hold the code in the int8 one.
+        value = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        if value not in _format.OPCODE_NAMES:
+            raise ValueError(f"operator code {index} has unknown builtin code {value}")
+        name = _format.OPCODE_NAMES[value]
+        if name == "CUSTOM":
+            custom = (code.customCode or b"").decode("utf-8", "replace")
+            return f"CUSTOM:{custom}"
+        return name
+
+    def _tensors(self) -> tuple[list[Tensor], dict[int, Any]]:
+        buffers = self.model.buffers or []
+        tensors, constants, seen = [], {}, set()
+        for i, t in enumerate(self.raw_tensors):
+            what = f"tensor {i}"
+            if t.type not in _TYPE_NAMES:
+                raise ValueError(f"{what} has unknown tensor type {t.type}")
+            # Unsupported types (resource, string, ...) only matter to the ops that use them,
+            # which have no kernel and are reported by name below.
+            dtype = _format.TENSOR_TYPES.get(t.type, _TYPE_NAMES[t.type].lower())
+            if t.sparsity is not None:
+                raise NotImplementedError(f"{what} is sparse; sparse tensors are not supported")
+            shape = _ints(t.shape)
+            signature = _ints(t.shapeSignature) or shape
+            if len(signature) != len(shape) or any(
+                d < -1 or (s >= 0 and d not in (-1, s)) or s < -1 for d, s in zip(signature, shape)
+            ):
+                raise ValueError(f"{what} has an invalid shape {list(shape)} / shape_signature {list(signature)}")
+            name = self._unique_name(t.name, i, seen)
+            if not 0 <= t.buffer < len(buffers):
+                raise ValueError(f"{what} ({name!r}) refers to buffer {t.buffer}, out of range [0, {len(buffers)})")
+            raw = self._buffer_bytes(buffers[t.buffer], t.buffer)
+            scale = self._scale(what, t, dtype, shape)
+            is_variable = bool(t.isVariable)
+            if is_variable and dtype != "float32":
+                raise NotImplementedError(f"{what} ({name!r}) is a {dtype} variable; only float32 state is supported")
+            tensors.append(Tensor(
+                name, tuple(-1 if d < 0 else d for d in signature), dtype,
+                None if scale is None else (float(scale) if np.ndim(scale) == 0 else tuple(np.ravel(scale).tolist())),
+                0, is_variable,
+            ))
+            if raw and is_variable:  # the interpreter refuses these too
+                raise ValueError(f"{what} ({name!r}) is a variable tensor with a buffer")
+            if raw:
+                constants[i] = self._value(what, name, raw, dtype, shape, scale)
+        return tensors, constants
+
+    @staticmethod
+    def _unique_name(raw: Any, index: int, seen: set[str]) -> str:
+        name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else (raw or "")
+        name = name or f"tensor_{index}"
+        candidate, k = name, 1
+        while candidate in seen:
+            candidate, k = f"{name}_{k}", k + 1
+        seen.add(candidate)
+        return candidate
+
+    def _buffer_bytes(self, buffer: Any, index: int) -> bytes:
+        if buffer.offset > 1:  # data stored after the flatbuffer (models over 2 GB)
+            end = buffer.offset + buffer.size
+            if end > len(self.buf):
+                raise ValueError(f"buffer {index} spans bytes [{buffer.offset}, {end}), past the end of the {len(self.buf)}-byte file")
+            return self.buf[buffer.offset:end]
+        return b"" if buffer.data is None else np.asarray(buffer.data, np.uint8).tobytes()
+
+    @staticmethod
+    def _scale(what: str, t: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The quantization scale: a float32 scalar, or an array that broadcasts against
+        the tensor along its quantized dimension (per-channel); None if unquantized."""
+        q = t.quantization
+        if q is None or q.scale is None or len(q.scale) == 0:
+            return None
+        if q.details is not None:
+            raise NotImplementedError(f"{what} uses custom quantization details")
+        scale = np.asarray(q.scale, np.float32)
+        zero_point = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0])
+        if dtype != "int8":
+            return None  # float tensors may carry calibration ranges; they do not change values
+        if np.any(zero_point != 0):
+            raise NotImplementedError(f"{what}: int8 tensors with a non-zero zero point (asymmetric or full-integer quantization) are not supported")
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise ValueError(f"{what} has invalid quantization scale(s) {scale[:4].tolist()}")
+        if scale.size == 1:
+            return scale.reshape(())
+        axis = int(q.quantizedDimension)
+        if not 0 <= axis < len(shape) or shape[axis] != scale.size:
+            raise ValueError(f"{what} has {scale.size} per-channel scales for quantized_dimension {axis} of shape {list(shape)}")
+        return scale.reshape([-1 if a == axis else 1 for a in range(len(shape))])
+
+    @staticmethod
+    def _value(what: str, name: str, raw: bytes, dtype: str, shape: tuple[int, ...], scale: Any) -> Any:
+        if dtype not in _format.DTYPES or dtype == "uint8":
+            raise NotImplementedError(f"{what} ({name!r}): {dtype} constants are not supported")
+        if any(d < 0 for d in shape):
+            raise ValueError(f"{what} ({name!r}) is constant but has a dynamic shape {list(shape)}")
+        itemsize = np.dtype(dtype).itemsize
+        expected = math.prod(shape) * itemsize
+        if len(raw) != expected:
+            raise ValueError(
+                f"{what} ({name!r}): buffer holds {len(raw)} bytes but shape {list(shape)} of {dtype} needs {expected}"
+            )
+        values = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
+        if dtype == "int8":
+            if scale is None:
+                raise ValueError(f"{what} ({name!r}) is an int8 constant without a quantization scale")
+            return QuantizedTensor(values, scale)
+        return values
+
+    def _indices(self, what: str, values: Any) -> list[int]:
+        indices = list(_ints(values))
+        bad = [i for i in indices if not 0 <= i < self.n]
+        if bad:
+            raise ValueError(f"{what} refer to tensors {bad}, out of range [0, {self.n})")
+        return indices
+
+    # -- operators -------------------------------------------------------------------------
+
+    def _operator(self, position: int, raw: Any, opcodes: list[str], tensors: list[Tensor], available: set[int]) -> Operator:
+        if not 0 <= raw.opcodeIndex < len(opcodes):
+            raise ValueError(f"operator {position} has opcode index {raw.opcodeIndex}, out of range [0, {len(opcodes)})")
+        opcode = opcodes[raw.opcodeIndex]
+        where = f"operator {position} ({opcode})"
+        if opcode.startswith("CUSTOM:"):
+            raise NotImplementedError(f"operator {position} is the custom operator {opcode[7:]!r}, which jaxlstm does not support")
+        if opcode not in KERNELS:
+            raise NotImplementedError(f"{where} is not supported by jaxlstm; supported operators: {sorted(KERNELS)}")
+        inputs = _ints(raw.inputs)
+        outputs = _ints(raw.outputs)
+        bad = [i for i in inputs if not NO_TENSOR <= i < self.n] + [i for i in outputs if not 0 <= i < self.n]
+        if bad:
+            raise ValueError(f"{where} refers to tensors {bad}, out of range [0, {self.n})")
+        unset = [i for i in inputs if i != NO_TENSOR and i not in available]
+        if unset:
+            raise ValueError(f"{where} reads tensors {unset} before any operator computes them")
+        options = self._options(where, opcode, raw)
+        self._check_recurrent(where, opcode, options, inputs, tensors)
+        return Operator(opcode, inputs, outputs, options_tuple(options))
+
+    def _options(self, where: str, opcode: str, raw: Any) -> dict[str, Any]:
+        obj = raw.builtinOptions
+        expected = _format.OPTIONS.get(opcode, type(obj).__name__[:-1] if obj is not None else None)
+        if obj is None:
+            if raw.builtinOptionsType != schema.BuiltinOptions.NONE and expected is not None:
+                raise ValueError(f"{where} has unreadable builtin options")
+            if opcode == "LSTM":  # the interpreter refuses an LSTM without options too
+                raise ValueError(f"{where} has no LSTMOptions")
+            return {}
+        actual = type(obj).__name__[:-1]  # "LSTMOptionsT" -> "LSTMOptions"
+        if actual != expected:
+            raise ValueError(f"{where} has builtin options {actual}, expected {expected}")
+        try:
+            return _format.options_to_dict(obj)
+        except (ValueError, NotImplementedError) as e:
+            raise type(e)(f"{where}: {e}") from None
+
+    @staticmethod
+    def _check_recurrent(where: str, opcode: str, options: dict, inputs: tuple[int, ...], tensors: list[Tensor]) -> None:
+        if opcode not in _RECURRENT:
+            return
+        basic = opcode == "LSTM" and options.get("kernel_type", "FULL") == "BASIC"
+        counts, names, required = _BASIC_LSTM if basic else _RECURRENT[opcode]
+        if len(inputs) not in counts:
+            raise ValueError(f"{where} has {len(inputs)} inputs, expected {' or '.join(map(str, counts))}")
+        for p in required:
+            if inputs[p] == NO_TENSOR:
+                raise ValueError(f"{where} is missing required input {names[p]} (position {p})")
+        # The BASIC kernel keeps its state in whatever tensors feed inputs 1 and 4.
+        for name in () if basic else _spec.VARIABLE_INPUTS[opcode]:
+            p = names.index(name)
+            if not tensors[inputs[p]].is_variable:
+                raise ValueError(f"{where}: input {name} (position {p}, tensor {inputs[p]}) must be a variable tensor")
+        dtype = tensors[inputs[0]].dtype
+        if dtype != "float32":
+            raise NotImplementedError(
+                f"{where} has a {dtype} input; only float32 activations (float or hybrid int8-weight "
+                "models) are supported, not full-integer quantization"
+            )
+
+    # -- signature -------------------------------------------------------------------------
+
+    def _signature(self) -> Any:
+        defs = [s for s in (self.model.signatureDefs or []) if s.subgraphIndex == 0]
+        keyed = [s for s in defs if (s.signatureKey or b"") == _format.SIGNATURE_KEY.encode()]
+        return (keyed or defs or [None])[0]
+
+    def _signature_key(self) -> str:
+        sig = self._signature()
+        key = None if sig is None else sig.signatureKey
+        return key.decode("utf-8", "replace") if key else _format.SIGNATURE_KEY
+
+    def _signature_names(self, inputs: list[int], outputs: list[int]) -> tuple[list[str], list[str]] | None:
+        sig = self._signature()
+        if sig is None:
+            return None
+        by_index = [
+            {m.tensorIndex: m.name.decode("utf-8", "replace") for m in (maps or []) if m.name}
+            for maps in (sig.inputs, sig.outputs)
+        ]
+        names = [[by_index[k].get(i) for i in indices] for k, indices in enumerate((inputs, outputs))]
+        if any(n is None for group in names for n in group):
+            return None  # the signature does not cover the subgraph's inputs/outputs
+        return names[0], names[1]
+
+
+def _fold_state_initializers(operators: list[Operator], tensors: list[Tensor], constants: dict[int, Any]) -> list[Operator]:
+    """Turns DEQUANTIZE(constant) -> variable tensor into the variable's initial value.
+
+    The float16 converter writes the zero initial states this way. LiteRT dequantizes a
+    constant input only on the first invoke (dequantize.cc), so afterwards the variable
+    carries the recurrent state like any other: an initializer, not a per-invoke reset.
+    """
+    kept = []
+    for op in operators:
+        source = op.inputs[0] if op.opcode == "DEQUANTIZE" and op.inputs else NO_TENSOR
+        target = op.outputs[0] if op.outputs else NO_TENSOR
+        if source in constants and target != NO_TENSOR and tensors[target].is_variable:
+            value = constants[source]
+            value = value.dequantize() if isinstance(value, QuantizedTensor) else value
+            constants[target] = np.asarray(value, np.float32).reshape(
+                [max(d, 1) for d in tensors[target].shape])
+        else:
+            kept.append(op)
+    return kept

@@ -1,0 +1,481 @@
+"""Exporter: `jaxlstm.model.Model` -> .tflite bytes with fused recurrent operators.
+
+Export runs three graph rewrites on a copy of the model, then serializes it with the
+schema's object API (`ModelT.Pack`):
+
+1. ``quantize="dynamic"``: int8 weights exactly as TFLite's dynamic-range quantizer
+   (`jaxlstm.ops.quantize_symmetric`), turning the recurrent ops and FULLY_CONNECTED hybrid.
+2. ``batch_size``: fixes the dynamic batch dimension (or keeps it dynamic, -1 in
+   ``shape_signature``).
+3. ``stateful=False``: zeroes every recurrent state at the start of each invoke. LiteRT
+   requires the states to be variable tensors and never resets them itself, so a FILL
+   operator whose output *is* the variable tensor runs right before each recurrent op
+   (the converter itself writes the same pattern with DEQUANTIZE in float16 models). With
+   a dynamic batch the FILL dims come from SHAPE of the op's input, so the state follows
+   ``resize_tensor_input`` without touching the variable tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from jaxlstm import _spec
+from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Tensor, options_tuple
+from jaxlstm.ops._quant import QuantizedTensor, quantize_symmetric
+from jaxlstm.tflite import _format
+
+# Weight inputs that dynamic-range quantization turns to int8 (quantize_weights.cc): the
+# matrices, peepholes and projection; never biases, layer-norm coefficients or states.
+_LSTM_WEIGHTS = tuple(range(1, 12)) + (16,)
+QUANTIZABLE_INPUTS: dict[str, tuple[int, ...]] = {
+    "LSTM": _LSTM_WEIGHTS,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": _LSTM_WEIGHTS,
+    "BIDIRECTIONAL_SEQUENCE_LSTM": _LSTM_WEIGHTS + tuple(p + 17 for p in _LSTM_WEIGHTS) + tuple(range(40, 48)),
+    "RNN": (1, 2),
+    "UNIDIRECTIONAL_SEQUENCE_RNN": (1, 2),
+    "BIDIRECTIONAL_SEQUENCE_RNN": (1, 2, 5, 6, 10, 11),
+    "FULLY_CONNECTED": (1,),
+}
+_RECURRENT_INPUTS = {
+    "LSTM": _spec.LSTM_INPUTS,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": _spec.LSTM_INPUTS,
+    "BIDIRECTIONAL_SEQUENCE_LSTM": _spec.BIDIRECTIONAL_LSTM_INPUTS,
+    "RNN": _spec.RNN_INPUTS,
+    "UNIDIRECTIONAL_SEQUENCE_RNN": _spec.RNN_INPUTS,
+    "BIDIRECTIONAL_SEQUENCE_RNN": _spec.BIDIRECTIONAL_RNN_INPUTS,
+}
+
+
+def export_tflite(
+    model: Any,
+    path: str | os.PathLike | None = None,
+    *,
+    quantize: str | None = None,
+    quantize_min_elements: int = 1024,
+    asymmetric_quantize_inputs: bool = False,
+    stateful: bool = True,
+    batch_size: int | None = None,
+) -> bytes:
+    """Serializes a model to .tflite bytes (and writes `path` atomically if given).
+
+    Args:
+      model: a `jaxlstm.model.Model`, or any object with a ``to_model()`` method.
+      path: file to write; a temporary file in the same directory is renamed over it, so
+        a failed export leaves no partial file and an existing file intact.
+      quantize: None (float weights) or ``"dynamic"``: int8 per-tensor symmetric weights
+        (TFLite dynamic-range quantization), float activations (the hybrid kernels).
+      quantize_min_elements: with ``"dynamic"``, an op is quantized only when each of its
+        weight matrices has at least this many elements (TFLite's default 1024); its
+        peephole vectors follow the op. FULLY_CONNECTED weights are judged alone.
+      asymmetric_quantize_inputs: the hybrid kernels quantize activations asymmetrically
+        (per row, with a zero point) in the ops this export quantizes.
+      stateful: True keeps TFLite's default: the recurrent state (variable tensors)
+        carries over from one invoke to the next until ``reset_all_variables()``. False
+        zeroes the state at the start of every invoke, like Keras ``predict``.
+      batch_size: None keeps the model's dynamic dimensions dynamic (-1 in
+        ``shape_signature``; resize with ``resize_tensor_input``); an int fixes the
+        dynamic batch dimension of every tensor, state included.
+
+    Returns:
+      The .tflite flatbuffer (schema version 3, identifier "TFL3", signature
+      "serving_default").
+
+    Raises:
+      NotImplementedError: the model has an operator jaxlstm cannot write.
+      ValueError / TypeError: invalid options or a malformed model.
+    """
+    if not isinstance(model, Model):
+        to_model = getattr(model, "to_model", None)
+        if to_model is None:
+            raise TypeError(f"export_tflite takes a Model or an object with to_model(), got {type(model).__name__}")
+        model = to_model()
+    if quantize not in (None, "dynamic"):
+        raise ValueError(f"quantize must be None or 'dynamic', got {quantize!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if quantize == "dynamic":
+        model = quantize_dynamic_range(model, quantize_min_elements, asymmetric_quantize_inputs)
+    if batch_size is not None:
+        model = fix_batch(model, batch_size)
+    if not stateful:
+        model = zero_state_each_invoke(model)
+    data = serialize(avoid_litert_defects(model))
+    if path is not None:
+        write_atomic(path, data)
+    return data
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to a temporary file next to `path`, then renames it over `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".jaxlstm-", suffix=".tflite.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------- rewrites
+
+
+def quantize_dynamic_range(model: Model, min_elements: int, asymmetric: bool) -> Model:
+    """Int8 weights for every recurrent/FULLY_CONNECTED op whose weight matrices all have
+    at least `min_elements` elements. A weight tensor that another consumer reads as float
+    is duplicated rather than changed under it."""
+    constants = model.constants
+    tensors = list(model.tensors)
+    float_weights = {
+        i for i, t in enumerate(tensors)
+        if i in constants and t.dtype == "float32" and not t.is_variable
+    }
+    plans = {}  # op position -> quantized input positions
+    for position, op in enumerate(model.operators):
+        slots = [s for s in QUANTIZABLE_INPUTS.get(op.opcode, ()) if s < len(op.inputs) and op.inputs[s] != NO_TENSOR]
+        if not slots or any(op.inputs[s] not in float_weights for s in slots):
+            continue
+        slots = [s for s in slots if not _is_diagonal_recurrent(op, s, tensors)]  # read as float
+        matrices = [s for s in slots if len(tensors[op.inputs[s]].shape) >= 2]
+        if matrices and all(np.size(constants[op.inputs[s]]) >= min_elements for s in matrices):
+            plans[position] = slots
+    quantized_reads = {(p, s) for p, slots in plans.items() for s in slots}
+    float_reads = {
+        op.inputs[s] for p, op in enumerate(model.operators) for s in range(len(op.inputs))
+        if (p, s) not in quantized_reads and op.inputs[s] != NO_TENSOR
+    }
+    replacement: dict[int, int] = {}
+    operators = list(model.operators)
+    for position, slots in plans.items():
+        op = operators[position]
+        inputs = list(op.inputs)
+        for s in slots:
+            source = inputs[s]
+            if source not in replacement:
+                q = quantize_symmetric(constants[source])
+                t = dataclasses.replace(tensors[source], dtype="int8", scale=float(q.scale))
+                if source in float_reads or source in model.outputs:
+                    t = dataclasses.replace(t, name=_fresh_name(tensors, t.name + "/int8"))
+                    tensors.append(t)
+                    replacement[source] = len(tensors) - 1
+                else:
+                    tensors[source] = t
+                    replacement[source] = source
+                constants[replacement[source]] = q
+            inputs[s] = replacement[source]
+        options = dict(op.options)
+        options["asymmetric_quantize_inputs"] = asymmetric
+        operators[position] = dataclasses.replace(op, inputs=tuple(inputs), options=options_tuple(options))
+    return model.replace(tensors=tensors, operators=operators, constants=constants)
+
+
+def _is_diagonal_recurrent(op: Operator, slot: int, tensors: Sequence[Tensor]) -> bool:
+    names = _RECURRENT_INPUTS.get(op.opcode)
+    return bool(names) and "recurrent_to" in names[slot] and len(tensors[op.inputs[slot]].shape) == 1
+
+
+def fix_batch(model: Model, batch_size: int) -> Model:
+    """Replaces the dynamic batch dimension of every tensor by `batch_size`."""
+    axes = model.batch_axes()
+    tensors = []
+    for i, t in enumerate(model.tensors):
+        axis = axes.get(i, 0)
+        if len(t.shape) > axis and t.shape[axis] < 0:
+            t = dataclasses.replace(t, shape=t.shape[:axis] + (batch_size,) + t.shape[axis + 1:])
+        tensors.append(t)
+    return model.replace(tensors=tensors)
+
+
+def zero_state_each_invoke(model: Model) -> Model:
+    """Inserts, before each recurrent op, a FILL whose output is that op's state tensor.
+
+    Static state shapes get constant FILL dims; a dynamic batch gets dims built from
+    SHAPE(op input)[batch axis] and the state size, so the state follows input resizing.
+    States that some operator already writes (e.g. an imported stateless model) are kept.
+    """
+    tensors = list(model.tensors)
+    constants = model.constants
+    written = {i for op in model.operators for i in op.outputs}
+    axes = model.batch_axes()
+    operators: list[Operator] = []
+
+    def add(name: str, shape: tuple[int, ...], dtype: str = "float32", value: Any = None) -> int:
+        tensors.append(Tensor(_fresh_name(tensors, name), shape, dtype))
+        if value is not None:
+            constants[len(tensors) - 1] = value
+        return len(tensors) - 1
+
+    zero = None
+    for op in model.operators:
+        names = _RECURRENT_INPUTS.get(op.opcode)
+        if names is not None:
+            basic = op.opcode == "LSTM" and op.option("kernel_type", "FULL") == "BASIC"
+            states = ("prev_activation", "prev_state") if basic else _spec.VARIABLE_INPUTS[op.opcode]
+            positions = [(_spec.BASIC_LSTM_INPUTS if basic else names).index(s) for s in states]
+            batch = None
+            for p in positions:
+                state = op.inputs[p]
+                if state in written:
+                    continue
+                written.add(state)
+                if zero is None:
+                    zero = add("zero_state/value", (), value=np.zeros((), np.float32))
+                shape = tensors[state].shape
+                prefix = tensors[state].name
+                if all(d >= 0 for d in shape):
+                    dims = add(prefix + "/zero_dims", (len(shape),), "int32", np.asarray(shape, np.int32))
+                else:
+                    if batch is None:
+                        x = op.inputs[0]
+                        batch = _batch_of(operators, add, x, axes.get(x, 0), len(tensors[x].shape), prefix)
+                    rest = add(prefix + "/zero_dims_rest", (len(shape) - 1,), "int32", np.asarray(shape[1:], np.int32))
+                    dims = add(prefix + "/zero_dims", (len(shape),), "int32")
+                    operators.append(Operator("CONCATENATION", (batch, rest), (dims,), options_tuple(
+                        {"axis": 0, "fused_activation_function": "NONE"})))
+                operators.append(Operator("FILL", (dims, zero), (state,)))
+        operators.append(op)
+    return model.replace(tensors=tensors, operators=operators, constants=constants)
+
+
+def _batch_of(operators: list[Operator], add: Any, x: int, axis: int, rank: int, prefix: str) -> int:
+    """Appends SHAPE(x)[axis:axis+1] (an int32 [1] tensor) and returns its index."""
+    shape = add(prefix + "/input_shape", (rank,), "int32")
+    operators.append(Operator("SHAPE", (x,), (shape,), options_tuple({"out_type": "INT32"})))
+    begin, end, strides = (
+        add(f"{prefix}/batch_{n}", (1,), "int32", np.asarray([v], np.int32))
+        for n, v in (("begin", axis), ("end", axis + 1), ("strides", 1))
+    )
+    batch = add(prefix + "/batch", (1,), "int32")
+    operators.append(Operator("STRIDED_SLICE", (shape, begin, end, strides), (batch,), options_tuple({
+        "begin_mask": 0, "end_mask": 0, "ellipsis_mask": 0, "new_axis_mask": 0,
+        "shrink_axis_mask": 0, "offset": False,
+    })))
+    return batch
+
+
+def avoid_litert_defects(model: Model) -> Model:
+    """Rewrites operator configurations that LiteRT computes wrongly into equivalent ones.
+
+    * BIDIRECTIONAL_SEQUENCE_LSTM with merge_outputs in batch-major layout: the kernel
+      offsets the state pointer by the merged row width (lstm_eval.cc EvalFloat/EvalHybrid),
+      reading and writing past the state for batch > 1;
+    * hybrid BIDIRECTIONAL_SEQUENCE_RNN with merge_outputs, time-major, symmetric inputs:
+      the kernel passes ``zero_points + k`` (a null pointer plus k) per batch row
+      (kernel_utils.cc RnnBatchStep) and crashes for batch > 1.
+    Both become ``merge_outputs=False`` plus a CONCATENATION of the two outputs.
+
+    Raises:
+      NotImplementedError: a cross-linked BIDIRECTIONAL_SEQUENCE_RNN whose aux input is
+        narrower than its input in the layouts where the kernel strides the aux input
+        by the input size (time-major, or hybrid): LiteRT would read past its end.
+    """
+    tensors = list(model.tensors)
+    operators: list[Operator] = []
+    for op in model.operators:
+        merged = bool(op.option("merge_outputs", False))
+        time_major = bool(op.option("time_major", False))
+        if op.opcode == "BIDIRECTIONAL_SEQUENCE_RNN":
+            hybrid = tensors[op.inputs[1]].dtype == "int8"
+            aux, aux_weights = op.inputs[9], op.inputs[10]
+            if aux != NO_TENSOR and aux_weights != NO_TENSOR and (time_major or hybrid) and (
+                tensors[aux].shape[-1] < tensors[op.inputs[0]].shape[-1]
+            ):
+                raise NotImplementedError(
+                    "BIDIRECTIONAL_SEQUENCE_RNN with aux weights and an aux input narrower than "
+                    "the input: LiteRT steps through aux_input with the input size and would read "
+                    "past its end; pad aux_input to the input size"
+                )
+            split = merged and time_major and hybrid and not op.option("asymmetric_quantize_inputs", False)
+            widths = (tensors[op.inputs[1]].shape[0], tensors[op.inputs[5]].shape[0])
+        elif op.opcode == "BIDIRECTIONAL_SEQUENCE_LSTM":
+            split = merged and not time_major
+            widths = (tensors[op.inputs[8]].shape[-1], tensors[op.inputs[25]].shape[-1])
+        else:
+            split = False
+        if not split:
+            operators.append(op)
+            continue
+        out = tensors[op.outputs[0]]
+        halves = []
+        for direction, width in zip(("fw", "bw"), widths):
+            tensors.append(Tensor(_fresh_name(tensors, f"{out.name}/{direction}"), out.shape[:-1] + (width,)))
+            halves.append(len(tensors) - 1)
+        options = dict(op.options, merge_outputs=False)
+        operators.append(dataclasses.replace(op, outputs=tuple(halves), options=options_tuple(options)))
+        operators.append(Operator("CONCATENATION", tuple(halves), op.outputs, options_tuple(
+            {"axis": len(out.shape) - 1, "fused_activation_function": "NONE"})))
+    return model.replace(tensors=tensors, operators=operators)
+
+
+def _fresh_name(tensors: Sequence[Tensor], name: str) -> str:
+    taken = {t.name for t in tensors}
+    candidate, k = name, 1
+    while candidate in taken:
+        candidate, k = f"{name}_{k}", k + 1
+    return candidate
+
+
+# ----------------------------------------------------------------------------- serialize
+
+
+class _AlignedBufferT(schema.BufferT):
+    """A buffer whose data starts 16-byte aligned (as the converter writes them), so
+    kernels can read weights in place."""
+
+    def Pack(self, builder: flatbuffers.Builder) -> int:
+        if self.data is not None:
+            builder.Prep(16, self.data.nbytes)
+        return super().Pack(builder)
+
+
+def serialize(model: Model) -> bytes:
+    """The flatbuffer bytes of `model` as it stands (no rewrites)."""
+    constants = model.constants
+    buffers = [schema.BufferT()]  # buffer 0 is the empty buffer by convention
+    tensors = []
+    for i, t in enumerate(model.tensors):
+        tensors.append(_tensor(t, constants.get(i), buffers))
+    opcode_index: dict[tuple[str, int], int] = {}
+    operator_codes, operators = [], []
+    for position, op in enumerate(model.operators):
+        try:
+            options_type, options = _format.dict_to_options(op.opcode, dict(op.options))
+        except (ValueError, NotImplementedError) as e:
+            raise type(e)(f"operator {position} ({op.opcode}): {e}") from None
+        key = (op.opcode, op_version(model, op))
+        if key not in opcode_index:
+            code = _format.OPCODES[op.opcode]
+            oc = schema.OperatorCodeT()
+            oc.builtinCode = code
+            oc.deprecatedBuiltinCode = min(code, _format.PLACEHOLDER_FOR_GREATER_OP_CODES)
+            oc.version = key[1]
+            opcode_index[key] = len(operator_codes)
+            operator_codes.append(oc)
+        o = schema.OperatorT()
+        o.opcodeIndex = opcode_index[key]
+        o.inputs = list(op.inputs)
+        o.outputs = list(op.outputs)
+        o.builtinOptionsType = options_type
+        o.builtinOptions = options
+        operators.append(o)
+
+    subgraph = schema.SubGraphT()
+    subgraph.name = "main"
+    subgraph.tensors = tensors
+    subgraph.inputs = list(model.inputs)
+    subgraph.outputs = list(model.outputs)
+    subgraph.operators = operators
+
+    signature = schema.SignatureDefT()
+    signature.signatureKey = model.signature_key
+    signature.subgraphIndex = 0
+    signature.inputs, signature.outputs = (
+        [_tensor_map(name, i) for name, i in zip(names, indices)]
+        for names, indices in zip(model.signature_names, (model.inputs, model.outputs))
+    )
+
+    m = schema.ModelT()
+    m.version = _format.SCHEMA_VERSION
+    m.description = "jaxlstm"
+    m.operatorCodes = operator_codes
+    m.subgraphs = [subgraph]
+    m.buffers = buffers
+    m.signatureDefs = [signature]
+    builder = flatbuffers.Builder(1024 + sum(b.data.nbytes for b in buffers if b.data is not None))
+    builder.Finish(m.Pack(builder), file_identifier=_format.FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _tensor(t: Tensor, value: Any, buffers: list) -> Any:
+    out = schema.TensorT()
+    out.name = t.name
+    out.shape = [max(d, 1) for d in t.shape]  # dynamic dims are allocated at size 1
+    if any(d < 0 for d in t.shape):
+        out.shapeSignature = list(t.shape)
+    out.isVariable = t.is_variable
+    out.buffer = 0
+    if isinstance(value, QuantizedTensor):
+        values = np.asarray(value.values, np.int8)
+        scale = np.asarray(value.scale, np.float32)
+        q = schema.QuantizationParametersT()
+        q.scale = scale.reshape(-1).tolist()
+        q.zeroPoint = [0] * scale.size
+        q.quantizedDimension = int(np.argmax(scale.shape)) if scale.size > 1 else 0
+        out.quantization = q
+        data = values
+    elif value is not None:
+        data = np.asarray(value)
+    else:
+        data = None
+    dtype = t.dtype if data is None else data.dtype.name
+    if dtype not in _format.DTYPES:
+        raise TypeError(f"tensor {t.name!r} has dtype {dtype}, which .tflite export does not support")
+    out.type = _format.DTYPES[dtype]
+    if t.is_variable:
+        if data is not None and np.any(data):
+            raise NotImplementedError(
+                f"variable tensor {t.name!r} has a non-zero initial value; LiteRT variable "
+                "tensors cannot hold a buffer (they start at zero)"
+            )
+    elif data is not None:
+        if tuple(data.shape) != t.shape:
+            raise ValueError(f"tensor {t.name!r}: value has shape {data.shape}, tensor shape is {t.shape}")
+        buffer = _AlignedBufferT()
+        buffer.data = np.ascontiguousarray(data).astype(data.dtype.newbyteorder("<")).view(np.uint8).reshape(-1)
+        out.buffer = len(buffers)
+        buffers.append(buffer)
+    return out
+
+
+def _tensor_map(name: str, index: int) -> Any:
+    m = schema.TensorMapT()
+    m.name = name
+    m.tensorIndex = index
+    return m
+
+
+def op_version(model: Model, op: Operator) -> int:
+    """The operator version TFLite's converter assigns (op_version.cc), from the
+    input types and options."""
+    def dtype(slot: int) -> str | None:
+        if slot >= len(op.inputs) or op.inputs[slot] == NO_TENSOR:
+            return None
+        return model.tensors[op.inputs[slot]].dtype
+
+    asym = bool(op.option("asymmetric_quantize_inputs", False))
+    name = op.opcode
+    if name == "LSTM":
+        if op.option("kernel_type", "FULL") == "BASIC":
+            return 2
+        return (4 if asym else 3) if dtype(2) == "int8" else 1
+    if name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+        if any(len(model.tensors[op.inputs[s]].shape) == 1 for s in range(5, 9) if op.inputs[s] != NO_TENSOR):
+            return 4  # diagonal recurrent weights
+        return (3 if asym else 2) if dtype(2) == "int8" else 1
+    if name in ("BIDIRECTIONAL_SEQUENCE_LSTM", "RNN", "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN"):
+        weight = 2 if name == "BIDIRECTIONAL_SEQUENCE_LSTM" else 1
+        return (3 if asym else 2) if dtype(weight) == "int8" else 1
+    if name == "FULLY_CONNECTED":
+        if dtype(1) == "int8":
+            scale = model.tensors[op.inputs[1]].scale
+            if isinstance(scale, tuple):
+                return 12  # per-channel hybrid
+        if op.option("keep_num_dims", False):
+            return 5
+        if dtype(1) == "int8":
+            return 9 if asym else 3
+        return 1
+    if name == "DEQUANTIZE":
+        return {"int8": 2, "float16": 3}.get(dtype(0), 1)
+    return 1

@@ -1,0 +1,205 @@
+"""Configurations (with readable pytest ids), random weights and tolerances shared by the op tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+
+from jaxlstm.ops import GATES, LSTMOptions, LSTMState, LSTMWeights, RNNOptions, RNNWeights, quantize_symmetric
+
+# float32 op vs float64 reference: a few float32 ulps of O(1) activations over <= 7 steps
+# (the upstream kernel tests use the same 1e-5 for float).
+FLOAT_ATOL = 1e-5
+# Hybrid op vs hybrid reference, both float32 with identical int8 products: only the order of
+# float sums and the transcendental functions differ (ulps).
+HYBRID_ATOL = 1e-5
+# Hybrid vs float on random LSTM cases: the loosest upstream hybrid-vs-float tolerance
+# (unidirectional_sequence_lstm_test.cc / lstm_test.cc, CifgPeephole: 0.03573).
+LSTM_HYBRID_VS_FLOAT_ATOL = 0.03573
+# jit vs eager: XLA may fuse and reorder float32 arithmetic.
+JIT_EAGER_ATOL = 1e-6
+
+
+def _flags(*pairs) -> list[str]:
+    return [label for label, on in pairs if on]
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMCase:
+    """One LSTM configuration; `name` is the pytest id, e.g. ``b2_t5_i3_c4_o3_cifg_peephole_proj``."""
+
+    batch: int = 2
+    time: int = 5
+    n_input: int = 3
+    n_cell: int = 4
+    n_output: int = 4
+    cifg: bool = False
+    peephole: bool = False
+    projection: bool = False
+    projection_bias: bool = False
+    layer_norm: bool = False
+    diagonal: bool = False
+    cell_clip: float = 0.0
+    proj_clip: float = 0.0
+    time_major: bool = False
+    activation: str = "TANH"
+    asymmetric: bool = False  # hybrid only
+    aux: str = "none"  # bidirectional only: "none", "cross" (aux weights) or "bw_input"
+    n_aux: int = 3
+    merge_outputs: bool = False
+
+    @property
+    def name(self) -> str:
+        sizes = f"b{self.batch}_t{self.time}_i{self.n_input}_c{self.n_cell}_o{self.n_output}"
+        flags = _flags(
+            ("cifg", self.cifg), ("peephole", self.peephole), ("proj", self.projection),
+            ("projbias", self.projection_bias), ("ln", self.layer_norm), ("diag", self.diagonal),
+            ("cellclip", self.cell_clip > 0), ("projclip", self.proj_clip > 0),
+            ("tm", self.time_major), (self.activation.lower(), self.activation != "TANH"),
+            ("asym", self.asymmetric), (f"aux{self.n_aux}", self.aux == "cross"),
+            ("bwaux", self.aux == "bw_input"), ("merged", self.merge_outputs),
+        )
+        return "_".join([sizes, *flags])
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def options(self) -> LSTMOptions:
+        return LSTMOptions(
+            fused_activation_function=self.activation, cell_clip=self.cell_clip,
+            proj_clip=self.proj_clip, time_major=self.time_major,
+            asymmetric_quantize_inputs=self.asymmetric,
+        )
+
+    @property
+    def reference_options(self) -> dict:
+        return dict(
+            activation=self.activation, cell_clip=self.cell_clip, proj_clip=self.proj_clip,
+            asymmetric_quantize_inputs=self.asymmetric,
+        )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.time, self.batch, self.n_input) if self.time_major else (self.batch, self.time, self.n_input)
+
+
+def structural_lstm_cases(**fixed) -> list[LSTMCase]:
+    """All 16 combinations of CIFG x peephole x projection x layer norm.
+
+    Orthogonal options are spread over them so that each appears with every feature on and
+    off: time-major on odd feature parity, cell clip when peephole == layer norm, projection
+    bias without layer norm, proj clip with CIFG.
+    """
+    cases = []
+    for cifg, peephole, projection, layer_norm in itertools.product((False, True), repeat=4):
+        settings = dict(
+            cifg=cifg, peephole=peephole, projection=projection, layer_norm=layer_norm,
+            n_output=3 if projection else 4,
+            projection_bias=projection and not layer_norm,
+            proj_clip=0.1 if projection and cifg else 0.0,
+            cell_clip=0.3 if peephole == layer_norm else 0.0,
+            time_major=(cifg + peephole + projection + layer_norm) % 2 == 1,
+        )
+        cases.append(LSTMCase(**{**settings, **fixed}))
+    return cases
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNCase:
+    """One RNN configuration; `name` is the pytest id, e.g. ``b2_t5_i3_u4_relu_tm``."""
+
+    batch: int = 2
+    time: int = 5
+    n_input: int = 3
+    n_units: int = 4
+    activation: str = "RELU"
+    time_major: bool = False
+    asymmetric: bool = False  # hybrid only
+    aux: str = "none"  # bidirectional only: "none", "cross" or "bw_input"
+    n_aux: int = 3
+    merge_outputs: bool = False
+
+    @property
+    def name(self) -> str:
+        sizes = f"b{self.batch}_t{self.time}_i{self.n_input}_u{self.n_units}_{self.activation.lower()}"
+        flags = _flags(
+            ("tm", self.time_major), ("asym", self.asymmetric), (f"aux{self.n_aux}", self.aux == "cross"),
+            ("bwaux", self.aux == "bw_input"), ("merged", self.merge_outputs),
+        )
+        return "_".join([sizes, *flags])
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def options(self) -> RNNOptions:
+        return RNNOptions(self.activation, self.time_major, self.asymmetric)
+
+    @property
+    def reference_options(self) -> dict:
+        return dict(activation=self.activation, asymmetric_quantize_inputs=self.asymmetric)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.time, self.batch, self.n_input) if self.time_major else (self.batch, self.time, self.n_input)
+
+
+def normal(rng: np.random.Generator, *shape: int, scale: float = 0.5) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def lstm_weights(case: LSTMCase, rng: np.random.Generator, n_aux: int = 0) -> LSTMWeights:
+    """Random float32 weights with the tensors `case` asks for (aux weights if n_aux > 0)."""
+    fields = {}
+    for gate in GATES[1:] if case.cifg else GATES:
+        fields[f"input_to_{gate}_weights"] = normal(rng, case.n_cell, case.n_input)
+        recurrent_shape = (case.n_cell,) if case.diagonal else (case.n_cell, case.n_output)
+        fields[f"recurrent_to_{gate}_weights"] = normal(rng, *recurrent_shape)
+        fields[f"{gate}_gate_bias"] = normal(rng, case.n_cell, scale=0.2)
+        if case.peephole and gate != "cell":
+            fields[f"cell_to_{gate}_weights"] = normal(rng, case.n_cell)
+        if case.layer_norm:
+            fields[f"{gate}_layer_norm_coefficients"] = rng.uniform(0.5, 1.5, case.n_cell).astype(np.float32)
+        if n_aux:
+            fields[f"aux_input_to_{gate}_weights"] = normal(rng, case.n_cell, n_aux)
+    if case.projection:
+        fields["projection_weights"] = normal(rng, case.n_output, case.n_cell)
+    if case.projection_bias:
+        fields["projection_bias"] = normal(rng, case.n_output, scale=0.1)
+    return LSTMWeights(**fields)
+
+
+def lstm_state(case: LSTMCase, rng: np.random.Generator) -> LSTMState:
+    """A random non-zero initial state (the op's variable tensors)."""
+    return LSTMState(normal(rng, case.batch, case.n_output), normal(rng, case.batch, case.n_cell))
+
+
+def rnn_weights(n_input: int, n_units: int, rng: np.random.Generator, n_aux: int = 0) -> RNNWeights:
+    return RNNWeights(
+        input_weights=normal(rng, n_units, n_input),
+        recurrent_weights=normal(rng, n_units, n_units),
+        bias=normal(rng, n_units, scale=0.2),
+        aux_input_weights=normal(rng, n_units, n_aux) if n_aux else None,
+    )
+
+
+def quantize_weights(weights):
+    """Dynamic-range quantization as the converter does it: every weight matrix and peephole
+    vector to per-tensor symmetric int8; biases, layer-norm coefficients and diagonal
+    recurrent vectors stay float."""
+
+    def stays_float(name, value):
+        return (
+            value is None
+            or name.endswith(("bias", "coefficients"))
+            or (name.startswith("recurrent_to") and np.ndim(value) == 1)
+        )
+
+    return weights.replace(**{
+        field.name: quantize_symmetric(getattr(weights, field.name))
+        for field in dataclasses.fields(weights)
+        if not stays_float(field.name, getattr(weights, field.name))
+    })

@@ -1,0 +1,253 @@
+"""GRU export (`ModelBuilder.add_gru`): Keras vs the JAX model vs LiteRT on the unrolled graph.
+
+The expected values come from Keras 3 (KERAS_BACKEND=jax) and tf_keras layers; the exported
+`.tflite` runs in the LiteRT interpreter. The graph must hold only builtin operators that
+every LiteRT build and TFLite Micro support: no WHILE, no Flex, no custom ops.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+import jaxlstm
+from jaxlstm.model import ModelBuilder
+from jaxlstm.ops import GRUOptions, GRUWeights
+from jaxlstm.parity.litert import run_litert
+
+# float32 GRU steps whose matmuls and activations each framework orders differently: the
+# observed differences are ~2e-7, so 1e-5 keeps a wide margin without hiding a wrong gate.
+TOL = 1e-5
+B, T, I, H = 3, 6, 4, 5
+BUILTIN_GLUE = {"FULLY_CONNECTED", "ADD", "MUL", "SUB", "LOGISTIC", "TANH", "SPLIT", "UNPACK", "PACK", "CONCATENATION"}
+ACTIVATIONS = {"tanh": "TANH", "sigmoid": "SIGMOID", "relu": "RELU", "linear": "NONE"}
+
+
+@pytest.fixture(scope="module")
+def keras():
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    return pytest.importorskip("keras")
+
+
+def _random(rng, *shape, scale=0.5):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _randomize(layer, rng):
+    layer.set_weights([_random(rng, *w.shape) for w in layer.get_weights()])
+
+
+def _gru_weights(layer) -> GRUWeights:
+    kernel, recurrent_kernel, bias = layer.get_weights()
+    return GRUWeights.from_keras(kernel, recurrent_kernel, bias, layer.cell.reset_after)
+
+
+def _gru_options(layer, time_major=False) -> GRUOptions:
+    cell = layer.cell
+    return GRUOptions(
+        reset_after=cell.reset_after,
+        activation=ACTIVATIONS[cell.activation.__name__],
+        recurrent_activation=ACTIVATIONS[cell.recurrent_activation.__name__],
+        time_major=time_major,
+    )
+
+
+def _opcodes(data: bytes) -> set[str]:
+    """Operator names read straight from the flatbuffer with LiteRT's schema module."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    return {names[max(c.builtinCode, c.deprecatedBuiltinCode)] for c in model.operatorCodes}
+
+
+def _assert_close(actual, expected):
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), atol=TOL, rtol=0)
+
+
+def _check_jax_and_litert(model, x, expected):
+    """The Model (JAX) and its exported .tflite (LiteRT) both match `expected`."""
+    (y,) = model(x)
+    _assert_close(y, expected)
+    data = jaxlstm.export_tflite(model)
+    assert _opcodes(data) <= BUILTIN_GLUE
+    ((y_litert,),) = run_litert(data, [x])
+    _assert_close(y_litert, expected)
+    return data
+
+
+# ----------------------------------------------------------------------------- one layer
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    reset_after: bool = True
+    go_backwards: bool = False
+    return_sequences: bool = True
+    activation: str = "tanh"
+    recurrent_activation: str = "sigmoid"
+    runtime_recurrent_weights: bool = False
+
+    def __str__(self):
+        parts = ["reset_after" if self.reset_after else "reset_before"]
+        parts += ["go_backwards"] if self.go_backwards else []
+        parts += ["seq" if self.return_sequences else "last"]
+        if (self.activation, self.recurrent_activation) != ("tanh", "sigmoid"):
+            parts.append(f"{self.activation}_{self.recurrent_activation}")
+        parts += ["runtime_weights"] if self.runtime_recurrent_weights else []
+        return "_".join(parts)
+
+
+CASES = [
+    Case(),
+    Case(reset_after=False),
+    Case(go_backwards=True, return_sequences=False),
+    Case(reset_after=False, go_backwards=True),
+    Case(activation="relu", recurrent_activation="tanh"),
+    Case(reset_after=False, activation="linear", return_sequences=False),
+    Case(reset_after=False, runtime_recurrent_weights=True),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_keras3_gru_exports_to_builtin_ops(case, keras, rng):
+    layer = keras.layers.GRU(
+        H, reset_after=case.reset_after, go_backwards=case.go_backwards, return_sequences=case.return_sequences,
+        activation=case.activation, recurrent_activation=case.recurrent_activation,
+    )
+    layer.build((None, T, I))
+    _randomize(layer, rng)
+    x = _random(rng, B, T, I, scale=1.0)
+    builder = ModelBuilder()
+    inp = builder.add_input("input", (-1, T, I))  # dynamic batch: LiteRT resizes to B
+    out = builder.add_gru(inp, _gru_weights(layer), _gru_options(layer), reverse=case.go_backwards,
+                          return_sequences=case.return_sequences,
+                          runtime_recurrent_weights=case.runtime_recurrent_weights)
+    _check_jax_and_litert(builder.build([out]), x, np.asarray(layer(x)))
+
+
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+def test_tf_keras_time_major_gru(reset_after, rng):
+    tf_keras = pytest.importorskip("tf_keras")
+    layer = tf_keras.layers.GRU(H, reset_after=reset_after, time_major=True, return_sequences=True)
+    layer.build((T, B, I))
+    _randomize(layer, rng)
+    x = _random(rng, T, B, I, scale=1.0)
+    builder = ModelBuilder()
+    inp = builder.add_input("input", (T, B, I))
+    out = builder.add_gru(inp, _gru_weights(layer), _gru_options(layer, time_major=True))
+    _check_jax_and_litert(builder.build([out]), x, layer(tf_keras.backend.constant(x)).numpy())
+
+
+# ----------------------------------------------------------------------------- stacks
+
+
+def test_bidirectional_then_stacked_gru_and_dense(keras, rng):
+    """Bidirectional(GRU) -> GRU -> Dense: bidirectional = two unrolled directions + CONCATENATION."""
+    L = keras.layers
+    net = keras.Sequential([
+        keras.Input((T, I)),
+        L.Bidirectional(L.GRU(H, return_sequences=True)),
+        L.GRU(H, reset_after=False),
+        L.Dense(3),
+    ])
+    for layer in net.layers:
+        for sub in (layer.forward_layer, layer.backward_layer) if isinstance(layer, L.Bidirectional) else (layer,):
+            _randomize(sub, rng)
+    x = _random(rng, B, T, I, scale=1.0)
+    bidirectional, gru, dense = net.layers
+    builder = ModelBuilder()
+    inp = builder.add_input("input", (-1, T, I))
+    forward, backward = bidirectional.forward_layer, bidirectional.backward_layer
+    fw = builder.add_gru(inp, _gru_weights(forward), _gru_options(forward), name="fw")
+    bw = builder.add_gru(inp, _gru_weights(backward), _gru_options(backward), reverse=True, keep_order=True, name="bw")
+    h = builder.add_concatenation([fw, bw], axis=-1)
+    h = builder.add_gru(h, _gru_weights(gru), _gru_options(gru), return_sequences=False, name="gru")
+    kernel, bias = dense.get_weights()
+    y = builder.add_fully_connected(h, kernel.T, bias)
+    _check_jax_and_litert(builder.build([y]), x, np.asarray(net(x)))
+
+
+# ----------------------------------------------------------------------------- state
+
+
+def _keras_gru(keras, rng, **kwargs):
+    layer = keras.layers.GRU(H, return_sequences=True, **kwargs)
+    layer.build((None, 2 * T, I))
+    _randomize(layer, rng)
+    return layer
+
+
+def test_stateful_export_streams_chunks_like_one_long_sequence(keras, rng):
+    """Two invokes on consecutive chunks = Keras on the whole sequence; reset restarts it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    layer = _keras_gru(keras, rng)
+    x = _random(rng, B, 2 * T, I, scale=1.0)
+    expected = np.asarray(layer(x))
+    builder = ModelBuilder(batch_size=B)
+    inp = builder.add_input("input", (B, T, I))
+    model = builder.build([builder.add_gru(inp, _gru_weights(layer), _gru_options(layer), stateful=True)])
+
+    state = model.init_state()
+    for k in range(2):  # JAX: the state returned by apply carries over
+        (y,), state = model.apply(model.params, state, x[:, k * T:(k + 1) * T])
+        _assert_close(y, expected[:, k * T:(k + 1) * T])
+
+    interpreter = Interpreter(model_content=jaxlstm.export_tflite(model))
+    interpreter.allocate_tensors()
+    (inp_detail,), (out_detail,) = interpreter.get_input_details(), interpreter.get_output_details()
+    for k in (0, 1, "reset"):
+        chunk = 0 if k == "reset" else k
+        if k == "reset":
+            interpreter.reset_all_variables()
+        interpreter.set_tensor(inp_detail["index"], x[:, chunk * T:(chunk + 1) * T])
+        interpreter.invoke()
+        _assert_close(interpreter.get_tensor(out_detail["index"]), expected[:, chunk * T:(chunk + 1) * T])
+
+
+def test_stateless_export_starts_every_invoke_from_zero(keras, rng):
+    layer = _keras_gru(keras, rng)
+    x = _random(rng, B, T, I, scale=1.0)
+    builder = ModelBuilder()
+    inp = builder.add_input("input", (-1, T, I))
+    model = builder.build([builder.add_gru(inp, _gru_weights(layer), _gru_options(layer))])
+    first, second = run_litert(jaxlstm.export_tflite(model), [x], invocations=2, reset=False)
+    np.testing.assert_array_equal(second[0], first[0])
+    _assert_close(first[0], np.asarray(layer(x)))
+
+
+# ----------------------------------------------------------------------------- round trips
+
+
+def test_imported_export_runs_the_same_graph_in_jax(rng):
+    """load_tflite(export_tflite(m)) is the same Model: float and dynamic-range int8."""
+    weights = GRUWeights.from_torch(
+        _random(rng, 3 * H, I), _random(rng, 3 * H, H), _random(rng, 3 * H), _random(rng, 3 * H)
+    )
+    builder = ModelBuilder(batch_size=B)
+    inp = builder.add_input("input", (B, T, I))
+    model = builder.build([builder.add_gru(inp, weights, GRUOptions(), stateful=True)])
+    x = _random(rng, B, T, I, scale=1.0)
+    for quantize in (None, "dynamic"):
+        data = jaxlstm.export_tflite(model, quantize=quantize, quantize_min_elements=0)
+        imported = jaxlstm.load_tflite(data)
+        ((expected,),) = run_litert(data, [x])
+        _assert_close(imported(x)[0], expected)
+    _assert_close(model(x)[0], jaxlstm.load_tflite(jaxlstm.export_tflite(model))(x)[0])
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_add_gru_errors_name_the_problem(rng):
+    weights = GRUWeights.from_torch(_random(rng, 3 * H, I), _random(rng, 3 * H, H))
+    builder = ModelBuilder()
+    with pytest.raises(ValueError, match=r"add_gru 'gru': x has shape \(1, -1, 4\) with a dynamic time dimension"):
+        builder.add_gru(builder.add_input("a", (1, -1, I)), weights, GRUOptions())
+    expected = r"input_to_update_weights has shape \(5, 4\), expected \(n_units=5, n_input=3\)"
+    with pytest.raises(ValueError, match=expected):
+        builder.add_gru(builder.add_input("b", (1, T, 3)), weights, GRUOptions())
+    with pytest.raises(ValueError, match="activation='SOFTPLUS' is not supported"):
+        builder.add_gru(builder.add_input("c", (1, T, I)), weights, GRUOptions(activation="SOFTPLUS"))

@@ -1,0 +1,142 @@
+"""jaxlstm.parity.compare: LiteRT vs jaxlstm vs a source model, on random and adversarial inputs.
+
+Sources here are independent of jaxlstm: the loop-based NumPy reference (tests/reference),
+with and without the cell clip, so the cell_clip=10 quirk is reproduced without TensorFlow
+(test_cli.py checks it on a real TFLiteConverter model).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxlstm import export_tflite
+from jaxlstm.model import ModelBuilder
+from jaxlstm.ops import LSTMOptions, LSTMWeights
+from jaxlstm.parity import ParityReport, compare
+from jaxlstm.parity.compare import DEFAULT_TOLERANCE, plot_errors
+from reference import np_lstm
+
+N_INPUT, N_CELL, TIME = 3, 8, 48  # 48 steps: long enough for |cell state| to pass 10
+
+
+def _weights(rng: np.random.Generator, n_input: int, n_cell: int, scale: float) -> LSTMWeights:
+    def normal(*shape):
+        return rng.normal(0.0, scale, shape).astype(np.float32)
+
+    return LSTMWeights.from_fused(normal(n_input, 4 * n_cell), normal(n_cell, 4 * n_cell), normal(4 * n_cell))
+
+
+def _lstm_model(weights: LSTMWeights, shape: tuple[int, ...], cell_clip: float):
+    b = ModelBuilder()
+    x = b.add_input("input", shape)
+    y = b.add_lstm(x, weights, LSTMOptions(cell_clip=cell_clip), name="lstm")
+    return b.build([y], output_names=["sequence"])
+
+
+@pytest.fixture(scope="module")
+def clipped():
+    """(.tflite bytes, weights) of one LSTM [1, 48, 3] -> [1, 48, 8] with cell_clip=10."""
+    weights = _weights(np.random.default_rng(0), N_INPUT, N_CELL, 0.5)
+    return export_tflite(_lstm_model(weights, (1, TIME, N_INPUT), cell_clip=10.0)), weights
+
+
+def _reference(weights: LSTMWeights, cell_clip: float):
+    return lambda x: np_lstm.unidirectional_sequence_lstm(x, weights, cell_clip=cell_clip)[0]
+
+
+def test_float_model_passes_on_every_case(clipped):
+    data, _ = clipped
+    report = compare(data)
+    assert isinstance(report, ParityReport)
+    assert report.passed and not report.hybrid and report.steps == TIME
+    assert [(e.case, e.pair, e.output) for e in report.errors] == [
+        (case, "jaxlstm vs litert", "sequence")
+        for case in ("random", "adversarial_flip", "adversarial_rotation")
+    ]
+    assert all(len(e.per_step) == TIME and e.tolerance == DEFAULT_TOLERANCE for e in report.errors)
+
+
+def test_source_with_the_same_clip_passes(clipped):
+    data, weights = clipped
+    report = compare(data, source=_reference(weights, cell_clip=10.0))
+    assert report.passed, report.format()
+    assert {e.pair for e in report.errors} == {"jaxlstm vs litert", "source vs litert", "source vs jaxlstm"}
+
+
+def test_unclipped_source_fails_on_adversarial_inputs_and_is_labelled_as_the_quirk(clipped):
+    data, weights = clipped
+    report = compare(data, source=_reference(weights, cell_clip=0.0))
+    assert not report.passed
+    by_case = {}
+    for e in report.errors:
+        by_case.setdefault(e.case, []).append(e)
+    # Random inputs keep |c| < 10 here, so the clip changes nothing.
+    assert all(e.passed for e in by_case["random"])
+    assert all(e.passed for e in report.errors if e.pair == "jaxlstm vs litert")
+    failed = [e for e in report.errors if not e.passed]
+    assert {e.case for e in failed} <= {"adversarial_flip", "adversarial_rotation"}
+    assert failed and all("cell_clip=10 quirk" in e.note for e in failed)
+    assert max(e.max_abs for e in failed) > 100 * DEFAULT_TOLERANCE  # far beyond rounding
+    assert report.notes and "FAIL (known quirk: cell_clip=10)" in report.format()
+
+
+def test_a_wrong_source_is_a_plain_failure(clipped):
+    data, weights = clipped
+    reference = _reference(weights, cell_clip=10.0)
+    report = compare(data, source=lambda x: reference(x) + 1e-3)
+    failed = [e for e in report.errors if not e.passed]
+    assert {e.pair for e in failed} == {"source vs litert", "source vs jaxlstm"}
+    assert not any(e.note for e in failed) and not report.notes
+
+
+def test_given_inputs_run_as_one_case(clipped):
+    data, weights = clipped
+    x = np.random.default_rng(1).normal(size=(1, TIME, N_INPUT)).astype(np.float32)
+    report = compare(data, inputs=[x], source=_reference(weights, cell_clip=10.0))
+    assert report.passed and report.steps is None
+    assert {e.case for e in report.errors} == {"given"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        pytest.param({"steps": 10}, "fixed time dimension of 48", id="steps_vs_static_time"),
+        pytest.param({"inputs": [np.zeros((1, 5, N_INPUT), np.float32)]}, "shape", id="input_shape"),
+        pytest.param({"inputs": [np.zeros((1, TIME, N_INPUT), np.float32)] * 2}, "takes 1 inputs", id="input_count"),
+    ],
+)
+def test_inputs_that_do_not_fit_the_model_raise(clipped, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        compare(clipped[0], **kwargs)
+
+
+def test_not_a_tflite_file_raises(tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(ValueError, match="not a .tflite file"):
+        compare(path)
+
+
+def test_hybrid_model_with_dynamic_time_meets_the_float_tolerance():
+    """int8 weights: jaxlstm emulates LiteRT's hybrid kernels, so 1e-5 still applies."""
+    weights = _weights(np.random.default_rng(2), 32, 32, 0.3)  # 32x32: quantized (>= 1024 elements)
+    model = _lstm_model(weights, (1, -1, 32), cell_clip=0.0)
+    report = compare(export_tflite(model, quantize="dynamic"), steps=12)
+    assert report.hybrid and report.steps == 12 and report.passed, report.format()
+    assert all(len(e.per_step) == 12 for e in report.errors)
+
+
+def test_accepts_a_model_object_and_reports_as_json_and_plot(tmp_path):
+    weights = _weights(np.random.default_rng(3), N_INPUT, 4, 0.5)
+    report = compare(_lstm_model(weights, (1, 6, N_INPUT), cell_clip=0.0), seed=5)
+    d = json.loads(json.dumps(report.to_dict()))
+    assert set(d) == {"passed", "hybrid", "steps", "notes", "errors"}
+    assert set(d["errors"][0]) == {
+        "case", "pair", "output", "max_abs", "max_rel", "tolerance", "passed", "per_step", "note"
+    }
+    assert d["passed"] is True and len(d["errors"]) == 3
+    plot_errors(report, tmp_path / "errors.png")
+    assert (tmp_path / "errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

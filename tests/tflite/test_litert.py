@@ -1,0 +1,118 @@
+"""Exported models in the LiteRT interpreter: outputs, state across invokes, dynamic shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from jaxlstm.parity.litert import run_litert, variable_tensors
+from jaxlstm.tflite import export_tflite, load_tflite
+from tests.tflite.models import bidirectional_lstm, stacked_lstm
+
+ATOL = 1e-5  # float32 kernels: LiteRT's GEMMs sum in another order (its own tests use 1e-5)
+
+EXPORTS = {
+    "float": {},
+    "hybrid_symmetric": {"quantize": "dynamic", "quantize_min_elements": 0},
+    "hybrid_asymmetric": {"quantize": "dynamic", "quantize_min_elements": 0, "asymmetric_quantize_inputs": True},
+}
+
+
+def _apply_twice(model, x):
+    """Our outputs for two invocations that share the state, like LiteRT without reset."""
+    state = model.init_state(x.shape[0])
+    runs = []
+    for _ in range(2):
+        outputs, state = model.apply(model.params, state, x)
+        runs.append([np.asarray(o) for o in outputs])
+    return runs
+
+
+def _max_error(ours, lite):
+    return max(float(np.max(np.abs(a - b))) for run_a, run_b in zip(ours, lite) for a, b in zip(run_a, run_b))
+
+
+@pytest.mark.parametrize("export", EXPORTS, ids=str)
+@pytest.mark.parametrize("make", [stacked_lstm, bidirectional_lstm], ids=["stacked", "bidirectional"])
+def test_state_carries_across_invokes_like_apply(make, export, rng):
+    """LiteRT keeps variable tensors from one invoke to the next; `apply` threads `state`."""
+    m = make(rng, batch=2, time=6)
+    data = export_tflite(m, **EXPORTS[export])
+    x = rng.normal(size=(2, 6, 5)).astype(np.float32) * 2
+    # Builtin kernels: XNNPACK ignores symmetric hybrid FULLY_CONNECTED (see below).
+    lite = run_litert(data, [x], invocations=2, reset=False, xnnpack=False)
+    assert np.max(np.abs(lite[0][0] - lite[1][0])) > 1e-3  # the second run saw the carried state
+    assert _max_error(_apply_twice(load_tflite(data), x), lite) <= ATOL
+
+
+def test_reset_all_variables_restarts_from_zero(rng):
+    m = stacked_lstm(rng, batch=2, time=6)
+    x = rng.normal(size=(2, 6, 5)).astype(np.float32)
+    first, second = run_litert(export_tflite(m), [x], invocations=2, reset=True)
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_allclose(first[0], m(x)[0], atol=ATOL)
+
+
+@pytest.mark.parametrize("batch_size", [None, 2], ids=["dynamic_batch", "static_batch"])
+def test_stateless_export_starts_every_invoke_from_zero(batch_size, rng):
+    m = stacked_lstm(rng)
+    data = export_tflite(m, stateful=False, batch_size=batch_size)
+    x = rng.normal(size=(2, 6, 5)).astype(np.float32)
+    first, second = run_litert(data, [x], invocations=2, reset=False)
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_allclose(first[0], m(x)[0], atol=ATOL)
+
+
+@pytest.mark.parametrize(("batch", "time"), [(1, 3), (3, 7)])
+def test_dynamic_batch_and_time(batch, time, rng):
+    """Inputs resize freely. Stateful: LiteRT checks NumElements(state) == batch * n, so the
+    variable tensors must be resized too (run_litert's state_batch); stateless exports size
+    their state from the input (FILL dims from SHAPE) and need nothing."""
+    m = stacked_lstm(rng)
+    x = rng.normal(size=(batch, time, 5)).astype(np.float32)
+    expected = np.asarray(m(x)[0])
+    (stateful,) = run_litert(export_tflite(m), [x], state_batch=batch)
+    (stateless,) = run_litert(export_tflite(m, stateful=False), [x])
+    np.testing.assert_allclose(stateful[0], expected, atol=ATOL)
+    np.testing.assert_allclose(stateless[0], expected, atol=ATOL)
+
+
+def test_stateful_batch_change_requires_resizing_the_state(rng):
+    data = export_tflite(stacked_lstm(rng))
+    assert [sig for _, sig in variable_tensors(data)] == [(-1, 8), (-1, 8), (-1, 6), (-1, 6)]
+    with pytest.raises(RuntimeError, match="NumElements"):
+        run_litert(data, [np.zeros((3, 4, 5), np.float32)])  # state left at batch 1
+
+
+def test_signature_runner(rng):
+    m = stacked_lstm(rng)
+    runner = Interpreter(model_content=export_tflite(m, stateful=False)).get_signature_runner("serving_default")
+    for batch, time in ((2, 5), (4, 3), (1, 8)):
+        x = rng.normal(size=(batch, time, 5)).astype(np.float32)
+        np.testing.assert_allclose(runner(input=x)["probabilities"], m(x)[0], atol=ATOL)
+
+
+@pytest.mark.parametrize("export", EXPORTS, ids=str)
+def test_round_trip_through_litert(export, rng):
+    """export(load(data)) runs in LiteRT with the same outputs as data."""
+    data = export_tflite(bidirectional_lstm(rng, batch=2, time=5), **EXPORTS[export])
+    again = export_tflite(load_tflite(data))
+    x = rng.normal(size=(2, 5, 5)).astype(np.float32)
+    for a, b in zip(run_litert(data, [x], invocations=2, reset=False), run_litert(again, [x], invocations=2, reset=False)):
+        np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_xnnpack_quantizes_hybrid_fully_connected_asymmetrically(rng):
+    """Known LiteRT behaviour: the XNNPACK delegate (on by default) runs hybrid
+    FULLY_CONNECTED with asymmetric input quantization whatever the op's option; jaxlstm
+    follows TFLite's builtin kernel. Asymmetric exports agree with both."""
+    m = stacked_lstm(rng, batch=2, time=4)
+    x = rng.normal(size=(2, 4, 5)).astype(np.float32)
+    for asymmetric in (False, True):
+        data = export_tflite(m, quantize="dynamic", quantize_min_elements=0, asymmetric_quantize_inputs=asymmetric)
+        ours = np.asarray(load_tflite(data)(x)[0])
+        ((builtin,),) = run_litert(data, [x], xnnpack=False)
+        ((delegated,),) = run_litert(data, [x])
+        np.testing.assert_allclose(builtin, ours, atol=ATOL)
+        assert (np.max(np.abs(delegated - ours)) <= ATOL) == asymmetric

@@ -1,0 +1,91 @@
+"""Acceptance: files made by tf.lite.TFLiteConverter from tf_keras LSTM models load and match LiteRT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jaxlstm.ops import QuantizedTensor
+from jaxlstm.parity.litert import run_litert
+from jaxlstm.tflite import export_tflite, load_tflite
+
+pytestmark = pytest.mark.slow  # TensorFlow import and four conversions: ~30 s
+
+BATCH, TIME, FEATURES, UNITS = 2, 6, 32, 32  # 32x32 weights reach the 1024-element quantization threshold
+FLOAT_ATOL = 1e-5  # LiteRT's float GEMMs sum in another order (its kernel tests use 1e-5)
+HYBRID_ATOL = 1e-5  # int8 products are exact; float scaling and activations differ by ulps
+
+
+def _keras_models():
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("tf_keras")
+    layers = keras.layers
+
+    def lstm():
+        x = inp = keras.Input((TIME, FEATURES), batch_size=BATCH)
+        x = layers.LSTM(UNITS, return_sequences=True)(x)
+        x = layers.LSTM(UNITS)(x)
+        return keras.Model(inp, layers.Dense(40, activation="softmax")(x))
+
+    def bidirectional():
+        x = inp = keras.Input((TIME, FEATURES), batch_size=BATCH)
+        x = layers.Bidirectional(layers.LSTM(UNITS, return_sequences=True))(x)
+        x = layers.Bidirectional(layers.LSTM(UNITS), merge_mode="sum")(x)
+        return keras.Model(inp, layers.Dense(4)(x))
+
+    files, models = {}, {}
+    for name, build in (("lstm", lstm), ("bidirectional", bidirectional)):
+        keras.utils.set_random_seed(0)
+        models[name] = build()
+        for quantized in (False, True):
+            converter = tf.lite.TFLiteConverter.from_keras_model(models[name])
+            if quantized:
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range int8 weights
+            files[f"{name}-{'dynamic_range' if quantized else 'float'}"] = converter.convert()
+    return files, models
+
+
+@pytest.fixture(scope="module")
+def converted():
+    return _keras_models()
+
+
+CASES = ["lstm-float", "lstm-dynamic_range", "bidirectional-float", "bidirectional-dynamic_range"]
+
+
+def _input(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(BATCH, TIME, FEATURES)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_converted_file_matches_litert_across_invokes(converted, name):
+    files, _ = converted
+    m = load_tflite(files[name])
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in m.opcodes
+    hybrid = name.endswith("dynamic_range")
+    assert any(isinstance(v, QuantizedTensor) for v in m.params.values()) == hybrid
+    x = _input(1)
+    lite = run_litert(files[name], [x], invocations=2, reset=False)  # state carries over
+    state = m.init_state()
+    for run in lite:
+        outputs, state = m.apply(m.params, state, x)
+        np.testing.assert_allclose(outputs[0], run[0], atol=HYBRID_ATOL if hybrid else FLOAT_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["lstm", "bidirectional"])
+def test_float_file_matches_keras(converted, name):
+    """An independent check of the whole chain: Keras itself (no clipping reached here)."""
+    files, models = converted
+    x = _input(2)
+    ours = load_tflite(files[f"{name}-float"])(x)[0]
+    np.testing.assert_allclose(ours, models[name](x).numpy(), atol=FLOAT_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_round_trip_runs_identically_in_litert(converted, name):
+    files, _ = converted
+    again = export_tflite(load_tflite(files[name]))
+    x = _input(3)
+    original = run_litert(files[name], [x], invocations=2, reset=False)
+    for a, b in zip(original, run_litert(again, [x], invocations=2, reset=False)):
+        np.testing.assert_array_equal(a[0], b[0])
