@@ -40,26 +40,27 @@ Call = tuple[Callable, tuple]  # a jitted function and its arguments
 # ----------------------------------------------------------------------------- timing
 
 
-def _run(call: Call):
+def jax_runner(call: Call) -> Callable[[], jax.Array]:
+    """A zero-argument function that runs `call` and waits for its result."""
     fn, args = call
-    return jax.block_until_ready(fn(*args))
+    return lambda: jax.block_until_ready(fn(*args))
 
 
-def time_interleaved(calls: dict[str, Call], reps: int, sample_s: float = 0.2) -> dict[str, dict]:
-    """Median ms per call of each entry of `calls`, timed round-robin.
+def time_interleaved(runners: dict[str, Callable[[], object]], reps: int, sample_s: float = 0.2) -> dict[str, dict]:
+    """Median ms per call of each synchronous zero-argument runner, timed round-robin.
 
-    Each call is warmed up, then every repetition times a batch of calls of each system in
+    Each runner is warmed up, then every repetition times a batch of calls of each system in
     turn (rotating the start), so machine load hits all systems alike.
 
     Returns:
       {name: {"median_ms", "min_ms", "samples_ms"}}.
     """
-    names = list(calls)
+    names = list(runners)
     batch = {}
     for name in names:
-        _run(calls[name])
+        runners[name]()
         start = time.perf_counter()
-        _run(calls[name])
+        runners[name]()
         once = time.perf_counter() - start
         batch[name] = max(1, int(sample_s / max(once, 1e-6)))
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -67,7 +68,7 @@ def time_interleaved(calls: dict[str, Call], reps: int, sample_s: float = 0.2) -
         for name in names[rep % len(names):] + names[: rep % len(names)]:
             start = time.perf_counter()
             for _ in range(batch[name]):
-                _run(calls[name])
+                runners[name]()
             samples[name].append((time.perf_counter() - start) / batch[name] * 1e3)
     return {
         name: {"median_ms": statistics.median(s), "min_ms": min(s), "samples_ms": s}
@@ -157,13 +158,12 @@ def forward_calls(shape: Shape) -> dict[str, Call]:
         "flax": (jax.jit(flax_forward_fn(shape[3])), (flax_params(w["kernel"], w["recurrent_kernel"], w["bias"]), x)),
         "keras": (jax.jit(keras_fn), (keras_values, x)),
     }
-    check_agreement(calls)
+    check_agreement({name: np.asarray(jax_runner(call)()) for name, call in calls.items()})
     return calls
 
 
-def check_agreement(calls: dict[str, Call], tol: float = AGREEMENT_TOL) -> None:
+def check_agreement(outputs: dict[str, np.ndarray], tol: float = AGREEMENT_TOL) -> None:
     """Raises if any system's output differs from the first one's by more than `tol`."""
-    outputs = {name: np.asarray(_run(call)) for name, call in calls.items()}
     first, reference = next(iter(outputs.items()))
     for name, y in outputs.items():
         err = float(np.max(np.abs(y - reference)))
@@ -186,7 +186,7 @@ def _lstm_cell_columns(z: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array
     return jax.nn.sigmoid(o) * jnp.tanh(c), c
 
 
-def _variant(mode: str, transposed: bool = False, unroll: int = 1, chunk: int = 1) -> Callable:
+def scan_variant(mode: str, transposed: bool = False, unroll: int = 1, chunk: int = 1) -> Callable:
     """A plain float LSTM written one way (for `--variants`): ``(k, r, b, x [B,T,I]) -> y``.
 
     mode: where the input projection x @ K happens:
@@ -268,7 +268,7 @@ VARIANTS = {
 def variant_calls(shape: Shape) -> dict[str, Call]:
     w = keras_layout_weights(shape)
     args = tuple(jnp.asarray(w[k]) for k in ("kernel", "recurrent_kernel", "bias", "x"))
-    return {name: (_variant(**spec), args) for name, spec in VARIANTS.items()}
+    return {name: (scan_variant(**spec), args) for name, spec in VARIANTS.items()}
 
 
 # ----------------------------------------------------------------------------- report
@@ -305,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         calls = forward_calls(shape)
         if args.variants:
             calls.update(variant_calls(shape))
-        rows.append({"shape": shape, "timings": time_interleaved(calls, reps)})
+        timings = time_interleaved({name: jax_runner(call) for name, call in calls.items()}, reps)
+        rows.append({"shape": shape, "timings": timings})
         print(format_table(rows[-1:], "jaxlstm"), flush=True)
     print(f"\nforward, ms per call (median of {reps} interleaved repetitions; ratio to jaxlstm)")
     print(format_table(rows, "jaxlstm"))

@@ -3,9 +3,17 @@
 from jaxlstm import ops as ops
 from jaxlstm.ops import *  # noqa: F401,F403  (the op functions and weight types, see ops.__all__)
 from jaxlstm.ops import __all__ as _ops_all
-from jaxlstm.tflite import export_tflite as export_tflite
-from jaxlstm.tflite import load_tflite as load_tflite
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The flatbuffer IO (flatbuffers, ai_edge_litert's schema) loads on first use, so that
+    # `import jaxlstm.ops` stays jax + numpy only.
+    if name in ("export_tflite", "load_tflite"):
+        from jaxlstm import tflite
+
+        return getattr(tflite, name)
+    raise AttributeError(f"module 'jaxlstm' has no attribute {name!r}")
 
 __all__ = ("ops", "__version__", "export_tflite", "load_tflite") + _ops_all

@@ -21,10 +21,10 @@ interrupted run never leaves a partial file. Exit code: 0, or 1 when a parity ch
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 
@@ -213,15 +213,12 @@ def plot(history: dict, parity: dict, path: str) -> None:
 
 
 def _write_atomic(path: str, write: Callable) -> None:
-    """Calls ``write(file)`` on a temporary file next to `path`, then renames it to `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=".jaxlstm-demo-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Calls ``write(file)`` on an in-memory file, then writes its bytes to `path` atomically."""
+    from jaxlstm.tflite._writer import write_atomic
+
+    buffer = io.BytesIO()
+    write(buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def _op_list(opcodes: list[str]) -> str:

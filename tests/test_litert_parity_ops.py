@@ -2,7 +2,8 @@
 
 Each case builds a one-operator model with `ModelBuilder`, exports it, invokes it twice in
 LiteRT without resetting (so the second run also checks the carried state), and compares
-with the `jaxlstm.ops` function applied twice with the state threaded through. Hybrid
+with the `jaxlstm.ops` function applied twice with the state threaded through, and with
+the exported file loaded back (`load_tflite`) and applied twice. Hybrid
 cases quantize the weights here with `quantize_symmetric` (TFLite's dynamic-range rule),
 independently of the exporter.
 
@@ -25,7 +26,7 @@ from jaxlstm import ops
 from jaxlstm.model import ModelBuilder
 from jaxlstm.ops import LSTMOptions, LSTMWeights, RNNOptions, RNNWeights, quantize_symmetric
 from jaxlstm.parity.litert import run_litert
-from jaxlstm.tflite import export_tflite
+from jaxlstm.tflite import export_tflite, load_tflite
 
 FLOAT_ATOL = 1e-5  # TFLite's float kernel tests use 1e-5: its GEMM sums in another order
 HYBRID_ATOL = 1e-5  # int8 dots are exact; float scaling and activations differ by ulps
@@ -64,14 +65,27 @@ def _is_diagonal(name, value):
     return name.startswith("recurrent") and np.ndim(value) == 1  # read as float by the kernel
 
 
+def _apply_twice(model, inputs):
+    state = model.init_state()
+    runs = []
+    for _ in range(2):
+        outputs, state = model.apply(model.params, state, *inputs)
+        runs.append(outputs)
+    return runs
+
+
 def _compare(family, model, inputs, reference, hybrid):
-    """Runs `model` twice in LiteRT and `reference()` (two lists of outputs); asserts parity."""
-    lite = run_litert(export_tflite(model), inputs, invocations=2, reset=False)
+    """Runs `model` twice in LiteRT, `reference()` (two lists of outputs) and the re-imported
+    file twice through `Model.apply`; asserts that both match LiteRT."""
+    data = export_tflite(model)
+    lite = run_litert(data, inputs, invocations=2, reset=False)
     with jax.disable_jit():  # eager is far cheaper than compiling each small case
         ours = reference()
+        imported = _apply_twice(load_tflite(data), inputs)
     err = max(
         float(np.max(np.abs(np.asarray(a) - b)))
-        for run_ours, run_lite in zip(ours, lite)
+        for runs in (ours, imported)
+        for run_ours, run_lite in zip(runs, lite, strict=True)
         for a, b in zip(run_ours, run_lite, strict=True)
     )
     key = f"{family} {hybrid or 'float'}"

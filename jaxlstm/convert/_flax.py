@@ -9,6 +9,10 @@ Layouts (SPEC_LAYOUTS §5), all kernels [in, H] used as ``x @ kernel``:
   [H, 4H] and ``dense_h.bias`` [4H], blocks i, f, g, o.
 * ``SimpleCell``: linen ``i`` (kernel + bias) and ``h`` (kernel); nnx ``dense_i`` and
   ``dense_h``. ``residual=True`` adds h to the pre-activation: folded in as R + I.
+* ``GRUCell`` (reset-after, gates r, z, n): linen ``ir, iz, in`` (kernel + bias), ``hr, hz``
+  (kernel) and ``hn`` (kernel + bias, inside the reset product); nnx ``dense_i`` [D, 3H]
+  with bias and ``dense_h`` [H, 3H] without. TFLite has no GRU operator: it is unrolled
+  into builtin operators (`ModelBuilder.add_gru`), which needs a static ``time_steps``.
 
 The carry of the LSTM cells is ``(c, h)``; the converted ops start from zero state, as
 ``nn.RNN`` does by default. Per-row ``seq_lengths`` have no fused equivalent.
@@ -24,11 +28,12 @@ import numpy as np
 
 from jaxlstm.convert import _gates, _graph
 from jaxlstm.model import Model, ModelBuilder
+from jaxlstm.ops.gru import GRUOptions, GRUWeights
 from jaxlstm.ops.lstm import LSTMOptions, LSTMWeights
 from jaxlstm.ops.rnn import RNNOptions, RNNWeights
 
 _LSTM_CELLS = ("LSTMCell", "OptimizedLSTMCell")
-_CELLS = (*_LSTM_CELLS, "SimpleCell")
+_CELLS = (*_LSTM_CELLS, "SimpleCell", "GRUCell")
 _GATE_LETTERS = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
 
 
@@ -64,8 +69,9 @@ def rnn_weights_from_flax(cell: Any, params: Any = None) -> tuple[RNNWeights, RN
 def from_flax(module: Any, params: Any = None, *, batch_size: int = 1, time_steps: int | None = None) -> Model:
     """Converts a flax recurrent module to a `Model` of TFLite fused ops.
 
-    * a cell (``LSTMCell``, ``OptimizedLSTMCell``, ``SimpleCell``): the cell run over the
-      sequence, like ``nn.RNN(cell)`` -> UNIDIRECTIONAL_SEQUENCE_LSTM / _RNN;
+    * a cell (``LSTMCell``, ``OptimizedLSTMCell``, ``SimpleCell``, ``GRUCell``): the cell
+      run over the sequence, like ``nn.RNN(cell)`` -> UNIDIRECTIONAL_SEQUENCE_LSTM / _RNN
+      (GRU: unrolled builtin operators);
     * ``RNN``: the same, with ``time_major``, ``reverse`` (REVERSE_V2 on the input) and
       ``keep_order`` (REVERSE_V2 on the output);
     * ``Bidirectional`` with the default concatenating ``merge_fn`` ->
@@ -75,14 +81,15 @@ def from_flax(module: Any, params: Any = None, *, batch_size: int = 1, time_step
       module: a linen or nnx module of the kinds above.
       params: the linen module's variables (``{"params": ...}``); None for nnx.
       batch_size: static batch of the input and state tensors (-1: dynamic, JAX only).
-      time_steps: static sequence length, or None for a dynamic one.
+      time_steps: static sequence length, or None for a dynamic one (not with GRUCell).
 
     Returns:
       A `Model` from ``input`` [B, T, D] (or [T, B, D] if time-major) to ``output``.
 
     Raises:
-      NotImplementedError: GRU/MGU cells (no fused op), custom gate or activation
-        functions, a custom ``merge_fn``, ``return_carry=True`` or a custom ``carry_init``.
+      NotImplementedError: MGU and other cells, custom gate or activation functions, a
+        custom ``merge_fn``, ``return_carry=True``, a custom ``carry_init``, or a GRUCell
+        without `time_steps`.
     """
     tree = _params(module, params)
     kind = type(module).__name__
@@ -105,7 +112,7 @@ def from_flax(module: Any, params: Any = None, *, batch_size: int = 1, time_step
         weights, options = _cell_weights(module.cell, tree["cell"])
         options = options.replace(time_major=time_major)
         b = ModelBuilder(batch_size)
-        x = b.add_input("input", _graph.input_shape(_n_input(weights), batch_size=batch_size,
+        x = b.add_input("input", _graph.input_shape(_graph.n_input(weights), batch_size=batch_size,
                                                     time_steps=time_steps, time_major=time_major))
         y = _graph.add_recurrent(b, x, weights, options, name="rnn", reverse=bool(module.reverse),
                                  keep_order=bool(module.keep_order))
@@ -123,7 +130,7 @@ def from_flax(module: Any, params: Any = None, *, batch_size: int = 1, time_step
             "fused op shares them. Workaround: use the same cell kind and functions in both."
         )
     b = ModelBuilder(batch_size)
-    x = b.add_input("input", _graph.input_shape(_n_input(fw), batch_size=batch_size,
+    x = b.add_input("input", _graph.input_shape(_graph.n_input(fw), batch_size=batch_size,
                                                 time_steps=time_steps, time_major=time_major))
     (y,) = _graph.add_bidirectional(b, x, fw, bw, fw_options.replace(time_major=time_major),
                                     name="bidirectional")
@@ -176,22 +183,20 @@ def _activation(fn: Any) -> str | None:
     return next((name for f, name in known.items() if f is fn), None)
 
 
-def _n_input(weights: LSTMWeights | RNNWeights) -> int:
-    return weights.n_input if isinstance(weights, LSTMWeights) else int(weights.input_weights.shape[1])
-
-
-def _cell_weights(cell: Any, p: dict) -> tuple[LSTMWeights | RNNWeights, LSTMOptions | RNNOptions]:
+def _cell_weights(cell: Any, p: dict) -> tuple[_graph.Weights, _graph.Options]:
     kind = type(cell).__name__
     what = f"flax {kind}"
     if kind not in _CELLS:
         raise NotImplementedError(
-            f"{what} has no TFLite fused op (TFLite fuses only LSTM and simple RNN cells). "
-            "Workaround: use LSTMCell, OptimizedLSTMCell or SimpleCell."
+            f"{what} has no conversion (supported cells: {_CELLS}). "
+            f"Workaround: use one of {_CELLS}."
         )
     default_carry_init = None if _is_nnx(cell) else _default(cell, "carry_init")
     if getattr(cell, "carry_init", default_carry_init) is not default_carry_init:
         raise NotImplementedError(f"{what}: a custom carry_init is not supported; the fused ops "
                                   "start from zero state. Workaround: use the default zeros.")
+    if kind == "GRUCell":
+        return _gru_cell_weights(cell, p, what)
     table = _gates.LSTM_ACTIVATIONS if kind in _LSTM_CELLS else _gates.RNN_ACTIVATIONS
     act = _gates.fused_activation(_activation(cell.activation_fn), table, what,
                                   f"use one of {sorted(table)} as activation_fn")
@@ -215,3 +220,18 @@ def _cell_weights(cell: Any, p: dict) -> tuple[LSTMWeights | RNNWeights, LSTMOpt
         fields[f"recurrent_to_{gate}_weights"] = p[f"h{letter}"]["kernel"].T
         fields[f"{gate}_gate_bias"] = p[f"h{letter}"]["bias"]
     return LSTMWeights(**fields), LSTMOptions(act)
+
+
+def _gru_cell_weights(cell: Any, p: dict, what: str) -> tuple[GRUWeights, GRUOptions]:
+    table = _gates.GRU_ACTIVATIONS
+    activations = {
+        option: _gates.fused_activation(_activation(getattr(cell, attribute)), table, f"{what} ({attribute})",
+                                        f"use one of {sorted(table)} as {attribute}")
+        for option, attribute in (("activation", "activation_fn"), ("recurrent_activation", "gate_fn"))
+    }
+    if "dense_i" in p:  # nnx: packed r, z, n without a recurrent bias
+        weights = GRUWeights.from_packed(p["dense_i"]["kernel"].T, p["dense_h"]["kernel"].T,
+                                         p["dense_i"]["bias"], None, "rzn")
+    else:
+        weights = GRUWeights.from_flax_linen(p)
+    return weights, GRUOptions(reset_after=True, **activations)

@@ -23,6 +23,8 @@ _LETTER_GATES = dict(zip("ifco", GATES))
 # LSTM excludes NONE: the upstream float kernel leaves h = o * g for it (SPEC §6.6).
 LSTM_ACTIVATIONS = {"tanh": "TANH", "relu": "RELU", "relu6": "RELU6"}
 RNN_ACTIVATIONS = {**LSTM_ACTIVATIONS, "linear": "NONE"}
+# GRU activations (candidate and gates): those `ModelBuilder.add_gru` has builtin operators for.
+GRU_ACTIVATIONS = {**RNN_ACTIVATIONS, "sigmoid": "SIGMOID"}
 
 
 def as_float32(value: Any) -> np.ndarray:

@@ -1,15 +1,20 @@
-"""ModelBuilder recipes shared by the converters: directions, bidirectional merges, one-layer models."""
+"""ModelBuilder recipes shared by the converters: directions, bidirectional merges, one-layer models.
+
+LSTM and RNN layers become TFLite's fused operators; GRU layers (no TFLite operator) are
+unrolled into builtin operators by `ModelBuilder.add_gru`, which needs a static time length.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from jaxlstm.model import Model, ModelBuilder, Ref
+from jaxlstm.ops.gru import GRUOptions, GRUWeights
 from jaxlstm.ops.lstm import LSTMOptions, LSTMWeights
 from jaxlstm.ops.rnn import RNNOptions, RNNWeights
 
-Weights = LSTMWeights | RNNWeights
-Options = LSTMOptions | RNNOptions
+Weights = LSTMWeights | RNNWeights | GRUWeights
+Options = LSTMOptions | RNNOptions | GRUOptions
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 
@@ -24,7 +29,7 @@ def add_recurrent(
     keep_order: bool = False,
     return_sequences: bool = True,
 ) -> Ref:
-    """One UNIDIRECTIONAL_SEQUENCE_LSTM / _RNN layer over `x`.
+    """One UNIDIRECTIONAL_SEQUENCE_LSTM / _RNN layer (or an unrolled GRU) over `x`.
 
     Args:
       reverse: process the sequence from the last step to the first (REVERSE_V2 on the
@@ -33,6 +38,10 @@ def add_recurrent(
         otherwise they stay in processing order.
       return_sequences: False keeps only the last processed step (STRIDED_SLICE).
     """
+    if isinstance(weights, GRUWeights):
+        _check_static_time(x, options, name)
+        return b.add_gru(x, weights, options, reverse=reverse, keep_order=keep_order,
+                         return_sequences=return_sequences, name=name)
     t_axis = 0 if options.time_major else 1
     if reverse:
         x = b.add_reverse(x, t_axis, name=f"{name}/reverse_input")
@@ -58,10 +67,11 @@ def add_bidirectional(
 ) -> list[Ref]:
     """One bidirectional layer, merged as Keras' ``Bidirectional``.
 
-    Emits BIDIRECTIONAL_SEQUENCE_LSTM / _RNN, whose backward outputs are time-aligned with
-    the input (bw[t] has seen x[t:]). ``concat`` of full sequences is the op's own
-    ``merge_outputs``; the other modes use its two outputs and glue: ADD (sum), MUL (mul),
-    ADD then MUL by 0.5 (ave), CONCATENATION (concat), or nothing (None: two outputs).
+    Emits BIDIRECTIONAL_SEQUENCE_LSTM / _RNN (GRU: two unrolled directions), whose backward
+    outputs are time-aligned with the input (bw[t] has seen x[t:]). ``concat`` of full
+    sequences is the op's own ``merge_outputs``; the other modes use its two outputs and
+    glue: ADD (sum), MUL (mul), ADD then MUL by 0.5 (ave), CONCATENATION (concat), or
+    nothing (None: two outputs).
     Without `return_sequences` the forward part is the last step and the backward part is
     step 0 (the backward pass's final state). Two LiteRT limits of the LSTM op are avoided:
 
@@ -80,7 +90,12 @@ def add_bidirectional(
         raise NotImplementedError(
             f"{name}: merge mode {merge_mode!r} is not supported; use one of {MERGE_MODES}"
         )
-    if not isinstance(fw, LSTMWeights):
+    if isinstance(fw, GRUWeights):  # add_gru slices the last steps itself
+        merged = False
+        outs = [add_recurrent(b, x, fw, options, name=f"{name}/fw", return_sequences=return_sequences),
+                add_recurrent(b, x, bw, options, name=f"{name}/bw", reverse=True, keep_order=True,
+                              return_sequences=return_sequences)]
+    elif isinstance(fw, RNNWeights):
         merged = merge_mode == "concat" and return_sequences
         outs = b.add_bidirectional_rnn(x, fw, bw, options, merge_outputs=merged, name=name)
     elif (fw.n_cell, fw.n_output) != (bw.n_cell, bw.n_output):
@@ -93,7 +108,7 @@ def add_bidirectional(
     if merged:
         return outs
     y_fw, y_bw = outs
-    if not return_sequences:
+    if not return_sequences and not isinstance(fw, GRUWeights):
         y_fw = b.add_time_step(y_fw, -1, options.time_major, name=f"{name}/fw_last_step")
         y_bw = b.add_time_step(y_bw, 0, options.time_major, name=f"{name}/bw_last_step")
     if merge_mode is None:
@@ -107,6 +122,21 @@ def add_bidirectional(
         half = b.add_constant(f"{name}/half", np.full((1,), 0.5, np.float32))
         y = b.add_binary("MUL", y, half, name=f"{name}/ave")
     return [y]
+
+
+def _check_static_time(x: Ref, options: GRUOptions, name: str) -> None:
+    time = x.shape[0 if options.time_major else 1]
+    if time < 1:
+        raise NotImplementedError(
+            f"GRU layer {name!r}: the input {x.shape} has a dynamic time dimension, but TFLite has "
+            "no GRU operator and the GRU is unrolled over a fixed number of steps. Workaround: pass "
+            "a fixed sequence length (time_steps=T, or declare the model input with T steps)."
+        )
+
+
+def n_input(weights: Weights) -> int:
+    """The input size of one direction's weights."""
+    return int(weights.input_weights.shape[1]) if isinstance(weights, RNNWeights) else weights.n_input
 
 
 def input_shape(n_input: int, *, batch_size: int, time_steps: int | None, time_major: bool) -> tuple[int, ...]:
@@ -124,8 +154,7 @@ def single_layer_model(
     name: str,
 ) -> Model:
     """A model running one cell over a sequence: input [B, T, n_input] -> output [B, T, n_output]."""
-    n_input = weights.n_input if isinstance(weights, LSTMWeights) else int(weights.input_weights.shape[1])
     b = ModelBuilder(batch_size)
-    x = b.add_input("input", input_shape(n_input, batch_size=batch_size, time_steps=time_steps,
+    x = b.add_input("input", input_shape(n_input(weights), batch_size=batch_size, time_steps=time_steps,
                                         time_major=options.time_major))
     return b.build([add_recurrent(b, x, weights, options, name=name)], ["output"])

@@ -6,6 +6,8 @@ only initializes it). SimpleRNN: ``kernel`` [n_input, H], ``recurrent_kernel`` [
 ``bias`` [H]. The fused ops run the layer exactly when its activation is tanh, relu or
 relu6 (SimpleRNN also linear) and, for LSTM, the recurrent activation is sigmoid.
 No cell clip is added (TensorFlow's converter writes cell_clip=10; Keras never clips).
+GRU: ``kernel`` [n_input, 3H], ``recurrent_kernel`` [H, 3H], blocks z, r, h; ``bias``
+[2, 3H] (input side, recurrent side) with ``reset_after`` (the default), else [3H].
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import numpy as np
 
 from jaxlstm.convert import _gates, _graph
 from jaxlstm.model import Model, ModelBuilder, Ref
+from jaxlstm.ops.gru import GRUOptions, GRUWeights
 from jaxlstm.ops.lstm import LSTMOptions
 from jaxlstm.ops.rnn import RNNOptions, RNNWeights
 
-_RECURRENT = ("LSTM", "SimpleRNN")
+_RECURRENT = ("LSTM", "SimpleRNN", "GRU")
 # Dense activations LiteRT's FULLY_CONNECTED fuses (its float kernel rejects TANH), and
 # those that need an op of their own.
 _DENSE_ACTIVATIONS = {"linear": "NONE", "relu": "RELU", "relu6": "RELU6"}
@@ -32,7 +35,7 @@ _SKIPPED = ("InputLayer", "Dropout")  # no effect at inference
 _SUPPORTED = (*_RECURRENT, "Bidirectional", "Dense", *_SKIPPED)
 # Group names inside model.weights.h5: the snake_case class name, numbered per class
 # in config order (keras/src/saving/saving_lib.py, _save_container_state).
-_H5_NAMES = {"LSTM": "lstm", "SimpleRNN": "simple_rnn", "Bidirectional": "bidirectional",
+_H5_NAMES = {"LSTM": "lstm", "SimpleRNN": "simple_rnn", "GRU": "gru", "Bidirectional": "bidirectional",
              "Dense": "dense", "Dropout": "dropout", "InputLayer": "input_layer"}
 
 
@@ -50,7 +53,7 @@ class _Layer:
         return self.config.get("name", self.class_name.lower())
 
 
-def from_keras(obj: Any, *, batch_size: int = 1) -> Model:
+def from_keras(obj: Any, *, batch_size: int = 1, time_steps: int | None = None) -> Model:
     """Converts a Keras recurrent layer or model to a `Model` of TFLite fused ops.
 
     Accepts a Keras 3 or tf_keras layer, a ``Sequential``, a functional model whose
@@ -60,7 +63,11 @@ def from_keras(obj: Any, *, batch_size: int = 1) -> Model:
     * ``LSTM`` / ``SimpleRNN`` -> UNIDIRECTIONAL_SEQUENCE_LSTM / _RNN (time_major as the
       tf_keras layer says); ``go_backwards`` -> REVERSE_V2 on the input (outputs stay in
       processing order, like Keras); ``return_sequences=False`` -> STRIDED_SLICE.
-    * ``Bidirectional`` -> BIDIRECTIONAL_SEQUENCE_LSTM / _RNN; merge_mode concat ->
+    * ``GRU`` (reset_after True or False) -> `ModelBuilder.add_gru`: TFLite has no GRU
+      operator, so the layer is unrolled into builtin operators over a static number of
+      time steps (the model's declared input length, or `time_steps`).
+    * ``Bidirectional`` -> BIDIRECTIONAL_SEQUENCE_LSTM / _RNN (GRU: two unrolled
+      directions); merge_mode concat ->
       ``merge_outputs`` (a CONCATENATION for batch-major LSTMs, whose merged LiteRT kernel
       is wrong past batch row 0), None -> two model outputs, sum / mul / ave -> ADD / MUL.
     * ``Dense`` -> FULLY_CONNECTED (activation linear, relu, relu6 fused; softmax, tanh,
@@ -71,6 +78,9 @@ def from_keras(obj: Any, *, batch_size: int = 1) -> Model:
       obj: a Keras layer or model, or a path to a ``.keras`` file.
       batch_size: the static batch of the input and of the state tensors (TFLite variable
         tensors need one); -1 keeps it dynamic (runs in JAX, not exportable).
+      time_steps: the static sequence length, for a model that declares none (a bare
+        layer, or ``keras.Input((None, n_input))``); None keeps the declared one. A GRU
+        needs one of the two.
 
     Returns:
       A `Model` with input ``input`` [B, T, n_input] ([T, B, n_input] when the first
@@ -79,13 +89,15 @@ def from_keras(obj: Any, *, batch_size: int = 1) -> Model:
     Raises:
       NotImplementedError: a layer or option the fused ops cannot express (masking,
         stateful, return_state, non-sigmoid recurrent activation, other activations,
-        unknown layer types, non-chain topologies); the message names a workaround.
+        unknown layer types, non-chain topologies, a GRU over a dynamic time length);
+        the message names a workaround.
+      ValueError: `time_steps` contradicts the model's declared sequence length.
     """
     layers, shape = _read(obj)
     recurrent = [_inner_config(layer) for layer in layers if layer.class_name in (*_RECURRENT, "Bidirectional")]
     time_major = bool(recurrent and recurrent[0].get("time_major", False))
     b = ModelBuilder(batch_size)
-    x: Ref | list[Ref] = b.add_input("input", _input_shape(shape, layers, batch_size, time_major))
+    x: Ref | list[Ref] = b.add_input("input", _input_shape(shape, layers, batch_size, time_steps, time_major))
     for layer in layers:
         if layer.class_name in _SKIPPED:
             continue
@@ -229,20 +241,27 @@ def _declared_input_shape(layer_configs: list[dict]) -> tuple | None:
     return None if shape is None else tuple(shape)
 
 
-def _input_shape(shape: tuple | None, layers: list[_Layer], batch_size: int, time_major: bool) -> tuple:
+def _input_shape(
+    shape: tuple | None, layers: list[_Layer], batch_size: int, time_steps: int | None, time_major: bool
+) -> tuple:
     first = next((layer for layer in layers if layer.class_name not in _SKIPPED), None)
     if first is None:
         raise NotImplementedError("the model has no layer to convert")
     n_input = first.weights[0].shape[0] if first.weights else None
-    time = -1
+    time = None
     if shape is not None and len(shape) == 3:
         time = shape[0 if time_major else 1]
         n_input = shape[2] if n_input is None else n_input
+    if time_steps is not None:
+        if time is not None and time != time_steps:
+            raise ValueError(f"time_steps={time_steps} but the model declares {time} time steps "
+                             f"(input shape {shape})")
+        time = time_steps
     if n_input is None:
         raise ValueError(f"cannot tell the input size of layer {first.name!r}: it has no weights "
                          "and the model declares no input shape")
     return _graph.input_shape(int(n_input), batch_size=batch_size,
-                              time_steps=-1 if time is None else int(time), time_major=time_major)
+                              time_steps=None if time is None else int(time), time_major=time_major)
 
 
 # ----------------------------------------------------------------------------- layers
@@ -278,16 +297,21 @@ def _activation_name(value: Any) -> Any:
 
 
 def _recurrent_weights(layer_name: str, kind: str, config: dict, weights: list[np.ndarray]):
-    """(weights, options) of one LSTM / SimpleRNN layer after checking every option."""
+    """(weights, options) of one LSTM / SimpleRNN / GRU layer after checking every option."""
     what = f"{kind} layer {layer_name!r}"
+    if kind == "GRU":
+        streaming = "build the streaming model with ModelBuilder.add_gru(..., stateful=True)"
+    else:
+        streaming = "TFLite's variable state tensors already persist across invokes until reset_all_variables()"
     for option, workaround in (
-        ("stateful", "convert a stateful=False copy; TFLite's variable state tensors already "
-                     "persist across invokes until reset_all_variables()"),
+        ("stateful", f"convert a stateful=False copy; {streaming}"),
         ("return_state", "set return_state=False; the final h is the last output step "
                          "(the cell state is not an output of the fused op)"),
     ):
         if config.get(option):
             raise NotImplementedError(f"{what}: {option}=True is not supported. Workaround: {workaround}.")
+    if kind == "GRU":
+        return _gru_weights(what, config, weights)
     table = _gates.LSTM_ACTIVATIONS if kind == "LSTM" else _gates.RNN_ACTIVATIONS
     act = _gates.fused_activation(
         _activation_name(config.get("activation", "tanh")), table, what,
@@ -312,6 +336,20 @@ def _recurrent_weights(layer_name: str, kind: str, config: dict, weights: list[n
     return weights, LSTMOptions(act, time_major=time_major)
 
 
+def _gru_weights(what: str, config: dict, weights: list[np.ndarray]) -> tuple[GRUWeights, GRUOptions]:
+    """(weights, options) of a GRU layer: kernel, recurrent_kernel and (use_bias) bias."""
+    table = _gates.GRU_ACTIVATIONS
+    activations = {
+        option: _gates.fused_activation(_activation_name(config.get(option, default)), table,
+                                        f"{what} ({option})", f"retrain with one of {sorted(table)}")
+        for option, default in (("activation", "tanh"), ("recurrent_activation", "sigmoid"))
+    }
+    reset_after = bool(config.get("reset_after", True))
+    kernel, recurrent_kernel, *bias = weights
+    options = GRUOptions(reset_after=reset_after, time_major=bool(config.get("time_major", False)), **activations)
+    return GRUWeights.from_keras(kernel, recurrent_kernel, bias[0] if bias else None, reset_after), options
+
+
 def _convert_recurrent(b: ModelBuilder, x: Ref, layer: _Layer) -> Ref:
     weights, options = _recurrent_weights(layer.name, layer.class_name, layer.config, layer.weights)
     return _graph.add_recurrent(
@@ -331,8 +369,8 @@ def _convert_bidirectional(b: ModelBuilder, x: Ref, layer: _Layer) -> Ref | list
     kind = fw_config["class_name"]
     if kind not in _RECURRENT or bw_config["class_name"] != kind:
         raise NotImplementedError(
-            f"Bidirectional {layer.name!r} wraps {kind} / {bw_config['class_name']}; only LSTM or "
-            "SimpleRNN in both directions have a fused op. Workaround: use LSTM or SimpleRNN."
+            f"Bidirectional {layer.name!r} wraps {kind} / {bw_config['class_name']}; only LSTM, "
+            "SimpleRNN or GRU in both directions convert. Workaround: use one of them in both."
         )
     fw_cfg, bw_cfg = fw_config["config"], bw_config["config"]
     if fw_cfg.get("go_backwards") or not bw_cfg.get("go_backwards"):
@@ -381,6 +419,7 @@ def _convert_unknown(b: ModelBuilder, x: Ref, layer: _Layer) -> Ref:
 _CONVERTERS = {
     "LSTM": _convert_recurrent,
     "SimpleRNN": _convert_recurrent,
+    "GRU": _convert_recurrent,
     "Bidirectional": _convert_bidirectional,
     "Dense": _convert_dense,
 }

@@ -1,11 +1,12 @@
-"""PyTorch ``nn.LSTM`` / ``nn.RNN`` -> a `Model` of TFLite fused ops.
+"""PyTorch ``nn.LSTM`` / ``nn.RNN`` / ``nn.GRU`` -> a `Model` of TFLite fused ops (GRU unrolled).
 
 Layout (SPEC_LAYOUTS §6), per layer k and direction (suffix ``_reverse`` backward):
 ``weight_ih_l{k}`` [G*H, D_k] and ``weight_hh_l{k}`` [G*H, P] used as ``W @ x`` (TFLite's
 layout already), ``bias_ih_l{k}`` + ``bias_hh_l{k}`` [G*H] (summed: the op has one bias),
 and with ``proj_size`` P > 0 ``weight_hr_l{k}`` [P, H] (= TFLite projection_weights, no
 projection bias, no clipping). LSTM blocks are i, f, g, o (G = 4); RNN has G = 1 with
-tanh or relu. D_k is the input size for k = 0, else num_directions * (P or H).
+tanh or relu. GRU blocks are r, z, n (G = 3) with both biases kept apart (``bias_hh``'s
+n block sits inside the reset gate's product). D_k is the input size for k = 0, else num_directions * (P or H).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from jaxlstm.convert import _gates, _graph
 from jaxlstm.model import Model, ModelBuilder
+from jaxlstm.ops.gru import GRUOptions, GRUWeights
 from jaxlstm.ops.lstm import LSTMOptions
 from jaxlstm.ops.rnn import RNNOptions, RNNWeights
 
@@ -30,28 +32,30 @@ def from_torch(
     batch_size: int = 1,
     time_steps: int | None = None,
 ) -> Model:
-    """Converts ``torch.nn.LSTM`` / ``torch.nn.RNN`` (or its state dict) to fused ops.
+    """Converts ``torch.nn.LSTM`` / ``nn.RNN`` / ``nn.GRU`` (or its state dict) to fused ops.
 
     Each layer becomes one UNIDIRECTIONAL_SEQUENCE_LSTM / _RNN, or with
     ``bidirectional=True`` one BIDIRECTIONAL_SEQUENCE_LSTM / _RNN with ``merge_outputs``
-    ([fw | bw] on the feature axis, like PyTorch). Only the output sequence is produced
+    ([fw | bw] on the feature axis, like PyTorch). TFLite has no GRU operator: each GRU
+    direction is unrolled into builtin operators (`ModelBuilder.add_gru`), which needs a
+    static `time_steps`. Only the output sequence is produced
     (no h_n / c_n); the state starts at zero (no ``(h_0, c_0)`` argument). Inter-layer
     dropout is training-only and ignored.
 
     Args:
-      module_or_state_dict: an ``nn.LSTM`` / ``nn.RNN``, or its ``state_dict()`` (the kind,
+      module_or_state_dict: an ``nn.LSTM`` / ``nn.RNN`` / ``nn.GRU``, or its ``state_dict()`` (the kind,
         layer count, directions and projection are read from the tensor names and shapes).
       batch_first: for a state dict: the input layout (default False, [T, B, D] like
         PyTorch). A module carries its own.
       nonlinearity: for an RNN state dict: "tanh" (default) or "relu".
       batch_size: static batch of the input and state tensors (-1: dynamic, JAX only).
-      time_steps: static sequence length, or None for a dynamic one.
+      time_steps: static sequence length, or None for a dynamic one (LSTM / RNN only).
 
     Returns:
       A `Model` from ``input`` ([T, B, D], or [B, T, D] if batch_first) to ``output``.
 
     Raises:
-      NotImplementedError: ``nn.GRU`` (TFLite has no fused GRU).
+      NotImplementedError: a GRU without `time_steps`, or another module type.
       ValueError: a state dict with missing or inconsistent tensors.
     """
     state, batch_first, nonlinearity = _read(module_or_state_dict, batch_first, nonlinearity)
@@ -62,6 +66,8 @@ def from_torch(
     time_major = not batch_first
     if kind == "LSTM":
         options = LSTMOptions("TANH", time_major=time_major)
+    elif kind == "GRU":
+        options = GRUOptions(time_major=time_major)
     else:
         activation = _gates.fused_activation(
             nonlinearity, _NONLINEARITIES, "torch nn.RNN", "use nonlinearity='tanh' or 'relu'")
@@ -88,7 +94,7 @@ def _read(obj: Any, batch_first: bool | None, nonlinearity: str | None) -> tuple
             raise TypeError("batch_first / nonlinearity are read from the module; pass them only "
                             "with a state dict")
         kind = type(obj).__name__
-        if kind not in ("LSTM", "RNN"):
+        if kind not in ("LSTM", "RNN", "GRU"):
             _unsupported(kind)
         return _numpy(obj.state_dict()), bool(obj.batch_first), getattr(obj, "nonlinearity", "tanh")
     return _numpy(obj), bool(batch_first), nonlinearity or "tanh"
@@ -105,8 +111,8 @@ def _numpy(state: Any) -> dict[str, np.ndarray]:
 
 def _unsupported(kind: str) -> None:
     raise NotImplementedError(
-        f"torch {kind} has no TFLite fused op (TFLite fuses only LSTM and RNN). "
-        "Workaround: use nn.LSTM / nn.RNN, or export through another path."
+        f"torch {kind} has no conversion (supported: nn.LSTM, nn.RNN, nn.GRU). "
+        "Workaround: use one of them, or export through another path."
     )
 
 
@@ -119,8 +125,6 @@ def _kind(state: dict[str, np.ndarray]) -> str:
     if kind is None:
         raise ValueError(f"weight_hh_l0 has shape {(rows, cols)}: expected [G * H, H] with G = 4 "
                          "(LSTM), 1 (RNN) or 3 (GRU)")
-    if kind == "GRU":
-        _unsupported("GRU")
     return kind
 
 
@@ -130,6 +134,8 @@ def _direction(state: dict[str, np.ndarray], kind: str, suffix: str):
         w_ih, w_hh = state[f"weight_ih{suffix}"], state[f"weight_hh{suffix}"]
     except KeyError as e:
         raise ValueError(f"state dict lacks {e.args[0]}") from None
+    if kind == "GRU":
+        return GRUWeights.from_torch(w_ih, w_hh, state.get(f"bias_ih{suffix}"), state.get(f"bias_hh{suffix}"))
     zeros = np.zeros(w_ih.shape[0], np.float32)  # bias=False
     bias = state.get(f"bias_ih{suffix}", zeros) + state.get(f"bias_hh{suffix}", zeros)
     if kind == "RNN":

@@ -77,11 +77,12 @@ class ModelBuilder:
         return ref
 
     def add_constant(self, name: str, value: Any) -> Ref:
-        """A constant tensor: a float/int array or a `QuantizedTensor` (int8 weights)."""
+        """A constant tensor: a float/int array or a `QuantizedTensor` (int8 weights; a
+        per-channel scale broadcasts against the values, e.g. [n_out, 1])."""
         if isinstance(value, QuantizedTensor):
-            return self._add_tensor(
-                Tensor(name, value.shape, "int8", scale=float(np.asarray(value.scale))), value
-            )
+            scale = np.asarray(value.scale, np.float32)
+            scale = float(scale) if scale.size == 1 else tuple(scale.ravel().tolist())
+            return self._add_tensor(Tensor(name, value.shape, "int8", scale=scale), value)
         value = np.asarray(value)
         return self._add_tensor(Tensor(name, value.shape, value.dtype.name), value)
 

@@ -191,10 +191,16 @@ def _fused(op: Operator, x: jax.Array) -> jax.Array:
     return activation(op.option("fused_activation_function", "NONE"))(x)
 
 
+_FULLY_CONNECTED_ACTIVATIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6")
+
+
 @kernel("FULLY_CONNECTED")
 def _fully_connected(op: Operator, args: list):
     x, w = args[0], args[1]
     b = args[2] if len(args) > 2 else None
+    act = op.option("fused_activation_function", "NONE")
+    if act not in _FULLY_CONNECTED_ACTIVATIONS:  # fully_connected.cc Prepare
+        raise ValueError(f"FULLY_CONNECTED supports fused activations {_FULLY_CONNECTED_ACTIVATIONS}, got {act!r}")
     n_in = w.shape[-1]
     rows = x.reshape(-1, n_in)
     if isinstance(w, QuantizedTensor):  # per-tensor or per-channel (one scale per row)
@@ -331,13 +337,6 @@ def _gather(op: Operator, args: list):
         raise NotImplementedError("GATHER with batch_dims != 0 is not supported")
     return [jnp.take(_dense(args[0]), args[1], axis=op.option("axis", 0))], {}
 
-
-@kernel("QUANTIZE")
-def _quantize(op: Operator, args: list):
-    raise NotImplementedError(
-        "QUANTIZE to int8 activations (full-integer quantization) is not supported; "
-        "convert with float weights or dynamic-range quantization (int8 weights only)"
-    )
 
 
 @kernel("SPLIT")

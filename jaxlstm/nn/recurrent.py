@@ -1,7 +1,7 @@
 """Flax NNX recurrent layers whose parameters are the weights of TFLite's fused ops.
 
 Each layer keeps `nnx.Param`s named exactly like the fields of `LSTMWeights` / `RNNWeights`
-(TFLite's tensor names) and its ``__call__`` runs the `jaxlstm.ops` function of the operator
+/ `GRUWeights` (TFLite's tensor names) and its ``__call__`` runs the `jaxlstm.ops` function of the operator
 it exports to, so a trained layer *is* the reference for its exported model::
 
     layer = LSTM(8, 64, rngs=nnx.Rngs(0))
@@ -13,6 +13,9 @@ Initialization follows Keras: the packed input kernel [n_input, G * n_cell] is g
 the packed recurrent kernel [n_output, G * n_cell] orthogonal, biases are zero except the
 forget gate's, which is one with ``unit_forget_bias`` (G = 4 gates, 3 under CIFG); the
 packed matrices are then split per gate and transposed to TFLite's [n_cell, k] layout.
+GRU layers (no TFLite operator; exported unrolled into builtin operators by
+`ModelBuilder.add_gru`) initialize like Keras ``GRU``: glorot-uniform / orthogonal kernels,
+zero biases.
 Projection weights are glorot-uniform, peephole weights glorot-uniform over [n_cell] (as TF1
 ``LSTMCell``, limit sqrt(3 / n_cell)), layer-norm coefficients one.
 
@@ -46,6 +49,7 @@ from flax import nnx
 
 from jaxlstm.model import Model, ModelBuilder, Ref
 from jaxlstm.ops._activations import ACTIVATION_CODES
+from jaxlstm.ops.gru import GRU_ACTIVATIONS, GRU_GATES, GRUOptions, GRUWeights, gru
 from jaxlstm.ops.lstm import (
     GATES,
     LSTM_ACTIVATIONS,
@@ -72,6 +76,7 @@ LSTM_PARAM_NAMES = tuple(
     f.name for f in dataclasses.fields(LSTMWeights) if not f.name.startswith("aux_")
 )
 RNN_PARAM_NAMES = ("input_weights", "recurrent_weights", "bias")
+GRU_PARAM_NAMES = tuple(f.name for f in dataclasses.fields(GRUWeights))
 
 
 # ----------------------------------------------------------------------------- running
@@ -96,6 +101,16 @@ _LSTM = _Family(
 _RNN = _Family(
     unidirectional_sequence_rnn, rnn, lambda w, batch: jnp.zeros((batch, w.n_units), jnp.float32), jnp.asarray
 )
+
+
+
+def _gru_step(x_t: jax.Array, weights: GRUWeights, h: jax.Array, *, options: GRUOptions):
+    """One GRU step [B, I] -> ([B, n_units], h'); `options` are time-major."""
+    y, h = gru(x_t[None], weights, h, options=options)
+    return y[0], h
+
+
+_GRU = _Family(gru, _gru_step, _RNN.zero_state, jnp.asarray)
 
 
 def flip_sequences(x: jax.Array, seq_lengths: jax.Array | None) -> jax.Array:
@@ -244,6 +259,21 @@ def _rnn_init(key: jax.Array, n_input: int, n_units: int) -> dict[str, jax.Array
     }
 
 
+def _gru_init(key: jax.Array, n_input: int, units: int, reset_after: bool) -> dict[str, jax.Array | None]:
+    """Keras ``GRU`` initial values in TFLite layout (recurrent biases only with reset_after)."""
+    k_in, k_rec = jax.random.split(key)
+    kernel = jax.nn.initializers.glorot_uniform()(k_in, (n_input, 3 * units))
+    recurrent = jax.nn.initializers.orthogonal()(k_rec, (units, 3 * units))
+    values: dict[str, jax.Array | None] = dict.fromkeys(GRU_PARAM_NAMES)
+    for gate, w, r in zip(GRU_GATES, _split_gates(kernel, 3), _split_gates(recurrent, 3)):
+        values[f"input_to_{gate}_weights"] = w
+        values[f"recurrent_to_{gate}_weights"] = r
+        values[f"{gate}_gate_bias"] = jnp.zeros(units)
+        if reset_after:
+            values[f"recurrent_{gate}_gate_bias"] = jnp.zeros(units)
+    return values
+
+
 def _set_params(module: nnx.Module, values: dict[str, jax.Array | None]) -> None:
     for name, value in values.items():
         setattr(module, name, None if value is None else nnx.Param(jnp.asarray(value, jnp.float32)))
@@ -295,6 +325,7 @@ class _Exportable:
     in_features: int
     time_major: bool = False
     _export_name: str  # the default layer name, prefix of the tensor names
+    _needs_time_steps = False  # unrolled layers (GRU) export only a static length
 
     def add_to(self, builder: ModelBuilder, x: Ref, name: str) -> Ref:
         raise NotImplementedError
@@ -314,6 +345,12 @@ class _Exportable:
           A `Model` with one input ``input`` ([B, T, in_features], or [T, B, ...] when
           time-major) and one output ``output``.
         """
+        if self._needs_time_steps and time_steps is None:
+            raise ValueError(
+                f"{type(self).__name__}.to_model: time_steps is required: TFLite has no GRU operator, "
+                "so the layer is unrolled over a fixed number of steps; pass time_steps=T "
+                "(export with export_tflite(layer.to_model(time_steps=T)))"
+            )
         batch, time = batch_size or -1, time_steps or -1
         builder = ModelBuilder(batch)
         x = builder.add_input("input", ((time, batch) if self.time_major else (batch, time)) + (self.in_features,))
@@ -702,6 +739,132 @@ class BidirectionalRNN(_Bidirectional):
         """Adds one BIDIRECTIONAL_SEQUENCE_RNN over `x` to `builder`."""
         fw, bw = self.weights()
         outputs = builder.add_bidirectional_rnn(x, fw, bw, self.options, merge_outputs=True, name=name)
+        return self._add_merged(builder, outputs, name)
+
+
+class GRU(_Unidirectional):
+    """A GRU layer (Keras / PyTorch / Flax semantics) over `jaxlstm.ops.gru`.
+
+    ``x: [B, T, in_features] -> [B, T, units]``. Parameters are named like the
+    `GRUWeights` fields: ``input_to_{update,reset,candidate}_weights`` [units, in_features],
+    ``recurrent_to_*_weights`` [units, units], ``*_gate_bias`` [units] and, with
+    ``reset_after``, ``recurrent_*_gate_bias`` [units] (Keras' second bias row). TFLite has
+    no GRU operator: `to_model` unrolls the layer into builtin operators
+    (`ModelBuilder.add_gru`), so it needs ``time_steps``.
+
+    Args:
+      in_features: n_input.
+      units: n_units.
+      reset_after: apply the reset gate after the recurrent matmul (Keras default,
+        PyTorch, Flax) or before it (Keras ``reset_after=False``).
+      activation: the candidate activation, one of `GRU_ACTIVATIONS` ("TANH").
+      recurrent_activation: the gate activation, one of `GRU_ACTIVATIONS` ("SIGMOID").
+      time_major, remat, remat_chunk_size, rngs: as `LSTM`.
+
+    Example usage::
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> layer = GRU(3, 4, rngs=nnx.Rngs(0))
+      >>> layer(jnp.ones((2, 5, 3))).shape
+      (2, 5, 4)
+      >>> layer.to_model(batch_size=2, time_steps=5).output_names
+      ['output']
+    """
+
+    _family = _GRU
+    _export_name = "gru"
+    _needs_time_steps = True
+
+    def __init__(
+        self,
+        in_features: int,
+        units: int,
+        *,
+        reset_after: bool = True,
+        activation: str = "TANH",
+        recurrent_activation: str = "SIGMOID",
+        time_major: bool = False,
+        remat: bool = False,
+        remat_chunk_size: int | None = None,
+        rngs: nnx.Rngs,
+    ):
+        layer = type(self).__name__
+        _check_sizes(layer, in_features=in_features, units=units, remat_chunk_size=remat_chunk_size)
+        for name, value in (("activation", activation), ("recurrent_activation", recurrent_activation)):
+            _check_option(layer, value in GRU_ACTIVATIONS,
+                          f"{name}={value!r} is not supported; use one of {GRU_ACTIVATIONS}")
+        self.in_features = in_features
+        self.units = units
+        self.output_size = units
+        self.time_major = time_major
+        self.remat = remat
+        self.remat_chunk_size = remat_chunk_size
+        self.options = GRUOptions(reset_after=reset_after, activation=activation,
+                                  recurrent_activation=recurrent_activation, time_major=time_major)
+        _set_params(self, _gru_init(rngs.params(), in_features, units, reset_after))
+
+    def weights(self) -> GRUWeights:
+        """The parameters as `GRUWeights`."""
+        return GRUWeights(**_get_params(self, GRU_PARAM_NAMES))
+
+    def add_to(self, builder: ModelBuilder, x: Ref, name: str = "gru") -> Ref:
+        """Adds the unrolled GRU over `x` (static time length) to `builder`."""
+        return builder.add_gru(x, self.weights(), self.options, name=name)
+
+
+class BidirectionalGRU(_Bidirectional):
+    """Two `GRU` sub-layers ``fw`` and ``bw``: ``x: [B, T, in_features] -> [B, T, 2 * units]``.
+
+    The backward outputs are time-aligned with the input ([fw | bw], as PyTorch's
+    ``bidirectional=True`` and Keras' ``Bidirectional`` with merge_mode "concat"); arguments
+    as `GRU`, shared by both directions. `to_model` needs ``time_steps``.
+
+    Example usage::
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> BidirectionalGRU(3, 4, rngs=nnx.Rngs(0))(jnp.ones((2, 5, 3))).shape
+      (2, 5, 8)
+    """
+
+    _family = _GRU
+    _export_name = "bidirectional_gru"
+    _needs_time_steps = True
+
+    def __init__(
+        self,
+        in_features: int,
+        units: int,
+        *,
+        merge_outputs: bool = True,
+        time_major: bool = False,
+        remat: bool = False,
+        remat_chunk_size: int | None = None,
+        rngs: nnx.Rngs,
+        **gru_options: Any,
+    ):
+        self.in_features = in_features
+        self.time_major = time_major
+        self.merge_outputs = merge_outputs
+        self.remat = remat
+        self.remat_chunk_size = remat_chunk_size
+        kwargs = dict(time_major=time_major, remat=remat, remat_chunk_size=remat_chunk_size,
+                      rngs=rngs, **gru_options)
+        self.fw = GRU(in_features, units, **kwargs)
+        self.bw = GRU(in_features, units, **kwargs)
+        self.output_size = 2 * units
+
+    def _bidirectional_op(self, x, fw_w, bw_w, fw_state, bw_state, options):
+        fw_y, fw_h = gru(x, fw_w, fw_state, options=options)
+        bw_y, bw_h = gru(x, bw_w, bw_state, options=options, reverse=True, keep_order=True)
+        return (fw_y, bw_y), (fw_h, bw_h)
+
+    def add_to(self, builder: ModelBuilder, x: Ref, name: str = "bidirectional_gru") -> Ref:
+        """Adds both unrolled directions and their concatenation over `x` to `builder`."""
+        fw, bw = self.weights()
+        outputs = [builder.add_gru(x, fw, self.options, name=f"{name}/fw"),
+                   builder.add_gru(x, bw, self.options, reverse=True, keep_order=True, name=f"{name}/bw")]
         return self._add_merged(builder, outputs, name)
 
 

@@ -77,14 +77,6 @@ def quantize_symmetric(weights: np.ndarray | jax.Array) -> QuantizedTensor:
     return QuantizedTensor(q, np.float32(value_range / np.float32(127)))
 
 
-def _multiply_f32(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``a * b`` rounded to float32 as one float32 multiply; the product of two float32 values
-    is exact in float64 and rounded once, so XLA cannot contract it with the following add or
-    subtract into an FMA (which would round quantization ties differently from the kernel)."""
-    with jax.enable_x64(True):
-        return (a.astype(jnp.float64) * b.astype(jnp.float64)).astype(jnp.float32)
-
-
 def quantize_rows(
     x: jax.Array, asymmetric: bool
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -105,20 +97,25 @@ def quantize_rows(
         value_range = jnp.maximum(jnp.abs(row_min), jnp.abs(row_max))
         empty = value_range == 0
         safe_range = jnp.where(empty, jnp.float32(1), value_range)
-        scaling_factor = jnp.where(empty, jnp.float32(1), safe_range / 127)
+        # An array divisor, not a constant: XLA rewrites division by a constant into an
+        # inexact multiplication by its reciprocal.
+        scaling_factor = safe_range / jnp.where(empty, jnp.float32(1), jnp.float32(127))
         inv = jnp.float32(127) / safe_range
-        q = jnp.clip(round_half_away(_multiply_f32(x, inv[:, None])), -127, 127)
+        q = jnp.clip(round_half_away(x * inv[:, None]), -127, 127)
         q = jnp.where(empty[:, None], 0, q).astype(jnp.int8)
         return q, scaling_factor, jnp.zeros(x.shape[:-1], jnp.int32)
 
-    # TFLite computes the scale and zero point in double, and ranges such as [-1, 1] put the
-    # zero point exactly on a .5 tie that float32 rounds the other way: use float64 here even
-    # when x64 mode is off.
+    # As NeonAsymmetricQuantizeFloats: the range width is a float32 difference; the scale and
+    # zero point are computed in double. Ranges such as [-1, 1] put the zero point exactly on
+    # a .5 tie that float32 would round the other way, so float64 even when x64 mode is off.
+    rmin = jnp.minimum(0.0, row_min)
+    rmax = jnp.maximum(0.0, row_max)
+    width = rmax - rmin
+    empty = width == 0
     with jax.enable_x64(True):
-        rmin = jnp.minimum(0.0, row_min).astype(jnp.float64)
-        rmax = jnp.maximum(0.0, row_max).astype(jnp.float64)
-        empty = rmin == rmax
-        scale = jnp.where(empty, 1.0, (rmax - rmin) / 255.0)
+        rmin, rmax = rmin.astype(jnp.float64), rmax.astype(jnp.float64)
+        levels = jnp.where(empty, 1.0, 255.0)  # an array divisor, as above
+        scale = jnp.where(empty, 1.0, width.astype(jnp.float64) / levels)
         zero_point_from_min = -128.0 - rmin / scale
         zero_point_from_max = 127.0 - rmax / scale
         from_min_error = 128.0 + jnp.abs(rmin / scale)
@@ -130,7 +127,10 @@ def quantize_rows(
         zero_point = jnp.where(empty, 0, zero_point).astype(jnp.int32)
         scaling_factor = jnp.where(empty, 1.0, scale).astype(jnp.float32)
     inv = jnp.float32(1) / scaling_factor
-    q = round_half_away(zero_point[:, None].astype(jnp.float32) + _multiply_f32(x, inv[:, None]))
+    # zero_point + round(x * inv), the zero point added after rounding: what LiteRT runs on
+    # ARM and on x86 alike (NeonAsymmetricQuantizeFloats, via NEON_2_SSE on x86); the portable
+    # kernel's round(zero_point + x * inv) differs on ties.
+    q = zero_point[:, None] + round_half_away(x * inv[:, None]).astype(jnp.int32)
     q = jnp.where(empty[:, None], 0, jnp.clip(q, -128, 127)).astype(jnp.int8)
     return q, scaling_factor, zero_point
 

@@ -194,11 +194,22 @@ def zero_state(weights: LSTMWeights, batch: int, dtype=jnp.float32) -> LSTMState
 # ----------------------------------------------------------------------------- validation
 
 
+# Every LSTM has these (lstm.cc CheckInputTensorDimensions); the rest are optional features.
+_REQUIRED_WEIGHTS = (
+    *(f"input_to_{g}_weights" for g in GATES[1:]),
+    *(f"recurrent_to_{g}_weights" for g in GATES[1:]),
+    *(f"{g}_gate_bias" for g in GATES[1:]),
+)
+
+
 def check_weights(op: str, w: LSTMWeights, options: LSTMOptions, n_input: int) -> None:
     """Validates `w` against TFLite's Prepare rules (lstm.cc CheckInputTensorDimensions)."""
     _checks.check_activation(op, options.fused_activation_function, LSTM_ACTIVATIONS)
     _checks.check_clip(op, "cell_clip", options.cell_clip)
     _checks.check_clip(op, "proj_clip", options.proj_clip)
+    missing = [name for name in _REQUIRED_WEIGHTS if getattr(w, name) is None]
+    _checks.require(op, not missing, f"required weights {missing} are None; every LSTM needs the forget, cell "
+                    "and output gates' input_to_*, recurrent_to_* weights and *_gate_bias")
     n_cell = w.n_cell
     if n_cell == 0:
         raise ValueError(f"{op}: input_to_output_weights has n_cell=0 rows; n_cell must be > 0")
@@ -287,6 +298,8 @@ def check_weights(op: str, w: LSTMWeights, options: LSTMOptions, n_input: int) -
         v = getattr(w, field.name)
         if v is None or field.name.endswith(("bias", "coefficients")):
             continue
+        if not isinstance(v, QuantizedTensor):
+            _checks.check_float(op, field.name, v)
         if isinstance(v, QuantizedTensor) != hybrid and not (
             field.name.startswith("recurrent") and len(v.shape) == 1
         ):
@@ -405,12 +418,12 @@ def _run(cell: _Cell, preactivation, project, vecs: dict, xs: tuple, state: LSTM
       preactivation: ``(xs_t, h) -> z [B, G * n_cell]``, the gates' matmuls.
       project: ``m -> p [B, n_output]``, the projection matmul (unused without projection).
       xs: time-major inputs, (x [T, B, I],) or (x, aux [T, B, n_aux]).
-      linearize: also return, stacked over steps, what the derivative needs: h_in, m and
-        the linearizations of `_Cell.gate_outputs` and `_Cell.output` (`jax.tree_util.Partial`
+      linearize: also return what the derivative needs, stacked over steps: h_in, m and the
+        linearizations of `_Cell.gate_outputs` and `_Cell.output` (`jax.tree_util.Partial`
         pytrees whose residuals gain a leading T axis).
 
     Returns:
-      (ys [T, B, n_output], final `LSTMState`, per-step (h_in, m, gates_jvp, output_jvp) or None).
+      (ys [T, B, n_output], final `LSTMState`, (h_in, m, gates_jvp, output_jvp) or None).
     """
 
     def step(carry: LSTMState, xs_t: tuple):
@@ -432,19 +445,29 @@ def _run(cell: _Cell, preactivation, project, vecs: dict, xs: tuple, state: LSTM
     return ys, final, per_step
 
 
-def _float_matmuls(cell: _Cell, mats: dict):
+def _float_matmuls(cell: _Cell, mats: dict, batch: int):
     """(preactivation, project) for `_run` from float weights in TFLite layout (see
-    `_float_recurrence`): one fused ``[x_t, (aux_t,) h] @ W`` per step, W made row-major once."""
-    stacked = mats["inputs"] + (() if cell.diagonal else (mats["recurrent"],))
-    fused = jnp.concatenate(stacked, axis=1).T
+    `_float_recurrence`): one fused ``[x_t, (aux_t,) h] @ W.T`` per step.
+
+    With batch > 1, W.T and the projection's transpose are made row-major once, before the
+    loop (a dot contracting a weight's last axis made XLA transpose it at every step). With
+    batch 1 the dots are matrix-vector products, as fast on TFLite's layout, and the copy
+    would be the largest cost of short sequences.
+    """
+    fused = jnp.concatenate(mats["inputs"] + (() if cell.diagonal else (mats["recurrent"],)), axis=1)
+    projection = mats["projection"]
+    matmul = _contract
+    if batch > 1:
+        fused = fused.T
+        projection = projection.T if cell.projection else None
+        matmul = jnp.matmul
 
     def preactivation(xs_t: tuple, h: jax.Array) -> jax.Array:
         if cell.diagonal:
-            return jnp.concatenate(xs_t, axis=-1) @ fused + _recurrent(h, mats["recurrent"])
-        return jnp.concatenate(xs_t + (h,), axis=-1) @ fused
+            return matmul(jnp.concatenate(xs_t, axis=-1), fused) + _recurrent(h, mats["recurrent"])
+        return matmul(jnp.concatenate(xs_t + (h,), axis=-1), fused)
 
-    projection = mats["projection"].T if cell.projection else None
-    return preactivation, lambda m: m @ projection
+    return preactivation, lambda m: matmul(m, projection)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
@@ -455,7 +478,8 @@ def _float_recurrence(cell: _Cell, reverse: bool, unroll: int, mats: dict, vecs:
     mats: ``inputs`` (one [G * n_cell, k] per entry of xs), ``recurrent`` ([G * n_cell,
     n_output] or the diagonal [G * n_cell]) and ``projection`` ([n_output, n_cell] or None).
     """
-    ys, final, _ = _run(cell, *_float_matmuls(cell, mats), vecs, xs, state, reverse, unroll)
+    matmuls = _float_matmuls(cell, mats, batch=xs[0].shape[1])
+    ys, final, _ = _run(cell, *matmuls, vecs, xs, state, reverse, unroll)
     return ys, final
 
 
@@ -474,8 +498,9 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
     """
     mats, vecs, xs, state = primals
     d_mats, d_vecs, d_xs, d_state = tangents
+    matmuls = _float_matmuls(cell, mats, batch=xs[0].shape[1])
     ys, final, (h_in, m, gates_jvp, output_jvp) = _run(
-        cell, *_float_matmuls(cell, mats), vecs, xs, state, reverse, unroll, linearize=True
+        cell, *matmuls, vecs, xs, state, reverse, unroll, linearize=True
     )
     d_vecs = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, vecs, d_vecs)
     outer = [_contract(x, d_w) for x, d_w in zip(xs, d_mats["inputs"]) if not _is_zero(d_w)]
@@ -486,7 +511,8 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
         outer.append(jnp.concatenate([d_vecs["bias"][g] for g in cell.gates]))
         d_vecs = {**d_vecs, "bias": jax.tree.map(jnp.zeros_like, vecs["bias"])}
     n_cell = vecs["bias"]["forget"].shape[-1]
-    dz_outer = functools.reduce(jnp.add, outer, jnp.zeros(h_in.shape[:-1] + (len(cell.gates) * n_cell,), ys.dtype))
+    zeros = jnp.zeros(h_in.shape[:-1] + (len(cell.gates) * n_cell,), ys.dtype)
+    dz_outer = functools.reduce(jnp.add, outer, zeros)
     dp_outer = None
     if cell.projection and not _is_zero(d_mats["projection"]):
         dp_outer = _contract(m, d_mats["projection"])

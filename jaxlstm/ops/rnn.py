@@ -69,6 +69,8 @@ class RNNOptions:
 def check_weights(op: str, prefix: str, w: RNNWeights, options: RNNOptions, n_input: int) -> None:
     """Validates one direction's weights (basic_rnn.cc Prepare)."""
     _checks.check_activation(op, options.fused_activation_function, tuple(ACTIVATION_CODES))
+    missing = [prefix + name for name in ("input_weights", "recurrent_weights", "bias") if getattr(w, name) is None]
+    _checks.require(op, not missing, f"required weights {missing} are None")
     units = w.n_units
     if units == 0:
         raise ValueError(f"{op}: {prefix}input_weights has n_units=0 rows; n_units must be > 0")
@@ -76,6 +78,9 @@ def check_weights(op: str, prefix: str, w: RNNWeights, options: RNNOptions, n_in
     _checks.check_shape(op, f"{prefix}recurrent_weights", w.recurrent_weights, (units, units), f"(n_units={units}, n_units={units})")
     _checks.check_shape(op, f"{prefix}bias", w.bias, (units,), f"(n_units={units},)")
     _checks.check_float(op, f"{prefix}bias", w.bias)
+    for name in ("input_weights", "recurrent_weights"):
+        if not isinstance(getattr(w, name), QuantizedTensor):
+            _checks.check_float(op, prefix + name, getattr(w, name))
     if isinstance(w.recurrent_weights, QuantizedTensor) != w.is_hybrid:
         raise TypeError(f"{op}: {prefix}input_weights and {prefix}recurrent_weights must both be int8 or both float")
 
@@ -101,10 +106,10 @@ def _rnn_scan(
     act = activation(options.fused_activation_function)
     asym = options.asymmetric_quantize_inputs
     T, B = x.shape[:2]
-    z_in = w.bias.astype(x.dtype) + _matmul(w.input_weights)(x.reshape(T * B, -1), asym)
+    z_in = w.bias.astype(x.dtype) + _matmul(w.input_weights)(x.reshape(T * B, x.shape[-1]), asym)
     if aux is not None:
-        z_in = z_in + _matmul(w.aux_input_weights)(aux.reshape(T * B, -1), asym)
-    z_in = z_in.reshape(T, B, -1)
+        z_in = z_in + _matmul(w.aux_input_weights)(aux.reshape(T * B, aux.shape[-1]), asym)
+    z_in = z_in.reshape(T, B, z_in.shape[-1])
     recurrent = _matmul(w.recurrent_weights)
 
     def step(h, z_t):

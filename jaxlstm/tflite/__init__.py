@@ -4,7 +4,7 @@
     data = export_tflite(m, "out.tflite")        # -> bytes, fused recurrent ops
 """
 
-from jaxlstm.tflite._reader import read_model as load_tflite
+from jaxlstm.tflite._reader import load_tflite as load_tflite
 from jaxlstm.tflite._writer import export_tflite as export_tflite
 
 __all__ = ("export_tflite", "load_tflite")

@@ -49,7 +49,6 @@ OPTIONS: dict[str, str | None] = {
     "SHAPE": "ShapeOptions",
     "FILL": "FillOptions",
     "DEQUANTIZE": "DequantizeOptions",
-    "QUANTIZE": "QuantizeOptions",
     "SPLIT": "SplitOptions",
     "LOGISTIC": None,
     "TANH": None,

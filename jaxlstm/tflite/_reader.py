@@ -43,7 +43,7 @@ _BASIC_LSTM = ((5,), _spec.BASIC_LSTM_INPUTS, tuple(range(5)))
 _TYPE_NAMES = _format.enum_names(schema.TensorType)
 
 
-def read_model(data: bytes | bytearray | memoryview | str | os.PathLike) -> Model:
+def load_tflite(data: bytes | bytearray | memoryview | str | os.PathLike) -> Model:
     """Parses a .tflite flatbuffer (bytes or a path) into a `Model`.
 
     Raises:
@@ -256,11 +256,11 @@ class _Importer:
         bad = [i for i in inputs if not NO_TENSOR <= i < self.n] + [i for i in outputs if not 0 <= i < self.n]
         if bad:
             raise ValueError(f"{where} refers to tensors {bad}, out of range [0, {self.n})")
+        options = self._options(where, opcode, raw)
+        self._check_recurrent(where, opcode, options, inputs, tensors)
         unset = [i for i in inputs if i != NO_TENSOR and i not in available]
         if unset:
             raise ValueError(f"{where} reads tensors {unset} before any operator computes them")
-        options = self._options(where, opcode, raw)
-        self._check_recurrent(where, opcode, options, inputs, tensors)
         return Operator(opcode, inputs, outputs, options_tuple(options))
 
     def _options(self, where: str, opcode: str, raw: Any) -> dict[str, Any]:

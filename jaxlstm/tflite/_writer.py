@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import tempfile
 from collections.abc import Sequence
 from typing import Any
@@ -114,11 +115,16 @@ def export_tflite(
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to a temporary file next to `path`, then renames it over `path`."""
+    """Writes `data` to a temporary file next to `path`, then renames it over `path`.
+
+    The file gets the mode of the file it replaces, or the one ``open(path, "w")`` would
+    give (0666 & ~umask) rather than the temporary file's 0600.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".jaxlstm-", suffix=".tflite.tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _mode_for(path))
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -126,6 +132,15 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _mode_for(path: str | os.PathLike) -> int:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0o022)  # reading the umask means setting it; restored at once
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 # ----------------------------------------------------------------------------- rewrites

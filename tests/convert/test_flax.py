@@ -122,7 +122,7 @@ def test_rnn_weights_step_matches_simple_cell():
 
 
 UNSUPPORTED = [
-    pytest.param(lambda: nn.RNN(nn.GRUCell(HIDDEN)), "GRUCell", id="gru_cell"),
+    pytest.param(lambda: nn.RNN(nn.MGUCell(HIDDEN)), "MGUCell", id="mgu_cell"),
     pytest.param(lambda: nn.RNN(nn.LSTMCell(HIDDEN, gate_fn=jax.nn.hard_sigmoid)), "gate_fn", id="hard_sigmoid_gates"),
     pytest.param(lambda: nn.RNN(nn.LSTMCell(HIDDEN, activation_fn=jax.nn.gelu)), "activation", id="gelu"),
     pytest.param(lambda: nn.RNN(nn.LSTMCell(HIDDEN), return_carry=True), "return_carry", id="return_carry"),

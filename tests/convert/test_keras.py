@@ -152,8 +152,7 @@ UNSUPPORTED = [
     pytest.param(lambda: [L.LSTM(2, activation="linear")], "'linear'", id="lstm_linear"),
     pytest.param(lambda: [L.SimpleRNN(2, activation="sigmoid")], "'sigmoid'", id="rnn_sigmoid"),
     pytest.param(lambda: [L.LSTM(2, return_state=True)], "return_state", id="return_state"),
-    pytest.param(lambda: [L.GRU(2)], "GRU", id="gru_layer"),
-    pytest.param(lambda: [L.Bidirectional(L.GRU(2))], "GRU", id="bidirectional_gru"),
+    pytest.param(lambda: [L.GRU(2, recurrent_activation="hard_sigmoid")], "'hard_sigmoid'", id="gru_hard_sigmoid"),
     pytest.param(lambda: [L.LSTM(2), L.Dense(2, activation="elu")], "'elu'", id="dense_elu"),
 ]
 

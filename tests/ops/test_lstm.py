@@ -33,7 +33,8 @@ USEQ_CASES = structural_lstm_cases() + [
     LSTMCase(batch=3, time=7, n_input=5, n_cell=6, n_output=2, peephole=True, projection=True,
              projection_bias=True, layer_norm=True, cell_clip=0.3, proj_clip=0.1),
 ]
-LSTM_STEP_CASES = structural_lstm_cases(time_major=False, time=3)
+# The step op shares the sequence op's code: half of the combinations (odd feature parity).
+LSTM_STEP_CASES = [dataclasses.replace(c, time_major=False) for c in structural_lstm_cases(time=3) if c.time_major]
 BIDI_CASES = [
     LSTMCase(time_major=True),
     LSTMCase(time_major=True, merge_outputs=True, aux="cross"),
@@ -125,8 +126,9 @@ def _bidirectional_inputs(case: LSTMCase, rng):
 @pytest.mark.parametrize("case", BIDI_CASES, ids=str)
 def test_bidirectional_sequence_lstm_matches_reference(case: LSTMCase):
     """All three aux modes, merged and separate outputs, both layouts (fw and bw weights differ;
-    TFLite requires them to have the same sizes). Note: the kernel offsets the state by the merged row width when batch-major and
-    merged (spec §4, suspected latent bug); jaxlstm and the reference do not."""
+    TFLite requires them to have the same sizes). Note: when batch-major and merged, the kernel
+    offsets the state by the merged row width (spec §4, suspected latent bug); jaxlstm and the
+    reference do not."""
     rng = np.random.default_rng(5)
     x, fw_weights, bw_weights, fw_state, bw_state, aux = _bidirectional_inputs(case, rng)
 
@@ -208,7 +210,7 @@ def lstm_cases(draw) -> LSTMCase:
     )
 
 
-@settings(max_examples=8, deadline=None, derandomize=True)
+@settings(max_examples=6, deadline=None, derandomize=True)
 @given(case=lstm_cases(), seed=st.integers(0, 2**16))
 def test_property_unidirectional_sequence_lstm_matches_reference(case: LSTMCase, seed: int):
     rng = np.random.default_rng(seed)

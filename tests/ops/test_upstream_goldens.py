@@ -105,11 +105,16 @@ HYBRID_LSTM_GOLDENS = [
 ]
 
 
-@pytest.mark.parametrize("time_major", [True, False], ids=["time_major", "batch_major"])
-@pytest.mark.parametrize("golden", LSTM_GOLDENS, ids=str)
+USEQ_LSTM_GOLDENS = [pytest.param(g, True, id=f"{g}-time_major") for g in LSTM_GOLDENS] + [
+    pytest.param(g, False, id=f"{g}-batch_major") for g in LSTM_GOLDENS[:3]
+]
+
+
+@pytest.mark.parametrize("golden, time_major", USEQ_LSTM_GOLDENS)
 def test_unidirectional_sequence_lstm_golden(golden: LSTMGolden, time_major: bool):
     """Upstream runs these time-major (LstmBlackBoxTestBatchMajor has n_batch = 1, so its
-    layouts coincide); the batch-major view is the same published numbers transposed."""
+    layouts coincide); the batch-major view is the same published numbers transposed (for the
+    first three, the third having two batch rows)."""
     x = golden.x if time_major else golden.x.transpose(1, 0, 2)
     y, _ = unidirectional_sequence_lstm(x, golden.weights, options=LSTMOptions(time_major=time_major))
     expected = golden.golden if time_major else golden.golden.transpose(1, 0, 2)
@@ -192,8 +197,10 @@ def _aux_size1_inputs(batch: int, time_major: bool):
     return x, aux
 
 
-@pytest.mark.parametrize("time_major, batch", [(True, 1), (False, 2)],
-                         ids=["BlackBoxTestWithAuxInputDifferentSize", "BlackBoxTestWithAuxInputBatchMajorDifferentSize"])
+@pytest.mark.parametrize("time_major, batch", [
+    pytest.param(True, 1, id="BlackBoxTestWithAuxInputDifferentSize"),
+    pytest.param(False, 2, id="BlackBoxTestWithAuxInputBatchMajorDifferentSize"),
+])
 def test_bidirectional_sequence_lstm_aux_of_different_size_golden(time_major, batch):
     weights = _aux_weights(data.BIDI_AUX_SIZE1_WEIGHTS)
     x, aux = _aux_size1_inputs(batch, time_major)
@@ -242,9 +249,11 @@ def _rnn_weights(quantized: bool) -> RNNWeights:
 
 @pytest.mark.parametrize("quantized, asymmetric", WEIGHT_KINDS, ids=WEIGHT_KIND_IDS)
 def test_rnn_golden_one_invoke_per_step(quantized, asymmetric):
-    """basic_rnn_test.cc RnnOpTest.BlackBoxTest / HybridRnnOpTest.BlackBoxTestInt8 (0.0104)."""
+    """basic_rnn_test.cc RnnOpTest.BlackBoxTest / HybridRnnOpTest.BlackBoxTestInt8 (0.0104).
+    Those tests run sizeof(rnn_input) / (input_size * num_batches) = 8 steps, so only the first
+    8 of the 16 published steps."""
     weights, h = _rnn_weights(quantized), None
-    for t in range(16):
+    for t in range(8):
         y, h = rnn(RNN_X[:, t], weights, h, options=RELU.replace(asymmetric_quantize_inputs=asymmetric))
         assert_allclose(y, RNN_FW[:, t], rtol=0, atol=0.0104 if quantized else FLOAT_TOLERANCE, err_msg=f"step {t}")
 

@@ -74,12 +74,15 @@ def quantize_row(v: np.ndarray, asymmetric: bool) -> tuple[np.ndarray, np.float3
         inverse = np.float32(np.float32(127) / value_range)
         q = np.clip(round_half_away(v * inverse), -127, 127)
         return q.astype(np.int64), scaling_factor, 0
-    # Asymmetric: the range always contains 0; scale and zero point are computed in double.
-    rmin = float(min(np.float32(0), v.min()))
-    rmax = float(max(np.float32(0), v.max()))
+    # Asymmetric, as NeonAsymmetricQuantizeFloats (neon_tensor_utils.cc) computes it: that is
+    # the code LiteRT runs on ARM and, through NEON_2_SSE, on x86. The range always contains 0;
+    # its width is a float32 difference; scale and zero point are computed in double.
+    rmin = min(np.float32(0), v.min())
+    rmax = max(np.float32(0), v.max())
     if rmin == rmax:
         return zeros, np.float32(1), 0
-    scale = (rmax - rmin) / 255.0
+    scale = float(rmax - rmin) / 255.0
+    rmin, rmax = float(rmin), float(rmax)
     zero_point_from_min = -128.0 - rmin / scale
     zero_point_from_max = 127.0 - rmax / scale
     from_min_error = 128.0 + abs(rmin / scale)
@@ -92,8 +95,12 @@ def quantize_row(v: np.ndarray, asymmetric: bool) -> tuple[np.ndarray, np.float3
     else:
         zero_point = int(round_half_away(zero_point))
     scaling_factor = np.float32(scale)
-    inverse = np.float32(np.float32(1) / scaling_factor)
-    q = np.clip(round_half_away(np.float32(zero_point) + v * inverse), -128, 127)
+    inverse = np.float32(1.0 / float(scaling_factor))  # float(1.0 / sf), the division in double
+    # The zero point is added after rounding (the portable kernel rounds zero_point + v * inverse
+    # instead; the two differ on ties, and LiteRT's x86 and ARM builds run this one). On ARMv8
+    # the rounding is vcvta (ties away); x86's emulation adds +-0.5 in float32 and truncates,
+    # which differs only within an ulp of a half-integer.
+    q = np.clip(zero_point + round_half_away(v * inverse), -128, 127)
     return q.astype(np.int64), scaling_factor, zero_point
 
 

@@ -1,0 +1,318 @@
+"""jaxlstm's UNIDIRECTIONAL_SEQUENCE_LSTM against flax, Keras 3, LiteRT and torch.nn.LSTM.
+
+Usage::
+
+    python experiments/bench.py            # four shapes, 10 repetitions (a few minutes)
+    python experiments/bench.py --quick    # two small shapes, 3 repetitions
+
+Measures, for every shape (B, T, I, H), with the same float32 weights everywhere (outputs
+checked to agree before timing):
+
+* forward: ms per call of the whole sequence;
+* train: ms per forward + backward of ``mean(outputs)`` w.r.t. all weights (JAX and torch);
+* compile: seconds to trace and compile the forward and the train step (JAX systems);
+* export: seconds to write the .tflite (jaxlstm.export_tflite, TFLiteConverter).
+
+Systems: ``jaxlstm`` (all features off), ``jaxlstm_peep_proj`` (peephole and a projection
+to n_output = H: 4IH + 5H^2 matmul work per step instead of 4IH + 4H^2), ``jax_minimal``
+(the fastest hand-written JAX LSTM from bench_ops.py, the cost floor of a general op),
+``flax`` (linen OptimizedLSTMCell + nn.RNN), ``keras`` (Keras 3 LSTM, JAX backend),
+``litert_jaxlstm`` (LiteRT on jaxlstm's own export), ``litert_converter`` (LiteRT on
+TFLiteConverter's model of the same tf_keras layer), ``torch`` (torch.nn.LSTM on CPU) and,
+with CUDA, ``torch_cuda``; JAX runs on its default backend (the GPU when there is one).
+
+Times are medians over interleaved repetitions (each system in turn, rotating the start),
+after compile and warm-up. Writes experiments/results/bench.json and bench.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import tempfile
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import bench_ops
+import jaxlstm
+from jaxlstm.model.builder import ModelBuilder
+from jaxlstm.ops import LSTMOptions, LSTMWeights, unidirectional_sequence_lstm
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+# LiteRT's float kernel and torch's accumulate the gate matmuls in another order than XLA.
+OTHER_RUNTIME_TOL = 1e-4
+DIFFERENTIABLE = ("jaxlstm", "jaxlstm_peep_proj", "jax_minimal", "flax", "keras", "torch", "torch_cuda")
+
+Shape = tuple[int, int, int, int]
+
+
+# ----------------------------------------------------------------------------- systems
+
+
+def peephole_projection_weights(w: LSTMWeights, seed: int = 1) -> LSTMWeights:
+    """`w` plus peephole vectors and a square projection (n_output stays n_cell)."""
+    n = w.n_cell
+    rng = np.random.default_rng(seed)
+    return w.replace(
+        cell_to_input_weights=rng.normal(0, 0.1, n).astype(np.float32),
+        cell_to_forget_weights=rng.normal(0, 0.1, n).astype(np.float32),
+        cell_to_output_weights=rng.normal(0, 0.1, n).astype(np.float32),
+        projection_weights=rng.normal(0, 1 / np.sqrt(n), (n, n)).astype(np.float32),
+        projection_bias=np.zeros(n, np.float32),
+    )
+
+
+def jax_systems(shape: Shape, w: dict) -> dict[str, tuple[Callable, tuple]]:
+    """The JAX systems as (pure forward function ``(params, x) -> y``, (params, x))."""
+    x = jnp.asarray(w["x"])
+    weights = LSTMWeights.from_fused(w["kernel"], w["recurrent_kernel"], w["bias"])
+    keras_fn, keras_values = bench_ops.keras_forward_fn(w)
+    minimal = bench_ops.scan_variant(**bench_ops.VARIANTS["inside"])
+    return {
+        "jaxlstm": (bench_ops.jaxlstm_forward, (weights, x)),
+        "jaxlstm_peep_proj": (bench_ops.jaxlstm_forward, (peephole_projection_weights(weights), x)),
+        "jax_minimal": (
+            lambda p, x: minimal(*p, x),
+            (tuple(jnp.asarray(w[k]) for k in ("kernel", "recurrent_kernel", "bias")), x),
+        ),
+        "flax": (bench_ops.flax_forward_fn(shape[3]), (bench_ops.flax_params(w["kernel"], w["recurrent_kernel"], w["bias"]), x)),
+        "keras": (keras_fn, (keras_values, x)),
+    }
+
+
+def train_step(forward: Callable) -> Callable:
+    """``(params, x) -> grads`` of ``mean(forward(params, x))``."""
+    return jax.grad(lambda params, x: jnp.mean(forward(params, x)))
+
+
+def timed_compile(fn: Callable, args: tuple) -> tuple[Callable, float]:
+    """Traces and compiles `fn` for `args`; returns the executable and the seconds it took."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def torch_system(w: dict, device: str) -> tuple[Callable, Callable, Callable]:
+    """torch.nn.LSTM with the same weights: (forward runner, train runner, output)."""
+    import torch
+
+    n_input, n_cell = w["kernel"].shape[0], w["recurrent_kernel"].shape[0]
+    lstm = torch.nn.LSTM(n_input, n_cell, batch_first=True).to(device)
+    with torch.no_grad():  # torch gate order i, f, g, o = Keras's; two biases, summed
+        lstm.weight_ih_l0.copy_(torch.from_numpy(w["kernel"].T.copy()))
+        lstm.weight_hh_l0.copy_(torch.from_numpy(w["recurrent_kernel"].T.copy()))
+        lstm.bias_ih_l0.copy_(torch.from_numpy(w["bias"]))
+        lstm.bias_hh_l0.zero_()
+    x = torch.from_numpy(w["x"]).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def forward():
+        with torch.no_grad():
+            y = lstm(x)[0]
+        sync()
+        return y
+
+    def train():
+        lstm.zero_grad(set_to_none=True)
+        lstm(x)[0].mean().backward()
+        sync()
+
+    return forward, train, lambda: forward().cpu().numpy()
+
+
+def litert_runner(model: bytes) -> tuple[Callable, Callable]:
+    """A LiteRT interpreter on `model` with all CPU threads: (forward runner, output)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model, num_threads=os.cpu_count())
+    interpreter.allocate_tensors()
+    run = interpreter.get_signature_runner()
+    (input_name,) = run.get_input_details()
+
+    def forward(x):
+        return next(iter(run(**{input_name: x}).values()))
+
+    def output(x):
+        interpreter.reset_all_variables()
+        return forward(x)
+
+    return forward, output
+
+
+def jaxlstm_tflite(w: dict) -> tuple[bytes, float]:
+    """jaxlstm's own .tflite of the layer and the export seconds (ModelBuilder + export)."""
+    start = time.perf_counter()
+    builder = ModelBuilder()
+    x = builder.add_input("x", w["x"].shape)
+    weights = LSTMWeights.from_fused(w["kernel"], w["recurrent_kernel"], w["bias"])
+    y = builder.add_lstm(x, weights, LSTMOptions())
+    data = jaxlstm.export_tflite(builder.build([y]))
+    return data, time.perf_counter() - start
+
+
+def converter_tflite(w: dict) -> tuple[bytes, float]:
+    """TFLiteConverter's .tflite of the same tf_keras LSTM and the conversion seconds."""
+    import tensorflow as tf
+    import tf_keras
+
+    batch, steps, n_input = w["x"].shape
+    inputs = tf_keras.Input((steps, n_input), batch_size=batch)
+    layer = tf_keras.layers.LSTM(w["recurrent_kernel"].shape[0], return_sequences=True)
+    model = tf_keras.Model(inputs, layer(inputs))
+    layer.set_weights([w["kernel"], w["recurrent_kernel"], w["bias"]])
+    start = time.perf_counter()
+    data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    return data, time.perf_counter() - start
+
+
+def torch_devices(choice: str) -> list[str]:
+    try:
+        import torch
+    except ImportError:
+        return []
+    cuda = torch.cuda.is_available()
+    if choice == "cuda" and not cuda:
+        raise SystemExit("--torch cuda: torch sees no CUDA device")
+    return {"cpu": ["cpu"], "cuda": ["cuda"], "auto": ["cpu"] + (["cuda"] if cuda else [])}[choice]
+
+
+# ----------------------------------------------------------------------------- one shape
+
+
+def bench_shape(shape: Shape, reps: int, torch_choice: str, litert: bool) -> dict:
+    """All measurements for one shape: {"forward", "train": timings, "compile_s", "export_s"}."""
+    w = bench_ops.keras_layout_weights(shape)
+    forward, train, outputs, compile_s, export_s = {}, {}, {}, {}, {}
+    for name, (fn, args) in jax_systems(shape, w).items():
+        fwd, fwd_s = timed_compile(fn, args)
+        grad, grad_s = timed_compile(train_step(fn), args)
+        compile_s[name] = {"forward": fwd_s, "train": grad_s}
+        forward[name] = bench_ops.jax_runner((fwd, args))
+        train[name] = bench_ops.jax_runner((grad, args))
+        if name != "jaxlstm_peep_proj":  # other weights
+            outputs[name] = np.asarray(forward[name]())
+    if litert:
+        for name, export in (("litert_jaxlstm", jaxlstm_tflite), ("litert_converter", converter_tflite)):
+            model, export_s[name] = export(w)
+            run, output = litert_runner(model)
+            forward[name] = lambda run=run: run(w["x"])
+            outputs[name] = output(w["x"])
+    for device in torch_devices(torch_choice):
+        name = "torch" if device == "cpu" else "torch_cuda"
+        forward[name], train[name], output = torch_system(w, device)
+        outputs[name] = output()
+    bench_ops.check_agreement({k: v for k, v in outputs.items() if k.startswith(("jax", "flax", "keras"))})
+    bench_ops.check_agreement(outputs, OTHER_RUNTIME_TOL)
+    return {
+        "shape": shape,
+        "forward": bench_ops.time_interleaved(forward, reps),
+        "train": bench_ops.time_interleaved(train, reps),
+        "compile_s": compile_s,
+        "export_s": export_s,
+    }
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def summary(rows: list[dict]) -> str:
+    """The printed tables: per metric, ms and ratio to jaxlstm for every system and shape."""
+    parts = []
+    for metric in ("forward", "train"):
+        table = [{"shape": r["shape"], "timings": r[metric]} for r in rows]
+        parts.append(f"{metric}: ms per call, median (ratio system / jaxlstm; above 1: jaxlstm faster)")
+        parts.append(bench_ops.format_table(table, "jaxlstm"))
+    compile_rows = [
+        f"{name:<20}" + "".join(f"{r['compile_s'][name]['forward']:>9.2f} s /{r['compile_s'][name]['train']:>6.2f} s" for r in rows)
+        for name in rows[0]["compile_s"]
+    ]
+    parts.append("compile: forward / train step, seconds")
+    parts.append("\n".join(compile_rows))
+    if rows[0]["export_s"]:
+        parts.append("export: seconds to produce the .tflite")
+        parts.append("\n".join(
+            f"{name:<20}" + "".join(f"{r['export_s'][name]:>18.2f} s" for r in rows) for name in rows[0]["export_s"]
+        ))
+    parts.append(goals(rows))
+    return "\n\n".join(parts)
+
+
+def goals(rows: list[dict]) -> str:
+    """The issue's targets, per shape: ratios to jaxlstm (time of X / time of jaxlstm)."""
+    lines = ["targets (median ratios; >= 1 means jaxlstm is at least as fast)"]
+    for r in rows:
+        shape = ",".join(map(str, r["shape"]))
+        for metric in ("forward", "train"):
+            t = {k: v["median_ms"] for k, v in r[metric].items()}
+            base = t["jaxlstm"]
+            cells = [f"{k}/jaxlstm {t[k] / base:.2f}" for k in ("torch", "torch_cuda", "flax", "keras") if k in t]
+            cells.append(f"generality overhead (jaxlstm/jax_minimal) {base / t['jax_minimal'] - 1:+.0%}")
+            cells.append(f"peep+proj/plain {t['jaxlstm_peep_proj'] / base:.2f}")
+            lines.append(f"{shape:<16}{metric:<8}" + ", ".join(cells))
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: pathlib.Path) -> None:
+    """Grouped bars (log ms) per shape, one panel per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = ("forward", "train")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(7 * len(metrics), 4.5))
+    for ax, metric in zip(axes, metrics):
+        systems = list(rows[0][metric])
+        width = 0.8 / len(systems)
+        for k, system in enumerate(systems):
+            ms = [r[metric][system]["median_ms"] for r in rows]
+            ax.bar(np.arange(len(rows)) + k * width, ms, width, label=system)
+        ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2)
+        ax.set_xticklabels([",".join(map(str, r["shape"])) for r in rows])
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per call (median)")
+        ax.set_xlabel("B, T, I, H")
+        ax.set_title(f"{metric} ({jax.default_backend()})")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two small shapes, 3 repetitions")
+    parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 10)")
+    parser.add_argument("--torch", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="torch.nn.LSTM devices: auto = CPU, plus CUDA when available")
+    parser.add_argument("--no-litert", action="store_true", help="skip LiteRT and the TF converter")
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help="folder for bench.json and bench.png")
+    args = parser.parse_args(argv)
+    shapes = bench_ops.QUICK_SHAPES if args.quick else bench_ops.SHAPES
+    reps = args.reps or (3 if args.quick else 10)
+
+    machine = bench_ops.machine_info()
+    print(json.dumps(machine))
+    rows = []
+    for shape in shapes:
+        rows.append(bench_shape(shape, reps, args.torch, not args.no_litert))
+        print(f"done {shape}", flush=True)
+    print(summary(rows))
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "bench.json", "w") as f:
+        json.dump({"machine": machine, "reps": reps, "rows": rows}, f, indent=1)
+    plot(rows, args.out / "bench.png")
+    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
