@@ -64,6 +64,16 @@ BIDIRECTIONAL_RNN_INPUTS = (
     "bw_aux_input_weights",
 )
 
+# Input names of each recurrent operator, by operator name.
+INPUTS_BY_OPERATOR = {
+    "LSTM": LSTM_INPUTS,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": LSTM_INPUTS,
+    "BIDIRECTIONAL_SEQUENCE_LSTM": BIDIRECTIONAL_LSTM_INPUTS,
+    "RNN": RNN_INPUTS,
+    "UNIDIRECTIONAL_SEQUENCE_RNN": RNN_INPUTS,
+    "BIDIRECTIONAL_SEQUENCE_RNN": BIDIRECTIONAL_RNN_INPUTS,
+}
+
 # Inputs that are variable tensors (the op writes them back), per operator.
 VARIABLE_INPUTS = {
     "LSTM": ("output_state", "cell_state"),

@@ -365,6 +365,14 @@ class _RecurrentLayer(nnx.Module, _Exportable):
     remat: bool = False
     remat_chunk_size: int | None = None
 
+    def _init_common(self, in_features: int, time_major: bool, remat: bool,
+                     remat_chunk_size: int | None) -> None:
+        """Sets the attributes shared by every layer."""
+        self.in_features = in_features
+        self.time_major = time_major
+        self.remat = remat
+        self.remat_chunk_size = remat_chunk_size
+
     def _chunk(self, T: int) -> int | None:
         if not self.remat:
             return None
@@ -426,6 +434,29 @@ class _Bidirectional(_RecurrentLayer):
     fw: _Unidirectional
     bw: _Unidirectional
     merge_outputs: bool = True
+
+    def _init_directions(
+        self,
+        direction: type[_Unidirectional],
+        in_features: int,
+        size: int,
+        /,
+        *,
+        merge_outputs: bool,
+        time_major: bool,
+        remat: bool,
+        remat_chunk_size: int | None,
+        rngs: nnx.Rngs,
+        **options: Any,
+    ) -> None:
+        """Sets the shared attributes and builds the ``fw`` and ``bw`` sub-layers alike."""
+        self._init_common(in_features, time_major, remat, remat_chunk_size)
+        self.merge_outputs = merge_outputs
+        kwargs = dict(time_major=time_major, remat=remat, remat_chunk_size=remat_chunk_size,
+                      rngs=rngs, **options)
+        self.fw = direction(in_features, size, **kwargs)
+        self.bw = direction(in_features, size, **kwargs)
+        self.output_size = 2 * self.fw.output_size
 
     def weights(self) -> tuple[Any, Any]:
         """(fw, bw) weights."""
@@ -543,12 +574,9 @@ class LSTM(_Unidirectional):
         layer = type(self).__name__
         _check_lstm_options(layer, in_features, hidden_size, projection_size, use_projection_bias,
                             cell_clip, proj_clip, activation, remat_chunk_size)
-        self.in_features = in_features
+        self._init_common(in_features, time_major, remat, remat_chunk_size)
         self.hidden_size = hidden_size
         self.output_size = projection_size or hidden_size
-        self.time_major = time_major
-        self.remat = remat
-        self.remat_chunk_size = remat_chunk_size
         self.options = LSTMOptions(
             fused_activation_function=activation, cell_clip=float(cell_clip),
             proj_clip=float(proj_clip), time_major=time_major,
@@ -609,16 +637,9 @@ class BidirectionalLSTM(_Bidirectional):
                 "layer-norm inputs; use LSTM(..., use_layer_norm=True) for each direction "
                 "(the backward one on a reversed input) and concatenate"
             )
-        self.in_features = in_features
-        self.time_major = time_major
-        self.merge_outputs = merge_outputs
-        self.remat = remat
-        self.remat_chunk_size = remat_chunk_size
-        kwargs = dict(time_major=time_major, remat=remat, remat_chunk_size=remat_chunk_size,
-                      rngs=rngs, **lstm_options)
-        self.fw = LSTM(in_features, hidden_size, **kwargs)
-        self.bw = LSTM(in_features, hidden_size, **kwargs)
-        self.output_size = 2 * self.fw.output_size
+        self._init_directions(LSTM, in_features, hidden_size, merge_outputs=merge_outputs,
+                              time_major=time_major, remat=remat, remat_chunk_size=remat_chunk_size,
+                              rngs=rngs, **lstm_options)
 
     def _bidirectional_op(self, x, fw_w, bw_w, fw_state, bw_state, options):
         return bidirectional_sequence_lstm(x, fw_w, bw_w, fw_state, bw_state, options=options)
@@ -675,12 +696,9 @@ class SimpleRNN(_Unidirectional):
         _check_option(layer, activation in ACTIVATION_CODES,
                       f"activation={activation!r} is not a schema activation; use one of {tuple(ACTIVATION_CODES)}")
         _check_sizes(layer, remat_chunk_size=remat_chunk_size)
-        self.in_features = in_features
+        self._init_common(in_features, time_major, remat, remat_chunk_size)
         self.units = units
         self.output_size = units
-        self.time_major = time_major
-        self.remat = remat
-        self.remat_chunk_size = remat_chunk_size
         self.options = RNNOptions(fused_activation_function=activation, time_major=time_major)
         _set_params(self, _rnn_init(rngs.params(), in_features, units))
 
@@ -721,16 +739,9 @@ class BidirectionalRNN(_Bidirectional):
         remat_chunk_size: int | None = None,
         rngs: nnx.Rngs,
     ):
-        self.in_features = in_features
-        self.time_major = time_major
-        self.merge_outputs = merge_outputs
-        self.remat = remat
-        self.remat_chunk_size = remat_chunk_size
-        kwargs = dict(activation=activation, time_major=time_major, remat=remat,
-                      remat_chunk_size=remat_chunk_size, rngs=rngs)
-        self.fw = SimpleRNN(in_features, units, **kwargs)
-        self.bw = SimpleRNN(in_features, units, **kwargs)
-        self.output_size = 2 * units
+        self._init_directions(SimpleRNN, in_features, units, merge_outputs=merge_outputs,
+                              time_major=time_major, remat=remat, remat_chunk_size=remat_chunk_size,
+                              rngs=rngs, activation=activation)
 
     def _bidirectional_op(self, x, fw_w, bw_w, fw_state, bw_state, options):
         return bidirectional_sequence_rnn(x, fw_w, bw_w, fw_state, bw_state, options=options)
@@ -794,12 +805,9 @@ class GRU(_Unidirectional):
         for name, value in (("activation", activation), ("recurrent_activation", recurrent_activation)):
             _check_option(layer, value in GRU_ACTIVATIONS,
                           f"{name}={value!r} is not supported; use one of {GRU_ACTIVATIONS}")
-        self.in_features = in_features
+        self._init_common(in_features, time_major, remat, remat_chunk_size)
         self.units = units
         self.output_size = units
-        self.time_major = time_major
-        self.remat = remat
-        self.remat_chunk_size = remat_chunk_size
         self.options = GRUOptions(reset_after=reset_after, activation=activation,
                                   recurrent_activation=recurrent_activation, time_major=time_major)
         _set_params(self, _gru_init(rngs.params(), in_features, units, reset_after))
@@ -844,16 +852,9 @@ class BidirectionalGRU(_Bidirectional):
         rngs: nnx.Rngs,
         **gru_options: Any,
     ):
-        self.in_features = in_features
-        self.time_major = time_major
-        self.merge_outputs = merge_outputs
-        self.remat = remat
-        self.remat_chunk_size = remat_chunk_size
-        kwargs = dict(time_major=time_major, remat=remat, remat_chunk_size=remat_chunk_size,
-                      rngs=rngs, **gru_options)
-        self.fw = GRU(in_features, units, **kwargs)
-        self.bw = GRU(in_features, units, **kwargs)
-        self.output_size = 2 * units
+        self._init_directions(GRU, in_features, units, merge_outputs=merge_outputs,
+                              time_major=time_major, remat=remat, remat_chunk_size=remat_chunk_size,
+                              rngs=rngs, **gru_options)
 
     def _bidirectional_op(self, x, fw_w, bw_w, fw_state, bw_state, options):
         fw_y, fw_h = gru(x, fw_w, fw_state, options=options)
