@@ -40,36 +40,46 @@ Call = tuple[Callable, tuple]  # a jitted function and its arguments
 # ----------------------------------------------------------------------------- timing
 
 
+Timer = Callable[[int], float]  # runs a system n times, returns the elapsed seconds
+
+
 def jax_runner(call: Call) -> Callable[[], jax.Array]:
     """A zero-argument function that runs `call` and waits for its result."""
     fn, args = call
     return lambda: jax.block_until_ready(fn(*args))
 
 
-def time_interleaved(runners: dict[str, Callable[[], object]], reps: int, sample_s: float = 0.2) -> dict[str, dict]:
-    """Median ms per call of each synchronous zero-argument runner, timed round-robin.
+def local_timer(run: Callable[[], object]) -> Timer:
+    """A `Timer` of a synchronous zero-argument function."""
 
-    Each runner is warmed up, then every repetition times a batch of calls of each system in
-    turn (rotating the start), so machine load hits all systems alike.
+    def timer(n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            run()
+        return time.perf_counter() - start
+
+    return timer
+
+
+def time_interleaved(timers: dict[str, Timer], reps: int, sample_s: float = 0.2) -> dict[str, dict]:
+    """Median ms per call of each system, timed round-robin.
+
+    Each system is warmed up and given a batch size worth about `sample_s`; then every
+    repetition times one batch of each system in turn (rotating the start), so machine load
+    hits all systems alike.
 
     Returns:
       {name: {"median_ms", "min_ms", "samples_ms"}}.
     """
-    names = list(runners)
+    names = list(timers)
     batch = {}
     for name in names:
-        runners[name]()
-        start = time.perf_counter()
-        runners[name]()
-        once = time.perf_counter() - start
-        batch[name] = max(1, int(sample_s / max(once, 1e-6)))
+        timers[name](1)
+        batch[name] = max(1, int(sample_s / max(timers[name](1), 1e-6)))
     samples: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
         for name in names[rep % len(names):] + names[: rep % len(names)]:
-            start = time.perf_counter()
-            for _ in range(batch[name]):
-                runners[name]()
-            samples[name].append((time.perf_counter() - start) / batch[name] * 1e3)
+            samples[name].append(timers[name](batch[name]) / batch[name] * 1e3)
     return {
         name: {"median_ms": statistics.median(s), "min_ms": min(s), "samples_ms": s}
         for name, s in samples.items()
@@ -174,50 +184,45 @@ def check_agreement(outputs: dict[str, np.ndarray], tol: float = AGREEMENT_TOL) 
 # ----------------------------------------------------------------------------- scan variants
 
 
-def _lstm_cell(z: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
-    i, f, g, o = jnp.split(z, 4, axis=-1)
+def _lstm_cell(z: jax.Array, c: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
+    i, f, g, o = jnp.split(z, 4, axis=axis)
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     return jax.nn.sigmoid(o) * jnp.tanh(c), c
 
 
-def _lstm_cell_columns(z: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
-    i, f, g, o = jnp.split(z, 4, axis=0)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    return jax.nn.sigmoid(o) * jnp.tanh(c), c
+def _contract_last(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x @ w.T`` written as a dot contracting both last axes (TFLite weight layout)."""
+    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())))
 
 
-def scan_variant(mode: str, transposed: bool = False, unroll: int = 1, chunk: int = 1) -> Callable:
+def scan_variant(mode: str, tflite_layout: bool = False, unroll: int = 1, chunk: int = 1) -> Callable:
     """A plain float LSTM written one way (for `--variants`): ``(k, r, b, x [B,T,I]) -> y``.
 
     mode: where the input projection x @ K happens:
       "hoisted": one [T*B, I] @ [I, 4H] matmul before the scan;
-      "inside": per step, fused with the recurrent one as [x_t, h] @ [[K], [R]] (flax, Keras);
+      "inside": per step, fused with the recurrent one as [x_t, h] @ [K; R] (flax, Keras);
       "inside2": per step, as two matmuls x_t @ K + h @ R;
       "chunked": one matmul per block of `chunk` steps inside an outer scan;
-      "columns": per step like "inside" but on transposed activations: the carry is
-        (h^T [H, B], c^T [H, B]) and z^T = [[K^T], [R^T]] @ [x_t^T; h^T], so the weights are
-        used in TFLite layout [4H, I + H] as they are.
-    transposed: contract h with a [4H, H] matrix (TFLite layout) instead of [H, 4H].
+      "columns": like "inside" on transposed activations, carry (h^T, c^T) [H, B] and
+        z^T = [K; R]^T @ [x_t; h]^T (needs `tflite_layout`).
+    tflite_layout: k [4H, I] and r [4H, H] come in TFLite's layout and every dot contracts
+      their last axis, instead of Keras's k [I, 4H] and r [H, 4H].
     """
-
-    def recurrent(h, r):
-        if transposed:
-            return jax.lax.dot_general(h, r.T, (((1,), (1,)), ((), ())))
-        return h @ r
+    dot = _contract_last if tflite_layout else jnp.matmul
 
     def hoisted_scan(kernel, r, bias, x, carry):
         steps, batch, _ = x.shape
-        z_in = (x.reshape(steps * batch, -1) @ kernel + bias).reshape(steps, batch, -1)
+        z_in = (dot(x.reshape(steps * batch, -1), kernel) + bias).reshape(steps, batch, -1)
 
         def step(carry, z_t):
-            h, c = _lstm_cell(z_t + recurrent(carry[0], r), carry[1])
+            h, c = _lstm_cell(z_t + dot(carry[0], r), carry[1])
             return (h, c), h
 
         return jax.lax.scan(step, carry, z_in, unroll=unroll)
 
     def forward(kernel, r, bias, x):
         steps, batch, _ = x.shape
-        n = r.shape[0]
+        n = r.shape[1] if tflite_layout else r.shape[0]
         zeros = jnp.zeros((batch, n), x.dtype)
         if mode == "hoisted":
             return hoisted_scan(kernel, r, bias, x, (zeros, zeros))[1]
@@ -225,24 +230,24 @@ def scan_variant(mode: str, transposed: bool = False, unroll: int = 1, chunk: in
             blocks = x.reshape(steps // chunk, chunk, batch, -1)
             ys = jax.lax.scan(lambda carry, xb: hoisted_scan(kernel, r, bias, xb, carry), (zeros, zeros), blocks)[1]
             return ys.reshape(steps, batch, n)
+        fused = jnp.concatenate([kernel, r], axis=1 if tflite_layout else 0)
         if mode == "columns":
-            fused_t = jnp.concatenate([kernel, r]).T  # TFLite layout [4H, I + H]
 
             def column_step(carry, x_t):
-                h, c = _lstm_cell_columns(fused_t @ jnp.concatenate([x_t, carry[0]]) + bias[:, None], carry[1])
+                z = fused @ jnp.concatenate([x_t, carry[0]]) + bias[:, None]
+                h, c = _lstm_cell(z, carry[1], axis=0)
                 return (h, c), h
 
             zeros = jnp.zeros((n, batch), x.dtype)
             ys = jax.lax.scan(column_step, (zeros, zeros), jnp.swapaxes(x, 1, 2), unroll=unroll)[1]
             return jnp.swapaxes(ys, 1, 2)
-        fused = jnp.concatenate([kernel, r])
 
         def step(carry, x_t):
             h, c = carry
             if mode == "inside":
-                z = jnp.concatenate([x_t, h], axis=-1) @ fused + bias
+                z = dot(jnp.concatenate([x_t, h], axis=-1), fused) + bias
             else:
-                z = x_t @ kernel + recurrent(h, r) + bias
+                z = dot(x_t, kernel) + dot(h, r) + bias
             h, c = _lstm_cell(z, c)
             return (h, c), h
 
@@ -252,23 +257,30 @@ def scan_variant(mode: str, transposed: bool = False, unroll: int = 1, chunk: in
 
 
 VARIANTS = {
-    "hoisted_nt": dict(mode="hoisted", transposed=True),
     "hoisted": dict(mode="hoisted"),
     "hoisted_u4": dict(mode="hoisted", unroll=4),
+    "hoisted_tfl": dict(mode="hoisted", tflite_layout=True),
+    "chunk10": dict(mode="chunked", chunk=10),
+    "chunk25": dict(mode="chunked", chunk=25),
     "inside": dict(mode="inside"),
     "inside_u2": dict(mode="inside", unroll=2),
     "inside_u4": dict(mode="inside", unroll=4),
+    "inside_tfl": dict(mode="inside", tflite_layout=True),
     "inside2": dict(mode="inside2"),
-    "columns": dict(mode="columns"),
-    "chunk10": dict(mode="chunked", chunk=10),
-    "chunk25": dict(mode="chunked", chunk=25),
+    "columns_tfl": dict(mode="columns", tflite_layout=True),
 }
 
 
 def variant_calls(shape: Shape) -> dict[str, Call]:
     w = keras_layout_weights(shape)
-    args = tuple(jnp.asarray(w[k]) for k in ("kernel", "recurrent_kernel", "bias", "x"))
-    return {name: (scan_variant(**spec), args) for name, spec in VARIANTS.items()}
+    x, bias = jnp.asarray(w["x"]), jnp.asarray(w["bias"])
+    calls = {}
+    for name, spec in VARIANTS.items():
+        k, r = w["kernel"], w["recurrent_kernel"]
+        if spec.get("tflite_layout"):
+            k, r = np.ascontiguousarray(k.T), np.ascontiguousarray(r.T)
+        calls[name] = (scan_variant(**spec), (jnp.asarray(k), jnp.asarray(r), bias, x))
+    return calls
 
 
 # ----------------------------------------------------------------------------- report
@@ -305,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         calls = forward_calls(shape)
         if args.variants:
             calls.update(variant_calls(shape))
-        timings = time_interleaved({name: jax_runner(call) for name, call in calls.items()}, reps)
+            check_agreement({name: np.asarray(jax_runner(call)()) for name, call in calls.items()})
+        timings = time_interleaved({name: local_timer(jax_runner(call)) for name, call in calls.items()}, reps)
         rows.append({"shape": shape, "timings": timings})
         print(format_table(rows[-1:], "jaxlstm"), flush=True)
     print(f"\nforward, ms per call (median of {reps} interleaved repetitions; ratio to jaxlstm)")

@@ -324,11 +324,12 @@ def _check_state(op: str, prefix: str, state: LSTMState, batch: int, w: LSTMWeig
 # ----------------------------------------------------------------------------- the step
 #
 # Speed (measured with experiments/bench_ops.py and bench.py on XLA:CPU):
-# * every matmul inside the scan is ``[B, k] @ [k, m]`` with a row-major matrix made once
-#   before the scan; contracting a weight's last axis inside the loop made XLA transpose
-#   the whole matrix at every step;
+# * inside the scan, a dot that contracts a weight's last axis (TFLite's [m, k] layout)
+#   made XLA transpose the whole matrix at every step once B > 1: the weights are made
+#   row-major [k, m] once, before the scan (B = 1 keeps TFLite's layout, see
+#   `_float_matmuls`);
 # * the input projection runs inside the step, fused with the recurrent one as
-#   ``[x_t, h] @ [W_x; W_h]^T``: hoisting it out as one [T*B, I] matmul was 1.5-3x slower;
+#   ``[x_t, h] @ [W_x, W_h]^T``: hoisting it out as one [T*B, I] matmul was 1.5-3x slower;
 # * the float path has a custom JVP (`_float_recurrence`) whose weight and input terms are
 #   computed for all steps at once, outside the loop, so reverse mode carries only
 #   (dh, dc) backwards, with one matmul per step.
