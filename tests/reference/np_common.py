@@ -1,6 +1,6 @@
 """Pieces shared by the NumPy references: tensor lookup, activations and the hybrid arithmetic.
 
-Written from /work/shared/SPEC_TFLITE_OPS.md §2, §3 and §5 (tensor_utils.h ApplyActivationToVector,
+Written from shared/SPEC_TFLITE_OPS.md §2, §3 and §5 (tensor_utils.h ApplyActivationToVector,
 portable_tensor_utils.cc PortableSymmetricQuantizeFloats / PortableAsymmetricQuantizeFloats /
 PortableMatrixBatchVectorMultiplyAccumulate), not from jaxlstm. No JAX here.
 """

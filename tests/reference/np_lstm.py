@@ -1,6 +1,6 @@
 """Loop-based NumPy reference for TFLite's LSTM family (no JAX): one batch row, one step at a time.
 
-Written from /work/shared/SPEC_TFLITE_OPS.md §1.3-§1.5 and §2-§4 (lstm_eval.cc LstmStepFloat and
+Written from shared/SPEC_TFLITE_OPS.md §1.3-§1.5 and §2-§4 (lstm_eval.cc LstmStepFloat and
 LstmStepHybrid, bidirectional_sequence_lstm.cc, reference/lstm_cell.h), not from jaxlstm.
 
 Precision: float weights run in float64, an oracle free of float32 rounding. Int8 weights

@@ -1,6 +1,6 @@
 """Loop-based NumPy reference for TFLite's basic RNN family (no JAX): one row, one step at a time.
 
-Written from /work/shared/SPEC_TFLITE_OPS.md §1.6-§1.8, §4 and §5 (kernel_utils.cc RnnBatchStep,
+Written from shared/SPEC_TFLITE_OPS.md §1.6-§1.8, §4 and §5 (kernel_utils.cc RnnBatchStep,
 unidirectional_sequence_rnn.cc, bidirectional_sequence_rnn.cc), not from jaxlstm.
 Float weights run in float64; int8 weights (`values` + `scale`) run the hybrid path in float32,
 as in `np_lstm`. Weights are looked up by name: `input_weights`, `recurrent_weights`, `bias`,
