@@ -329,7 +329,7 @@ def _check_state(op: str, prefix: str, state: LSTMState, batch: int, w: LSTMWeig
 #   row-major [k, m] once, before the scan (B = 1 keeps TFLite's layout, see
 #   `_float_matmuls`);
 # * the input projection runs inside the step, fused with the recurrent one as
-#   ``[x_t, h] @ [W_x, W_h]^T``: hoisting it out as one [T*B, I] matmul was 1.5-3x slower;
+#   ``[x_t, h] @ [W_x, W_h]^T``: hoisting it out as one [T*B, I] matmul was 1.3-1.8x slower;
 # * the float path has a custom JVP (`_float_recurrence`) whose weight and input terms are
 #   computed for all steps at once, outside the loop, so reverse mode carries only
 #   (dh, dc) backwards, with one matmul per step.
