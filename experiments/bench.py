@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.out / "bench.json", "w") as f:
         json.dump({"machine": machine, "reps": reps, "rows": rows}, f, indent=1)
     plot(rows, args.out / "bench.png")
-    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
+    print(f"wrote bench.json and bench.png to {args.out.name}/")
     return 0
 
 
