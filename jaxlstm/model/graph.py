@@ -13,6 +13,7 @@ converters and Flax modules build one (`ModelBuilder`), the exporter serializes 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,9 @@ import numpy as np
 from jaxlstm.ops._quant import QuantizedTensor
 
 NO_TENSOR = -1  # an absent optional operator input
+# The most elements `Model.init_state` allocates for one state tensor (1 GiB of float32),
+# far beyond any real recurrent state: a larger one comes from a corrupt shape or batch_size.
+MAX_STATE_ELEMENTS = 2**28
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +152,9 @@ class Model:
         Args:
           batch_size: the batch for state tensors whose first dimension is dynamic (-1);
             defaults to 1, the size TFLite allocates for a dynamic dimension.
+
+        Raises:
+          ValueError: a state tensor would have more than `MAX_STATE_ELEMENTS` elements.
         """
         state = {}
         for i in self._variables:
@@ -155,6 +162,12 @@ class Model:
             shape = tuple(
                 (batch_size or 1) if d < 0 else d for d in t.shape
             )
+            if math.prod(shape) > MAX_STATE_ELEMENTS:
+                raise ValueError(
+                    f"state tensor {t.name!r} would have shape {list(shape)} ({math.prod(shape)} "
+                    f"elements), more than the {MAX_STATE_ELEMENTS} jaxlstm allocates; check the "
+                    "tensor's shape in the file and batch_size"
+                )
             init = self._constants.get(i)
             if init is None or tuple(np.shape(init)) != shape:
                 init = np.zeros(shape, t.dtype)

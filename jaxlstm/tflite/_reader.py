@@ -40,6 +40,17 @@ _RECURRENT: dict[str, tuple[tuple[int, ...], tuple[str, ...], tuple[int, ...]]] 
     "BIDIRECTIONAL_SEQUENCE_RNN": ((12,), _spec.BIDIRECTIONAL_RNN_INPUTS, tuple(range(9))),
 }
 _BASIC_LSTM = ((5,), _spec.BASIC_LSTM_INPUTS, tuple(range(5)))
+# State kind -> (size name, the weight and dimension giving the size, whether the kernel
+# accepts the state flattened to 1-D). n_output is the last dim of recurrent_to_output_weights
+# ([n_cell, n_output], or [n_cell] when diagonal), as in Prepare. The LSTM kernels check only
+# the state's element count (lstm.cc, unidirectional_sequence_lstm.cc,
+# bidirectional_sequence_lstm.cc); the RNN kernels require [n_batch, n_units] exactly
+# (basic_rnn.cc, unidirectional_sequence_rnn.cc, bidirectional_sequence_rnn.cc).
+_STATE_SIZES = {
+    "output_state": ("n_output", "recurrent_to_output_weights", -1, True),
+    "cell_state": ("n_cell", "input_to_output_weights", 0, True),
+    "hidden_state": ("n_units", "input_weights", 0, False),
+}
 _TYPE_NAMES = _format.enum_names(schema.TensorType)
 
 
@@ -302,6 +313,8 @@ class _Importer:
                 f"{where} has a {dtype} input; only float32 activations (float or hybrid int8-weight "
                 "models) are supported, not full-integer quantization"
             )
+        if not basic:
+            _check_state_shapes(where, options, inputs, tensors, names, _spec.VARIABLE_INPUTS[opcode])
 
     # -- signature -------------------------------------------------------------------------
 
@@ -327,6 +340,42 @@ class _Importer:
         if any(n is None for group in names for n in group):
             return None  # the signature does not cover the subgraph's inputs/outputs
         return names[0], names[1]
+
+
+def _check_state_shapes(where: str, options: dict, inputs: tuple[int, ...], tensors: list[Tensor],
+                        names: tuple[str, ...], states: tuple[str, ...]) -> None:
+    """Checks each state tensor against [n_batch, size] as the kernels' Prepare does.
+
+    n_batch is the input's batch dimension (axis 1 if time_major, else 0) and the size comes
+    from the direction's weights (`_STATE_SIZES`). A dynamic (-1) batch on either side matches
+    any batch. A size the weights' shapes do not give is left to the kernel.
+    """
+    x = tensors[inputs[0]]
+    axis = 1 if options.get("time_major", False) else 0
+    n_batch = x.shape[axis] if len(x.shape) > axis else -1
+    for name in states:
+        kind = next(k for k in _STATE_SIZES if name.endswith(k))
+        size_name, weight_name, dim, flat_ok = _STATE_SIZES[kind]
+        weight_name = name[: -len(kind)] + weight_name  # with the fw_/bw_ prefix
+        weight = tensors[inputs[names.index(weight_name)]]
+        size = weight.shape[dim] if weight.shape else -1
+        p = names.index(name)
+        state = tensors[inputs[p]]
+        if size < 0 or _state_fits(state.shape, n_batch, size, flat_ok):
+            continue
+        flat = f"; a 1-D state of n_batch * {size} elements is also accepted" if flat_ok else ""
+        raise ValueError(
+            f"{where}: state input {name} (position {p}, tensor {inputs[p]} {state.name!r}) has shape "
+            f"{list(state.shape)}, expected {[n_batch, size]} (n_batch from input {x.name!r} "
+            f"{list(x.shape)}, {size_name} from {weight_name} {list(weight.shape)}){flat}"
+        )
+
+
+def _state_fits(shape: tuple[int, ...], n_batch: int, size: int, flat_ok: bool) -> bool:
+    """Whether a state of `shape` holds [n_batch, size]; -1 is a dynamic dimension."""
+    if flat_ok and len(shape) == 1 and shape[0] >= 0 and size > 0 and shape[0] % size == 0:
+        shape = (shape[0] // size, size)
+    return len(shape) == 2 and shape[1] == size and (shape[0] == n_batch or -1 in (shape[0], n_batch))
 
 
 def _fold_state_initializers(operators: list[Operator], tensors: list[Tensor], constants: dict[int, Any]) -> list[Operator]:
