@@ -14,7 +14,8 @@ checked to agree before timing):
 * export: seconds to write the .tflite (jaxlstm.export_tflite, TFLiteConverter).
 
 Systems: ``jaxlstm`` (all features off), ``jaxlstm_peep_proj`` (peephole and a projection
-to n_output = H: 4IH + 5H^2 matmul work per step instead of 4IH + 4H^2), ``jax_minimal``
+to n_output = H: 4IH + 5H^2 matmul work per step instead of 4IH + 4H^2), ``jaxlstm_bf16``
+(``matmul_dtype=jnp.bfloat16``: bfloat16 matmul operands, float32 accumulation), ``jax_minimal``
 (the fastest hand-written JAX LSTM from bench_ops.py, the cost floor of a general op),
 ``flax`` (linen OptimizedLSTMCell + nn.RNN), ``keras`` (Keras 3 LSTM, JAX backend),
 ``litert_jaxlstm`` (LiteRT on jaxlstm's own export), ``litert_converter`` (LiteRT on
@@ -28,6 +29,7 @@ after compile and warm-up. Writes experiments/results/bench.json and bench.png.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -49,6 +51,9 @@ from jaxlstm.ops import LSTMOptions, LSTMWeights
 RESULTS = pathlib.Path(__file__).parent / "results"
 # LiteRT's float kernel and torch's accumulate the gate matmuls in another order than XLA.
 OTHER_RUNTIME_TOL = 1e-4
+# matmul_dtype=bfloat16 rounds every matmul operand to 8 significant bits (see
+# tests/ops/test_matmul_dtype.py); outputs lie in [-1, 1].
+BF16_TOL = 3e-2
 
 Shape = tuple[int, int, int, int]
 
@@ -78,6 +83,7 @@ def jax_systems(shape: Shape, w: dict) -> dict[str, tuple[Callable, tuple]]:
     return {
         "jaxlstm": (bench_ops.jaxlstm_forward, (weights, x)),
         "jaxlstm_peep_proj": (bench_ops.jaxlstm_forward, (peephole_projection_weights(weights), x)),
+        "jaxlstm_bf16": (functools.partial(bench_ops.jaxlstm_forward, matmul_dtype=jnp.bfloat16), (weights, x)),
         "jax_minimal": (
             lambda p, x: minimal(*p, x),
             (tuple(jnp.asarray(w[k]) for k in ("kernel", "recurrent_kernel", "bias")), x),
@@ -253,6 +259,7 @@ def bench_shape(shape: Shape, reps: int, torch_choice: str, litert: bool) -> dic
         forward[name], train[name] = workers[-1].timer("forward"), workers[-1].timer("train")
         outputs[name] = workers[-1].output
     try:
+        bench_ops.check_agreement({"jaxlstm": outputs["jaxlstm"], "jaxlstm_bf16": outputs.pop("jaxlstm_bf16")}, BF16_TOL)
         bench_ops.check_agreement({k: v for k, v in outputs.items() if k.startswith(("jax", "flax", "keras"))})
         bench_ops.check_agreement(outputs, OTHER_RUNTIME_TOL)
         return {
@@ -305,6 +312,9 @@ def goals(rows: list[dict]) -> str:
             _, _, n_input, n_cell = r["shape"]
             work = 1 + n_cell / (4 * (n_input + n_cell))  # the projection's matmul per step
             cells.append(f"peep+proj/plain {t['jaxlstm_peep_proj'] / base:.2f} (matmul work {work:.2f}x)")
+            cells.append(f"bf16 matmuls speed-up {base / t['jaxlstm_bf16']:.2f}x")
+            if "torch" in t:
+                cells.append(f"torch/jaxlstm_bf16 {t['torch'] / t['jaxlstm_bf16']:.2f}")
             lines.append(f"{shape:<16}{metric:<8}" + ", ".join(cells))
     return "\n".join(lines)
 

@@ -129,8 +129,8 @@ def flax_params(kernel, recurrent_kernel, bias) -> dict:
     return {"params": {"cell": cell}}
 
 
-def jaxlstm_forward(weights: LSTMWeights, x: jax.Array) -> jax.Array:
-    return unidirectional_sequence_lstm(x, weights)[0]
+def jaxlstm_forward(weights: LSTMWeights, x: jax.Array, matmul_dtype=None) -> jax.Array:
+    return unidirectional_sequence_lstm(x, weights, matmul_dtype=matmul_dtype)[0]
 
 
 def flax_forward_fn(n_cell: int) -> Callable:
