@@ -423,35 +423,29 @@ def _hybrid(mats: list, asymmetric: bool):
 
 
 def _run(cell: _Cell, preactivation, project, vecs: dict, xs: tuple, state: LSTMState,
-         reverse: bool, unroll: int, linearize: bool = False):
+         reverse: bool, unroll: int, residuals: bool = False):
     """The time loop shared by the float and hybrid paths.
 
     Args:
       preactivation: ``(xs_t, h) -> z [B, G * n_cell]``, the gates' matmuls.
       project: ``m -> p [B, n_output]``, the projection matmul (unused without projection).
       xs: time-major inputs, (x [T, B, I],) or (x, aux [T, B, n_aux]).
-      linearize: also return what the derivative needs, stacked over steps: h_in, m and the
-        linearizations of `_Cell.gate_outputs` and `_Cell.output` (`jax.tree_util.Partial`
-        pytrees whose residuals gain a leading T axis).
+      residuals: also return what the derivative needs, stacked over steps: the step's
+        input state h_in [T, B, n_output] and c_in [T, B, n_cell], z [T, B, G * n_cell] and,
+        with a projection, m [T, B, n_cell] and p [T, B, n_output] (else None).
 
     Returns:
-      (ys [T, B, n_output], final `LSTMState`, (h_in, m, gates_jvp, output_jvp) or None).
+      (ys [T, B, n_output], final `LSTMState`, (h_in, z, c_in, m, p) or None).
     """
 
     def step(carry: LSTMState, xs_t: tuple):
         h, c = carry
         z = preactivation(xs_t, h)
-        if not linearize:
-            m, c_new = cell.gate_outputs(z, c, vecs)
-            h_new = cell.output(project(m) if cell.projection else m, vecs)
-            return LSTMState(h_new, c_new), (h_new, None)
-        (m, c_new), gates_jvp = jax.linearize(cell.gate_outputs, z, c, vecs)
-        output_jvp = None
-        if cell.projection:
-            h_new, output_jvp = jax.linearize(cell.output, project(m), vecs)
-        else:
-            h_new = m
-        return LSTMState(h_new, c_new), (h_new, (h, m, gates_jvp, output_jvp))
+        m, c_new = cell.gate_outputs(z, c, vecs)
+        p = project(m) if cell.projection else None
+        h_new = cell.output(p, vecs) if cell.projection else m
+        saved = (h, z, c, m if cell.projection else None, p) if residuals else None
+        return LSTMState(h_new, c_new), (h_new, saved)
 
     final, (ys, per_step) = jax.lax.scan(step, state, xs, reverse=reverse, unroll=unroll)
     return ys, final, per_step
@@ -530,14 +524,15 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
     The terms linear in the tangents of the weight matrices, of xs and (without layer norm)
     of the gate biases are batched matmuls over all steps: their transposes, the weight,
     input and bias gradients, are one matmul or sum each. The loop left carries (dh, dc)
-    through the steps' saved linearizations with the matrices held constant; transposed,
-    it does one ``dz @ W_h`` per step.
+    through each step with the matrices held constant; transposed, it does one ``dz @ W_h``
+    per step. The steps' elementwise parts are recomputed from the saved z and state
+    (`_recomputed_jvp`), so only those, not every intermediate, are stacked over time.
     """
     mats, vecs, xs, state = primals
     d_mats, d_vecs, d_xs, d_state = tangents
     matmuls = _float_matmuls(cell, mats, batch=xs[0].shape[1])
-    ys, final, (h_in, m, gates_jvp, output_jvp) = _run(
-        cell, matmuls.preactivation, matmuls.project, vecs, xs, state, reverse, unroll, linearize=True
+    ys, final, (h_in, z, c, m, p) = _run(
+        cell, matmuls.preactivation, matmuls.project, vecs, xs, state, reverse, unroll, residuals=True
     )
     d_vecs = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, vecs, d_vecs)
     outer = [_contract(x, d_w) for x, d_w in zip(xs, d_mats["inputs"]) if not _is_zero(d_w)]
@@ -555,24 +550,29 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
         dp_outer = _contract(m, d_mats["projection"])
 
     def tangent_step(d_carry: LSTMState, s: tuple):
-        dz_t, dp_t, gates_jvp_t, output_jvp_t = s
+        dz_t, dp_t, z_t, c_t, p_t = s  # per step: outer terms, then saved primals
         dz = dz_t + matmuls.recurrent(d_carry.output_state)
-        dm, dc = gates_jvp_t(dz, d_carry.cell_state, d_vecs)
+        dm, dc = _recomputed_jvp(cell.gate_outputs, (z_t, c_t, vecs), (dz, d_carry.cell_state, d_vecs))
         dh = dm
         if cell.projection:
             dp = matmuls.project(dm)
-            dh = output_jvp_t(dp if dp_t is None else dp + dp_t, d_vecs)
+            dh = _recomputed_jvp(cell.output, (p_t, vecs), (dp if dp_t is None else dp + dp_t, d_vecs))
         return LSTMState(dh, dc), dh
 
     d_state = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, state, d_state)
     d_final, d_ys = jax.lax.scan(
-        tangent_step, d_state, (dz_outer, dp_outer, gates_jvp, output_jvp),
+        tangent_step, d_state, (dz_outer, dp_outer, z, c, p),
         reverse=reverse, unroll=unroll,
     )
     return (ys, final), (d_ys, d_final)
 
 
 _float_recurrence.defjvp(_float_recurrence_jvp, symbolic_zeros=True)
+
+
+def _recomputed_jvp(f: Callable, primals: tuple, tangents: tuple):
+    """``jax.jvp(f, primals, tangents)[1]``, recomputed from `primals` when transposed."""
+    return jax.checkpoint(lambda p, t: jax.jvp(f, p, t)[1])(primals, tangents)
 
 
 def _lstm_scan(
