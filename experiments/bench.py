@@ -10,7 +10,8 @@ checked to agree before timing):
 
 * forward: ms per call of the whole sequence;
 * train: ms per forward + backward of ``mean(outputs)`` w.r.t. all weights (JAX and torch);
-* compile: seconds to trace and compile the forward and the train step (JAX systems);
+* compile: seconds to trace and compile the forward and the train step (JAX systems), and
+  the train step's scratch memory (XLA's ``memory_analysis``: what the saved activations take);
 * export: seconds to write the .tflite (jaxlstm.export_tflite, TFLiteConverter).
 
 Systems: ``jaxlstm`` (all features off), ``jaxlstm_peep_proj`` (peephole and a projection
@@ -237,11 +238,12 @@ def torch_devices(choice: str) -> list[str]:
 def bench_shape(shape: Shape, reps: int, torch_choice: str, litert: bool) -> dict:
     """All measurements for one shape: {"forward", "train": timings, "compile_s", "export_s"}."""
     w = bench_ops.keras_layout_weights(shape)
-    forward, train, outputs, compile_s, export_s = {}, {}, {}, {}, {}
+    forward, train, outputs, compile_s, export_s, train_scratch_mib = {}, {}, {}, {}, {}, {}
     for name, (fn, args) in jax_systems(shape, w).items():
         fwd, fwd_s = timed_compile(fn, args)
         grad, grad_s = timed_compile(train_step(fn), args)
         compile_s[name] = {"forward": fwd_s, "train": grad_s}
+        train_scratch_mib[name] = grad.memory_analysis().temp_size_in_bytes / 2**20
         forward[name] = bench_ops.local_timer(bench_ops.jax_runner((fwd, args)))
         train[name] = bench_ops.local_timer(bench_ops.jax_runner((grad, args)))
         if name != "jaxlstm_peep_proj":  # other weights
@@ -267,6 +269,7 @@ def bench_shape(shape: Shape, reps: int, torch_choice: str, litert: bool) -> dic
             "forward": bench_ops.time_interleaved(forward, reps),
             "train": bench_ops.time_interleaved(train, reps),
             "compile_s": compile_s,
+            "train_scratch_mib": train_scratch_mib,
             "export_s": export_s,
         }
     finally:
@@ -289,6 +292,11 @@ def summary(rows: list[dict]) -> str:
     parts.append("\n".join(
         f"{name:<20}" + "".join(f"{r['compile_s'][name]['forward']:>9.2f} /{r['compile_s'][name]['train']:>6.2f} s" for r in rows)
         for name in rows[0]["compile_s"]
+    ))
+    parts.append("train step scratch memory (XLA memory_analysis temp), MiB")
+    parts.append("\n".join(
+        f"{name:<20}" + "".join(f"{r['train_scratch_mib'][name]:>18.1f}  " for r in rows)
+        for name in rows[0]["train_scratch_mib"]
     ))
     if rows[0]["export_s"]:
         parts.append("export: seconds to produce the .tflite")

@@ -202,6 +202,8 @@ def scan_variant(mode: str, tflite_layout: bool = False, unroll: int = 1, chunk:
       "hoisted": one [T*B, I] @ [I, 4H] matmul before the scan;
       "inside": per step, fused with the recurrent one as [x_t, h] @ [K; R] (flax, Keras);
       "inside2": per step, as two matmuls x_t @ K + h @ R;
+      "split2": like "inside", the fused matmul as two independent ones over the column
+        halves (gates i, f and c, o), so XLA:CPU can run them on two cores at once;
       "chunked": one matmul per block of `chunk` steps inside an outer scan;
       "columns": like "inside" on transposed activations, carry (h^T, c^T) [H, B] and
         z^T = [K; R]^T @ [x_t; h]^T (needs `tflite_layout`).
@@ -231,6 +233,7 @@ def scan_variant(mode: str, tflite_layout: bool = False, unroll: int = 1, chunk:
             ys = jax.lax.scan(lambda carry, xb: hoisted_scan(kernel, r, bias, xb, carry), (zeros, zeros), blocks)[1]
             return ys.reshape(steps, batch, n)
         fused = jnp.concatenate([kernel, r], axis=1 if tflite_layout else 0)
+        halves = jnp.split(fused, 2, axis=0 if tflite_layout else 1)
         if mode == "columns":
 
             def column_step(carry, x_t):
@@ -246,6 +249,9 @@ def scan_variant(mode: str, tflite_layout: bool = False, unroll: int = 1, chunk:
             h, c = carry
             if mode == "inside":
                 z = dot(jnp.concatenate([x_t, h], axis=-1), fused) + bias
+            elif mode == "split2":
+                xh = jnp.concatenate([x_t, h], axis=-1)
+                z = jnp.concatenate([dot(xh, half) for half in halves], axis=-1) + bias
             else:
                 z = dot(x_t, kernel) + dot(h, r) + bias
             h, c = _lstm_cell(z, c)
@@ -267,6 +273,7 @@ VARIANTS = {
     "inside_u4": dict(mode="inside", unroll=4),
     "inside_tfl": dict(mode="inside", tflite_layout=True),
     "inside2": dict(mode="inside2"),
+    "split2": dict(mode="split2"),
     "columns_tfl": dict(mode="columns", tflite_layout=True),
 }
 
