@@ -443,7 +443,7 @@ def _run(cell: _Cell, preactivation, project, vecs: dict, xs: tuple, state: LSTM
         z = preactivation(xs_t, h)
         m, c_new = cell.gate_outputs(z, c, vecs)
         p = project(m) if cell.projection else None
-        h_new = cell.output(p, vecs) if cell.projection else m
+        h_new = cell.output(m if p is None else p, vecs)
         saved = (h, z, c, m if cell.projection else None, p) if residuals else None
         return LSTMState(h_new, c_new), (h_new, saved)
 
