@@ -30,6 +30,7 @@ import numpy as np
 
 from jaxlstm.ops import _checks
 from jaxlstm.ops._activations import activation
+from jaxlstm.ops._shard_map import vary_like
 
 GRU_GATES = ("update", "reset", "candidate")
 # Activations a builtin-op graph can express: TANH and LOGISTIC operators, or a fused
@@ -287,6 +288,7 @@ def _gru_scan(
         h_new = candidate + z * (h - candidate)
         return h_new, h_new
 
+    h0 = vary_like(h0, x_zr, x_n, w)
     h_final, y = jax.lax.scan(step, h0, (x_zr, x_n), reverse=reverse)
     return y, h_final
 

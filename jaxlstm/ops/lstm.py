@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jaxlstm.ops import _checks
 from jaxlstm.ops._activations import activation, clip
 from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
+from jaxlstm.ops._shard_map import vary_like
 
 GATES = ("input", "forget", "cell", "output")
 LSTM_ACTIVATIONS = ("RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
@@ -560,6 +561,7 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
         return LSTMState(dh, dc), dh
 
     d_state = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, state, d_state)
+    d_state = vary_like(d_state, dz_outer, dp_outer, d_vecs)
     d_final, d_ys = jax.lax.scan(
         tangent_step, d_state, (dz_outer, dp_outer, z, c, p),
         reverse=reverse, unroll=unroll,
@@ -616,6 +618,7 @@ def _lstm_scan(
     if cell.diagonal:  # ("IndyLSTM") float even in hybrid models
         recurrent = jnp.concatenate([_float_vector(r) for r in recurrent]).astype(dtype)
 
+    state = vary_like(state, xs, w)
     if not w.is_hybrid:
         mats = {
             "inputs": tuple(jnp.concatenate(m).astype(dtype) for m in inputs),

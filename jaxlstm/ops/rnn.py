@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jaxlstm.ops import _checks
 from jaxlstm.ops._activations import ACTIVATION_CODES, activation
 from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
+from jaxlstm.ops._shard_map import vary_like
 
 
 @jax.tree_util.register_dataclass
@@ -116,6 +117,7 @@ def _rnn_scan(
         h_new = act(z_t + recurrent(h, asym))
         return h_new, h_new
 
+    h0 = vary_like(h0, z_in, w)
     h_final, y = jax.lax.scan(step, h0, z_in, reverse=reverse, unroll=unroll)
     return y, h_final
 
@@ -274,7 +276,7 @@ def bidirectional_sequence_rnn(
                 y, h = _rnn_scan(inputs, w, h, options, aux, reverse=reverse, unroll=unroll)
                 return h, y
 
-            h, ys = jax.lax.scan(once, h, None, length=repeats)
+            h, ys = jax.lax.scan(once, vary_like(h, inputs, aux, w), None, length=repeats)
             return ys[-1], h
 
         fw_y, h_fw = run(fw_weights, h_fw, x, False)
