@@ -184,10 +184,13 @@ def check_agreement(outputs: dict[str, np.ndarray], tol: float = AGREEMENT_TOL) 
 # ----------------------------------------------------------------------------- scan variants
 
 
-def _lstm_cell(z: jax.Array, c: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
-    i, f, g, o = jnp.split(z, 4, axis=axis)
+def _lstm_gates(i, f, g, o, c: jax.Array) -> tuple[jax.Array, jax.Array]:
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+
+def _lstm_cell(z: jax.Array, c: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
+    return _lstm_gates(*jnp.split(z, 4, axis=axis), c)
 
 
 def _contract_last(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -200,6 +203,8 @@ def scan_variant(mode: str, tflite_layout: bool = False, unroll: int = 1, chunk:
 
     mode: where the input projection x @ K happens:
       "hoisted": one [T*B, I] @ [I, 4H] matmul before the scan;
+      "hoisted_gates": one [T*B, I] @ [I, H] matmul per gate before the scan, read by the
+        loop as four arrays instead of slices of one (jaxlstm at batch 1);
       "inside": per step, fused with the recurrent one as [x_t, h] @ [K; R] (flax, Keras);
       "inside2": per step, as two matmuls x_t @ K + h @ R;
       "split2": like "inside", the fused matmul as two independent ones over the column
@@ -222,12 +227,26 @@ def scan_variant(mode: str, tflite_layout: bool = False, unroll: int = 1, chunk:
 
         return jax.lax.scan(step, carry, z_in, unroll=unroll)
 
+    def gate_hoisted_scan(kernel, r, bias, x, carry):
+        steps, batch, _ = x.shape
+        flat = x.reshape(steps * batch, -1)
+        kernels = jnp.split(kernel, 4, axis=0 if tflite_layout else 1)
+        z_in = tuple((dot(flat, k) + b).reshape(steps, batch, -1) for k, b in zip(kernels, jnp.split(bias, 4)))
+
+        def step(carry, z_t):
+            h, c = _lstm_gates(*map(jnp.add, z_t, jnp.split(dot(carry[0], r), 4, axis=-1)), carry[1])
+            return (h, c), h
+
+        return jax.lax.scan(step, carry, z_in, unroll=unroll)
+
     def forward(kernel, r, bias, x):
         steps, batch, _ = x.shape
         n = r.shape[1] if tflite_layout else r.shape[0]
         zeros = jnp.zeros((batch, n), x.dtype)
         if mode == "hoisted":
             return hoisted_scan(kernel, r, bias, x, (zeros, zeros))[1]
+        if mode == "hoisted_gates":
+            return gate_hoisted_scan(kernel, r, bias, x, (zeros, zeros))[1]
         if mode == "chunked":
             blocks = x.reshape(steps // chunk, chunk, batch, -1)
             ys = jax.lax.scan(lambda carry, xb: hoisted_scan(kernel, r, bias, xb, carry), (zeros, zeros), blocks)[1]
@@ -266,6 +285,8 @@ VARIANTS = {
     "hoisted": dict(mode="hoisted"),
     "hoisted_u4": dict(mode="hoisted", unroll=4),
     "hoisted_tfl": dict(mode="hoisted", tflite_layout=True),
+    "hoisted_gates": dict(mode="hoisted_gates"),
+    "hoisted_gates_tfl": dict(mode="hoisted_gates", tflite_layout=True),
     "chunk10": dict(mode="chunked", chunk=10),
     "chunk25": dict(mode="chunked", chunk=25),
     "inside": dict(mode="inside"),

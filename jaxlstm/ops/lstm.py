@@ -339,8 +339,12 @@ def _check_matmul_dtype(op: str, matmul_dtype, weights: tuple[LSTMWeights, ...])
 #   made XLA transpose the whole matrix at every step once B > 1: the weights are made
 #   row-major [k, m] once, before the scan (B = 1 keeps TFLite's layout, see
 #   `_float_matmuls`);
-# * the input projection runs inside the step, fused with the recurrent one as
-#   ``[x_t, h] @ [W_x, W_h]^T``: hoisting it out as one [T*B, I] matmul was 1.3-1.8x slower;
+# * with B > 1 the input projection runs inside the step, fused with the recurrent one as
+#   ``[x_t, h] @ [W_x, W_h]^T``; with B = 1 it is hoisted out of the loop, one matmul per
+#   gate (see `_float_matmuls`);
+# * z travels through the loop as G per-gate arrays, never as slices of one stacked
+#   [T, B, G * n_cell] array: XLA:CPU's code for a dynamic slice (the step's row) of a
+#   slice (the gate) was several times slower than the gate math itself;
 # * the float path has a custom JVP (`_float_recurrence`) whose weight and input terms are
 #   computed for all steps at once, outside the loop, so reverse mode carries only
 #   (dh, dc) backwards, with one matmul per step.
@@ -359,11 +363,15 @@ class _Cell:
     projection: bool
     matmul_dtype: object = None  # operand dtype of the float weight matmuls; None: the input's
 
-    def gate_outputs(self, z: jax.Array, c: jax.Array, vecs: dict) -> tuple[jax.Array, jax.Array]:
-        """From the gates' matmul part z [B, G * n_cell] and c [B, n_cell], returns
+    def split(self, z: jax.Array) -> tuple[jax.Array, ...]:
+        """[..., G * n_cell] -> G arrays [..., n_cell], in `gates` order."""
+        return tuple(jnp.split(z, len(self.gates), axis=-1))
+
+    def gate_outputs(self, z: tuple, c: jax.Array, vecs: dict) -> tuple[jax.Array, jax.Array]:
+        """From the gates' matmul parts z (G arrays [B, n_cell]) and c [B, n_cell], returns
         (m = o * act(c'), c') [B, n_cell]; bias, peephole, layer norm and clip come from `vecs`."""
         act = activation(self.activation)
-        z = dict(zip(self.gates, jnp.split(z, len(self.gates), axis=-1)))
+        z = dict(zip(self.gates, z))
         peephole = vecs["peephole"]
 
         def finish(g: str, z_g: jax.Array) -> jax.Array:
@@ -428,11 +436,11 @@ def _run(cell: _Cell, preactivation, project, vecs: dict, xs: tuple, state: LSTM
     """The time loop shared by the float and hybrid paths.
 
     Args:
-      preactivation: ``(xs_t, h) -> z [B, G * n_cell]``, the gates' matmuls.
+      preactivation: ``(xs_t, h) -> z``, the gates' matmuls: G arrays [B, n_cell].
       project: ``m -> p [B, n_output]``, the projection matmul (unused without projection).
-      xs: time-major inputs, (x [T, B, I],) or (x, aux [T, B, n_aux]).
+      xs: what `preactivation` reads per step, stacked over time (leading axis T).
       residuals: also return what the derivative needs, stacked over steps: the step's
-        input state h_in [T, B, n_output] and c_in [T, B, n_cell], z [T, B, G * n_cell] and,
+        input state h_in [T, B, n_output] and c_in [T, B, n_cell], z (G arrays [T, B, n_cell]) and,
         with a projection, m [T, B, n_cell] and p [T, B, n_output] (else None).
 
     Returns:
@@ -453,53 +461,79 @@ def _run(cell: _Cell, preactivation, project, vecs: dict, xs: tuple, state: LSTM
 
 
 class _Matmuls(NamedTuple):
-    """The weight matmuls of one float step (see `_float_matmuls`)."""
+    """The weight matmuls of the float loop (see `_float_matmuls`)."""
 
-    preactivation: Callable  # (xs_t, h) -> z [B, G * n_cell]: all gate matmuls
-    project: Callable  # m [B, n_cell] -> [B, n_output]
+    inputs: Callable  # xs -> what the loop reads per step (stacked over T)
+    preactivation: Callable  # (inputs_t, h) -> z: G arrays [B, n_cell], all gate matmuls
     recurrent: Callable  # h [B, n_output] -> [B, G * n_cell]: the recurrent part of z
+    project: Callable  # m [B, n_cell] -> [B, n_output]
 
 
 def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
-    """The step's matmuls from float weights in TFLite layout (see `_float_recurrence`):
-    one fused ``[x_t, (aux_t,) h] @ W.T`` per step.
+    """The matmuls from float weights in TFLite layout (see `_float_recurrence`).
 
-    With batch > 1, each weight is made row-major [k, m] once, before the loop (a dot
-    contracting a weight's last axis made XLA transpose it at every step). With batch 1
-    the dots are matrix-vector products, as fast on TFLite's layout, and the copy would be
-    the largest cost of short sequences. With ``cell.matmul_dtype`` the weights and the
-    activations entering each dot are cast to it; the dot accumulates in the input's dtype.
+    With batch > 1, one fused ``[x_t, (aux_t,) h] @ W.T`` per step, its weights made
+    row-major [k, m] once, before the loop (a dot contracting a weight's last axis made XLA
+    transpose it at every step).
+
+    With batch 1, the step's dots are matrix-vector products, as fast on TFLite's layout
+    (and the copy would be the largest cost of short sequences); fusing the input ones
+    into them gains nothing, so the input terms of all steps are computed before the loop
+    instead, one [T, k] @ [k, n_cell] matmul per gate (1.2-1.4x faster). They enter the loop
+    as G separate arrays: read as slices of one [T, 1, G * n_cell] array, XLA:CPU's code for
+    the dynamic slice of a slice was several times slower than the step's gate math.
+
+    With ``cell.matmul_dtype`` the weights and the activations entering each dot are cast
+    to it; the dot accumulates in the input's dtype.
     """
     out_dtype = mats["inputs"][0].dtype
-    contracted = 0 if batch > 1 else 1  # the weight axis each dot contracts
+    G = len(cell.gates)
+    row_major = batch > 1  # the in-loop weights' layout
 
-    def prepare(w: jax.Array) -> jax.Array:
+    def prepare(w: jax.Array, row_major: bool = True) -> jax.Array:
         w = w if cell.matmul_dtype is None else w.astype(cell.matmul_dtype)
-        return w.T if batch > 1 else w
+        return w.T if row_major else w
 
-    def dot(a: jax.Array, w: jax.Array) -> jax.Array:
-        dims = (((a.ndim - 1,), (contracted,)), ((), ()))
+    def dot(a: jax.Array, w: jax.Array, row_major: bool = True) -> jax.Array:
+        dims = (((a.ndim - 1,), (0 if row_major else 1,)), ((), ()))
         return jax.lax.dot_general(a.astype(w.dtype), w, dims, preferred_element_type=out_dtype)
 
-    inputs = prepare(jnp.concatenate(mats["inputs"], axis=1))
     if cell.diagonal:
         def recurrent(h: jax.Array) -> jax.Array:
             return _recurrent(h, mats["recurrent"])
-
-        def preactivation(xs_t: tuple, h: jax.Array) -> jax.Array:
-            return dot(jnp.concatenate(xs_t, axis=-1), inputs) + recurrent(h)
     else:
-        fused = prepare(jnp.concatenate(mats["inputs"] + (mats["recurrent"],), axis=1))
-        recurrent_only = prepare(mats["recurrent"])
+        recurrent_weights = prepare(mats["recurrent"], row_major)
 
         def recurrent(h: jax.Array) -> jax.Array:
-            return dot(h, recurrent_only)
+            return dot(h, recurrent_weights, row_major)
 
-        def preactivation(xs_t: tuple, h: jax.Array) -> jax.Array:
-            return dot(jnp.concatenate(xs_t + (h,), axis=-1), fused)
+    if batch == 1:
+        per_gate = [[prepare(w_g) for w_g in jnp.split(w, G)] for w in mats["inputs"]]
 
-    projection = prepare(mats["projection"]) if cell.projection else None
-    return _Matmuls(preactivation, lambda m: dot(m, projection), recurrent)
+        def inputs(xs: tuple) -> tuple[jax.Array, ...]:
+            return tuple(functools.reduce(jnp.add, [dot(x, w[g]) for x, w in zip(xs, per_gate)]) for g in range(G))
+
+        def preactivation(zx_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
+            return tuple(map(jnp.add, zx_t, cell.split(recurrent(h))))
+    elif cell.diagonal:
+        input_weights = prepare(jnp.concatenate(mats["inputs"], axis=1))
+
+        def inputs(xs: tuple) -> tuple:
+            return xs
+
+        def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
+            return cell.split(dot(jnp.concatenate(xs_t, axis=-1), input_weights) + recurrent(h))
+    else:
+        fused = prepare(jnp.concatenate(mats["inputs"] + (mats["recurrent"],), axis=1))
+
+        def inputs(xs: tuple) -> tuple:
+            return xs
+
+        def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
+            return cell.split(dot(jnp.concatenate(xs_t + (h,), axis=-1), fused))
+
+    projection = prepare(mats["projection"], row_major) if cell.projection else None
+    return _Matmuls(inputs, preactivation, recurrent, lambda m: dot(m, projection, row_major))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
@@ -511,7 +545,9 @@ def _float_recurrence(cell: _Cell, reverse: bool, unroll: int, mats: dict, vecs:
     n_output] or the diagonal [G * n_cell]) and ``projection`` ([n_output, n_cell] or None).
     """
     matmuls = _float_matmuls(cell, mats, batch=xs[0].shape[1])
-    ys, final, _ = _run(cell, matmuls.preactivation, matmuls.project, vecs, xs, state, reverse, unroll)
+    ys, final, _ = _run(
+        cell, matmuls.preactivation, matmuls.project, vecs, matmuls.inputs(xs), state, reverse, unroll
+    )
     return ys, final
 
 
@@ -533,26 +569,33 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
     d_mats, d_vecs, d_xs, d_state = tangents
     matmuls = _float_matmuls(cell, mats, batch=xs[0].shape[1])
     ys, final, (h_in, z, c, m, p) = _run(
-        cell, matmuls.preactivation, matmuls.project, vecs, xs, state, reverse, unroll, residuals=True
+        cell, matmuls.preactivation, matmuls.project, vecs, matmuls.inputs(xs), state,
+        reverse, unroll, residuals=True,
     )
     d_vecs = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, vecs, d_vecs)
-    outer = [_contract(x, d_w) for x, d_w in zip(xs, d_mats["inputs"]) if not _is_zero(d_w)]
-    outer += [_contract(d_x, w) for d_x, w in zip(d_xs, mats["inputs"]) if not _is_zero(d_x)]
+    # The outer terms of z per gate, [T, B, n_cell] each (see `_float_matmuls` on why not sliced).
+    G = len(cell.gates)
+    outer = [[] for _ in range(G)]
+    pairs = [(x, d_w) for x, d_w in zip(xs, d_mats["inputs"]) if not _is_zero(d_w)]
+    pairs += [(d_x, w) for d_x, w in zip(d_xs, mats["inputs"]) if not _is_zero(d_x)]
+    for a, w in pairs:
+        for terms, w_g in zip(outer, jnp.split(w, G)):
+            terms.append(_contract(a, w_g))
     if not _is_zero(d_mats["recurrent"]):
-        outer.append(_recurrent(h_in, d_mats["recurrent"]))
+        for terms, r_g in zip(outer, jnp.split(d_mats["recurrent"], G)):
+            terms.append(_recurrent(h_in, r_g))
     if not cell.layer_norm:  # the bias adds straight to z
-        outer.append(jnp.concatenate([d_vecs["bias"][g] for g in cell.gates]))
+        for terms, g in zip(outer, cell.gates):
+            terms.append(d_vecs["bias"][g])
         d_vecs = {**d_vecs, "bias": jax.tree.map(jnp.zeros_like, vecs["bias"])}
-    n_cell = vecs["bias"]["forget"].shape[-1]
-    zeros = jnp.zeros(h_in.shape[:-1] + (len(cell.gates) * n_cell,), ys.dtype)
-    dz_outer = functools.reduce(jnp.add, outer, zeros)
+    dz_outer = tuple(functools.reduce(jnp.add, terms, jnp.zeros_like(z_g)) for terms, z_g in zip(outer, z))
     dp_outer = None
     if cell.projection and not _is_zero(d_mats["projection"]):
         dp_outer = _contract(m, d_mats["projection"])
 
     def tangent_step(d_carry: LSTMState, s: tuple):
         dz_t, dp_t, z_t, c_t, p_t = s  # per step: outer terms, then saved primals
-        dz = dz_t + matmuls.recurrent(d_carry.output_state)
+        dz = tuple(map(jnp.add, dz_t, cell.split(matmuls.recurrent(d_carry.output_state))))
         dm, dc = _recomputed_jvp(cell.gate_outputs, (z_t, c_t, vecs), (dz, d_carry.cell_state, d_vecs))
         dh = dm
         if cell.projection:
@@ -631,8 +674,8 @@ def _lstm_scan(
     input_matmuls = [_hybrid(m, asym) for m in inputs]
     recurrent_matmul = functools.partial(_recurrent, r=recurrent) if cell.diagonal else _hybrid(recurrent, asym)
 
-    def preactivation(xs_t: tuple, h: jax.Array) -> jax.Array:
-        return sum(f(x_t) for f, x_t in zip(input_matmuls, xs_t)) + recurrent_matmul(h)
+    def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
+        return cell.split(sum(f(x_t) for f, x_t in zip(input_matmuls, xs_t)) + recurrent_matmul(h))
 
     project = _hybrid([w.projection_weights], asym) if cell.projection else None
     ys, final, _ = _run(cell, preactivation, project, vecs, xs, state, reverse, unroll)
