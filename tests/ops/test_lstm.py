@@ -193,6 +193,24 @@ def test_vmap_over_inputs_states_and_weights():
             assert_allclose(actual[i], expected, rtol=0, atol=JIT_EAGER_ATOL)
 
 
+@pytest.mark.parametrize("batch", [1, 2], ids=["b1", "b2"])  # batch 1 hoists the input matmuls
+def test_unroll_matches_plain_scan(batch: int):
+    """`unroll` (speed only) changes neither outputs nor gradients; 3 does not divide T = 5."""
+    case = dataclasses.replace(FULL_CASE, batch=batch)
+    rng = np.random.default_rng(9)
+    weights, state = lstm_weights(case, rng), lstm_state(case, rng)
+    x = normal(rng, *case.input_shape, scale=1.0)
+
+    def run(unroll):
+        def loss(w):
+            y, (h, c) = unidirectional_sequence_lstm(x, w, state, options=case.options, unroll=unroll)
+            return jax.numpy.sum(y * y) + jax.numpy.sum(c), (y, h, c)
+        return jax.grad(loss, has_aux=True)(weights)
+
+    for actual, expected in zip(jax.tree.leaves(run(3)), jax.tree.leaves(run(1)), strict=True):
+        assert_allclose(actual, expected, rtol=0, atol=JIT_EAGER_ATOL)
+
+
 @st.composite
 def lstm_cases(draw) -> LSTMCase:
     projection = draw(st.booleans())

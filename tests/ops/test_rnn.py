@@ -113,6 +113,16 @@ def test_jit_matches_eager():
         assert_allclose(actual, expected, rtol=0, atol=JIT_EAGER_ATOL)
 
 
+def test_unroll_matches_plain_scan():
+    """`unroll` (speed only) changes no output; 3 does not divide T = 5."""
+    case = RNNCase(aux="cross", n_aux=2, activation="TANH")
+    args = _bidirectional_inputs(case, np.random.default_rng(16))
+    rolled = bidirectional_sequence_rnn(*args, options=case.options)
+    unrolled = bidirectional_sequence_rnn(*args, options=case.options, unroll=3)
+    for actual, expected in zip(jax.tree.leaves(unrolled), jax.tree.leaves(rolled), strict=True):
+        assert_allclose(actual, expected, rtol=0, atol=JIT_EAGER_ATOL)
+
+
 def test_vmap_over_inputs_states_and_weights():
     case = RNNCase(activation="TANH")
     rng = np.random.default_rng(15)
