@@ -465,8 +465,10 @@ class _Matmuls(NamedTuple):
 
     inputs: Callable  # xs -> what the loop reads per step (stacked over T)
     preactivation: Callable  # (inputs_t, h) -> z: G arrays [B, n_cell], all gate matmuls
-    recurrent: Callable  # h [B, n_output] -> [B, G * n_cell]: the recurrent part of z
     project: Callable  # m [B, n_cell] -> [B, n_output]
+    # The tangent loop's: dh [B, n_output] -> [B, G * n_cell] and dm [B, n_cell] -> [B, n_output]
+    tangent_recurrent: Callable
+    tangent_project: Callable
 
 
 def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
@@ -483,6 +485,10 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
     as G separate arrays: read as slices of one [T, 1, G * n_cell] array, XLA:CPU's code for
     the dynamic slice of a slice was several times slower than the step's gate math.
 
+    The custom JVP's tangent loop contracts the weights' last axis (TFLite's layout) at any
+    batch: reverse mode never runs that loop but its transpose, whose ``dz @ W`` then reads
+    the weights row-major (1.05-1.35x faster training steps at batch > 1).
+
     With ``cell.matmul_dtype`` the weights and the activations entering each dot are cast
     to it; the dot accumulates in the input's dtype.
     """
@@ -498,16 +504,18 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
         dims = (((a.ndim - 1,), (0 if row_major else 1,)), ((), ()))
         return jax.lax.dot_general(a.astype(w.dtype), w, dims, preferred_element_type=out_dtype)
 
-    if cell.diagonal:
-        def recurrent(h: jax.Array) -> jax.Array:
-            return _recurrent(h, mats["recurrent"])
-    else:
-        recurrent_weights = prepare(mats["recurrent"], row_major)
+    def recurrent_matmul(row_major: bool) -> Callable:
+        if cell.diagonal:
+            return functools.partial(_recurrent, r=mats["recurrent"])
+        weights = prepare(mats["recurrent"], row_major)
+        return lambda h: dot(h, weights, row_major)
 
-        def recurrent(h: jax.Array) -> jax.Array:
-            return dot(h, recurrent_weights, row_major)
+    def projection_matmul(row_major: bool) -> Callable:
+        weights = prepare(mats["projection"], row_major) if cell.projection else None
+        return lambda m: dot(m, weights, row_major)
 
     if batch == 1:
+        recurrent = recurrent_matmul(row_major)
         per_gate = [[prepare(w_g) for w_g in jnp.split(w, G)] for w in mats["inputs"]]
 
         def inputs(xs: tuple) -> tuple[jax.Array, ...]:
@@ -516,6 +524,7 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
         def preactivation(zx_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
             return tuple(map(jnp.add, zx_t, cell.split(recurrent(h))))
     elif cell.diagonal:
+        recurrent = recurrent_matmul(row_major)
         input_weights = prepare(jnp.concatenate(mats["inputs"], axis=1))
 
         def inputs(xs: tuple) -> tuple:
@@ -532,8 +541,9 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
         def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
             return cell.split(dot(jnp.concatenate(xs_t + (h,), axis=-1), fused))
 
-    projection = prepare(mats["projection"], row_major) if cell.projection else None
-    return _Matmuls(inputs, preactivation, recurrent, lambda m: dot(m, projection, row_major))
+    return _Matmuls(
+        inputs, preactivation, projection_matmul(row_major), recurrent_matmul(False), projection_matmul(False)
+    )
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
@@ -595,11 +605,11 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
 
     def tangent_step(d_carry: LSTMState, s: tuple):
         dz_t, dp_t, z_t, c_t, p_t = s  # per step: outer terms, then saved primals
-        dz = tuple(map(jnp.add, dz_t, cell.split(matmuls.recurrent(d_carry.output_state))))
+        dz = tuple(map(jnp.add, dz_t, cell.split(matmuls.tangent_recurrent(d_carry.output_state))))
         dm, dc = _recomputed_jvp(cell.gate_outputs, (z_t, c_t, vecs), (dz, d_carry.cell_state, d_vecs))
         dh = dm
         if cell.projection:
-            dp = matmuls.project(dm)
+            dp = matmuls.tangent_project(dm)
             dh = _recomputed_jvp(cell.output, (p_t, vecs), (dp if dp_t is None else dp + dp_t, d_vecs))
         return LSTMState(dh, dc), dh
 
