@@ -523,23 +523,21 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
 
         def preactivation(zx_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
             return tuple(map(jnp.add, zx_t, cell.split(recurrent(h))))
-    elif cell.diagonal:
-        recurrent = recurrent_matmul(row_major)
-        input_weights = prepare(jnp.concatenate(mats["inputs"], axis=1))
-
-        def inputs(xs: tuple) -> tuple:
-            return xs
-
-        def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
-            return cell.split(dot(jnp.concatenate(xs_t, axis=-1), input_weights) + recurrent(h))
     else:
-        fused = prepare(jnp.concatenate(mats["inputs"] + (mats["recurrent"],), axis=1))
-
         def inputs(xs: tuple) -> tuple:
-            return xs
+            return xs  # each step multiplies its own x_t
 
-        def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
-            return cell.split(dot(jnp.concatenate(xs_t + (h,), axis=-1), fused))
+        if cell.diagonal:
+            recurrent = recurrent_matmul(row_major)
+            input_weights = prepare(jnp.concatenate(mats["inputs"], axis=1))
+
+            def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
+                return cell.split(dot(jnp.concatenate(xs_t, axis=-1), input_weights) + recurrent(h))
+        else:
+            fused = prepare(jnp.concatenate(mats["inputs"] + (mats["recurrent"],), axis=1))
+
+            def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
+                return cell.split(dot(jnp.concatenate(xs_t + (h,), axis=-1), fused))
 
     return _Matmuls(
         inputs, preactivation, projection_matmul(row_major), recurrent_matmul(False), projection_matmul(False)
