@@ -504,12 +504,15 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
         dims = (((a.ndim - 1,), (0 if row_major else 1,)), ((), ()))
         return jax.lax.dot_general(a.astype(w.dtype), w, dims, preferred_element_type=out_dtype)
 
+    # Cached: at batch 1 the loop and the tangent loop share one layout, hence one weight copy.
+    @functools.cache
     def recurrent_matmul(row_major: bool) -> Callable:
         if cell.diagonal:
             return functools.partial(_recurrent, r=mats["recurrent"])
         weights = prepare(mats["recurrent"], row_major)
         return lambda h: dot(h, weights, row_major)
 
+    @functools.cache
     def projection_matmul(row_major: bool) -> Callable:
         weights = prepare(mats["projection"], row_major) if cell.projection else None
         return lambda m: dot(m, weights, row_major)
