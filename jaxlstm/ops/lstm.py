@@ -363,9 +363,9 @@ class _Cell:
     projection: bool
     matmul_dtype: object = None  # operand dtype of the float weight matmuls; None: the input's
 
-    def split(self, z: jax.Array) -> tuple[jax.Array, ...]:
-        """[..., G * n_cell] -> G arrays [..., n_cell], in `gates` order."""
-        return tuple(jnp.split(z, len(self.gates), axis=-1))
+    def split(self, z: jax.Array, axis: int = -1) -> tuple[jax.Array, ...]:
+        """[..., G * n_cell] -> G arrays [..., n_cell] (split along `axis`), in `gates` order."""
+        return tuple(jnp.split(z, len(self.gates), axis=axis))
 
     def gate_outputs(self, z: tuple, c: jax.Array, vecs: dict) -> tuple[jax.Array, jax.Array]:
         """From the gates' matmul parts z (G arrays [B, n_cell]) and c [B, n_cell], returns
@@ -431,8 +431,32 @@ def _hybrid(mats: list, asymmetric: bool):
     return lambda x: hybrid_matmul(x, values, scales, asymmetric)
 
 
+def _scan(step: Callable, carry: LSTMState, xs, reverse: bool, unroll: int, columns: bool):
+    """``jax.lax.scan(step, carry, xs)`` over time; carry and the final state are [B, n].
+
+    With `columns` the loop runs batch-minor: `step` gets the state as [n, B], and xs and
+    the stacked outputs are [T, ..., B].
+    """
+    if not columns:
+        return jax.lax.scan(step, carry, xs, reverse=reverse, unroll=unroll)
+    final, ys = jax.lax.scan(step, jax.tree.map(jnp.transpose, carry), xs, reverse=reverse, unroll=unroll)
+    return jax.tree.map(jnp.transpose, final), ys
+
+
+def _per_column(f: Callable, columns: bool) -> Callable:
+    """``f(*arrays, vecs)`` on arrays [B, n] -> the same on arrays [n, B] when `columns`."""
+    if not columns:
+        return f
+    return lambda *args: jax.vmap(lambda *a: f(*a, args[-1]), in_axes=-1, out_axes=-1)(*args[:-1])
+
+
+def _rows(a: jax.Array, columns: bool) -> jax.Array:
+    """[T, n, B] from a loop in `columns` layout -> [T, B, n] (and back); else `a` itself."""
+    return jnp.swapaxes(a, 1, 2) if columns else a
+
+
 def _run(cell: _Cell, preactivation, project, vecs: dict, xs: tuple, state: LSTMState,
-         reverse: bool, unroll: int, residuals: bool = False):
+         reverse: bool, unroll: int, residuals: bool = False, columns: bool = False):
     """The time loop shared by the float and hybrid paths.
 
     Args:
@@ -442,27 +466,32 @@ def _run(cell: _Cell, preactivation, project, vecs: dict, xs: tuple, state: LSTM
       residuals: also return what the derivative needs, stacked over steps: the step's
         input state h_in [T, B, n_output] and c_in [T, B, n_cell], z (G arrays [T, B, n_cell]) and,
         with a projection, m [T, B, n_cell] and p [T, B, n_output] (else None).
+      columns: run the loop batch-minor (`_scan`): `preactivation` and `project` then take
+        and return [n, B] arrays, xs and the residuals are [T, ..., B].
 
     Returns:
       (ys [T, B, n_output], final `LSTMState`, (h_in, z, c_in, m, p) or None).
     """
 
+    gate_outputs, output = _per_column(cell.gate_outputs, columns), _per_column(cell.output, columns)
+
     def step(carry: LSTMState, xs_t: tuple):
         h, c = carry
         z = preactivation(xs_t, h)
-        m, c_new = cell.gate_outputs(z, c, vecs)
+        m, c_new = gate_outputs(z, c, vecs)
         p = project(m) if cell.projection else None
-        h_new = cell.output(m if p is None else p, vecs)
+        h_new = output(m if p is None else p, vecs)
         saved = (h, z, c, m if cell.projection else None, p) if residuals else None
         return LSTMState(h_new, c_new), (h_new, saved)
 
-    final, (ys, per_step) = jax.lax.scan(step, state, xs, reverse=reverse, unroll=unroll)
-    return ys, final, per_step
+    final, (ys, per_step) = _scan(step, state, xs, reverse, unroll, columns)
+    return _rows(ys, columns), final, per_step
 
 
 class _Matmuls(NamedTuple):
     """The weight matmuls of the float loop (see `_float_matmuls`)."""
 
+    columns: bool  # the loop runs batch-minor (see `_scan`)
     inputs: Callable  # xs -> what the loop reads per step (stacked over T)
     preactivation: Callable  # (inputs_t, h) -> z: G arrays [B, n_cell], all gate matmuls
     project: Callable  # m [B, n_cell] -> [B, n_output]
@@ -474,77 +503,100 @@ class _Matmuls(NamedTuple):
 def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
     """The matmuls from float weights in TFLite layout (see `_float_recurrence`).
 
-    With batch > 1, one fused ``[x_t, (aux_t,) h] @ W.T`` per step, its weights made
+    With batch >= 8, full recurrent weights and no projection, the loop runs batch-minor
+    (`_scan`): one fused ``W @ [x_t; (aux_t;) h]`` per step, W in TFLite's layout
+    [G * n_cell, k] as it is, a [G * n_cell, k] @ [k, B] GEMM whose gates are contiguous row
+    blocks. On XLA:CPU (Intel) this was 1.2-1.35x faster at batch 8 and 32 than the
+    batch-major loop; it was slower at batch 2, and with a projection XLA ran the projection's
+    dot transposed, 2x slower (experiments/README.md).
+
+    Otherwise, with batch > 1, one fused ``[x_t, (aux_t,) h] @ W.T`` per step, its weights made
     row-major [k, m] once, before the loop (a dot contracting a weight's last axis made XLA
     transpose it at every step).
 
-    With batch 1, the step's dots are matrix-vector products, as fast on TFLite's layout
-    (and the copy would be the largest cost of short sequences); fusing the input ones
-    into them gains nothing, so the input terms of all steps are computed before the loop
+    With batch 1, the step's dots are matrix-vector products; fusing the input ones into
+    them gains nothing, so the input terms of all steps are computed before the loop
     instead, one [T, k] @ [k, n_cell] matmul per gate (1.2-1.4x faster). They enter the loop
     as G separate arrays: read as slices of one [T, 1, G * n_cell] array, XLA:CPU's code for
     the dynamic slice of a slice was several times slower than the step's gate math.
 
-    The custom JVP's tangent loop contracts the weights' last axis (TFLite's layout) at any
-    batch: reverse mode never runs that loop but its transpose, whose ``dz @ W`` then reads
-    the weights row-major (1.05-1.35x faster training steps at batch > 1).
+    The custom JVP's tangent loop multiplies by the transposes of the loop's weight
+    layouts: reverse mode never runs that loop but its transpose, whose ``W.T @ dz``
+    (``dz @ W`` at batch 1) then reads the weights without a per-step transpose.
 
     With ``cell.matmul_dtype`` the weights and the activations entering each dot are cast
     to it; the dot accumulates in the input's dtype.
     """
     out_dtype = mats["inputs"][0].dtype
     G = len(cell.gates)
-    row_major = batch > 1  # the in-loop weights' layout
+    columns = batch >= 8 and not (cell.diagonal or cell.projection)
+    row_major = batch > 1 and not columns  # the batch-major loop's weights are transposed copies
 
-    def prepare(w: jax.Array, row_major: bool = True) -> jax.Array:
-        w = w if cell.matmul_dtype is None else w.astype(cell.matmul_dtype)
-        return w.T if row_major else w
+    def cast(w: jax.Array) -> jax.Array:
+        return w if cell.matmul_dtype is None else w.astype(cell.matmul_dtype)
 
-    def dot(a: jax.Array, w: jax.Array, row_major: bool = True) -> jax.Array:
-        dims = (((a.ndim - 1,), (0 if row_major else 1,)), ((), ()))
-        return jax.lax.dot_general(a.astype(w.dtype), w, dims, preferred_element_type=out_dtype)
+    def times(w: jax.Array, transposed: bool = False) -> Callable:
+        """``a [..., k] -> a @ w.T`` for w [m, k] (TFLite's layout), or ``a @ w`` for a
+        transposed w [k, m]; with `columns`, ``a [k, B] -> w @ a`` (``w.T @ a``): [m, B]."""
+        w_axis = 0 if transposed else 1
 
-    # Cached: at batch 1 the loop and the tangent loop share one layout, hence one weight copy.
+        def matmul(a: jax.Array) -> jax.Array:
+            a = a.astype(w.dtype)
+            if columns:
+                return jax.lax.dot_general(w, a, (((w_axis,), (0,)), ((), ())), preferred_element_type=out_dtype)
+            return jax.lax.dot_general(a, w, (((a.ndim - 1,), (w_axis,)), ((), ())), preferred_element_type=out_dtype)
+
+        return matmul
+
+    def transposed(w: jax.Array) -> Callable:
+        return times(cast(w).T, transposed=True)
+
+    # Cached: where the loop and the tangent loop share a layout, they share one weight copy.
     @functools.cache
-    def recurrent_matmul(row_major: bool) -> Callable:
-        if cell.diagonal:
-            return functools.partial(_recurrent, r=mats["recurrent"])
-        weights = prepare(mats["recurrent"], row_major)
-        return lambda h: dot(h, weights, row_major)
+    def weight_matmul(name: str, is_transposed: bool) -> Callable:
+        return transposed(mats[name]) if is_transposed else times(cast(mats[name]))
 
-    @functools.cache
-    def projection_matmul(row_major: bool) -> Callable:
-        weights = prepare(mats["projection"], row_major) if cell.projection else None
-        return lambda m: dot(m, weights, row_major)
+    if cell.diagonal:
+        recurrent = tangent_recurrent = functools.partial(_recurrent, r=mats["recurrent"])
+    else:
+        recurrent, tangent_recurrent = weight_matmul("recurrent", row_major), weight_matmul("recurrent", columns)
+    if cell.projection:
+        project, tangent_project = weight_matmul("projection", row_major), weight_matmul("projection", columns)
+    else:
+        project = tangent_project = None
 
     if batch == 1:
-        recurrent = recurrent_matmul(row_major)
-        per_gate = [[prepare(w_g) for w_g in jnp.split(w, G)] for w in mats["inputs"]]
+        per_gate = [[transposed(w_g) for w_g in jnp.split(w, G)] for w in mats["inputs"]]
 
         def inputs(xs: tuple) -> tuple[jax.Array, ...]:
-            return tuple(functools.reduce(jnp.add, [dot(x, w[g]) for x, w in zip(xs, per_gate)]) for g in range(G))
+            return tuple(functools.reduce(jnp.add, [w[g](x) for x, w in zip(xs, per_gate)]) for g in range(G))
 
         def preactivation(zx_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
             return tuple(map(jnp.add, zx_t, cell.split(recurrent(h))))
+    elif columns:
+        def inputs(xs: tuple) -> tuple[jax.Array, ...]:
+            return tuple(jnp.swapaxes(x, 1, 2) for x in xs)  # [T, k, B]: each step multiplies its own x_t
+
+        fused = times(cast(jnp.concatenate(mats["inputs"] + (mats["recurrent"],), axis=1)))
+
+        def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
+            return cell.split(fused(jnp.concatenate(xs_t + (h,))), axis=0)
     else:
         def inputs(xs: tuple) -> tuple:
             return xs  # each step multiplies its own x_t
 
         if cell.diagonal:
-            recurrent = recurrent_matmul(row_major)
-            input_weights = prepare(jnp.concatenate(mats["inputs"], axis=1))
+            input_matmul = transposed(jnp.concatenate(mats["inputs"], axis=1))
 
             def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
-                return cell.split(dot(jnp.concatenate(xs_t, axis=-1), input_weights) + recurrent(h))
+                return cell.split(input_matmul(jnp.concatenate(xs_t, axis=-1)) + recurrent(h))
         else:
-            fused = prepare(jnp.concatenate(mats["inputs"] + (mats["recurrent"],), axis=1))
+            fused = transposed(jnp.concatenate(mats["inputs"] + (mats["recurrent"],), axis=1))
 
             def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
-                return cell.split(dot(jnp.concatenate(xs_t + (h,), axis=-1), fused))
+                return cell.split(fused(jnp.concatenate(xs_t + (h,), axis=-1)))
 
-    return _Matmuls(
-        inputs, preactivation, projection_matmul(row_major), recurrent_matmul(False), projection_matmul(False)
-    )
+    return _Matmuls(columns, inputs, preactivation, project, tangent_recurrent, tangent_project)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
@@ -557,7 +609,8 @@ def _float_recurrence(cell: _Cell, reverse: bool, unroll: int, mats: dict, vecs:
     """
     matmuls = _float_matmuls(cell, mats, batch=xs[0].shape[1])
     ys, final, _ = _run(
-        cell, matmuls.preactivation, matmuls.project, vecs, matmuls.inputs(xs), state, reverse, unroll
+        cell, matmuls.preactivation, matmuls.project, vecs, matmuls.inputs(xs), state, reverse, unroll,
+        columns=matmuls.columns,
     )
     return ys, final
 
@@ -579,9 +632,10 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
     mats, vecs, xs, state = primals
     d_mats, d_vecs, d_xs, d_state = tangents
     matmuls = _float_matmuls(cell, mats, batch=xs[0].shape[1])
+    columns = matmuls.columns
     ys, final, (h_in, z, c, m, p) = _run(
         cell, matmuls.preactivation, matmuls.project, vecs, matmuls.inputs(xs), state,
-        reverse, unroll, residuals=True,
+        reverse, unroll, residuals=True, columns=columns,
     )
     d_vecs = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, vecs, d_vecs)
     # The outer terms of z per gate, [T, B, n_cell] each (see `_float_matmuls` on why not sliced).
@@ -594,33 +648,36 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
             terms.append(_contract(a, w_g))
     if not _is_zero(d_mats["recurrent"]):
         for terms, r_g in zip(outer, jnp.split(d_mats["recurrent"], G)):
-            terms.append(_recurrent(h_in, r_g))
+            terms.append(_recurrent(_rows(h_in, columns), r_g))
     if not cell.layer_norm:  # the bias adds straight to z
         for terms, g in zip(outer, cell.gates):
             terms.append(d_vecs["bias"][g])
         d_vecs = {**d_vecs, "bias": jax.tree.map(jnp.zeros_like, vecs["bias"])}
-    dz_outer = tuple(functools.reduce(jnp.add, terms, jnp.zeros_like(z_g)) for terms, z_g in zip(outer, z))
+    dz_outer = tuple(
+        _rows(functools.reduce(jnp.add, terms, jnp.zeros_like(_rows(z_g, columns))), columns)
+        for terms, z_g in zip(outer, z)
+    )
     dp_outer = None
     if cell.projection and not _is_zero(d_mats["projection"]):
-        dp_outer = _contract(m, d_mats["projection"])
+        dp_outer = _rows(_contract(_rows(m, columns), d_mats["projection"]), columns)
+
+    gate_outputs, output = _per_column(cell.gate_outputs, columns), _per_column(cell.output, columns)
 
     def tangent_step(d_carry: LSTMState, s: tuple):
         dz_t, dp_t, z_t, c_t, p_t = s  # per step: outer terms, then saved primals
-        dz = tuple(map(jnp.add, dz_t, cell.split(matmuls.tangent_recurrent(d_carry.output_state))))
-        dm, dc = _recomputed_jvp(cell.gate_outputs, (z_t, c_t, vecs), (dz, d_carry.cell_state, d_vecs))
+        dz_h = cell.split(matmuls.tangent_recurrent(d_carry.output_state), axis=0 if columns else -1)
+        dz = tuple(map(jnp.add, dz_t, dz_h))
+        dm, dc = _recomputed_jvp(gate_outputs, (z_t, c_t, vecs), (dz, d_carry.cell_state, d_vecs))
         dh = dm
         if cell.projection:
             dp = matmuls.tangent_project(dm)
-            dh = _recomputed_jvp(cell.output, (p_t, vecs), (dp if dp_t is None else dp + dp_t, d_vecs))
+            dh = _recomputed_jvp(output, (p_t, vecs), (dp if dp_t is None else dp + dp_t, d_vecs))
         return LSTMState(dh, dc), dh
 
     d_state = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, state, d_state)
     d_state = vary_like(d_state, dz_outer, dp_outer, d_vecs)
-    d_final, d_ys = jax.lax.scan(
-        tangent_step, d_state, (dz_outer, dp_outer, z, c, p),
-        reverse=reverse, unroll=unroll,
-    )
-    return (ys, final), (d_ys, d_final)
+    d_final, d_ys = _scan(tangent_step, d_state, (dz_outer, dp_outer, z, c, p), reverse, unroll, columns)
+    return (ys, final), (_rows(d_ys, columns), d_final)
 
 
 _float_recurrence.defjvp(_float_recurrence_jvp, symbolic_zeros=True)

@@ -32,6 +32,10 @@ USEQ_CASES = structural_lstm_cases() + [
     LSTMCase(batch=1, time=1, n_input=1, n_cell=1, n_output=1),
     LSTMCase(batch=3, time=7, n_input=5, n_cell=6, n_output=2, peephole=True, projection=True,
              projection_bias=True, layer_norm=True, cell_clip=0.3, proj_clip=0.1),
+    # batch >= 8 without projection runs the batch-minor loop (`_float_matmuls`)
+    LSTMCase(batch=8, time=5, n_input=3, n_cell=8, n_output=8),
+    LSTMCase(batch=9, time=5, n_input=3, n_cell=6, n_output=6, cifg=True, peephole=True, layer_norm=True, cell_clip=0.3,
+             time_major=True, activation="RELU6"),
 ]
 # The step op shares the sequence op's code: half of the combinations (odd feature parity).
 LSTM_STEP_CASES = [dataclasses.replace(c, time_major=False) for c in structural_lstm_cases(time=3) if c.time_major]
@@ -193,10 +197,14 @@ def test_vmap_over_inputs_states_and_weights():
             assert_allclose(actual[i], expected, rtol=0, atol=JIT_EAGER_ATOL)
 
 
-@pytest.mark.parametrize("batch", [1, 2], ids=["b1", "b2"])  # batch 1 hoists the input matmuls
-def test_unroll_matches_plain_scan(batch: int):
+# batch 1 hoists the input matmuls; batch 8 without projection runs the loop batch-minor
+@pytest.mark.parametrize("case", [
+    dataclasses.replace(FULL_CASE, batch=1),
+    dataclasses.replace(FULL_CASE, batch=2),
+    LSTMCase(batch=8, peephole=True, layer_norm=True, cell_clip=0.3),
+], ids=str)
+def test_unroll_matches_plain_scan(case: LSTMCase):
     """`unroll` (speed only) changes neither outputs nor gradients; 3 does not divide T = 5."""
-    case = dataclasses.replace(FULL_CASE, batch=batch)
     rng = np.random.default_rng(9)
     weights, state = lstm_weights(case, rng), lstm_state(case, rng)
     x = normal(rng, *case.input_shape, scale=1.0)

@@ -29,7 +29,8 @@ lstm_module = importlib.import_module("jaxlstm.ops.lstm")  # `jaxlstm.ops.lstm` 
 # wide margin, while a missing or wrong term is off by far more than 1e-6.
 RTOL = 1e-10
 
-# B=2, T=4, I=3, n_cell=5; B=1 takes the matrix-vector layout of `_float_matmuls`.
+# B=2, T=4, I=3, n_cell=5; B=1 takes the matrix-vector layout of `_float_matmuls`, B=8
+# (without projection) its batch-minor loop.
 _SIZES = dict(batch=2, time=4, n_input=3, n_cell=5, n_output=5)
 _PROJ = dict(projection=True, n_output=3)
 PROJECTION = LSTMCase(**{**_SIZES, **_PROJ}, projection_bias=True, proj_clip=0.1)
@@ -47,12 +48,15 @@ UNIDIRECTIONAL_CASES = [
     ALL_FEATURES,
     LSTMCase(**_SIZES, diagonal=True),
     LSTMCase(**{**_SIZES, "batch": 1}, diagonal=True, peephole=True, time_major=True),
+    LSTMCase(**{**_SIZES, "batch": 8}),
+    LSTMCase(**{**_SIZES, "batch": 8}, cifg=True, layer_norm=True, peephole=True, cell_clip=0.3, time_major=True),
 ]
 BIDIRECTIONAL_CASES = [
     CROSS_AUX,
     LSTMCase(**{**_SIZES, **_PROJ}, time_major=True, aux="bw_input", cifg=True, projection_bias=True),
     LSTMCase(**{**_SIZES, "batch": 1}, aux="cross", n_aux=2, peephole=True, cell_clip=0.3, merge_outputs=True),
     LSTMCase(**_SIZES, diagonal=True, time_major=True),
+    LSTMCase(**{**_SIZES, "batch": 8}, aux="cross", n_aux=2, peephole=True, merge_outputs=True),
 ]
 
 

@@ -29,7 +29,7 @@ from jaxlstm.ops import (
 
 from .cases import LSTMCase, lstm_state, lstm_weights, normal, quantize_weights, rnn_weights
 
-B, T, I, N = 2, 5, 3, 4
+B, T, I, N = 8, 5, 3, 4  # batch 8: the float LSTM's batch-minor loop too
 MESH = Mesh(np.array(jax.devices()[:1]), ("data",))
 
 
