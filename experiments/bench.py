@@ -20,7 +20,9 @@ to n_output = H: 4IH + 5H^2 matmul work per step instead of 4IH + 4H^2), ``jaxls
 (the fastest hand-written JAX LSTM from bench_ops.py, the cost floor of a general op),
 ``flax`` (linen OptimizedLSTMCell + nn.RNN), ``keras`` (Keras 3 LSTM, JAX backend),
 ``litert_jaxlstm`` (LiteRT on jaxlstm's own export), ``litert_converter`` (LiteRT on
-TFLiteConverter's model of the same tf_keras layer), ``torch`` (torch.nn.LSTM on CPU) and,
+TFLiteConverter's model of the same tf_keras layer), ``torch`` (torch.nn.LSTM on CPU, which
+runs oneDNN's fused LSTM primitive), ``torch_no_onednn`` (the same with oneDNN switched off:
+ATen's own loop of one GEMM per step plus pointwise kernels, the structure XLA compiles) and,
 with CUDA, ``torch_cuda``; JAX runs on its default backend (the GPU when there is one).
 
 Times are medians over interleaved repetitions (each system in turn, rotating the start),
@@ -137,8 +139,11 @@ def torch_system(w: dict, device: str) -> tuple[Callable, Callable, Callable]:
     return forward, train, lambda: forward().cpu().numpy()
 
 
-def _torch_worker(conn, w: dict, device: str) -> None:
+def _torch_worker(conn, w: dict, device: str, onednn: bool) -> None:
     """Serves `TorchWorker`: sends the output, then times ("forward" | "train", n) requests."""
+    import torch
+
+    torch.backends.mkldnn.enabled = onednn
     forward, train, output = torch_system(w, device)
     conn.send(output())
     runs = {"forward": forward, "train": train}
@@ -155,12 +160,12 @@ class TorchWorker:
     keeps torch's numbers honest while still interleaving it with the other systems.
     """
 
-    def __init__(self, w: dict, device: str):
+    def __init__(self, w: dict, device: str, onednn: bool = True):
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_torch_worker, args=(child, w, device), daemon=True)
+        self._process = context.Process(target=_torch_worker, args=(child, w, device, onednn), daemon=True)
         self._process.start()
         self.output = self._conn.recv()
 
@@ -221,7 +226,11 @@ def converter_tflite(w: dict) -> tuple[bytes, float]:
     return data, time.perf_counter() - start
 
 
-def torch_devices(choice: str) -> list[str]:
+TORCH_SYSTEMS = {"torch": ("cpu", True), "torch_no_onednn": ("cpu", False), "torch_cuda": ("cuda", True)}
+
+
+def torch_systems(choice: str) -> list[str]:
+    """Names in `TORCH_SYSTEMS` to run for ``--torch choice`` (none without torch)."""
     try:
         import torch
     except ImportError:
@@ -229,7 +238,8 @@ def torch_devices(choice: str) -> list[str]:
     cuda = torch.cuda.is_available()
     if choice == "cuda" and not cuda:
         raise SystemExit("--torch cuda: torch sees no CUDA device")
-    return {"cpu": ["cpu"], "cuda": ["cuda"], "auto": ["cpu"] + (["cuda"] if cuda else [])}[choice]
+    cpu = ["torch", "torch_no_onednn"]
+    return {"cpu": cpu, "cuda": ["torch_cuda"], "auto": cpu + (["torch_cuda"] if cuda else [])}[choice]
 
 
 # ----------------------------------------------------------------------------- one shape
@@ -255,9 +265,8 @@ def bench_shape(shape: Shape, reps: int, torch_choice: str, litert: bool) -> dic
             forward[name] = bench_ops.local_timer(lambda run=run: run(w["x"]))
             outputs[name] = output(w["x"])
     workers = []
-    for device in torch_devices(torch_choice):
-        name = "torch" if device == "cpu" else "torch_cuda"
-        workers.append(TorchWorker(w, device))
+    for name in torch_systems(torch_choice):
+        workers.append(TorchWorker(w, *TORCH_SYSTEMS[name]))
         forward[name], train[name] = workers[-1].timer("forward"), workers[-1].timer("train")
         outputs[name] = workers[-1].output
     try:
@@ -315,7 +324,7 @@ def goals(rows: list[dict]) -> str:
         for metric in ("forward", "train"):
             t = {k: v["median_ms"] for k, v in r[metric].items()}
             base = t["jaxlstm"]
-            cells = [f"{k}/jaxlstm {t[k] / base:.2f}" for k in ("torch", "torch_cuda", "flax", "keras") if k in t]
+            cells = [f"{k}/jaxlstm {t[k] / base:.2f}" for k in ("torch", "torch_no_onednn", "torch_cuda", "flax", "keras") if k in t]
             cells.append(f"generality overhead (jaxlstm/jax_minimal) {base / t['jax_minimal'] - 1:+.0%}")
             _, _, n_input, n_cell = r["shape"]
             work = 1 + n_cell / (4 * (n_input + n_cell))  # the projection's matmul per step
@@ -358,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="two small shapes, 3 repetitions")
     parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 10)")
     parser.add_argument("--torch", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="torch.nn.LSTM devices: auto = CPU, plus CUDA when available")
+                        help="torch.nn.LSTM systems: cpu = torch and torch_no_onednn, cuda = torch_cuda, "
+                             "auto = cpu plus cuda when available")
     parser.add_argument("--no-litert", action="store_true", help="skip LiteRT and the TF converter")
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help="folder for bench.json and bench.png")
     args = parser.parse_args(argv)

@@ -86,12 +86,21 @@ def time_interleaved(timers: dict[str, Timer], reps: int, sample_s: float = 0.2)
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else the machine type."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def machine_info() -> dict:
     """Where the timings were taken."""
     device = jax.devices()[0]
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model(),
         "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
         "jax_backend": jax.default_backend(),
