@@ -506,9 +506,9 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
     With batch >= 8, full recurrent weights and no projection, the loop runs batch-minor
     (`_scan`): one fused ``W @ [x_t; (aux_t;) h]`` per step, W in TFLite's layout
     [G * n_cell, k] as it is, a [G * n_cell, k] @ [k, B] GEMM whose gates are contiguous row
-    blocks. On XLA:CPU (Intel) this was 1.2-1.35x faster at batch 8 and 32 than the
-    batch-major loop; it was slower at batch 2, and with a projection XLA ran the projection's
-    dot transposed, 2x slower (experiments/README.md).
+    blocks. On XLA:CPU (Intel) the forward pass was 1.1-1.45x faster at batch 8 and 32 than
+    with the batch-major loop; it was slower at batch 2, and with a projection XLA ran the
+    projection's dot transposed, 2x slower (experiments/README.md).
 
     Otherwise, with batch > 1, one fused ``[x_t, (aux_t,) h] @ W.T`` per step, its weights made
     row-major [k, m] once, before the loop (a dot contracting a weight's last axis made XLA
@@ -520,9 +520,9 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
     as G separate arrays: read as slices of one [T, 1, G * n_cell] array, XLA:CPU's code for
     the dynamic slice of a slice was several times slower than the step's gate math.
 
-    The custom JVP's tangent loop multiplies by the transposes of the loop's weight
-    layouts: reverse mode never runs that loop but its transpose, whose ``W.T @ dz``
-    (``dz @ W`` at batch 1) then reads the weights without a per-step transpose.
+    The custom JVP's tangent loop holds the weights so that its transpose, the loop reverse
+    mode runs, reads them without a per-step transpose: ``dz @ W`` on TFLite's layout
+    (batch-major), ``W.T @ dz`` on a transposed copy (batch-minor).
 
     With ``cell.matmul_dtype`` the weights and the activations entering each dot are cast
     to it; the dot accumulates in the input's dtype.
