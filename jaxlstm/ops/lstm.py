@@ -32,6 +32,9 @@ from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
 from jaxlstm.ops._shard_map import vary_like
 
 GATES = ("input", "forget", "cell", "output")
+# Float LSTMs with full recurrent weights run their loop batch-minor from this batch size on
+# (`_float_matmuls`).
+_BATCH_MINOR_FROM = 8
 LSTM_ACTIVATIONS = ("RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
 
 
@@ -362,10 +365,13 @@ class _Cell:
     diagonal: bool  # recurrent weights are a [G * n_cell] vector
     projection: bool
     matmul_dtype: object = None  # operand dtype of the float weight matmuls; None: the input's
+    # The loop's arrays are [n, B] and vectors [n, 1] (see `_run`), not [B, n] and [n].
+    batch_minor: bool = False
 
-    def split(self, z: jax.Array, axis: int = -1) -> tuple[jax.Array, ...]:
-        """[..., G * n_cell] -> G arrays [..., n_cell] (split along `axis`), in `gates` order."""
-        return tuple(jnp.split(z, len(self.gates), axis=axis))
+    def split(self, z: jax.Array) -> tuple[jax.Array, ...]:
+        """[..., G * n_cell] -> G arrays [..., n_cell] ([G * n_cell, B] -> [n_cell, B]
+        when `batch_minor`), in `gates` order."""
+        return tuple(jnp.split(z, len(self.gates), axis=0 if self.batch_minor else -1))
 
     def gate_outputs(self, z: tuple, c: jax.Array, vecs: dict) -> tuple[jax.Array, jax.Array]:
         """From the gates' matmul parts z (G arrays [B, n_cell]) and c [B, n_cell], returns
@@ -378,7 +384,7 @@ class _Cell:
             if g in peephole and g != "output":
                 z_g = z_g + peephole[g] * c
             if self.layer_norm:
-                return _layer_norm(z_g) * vecs["layer_norm"][g] + vecs["bias"][g]
+                return _layer_norm(z_g, axis=0 if self.batch_minor else -1) * vecs["layer_norm"][g] + vecs["bias"][g]
             return z_g + vecs["bias"][g]
 
         f = jax.nn.sigmoid(finish("forget", z["forget"]))
@@ -402,10 +408,10 @@ def _float_vector(v):
     return v.dequantize() if isinstance(v, QuantizedTensor) else v
 
 
-def _layer_norm(z: jax.Array) -> jax.Array:
-    """MeanStddevNormalization: population variance, epsilon 1e-8 inside the sqrt."""
-    mean = jnp.mean(z, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(z - mean), axis=-1, keepdims=True)
+def _layer_norm(z: jax.Array, axis: int = -1) -> jax.Array:
+    """MeanStddevNormalization over `axis`: population variance, epsilon 1e-8 inside the sqrt."""
+    mean = jnp.mean(z, axis=axis, keepdims=True)
+    var = jnp.mean(jnp.square(z - mean), axis=axis, keepdims=True)
     return (z - mean) * (1.0 / jnp.sqrt(var + 1e-8))
 
 
@@ -431,71 +437,51 @@ def _hybrid(mats: list, asymmetric: bool):
     return lambda x: hybrid_matmul(x, values, scales, asymmetric)
 
 
-def _scan(step: Callable, carry: LSTMState, xs, reverse: bool, unroll: int, columns: bool):
-    """``jax.lax.scan(step, carry, xs)`` over time; carry and the final state are [B, n].
-
-    With `columns` the loop runs batch-minor: `step` gets the state as [n, B], and xs and
-    the stacked outputs are [T, ..., B].
-    """
-    if not columns:
-        return jax.lax.scan(step, carry, xs, reverse=reverse, unroll=unroll)
-    final, ys = jax.lax.scan(step, jax.tree.map(jnp.transpose, carry), xs, reverse=reverse, unroll=unroll)
-    return jax.tree.map(jnp.transpose, final), ys
-
-
-def _per_column(f: Callable, columns: bool) -> Callable:
-    """``f(*arrays, vecs)`` on arrays [B, n] -> the same on arrays [n, B] when `columns`."""
-    if not columns:
-        return f
-    return lambda *args: jax.vmap(lambda *a: f(*a, args[-1]), in_axes=-1, out_axes=-1)(*args[:-1])
-
-
-def _rows(a: jax.Array, columns: bool) -> jax.Array:
-    """[T, n, B] from a loop in `columns` layout -> [T, B, n] (and back); else `a` itself."""
-    return jnp.swapaxes(a, 1, 2) if columns else a
-
-
 def _run(cell: _Cell, preactivation, project, vecs: dict, xs: tuple, state: LSTMState,
-         reverse: bool, unroll: int, residuals: bool = False, columns: bool = False):
+         reverse: bool, unroll: int, residuals: bool = False):
     """The time loop shared by the float and hybrid paths.
 
     Args:
-      preactivation: ``(xs_t, h) -> z``, the gates' matmuls: G arrays [B, n_cell].
+      preactivation: ``(xs_t, h) -> z``, the gates' matmuls: G arrays [B, n_cell]. With
+        ``cell.batch_minor`` the loop holds the state as [n, B] and the vectors of `vecs`
+        as [n, 1]: `preactivation` and `project` then take and return [n, B] arrays, and xs
+        and the residuals are [T, ..., B].
       project: ``m -> p [B, n_output]``, the projection matmul (unused without projection).
       xs: what `preactivation` reads per step, stacked over time (leading axis T).
       residuals: also return what the derivative needs, stacked over steps: the step's
         input state h_in [T, B, n_output] and c_in [T, B, n_cell], z (G arrays [T, B, n_cell]) and,
         with a projection, m [T, B, n_cell] and p [T, B, n_output] (else None).
-      columns: run the loop batch-minor (`_scan`): `preactivation` and `project` then take
-        and return [n, B] arrays, xs and the residuals are [T, ..., B].
 
     Returns:
       (ys [T, B, n_output], final `LSTMState`, (h_in, z, c_in, m, p) or None).
     """
 
-    gate_outputs, output = _per_column(cell.gate_outputs, columns), _per_column(cell.output, columns)
+    if cell.batch_minor:
+        vecs = jax.tree.map(lambda v: v[:, None], vecs)
+        state = jax.tree.map(jnp.transpose, state)
 
     def step(carry: LSTMState, xs_t: tuple):
         h, c = carry
         z = preactivation(xs_t, h)
-        m, c_new = gate_outputs(z, c, vecs)
+        m, c_new = cell.gate_outputs(z, c, vecs)
         p = project(m) if cell.projection else None
-        h_new = output(m if p is None else p, vecs)
+        h_new = cell.output(m if p is None else p, vecs)
         saved = (h, z, c, m if cell.projection else None, p) if residuals else None
         return LSTMState(h_new, c_new), (h_new, saved)
 
-    final, (ys, per_step) = _scan(step, state, xs, reverse, unroll, columns)
-    return _rows(ys, columns), final, per_step
+    final, (ys, per_step) = jax.lax.scan(step, state, xs, reverse=reverse, unroll=unroll)
+    if cell.batch_minor:
+        final, ys = jax.tree.map(jnp.transpose, final), jnp.swapaxes(ys, 1, 2)
+    return ys, final, per_step
 
 
 class _Matmuls(NamedTuple):
     """The weight matmuls of the float loop (see `_float_matmuls`)."""
 
-    columns: bool  # the loop runs batch-minor (see `_scan`)
     inputs: Callable  # xs -> what the loop reads per step (stacked over T)
     preactivation: Callable  # (inputs_t, h) -> z: G arrays [B, n_cell], all gate matmuls
     project: Callable  # m [B, n_cell] -> [B, n_output]
-    # The tangent loop's: dh [B, n_output] -> [B, G * n_cell] and dm [B, n_cell] -> [B, n_output]
+    # The tangent loop's (batch-major): dh [B, n_output] -> [B, G * n_cell], dm [B, n_cell] -> [B, n_output]
     tangent_recurrent: Callable
     tangent_project: Callable
 
@@ -503,12 +489,11 @@ class _Matmuls(NamedTuple):
 def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
     """The matmuls from float weights in TFLite layout (see `_float_recurrence`).
 
-    With batch >= 8, full recurrent weights and no projection, the loop runs batch-minor
-    (`_scan`): one fused ``W @ [x_t; (aux_t;) h]`` per step, W in TFLite's layout
+    With ``cell.batch_minor`` (batch >= 8, full recurrent weights) the loop runs batch-minor
+    (`_run`): one fused ``W @ [x_t; (aux_t;) h]`` per step, W in TFLite's layout
     [G * n_cell, k] as it is, a [G * n_cell, k] @ [k, B] GEMM whose gates are contiguous row
-    blocks. On XLA:CPU (Intel) the forward pass was 1.1-1.45x faster at batch 8 and 32 than
-    with the batch-major loop; it was slower at batch 2, and with a projection XLA ran the
-    projection's dot transposed, 2x slower (experiments/README.md).
+    blocks. On XLA:CPU (Intel) the forward pass was 1.05-1.45x faster at batch 8 to 128 than
+    with the batch-major loop, and slower at batch 2 (experiments/README.md).
 
     Otherwise, with batch > 1, one fused ``[x_t, (aux_t,) h] @ W.T`` per step, its weights made
     row-major [k, m] once, before the loop (a dot contracting a weight's last axis made XLA
@@ -520,29 +505,29 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
     as G separate arrays: read as slices of one [T, 1, G * n_cell] array, XLA:CPU's code for
     the dynamic slice of a slice was several times slower than the step's gate math.
 
-    The custom JVP's tangent loop holds the weights so that its transpose, the loop reverse
-    mode runs, reads them without a per-step transpose: ``dz @ W`` on TFLite's layout
-    (batch-major), ``W.T @ dz`` on a transposed copy (batch-minor).
+    The custom JVP's loops are batch-major at any batch (`_float_recurrence_jvp`); its
+    tangent loop contracts the weights' last axis (TFLite's layout): reverse mode never runs
+    that loop but its transpose, whose ``dz @ W`` then reads the weights row-major.
 
     With ``cell.matmul_dtype`` the weights and the activations entering each dot are cast
     to it; the dot accumulates in the input's dtype.
     """
     out_dtype = mats["inputs"][0].dtype
     G = len(cell.gates)
-    columns = batch >= 8 and not (cell.diagonal or cell.projection)
-    row_major = batch > 1 and not columns  # the batch-major loop's weights are transposed copies
+    batch_minor = cell.batch_minor
+    row_major = batch > 1 and not batch_minor  # the batch-major loop's weights are transposed copies
 
     def cast(w: jax.Array) -> jax.Array:
         return w if cell.matmul_dtype is None else w.astype(cell.matmul_dtype)
 
     def times(w: jax.Array, transposed: bool = False) -> Callable:
         """``a [..., k] -> a @ w.T`` for w [m, k] (TFLite's layout), or ``a @ w`` for a
-        transposed w [k, m]; with `columns`, ``a [k, B] -> w @ a`` (``w.T @ a``): [m, B]."""
+        transposed w [k, m]; when `batch_minor`, ``a [k, B] -> w @ a`` (``w.T @ a``): [m, B]."""
         w_axis = 0 if transposed else 1
 
         def matmul(a: jax.Array) -> jax.Array:
             a = a.astype(w.dtype)
-            if columns:
+            if batch_minor:
                 return jax.lax.dot_general(w, a, (((w_axis,), (0,)), ((), ())), preferred_element_type=out_dtype)
             return jax.lax.dot_general(a, w, (((a.ndim - 1,), (w_axis,)), ((), ())), preferred_element_type=out_dtype)
 
@@ -559,9 +544,9 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
     if cell.diagonal:
         recurrent = tangent_recurrent = functools.partial(_recurrent, r=mats["recurrent"])
     else:
-        recurrent, tangent_recurrent = weight_matmul("recurrent", row_major), weight_matmul("recurrent", columns)
+        recurrent, tangent_recurrent = weight_matmul("recurrent", row_major), weight_matmul("recurrent", False)
     if cell.projection:
-        project, tangent_project = weight_matmul("projection", row_major), weight_matmul("projection", columns)
+        project, tangent_project = weight_matmul("projection", row_major), weight_matmul("projection", False)
     else:
         project = tangent_project = None
 
@@ -573,14 +558,14 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
 
         def preactivation(zx_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
             return tuple(map(jnp.add, zx_t, cell.split(recurrent(h))))
-    elif columns:
+    elif batch_minor:
         def inputs(xs: tuple) -> tuple[jax.Array, ...]:
             return tuple(jnp.swapaxes(x, 1, 2) for x in xs)  # [T, k, B]: each step multiplies its own x_t
 
         fused = times(cast(jnp.concatenate(mats["inputs"] + (mats["recurrent"],), axis=1)))
 
         def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
-            return cell.split(fused(jnp.concatenate(xs_t + (h,))), axis=0)
+            return cell.split(fused(jnp.concatenate(xs_t + (h,))))
     else:
         def inputs(xs: tuple) -> tuple:
             return xs  # each step multiplies its own x_t
@@ -596,7 +581,7 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
             def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
                 return cell.split(fused(jnp.concatenate(xs_t + (h,), axis=-1)))
 
-    return _Matmuls(columns, inputs, preactivation, project, tangent_recurrent, tangent_project)
+    return _Matmuls(inputs, preactivation, project, tangent_recurrent, tangent_project)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
@@ -609,8 +594,7 @@ def _float_recurrence(cell: _Cell, reverse: bool, unroll: int, mats: dict, vecs:
     """
     matmuls = _float_matmuls(cell, mats, batch=xs[0].shape[1])
     ys, final, _ = _run(
-        cell, matmuls.preactivation, matmuls.project, vecs, matmuls.inputs(xs), state, reverse, unroll,
-        columns=matmuls.columns,
+        cell, matmuls.preactivation, matmuls.project, vecs, matmuls.inputs(xs), state, reverse, unroll
     )
     return ys, final
 
@@ -628,14 +612,17 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
     through each step with the matrices held constant; transposed, it does one ``dz @ W_h``
     per step. The steps' elementwise parts are recomputed from the saved z and state
     (`_recomputed_jvp`), so only those, not every intermediate, are stacked over time.
+
+    The loops run batch-major at any batch: with the batch-minor loop the training step was
+    up to 1.2x faster at n_cell >= 256 but 0.8-0.9x at n_cell = 128 (experiments/README.md).
     """
+    cell = dataclasses.replace(cell, batch_minor=False)
     mats, vecs, xs, state = primals
     d_mats, d_vecs, d_xs, d_state = tangents
     matmuls = _float_matmuls(cell, mats, batch=xs[0].shape[1])
-    columns = matmuls.columns
     ys, final, (h_in, z, c, m, p) = _run(
         cell, matmuls.preactivation, matmuls.project, vecs, matmuls.inputs(xs), state,
-        reverse, unroll, residuals=True, columns=columns,
+        reverse, unroll, residuals=True,
     )
     d_vecs = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, vecs, d_vecs)
     # The outer terms of z per gate, [T, B, n_cell] each (see `_float_matmuls` on why not sliced).
@@ -648,36 +635,33 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
             terms.append(_contract(a, w_g))
     if not _is_zero(d_mats["recurrent"]):
         for terms, r_g in zip(outer, jnp.split(d_mats["recurrent"], G)):
-            terms.append(_recurrent(_rows(h_in, columns), r_g))
+            terms.append(_recurrent(h_in, r_g))
     if not cell.layer_norm:  # the bias adds straight to z
         for terms, g in zip(outer, cell.gates):
             terms.append(d_vecs["bias"][g])
         d_vecs = {**d_vecs, "bias": jax.tree.map(jnp.zeros_like, vecs["bias"])}
-    dz_outer = tuple(
-        _rows(functools.reduce(jnp.add, terms, jnp.zeros_like(_rows(z_g, columns))), columns)
-        for terms, z_g in zip(outer, z)
-    )
+    dz_outer = tuple(functools.reduce(jnp.add, terms, jnp.zeros_like(z_g)) for terms, z_g in zip(outer, z))
     dp_outer = None
     if cell.projection and not _is_zero(d_mats["projection"]):
-        dp_outer = _rows(_contract(_rows(m, columns), d_mats["projection"]), columns)
-
-    gate_outputs, output = _per_column(cell.gate_outputs, columns), _per_column(cell.output, columns)
+        dp_outer = _contract(m, d_mats["projection"])
 
     def tangent_step(d_carry: LSTMState, s: tuple):
         dz_t, dp_t, z_t, c_t, p_t = s  # per step: outer terms, then saved primals
-        dz_h = cell.split(matmuls.tangent_recurrent(d_carry.output_state), axis=0 if columns else -1)
-        dz = tuple(map(jnp.add, dz_t, dz_h))
-        dm, dc = _recomputed_jvp(gate_outputs, (z_t, c_t, vecs), (dz, d_carry.cell_state, d_vecs))
+        dz = tuple(map(jnp.add, dz_t, cell.split(matmuls.tangent_recurrent(d_carry.output_state))))
+        dm, dc = _recomputed_jvp(cell.gate_outputs, (z_t, c_t, vecs), (dz, d_carry.cell_state, d_vecs))
         dh = dm
         if cell.projection:
             dp = matmuls.tangent_project(dm)
-            dh = _recomputed_jvp(output, (p_t, vecs), (dp if dp_t is None else dp + dp_t, d_vecs))
+            dh = _recomputed_jvp(cell.output, (p_t, vecs), (dp if dp_t is None else dp + dp_t, d_vecs))
         return LSTMState(dh, dc), dh
 
     d_state = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, state, d_state)
     d_state = vary_like(d_state, dz_outer, dp_outer, d_vecs)
-    d_final, d_ys = _scan(tangent_step, d_state, (dz_outer, dp_outer, z, c, p), reverse, unroll, columns)
-    return (ys, final), (_rows(d_ys, columns), d_final)
+    d_final, d_ys = jax.lax.scan(
+        tangent_step, d_state, (dz_outer, dp_outer, z, c, p),
+        reverse=reverse, unroll=unroll,
+    )
+    return (ys, final), (d_ys, d_final)
 
 
 _float_recurrence.defjvp(_float_recurrence_jvp, symbolic_zeros=True)
@@ -709,10 +693,11 @@ def _lstm_scan(
     if aux is not None and w.use_aux_weights:
         xs, inputs = (x, aux), inputs + [stacked("aux_input_to_{}_weights")]
     recurrent = stacked("recurrent_to_{}_weights")
+    diagonal = len(recurrent[0].shape) == 1
     cell = _Cell(
         gates, options.fused_activation_function, options.cell_clip, options.proj_clip,
-        w.use_layer_norm, diagonal=len(recurrent[0].shape) == 1, projection=w.use_projection,
-        matmul_dtype=matmul_dtype,
+        w.use_layer_norm, diagonal, projection=w.use_projection, matmul_dtype=matmul_dtype,
+        batch_minor=x.shape[1] >= _BATCH_MINOR_FROM and not (diagonal or w.is_hybrid),
     )
     vecs = {
         "bias": {g: getattr(w, f"{g}_gate_bias").astype(dtype) for g in gates},

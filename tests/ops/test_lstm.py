@@ -32,8 +32,10 @@ USEQ_CASES = structural_lstm_cases() + [
     LSTMCase(batch=1, time=1, n_input=1, n_cell=1, n_output=1),
     LSTMCase(batch=3, time=7, n_input=5, n_cell=6, n_output=2, peephole=True, projection=True,
              projection_bias=True, layer_norm=True, cell_clip=0.3, proj_clip=0.1),
-    # batch >= 8 without projection runs the batch-minor loop (`_float_matmuls`)
+    # batch >= 8 runs the batch-minor loop (`_float_matmuls`)
     LSTMCase(batch=8, time=5, n_input=3, n_cell=8, n_output=8),
+    LSTMCase(batch=8, time=5, n_input=3, n_cell=6, n_output=4, peephole=True, projection=True,
+             projection_bias=True, layer_norm=True, cell_clip=0.3, proj_clip=0.1),
     LSTMCase(batch=9, time=5, n_input=3, n_cell=6, n_output=6, cifg=True, peephole=True, layer_norm=True, cell_clip=0.3,
              time_major=True, activation="RELU6"),
 ]
@@ -197,14 +199,11 @@ def test_vmap_over_inputs_states_and_weights():
             assert_allclose(actual[i], expected, rtol=0, atol=JIT_EAGER_ATOL)
 
 
-# batch 1 hoists the input matmuls; batch 8 without projection runs the loop batch-minor
-@pytest.mark.parametrize("case", [
-    dataclasses.replace(FULL_CASE, batch=1),
-    dataclasses.replace(FULL_CASE, batch=2),
-    LSTMCase(batch=8, peephole=True, layer_norm=True, cell_clip=0.3),
-], ids=str)
-def test_unroll_matches_plain_scan(case: LSTMCase):
+# batch 1 hoists the input matmuls, batch 8 runs the loop batch-minor
+@pytest.mark.parametrize("batch", [1, 2, 8], ids=["b1", "b2", "b8"])
+def test_unroll_matches_plain_scan(batch: int):
     """`unroll` (speed only) changes neither outputs nor gradients; 3 does not divide T = 5."""
+    case = dataclasses.replace(FULL_CASE, batch=batch)
     rng = np.random.default_rng(9)
     weights, state = lstm_weights(case, rng), lstm_state(case, rng)
     x = normal(rng, *case.input_shape, scale=1.0)

@@ -11,6 +11,7 @@ a non-zero initial state) and for derivatives with respect to all or only some a
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import jax
@@ -29,8 +30,8 @@ lstm_module = importlib.import_module("jaxlstm.ops.lstm")  # `jaxlstm.ops.lstm` 
 # wide margin, while a missing or wrong term is off by far more than 1e-6.
 RTOL = 1e-10
 
-# B=2, T=4, I=3, n_cell=5; B=1 takes the matrix-vector layout of `_float_matmuls`, B=8
-# (without projection) its batch-minor loop.
+# B=2, T=4, I=3, n_cell=5; B=1 takes the matrix-vector layout of `_float_matmuls`. At B=8 the
+# reference differentiates the batch-minor forward loop (the custom derivative's are batch-major).
 _SIZES = dict(batch=2, time=4, n_input=3, n_cell=5, n_output=5)
 _PROJ = dict(projection=True, n_output=3)
 PROJECTION = LSTMCase(**{**_SIZES, **_PROJ}, projection_bias=True, proj_clip=0.1)
@@ -50,6 +51,7 @@ UNIDIRECTIONAL_CASES = [
     LSTMCase(**{**_SIZES, "batch": 1}, diagonal=True, peephole=True, time_major=True),
     LSTMCase(**{**_SIZES, "batch": 8}),
     LSTMCase(**{**_SIZES, "batch": 8}, cifg=True, layer_norm=True, peephole=True, cell_clip=0.3, time_major=True),
+    dataclasses.replace(ALL_FEATURES, batch=8, projection_bias=True, proj_clip=0.1),
 ]
 BIDIRECTIONAL_CASES = [
     CROSS_AUX,
