@@ -324,7 +324,8 @@ def goals(rows: list[dict]) -> str:
         for metric in ("forward", "train"):
             t = {k: v["median_ms"] for k, v in r[metric].items()}
             base = t["jaxlstm"]
-            cells = [f"{k}/jaxlstm {t[k] / base:.2f}" for k in ("torch", "torch_no_onednn", "torch_cuda", "flax", "keras") if k in t]
+            others = ("torch", "torch_no_onednn", "torch_cuda", "flax", "keras")
+            cells = [f"{k}/jaxlstm {t[k] / base:.2f}" for k in others if k in t]
             cells.append(f"generality overhead (jaxlstm/jax_minimal) {base / t['jax_minimal'] - 1:+.0%}")
             _, _, n_input, n_cell = r["shape"]
             work = 1 + n_cell / (4 * (n_input + n_cell))  # the projection's matmul per step
