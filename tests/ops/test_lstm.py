@@ -180,16 +180,18 @@ def test_bidirectional_jit_matches_eager():
         assert_allclose(actual, expected, rtol=0, atol=JIT_EAGER_ATOL)
 
 
-def test_vmap_over_inputs_states_and_weights():
+@pytest.mark.parametrize("batch", [2, 8], ids=["b2", "b8"])  # batch 8: the batch-minor loop
+def test_vmap_over_inputs_states_and_weights(batch: int):
     """vmap over a leading axis of inputs, initial states and weights equals a Python loop."""
+    case = dataclasses.replace(FULL_CASE, batch=batch)
     rng = np.random.default_rng(8)
     n = 3
-    weights = [lstm_weights(FULL_CASE, rng) for _ in range(n)]
-    states = [lstm_state(FULL_CASE, rng) for _ in range(n)]
-    xs = normal(rng, n, *FULL_CASE.input_shape, scale=1.0)
+    weights = [lstm_weights(case, rng) for _ in range(n)]
+    states = [lstm_state(case, rng) for _ in range(n)]
+    xs = normal(rng, n, *case.input_shape, scale=1.0)
 
     def run(x, w, s):
-        return unidirectional_sequence_lstm(x, w, s, options=FULL_CASE.options)
+        return unidirectional_sequence_lstm(x, w, s, options=case.options)
 
     stack = lambda *leaves: np.stack(leaves)  # noqa: E731
     batched = jax.vmap(run)(xs, jax.tree.map(stack, *weights), jax.tree.map(stack, *states))
