@@ -238,8 +238,8 @@ def torch_systems(choice: str) -> list[str]:
     cuda = torch.cuda.is_available()
     if choice == "cuda" and not cuda:
         raise SystemExit("--torch cuda: torch sees no CUDA device")
-    cpu = ["torch", "torch_no_onednn"]
-    return {"cpu": cpu, "cuda": ["torch_cuda"], "auto": cpu + (["torch_cuda"] if cuda else [])}[choice]
+    on = {"cpu": {"cpu"}, "cuda": {"cuda"}, "auto": {"cpu", "cuda"} if cuda else {"cpu"}}[choice]
+    return [name for name, (device, _) in TORCH_SYSTEMS.items() if device in on]
 
 
 # ----------------------------------------------------------------------------- one shape

@@ -32,8 +32,8 @@ from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
 from jaxlstm.ops._shard_map import vary_like
 
 GATES = ("input", "forget", "cell", "output")
-# Float LSTMs with full recurrent weights run their loop batch-minor from this batch size on
-# (`_float_matmuls`).
+# Float LSTMs with full recurrent weights run their forward loop batch-minor from this batch
+# size on (`_Cell.batch_minor`, set in `_lstm_scan`).
 _BATCH_MINOR_FROM = 8
 LSTM_ACTIVATIONS = ("RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
 
@@ -368,10 +368,14 @@ class _Cell:
     # The loop's arrays are [n, B] and vectors [n, 1] (see `_run`), not [B, n] and [n].
     batch_minor: bool = False
 
+    @property
+    def feature_axis(self) -> int:
+        """The units axis of the loop's arrays: 0 of [n, B] when `batch_minor`, else -1."""
+        return 0 if self.batch_minor else -1
+
     def split(self, z: jax.Array) -> tuple[jax.Array, ...]:
-        """[..., G * n_cell] -> G arrays [..., n_cell] ([G * n_cell, B] -> [n_cell, B]
-        when `batch_minor`), in `gates` order."""
-        return tuple(jnp.split(z, len(self.gates), axis=0 if self.batch_minor else -1))
+        """[..., G * n_cell] -> G arrays [..., n_cell] along `feature_axis`, in `gates` order."""
+        return tuple(jnp.split(z, len(self.gates), axis=self.feature_axis))
 
     def gate_outputs(self, z: tuple, c: jax.Array, vecs: dict) -> tuple[jax.Array, jax.Array]:
         """From the gates' matmul parts z (G arrays [B, n_cell]) and c [B, n_cell], returns
@@ -384,8 +388,7 @@ class _Cell:
             if g in peephole and g != "output":
                 z_g = z_g + peephole[g] * c
             if self.layer_norm:
-                normalized = _layer_norm(z_g, axis=0 if self.batch_minor else -1)
-                return normalized * vecs["layer_norm"][g] + vecs["bias"][g]
+                return _layer_norm(z_g, self.feature_axis) * vecs["layer_norm"][g] + vecs["bias"][g]
             return z_g + vecs["bias"][g]
 
         f = jax.nn.sigmoid(finish("forget", z["forget"]))
@@ -482,7 +485,8 @@ class _Matmuls(NamedTuple):
     inputs: Callable  # xs -> what the loop reads per step (stacked over T)
     preactivation: Callable  # (inputs_t, h) -> z: G arrays [B, n_cell], all gate matmuls
     project: Callable  # m [B, n_cell] -> [B, n_output]
-    # The tangent loop's (batch-major): dh [B, n_output] -> [B, G * n_cell], dm [B, n_cell] -> [B, n_output]
+    # The tangent loop's, used by the JVP only, whose cell is batch-major:
+    # dh [B, n_output] -> [B, G * n_cell] and dm [B, n_cell] -> [B, n_output]
     tangent_recurrent: Callable
     tangent_project: Callable
 
