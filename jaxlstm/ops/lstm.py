@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from jaxlstm.ops import _checks
 from jaxlstm.ops._activations import activation, clip
+from jaxlstm.ops._low_precision import low_precision_contract
 from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
 from jaxlstm.ops._shard_map import vary_like
 
@@ -419,17 +420,20 @@ def _layer_norm(z: jax.Array, axis: int = -1) -> jax.Array:
     return (z - mean) * (1.0 / jnp.sqrt(var + 1e-8))
 
 
-def _contract(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x [..., k] @ w.T`` for a weight in TFLite layout w [m, k]: [..., m]."""
-    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())))
+def _contract(x: jax.Array, w: jax.Array, matmul_dtype=None) -> jax.Array:
+    """``x [..., k] @ w.T`` for a weight in TFLite layout w [m, k]: [..., m]. With
+    `matmul_dtype`, a `low_precision_contract`: operands cast to it, in reverse mode too."""
+    if matmul_dtype is None:
+        return jax.lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())))
+    return low_precision_contract(x, w, matmul_dtype)
 
 
-def _recurrent(h: jax.Array, r: jax.Array) -> jax.Array:
+def _recurrent(h: jax.Array, r: jax.Array, matmul_dtype=None) -> jax.Array:
     """h [..., n_output] times the recurrent weights r [G * n_cell, n_output] or the diagonal
     [G * n_cell] (which needs n_output == n_cell): [..., G * n_cell]."""
     if r.ndim == 1:
         return jnp.tile(h, (1,) * (h.ndim - 1) + (r.shape[0] // h.shape[-1],)) * r
-    return _contract(h, r)
+    return _contract(h, r, matmul_dtype)
 
 
 def _hybrid(mats: list, asymmetric: bool):
@@ -516,7 +520,10 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
     that loop but its transpose, whose ``dz @ W`` then reads the weights row-major.
 
     With ``cell.matmul_dtype`` the weights and the activations entering each dot are cast
-    to it; the dot accumulates in the input's dtype.
+    to it; the dot accumulates in the input's dtype. The JVP's matmuls (which reverse mode
+    transposes) are `low_precision_contract`, whose transposes are cast too. (XLA:CPU runs a
+    bfloat16 dot whose operand is a transposed array in float32: the row-major copies stay
+    plain dots.)
     """
     out_dtype = mats["inputs"][0].dtype
     G = len(cell.gates)
@@ -532,6 +539,9 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
         w_axis = 0 if transposed else 1
 
         def matmul(a: jax.Array) -> jax.Array:
+            if cell.matmul_dtype is not None and not (transposed or batch_minor):
+                # TFLite's layout, which the tangent loop uses: cast in reverse mode too
+                return _contract(a, w, cell.matmul_dtype).astype(out_dtype)
             a = a.astype(w.dtype)
             if batch_minor:
                 return jax.lax.dot_general(w, a, (((w_axis,), (0,)), ((), ())), preferred_element_type=out_dtype)
@@ -638,10 +648,10 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
     pairs += [(d_x, w) for d_x, w in zip(d_xs, mats["inputs"]) if not _is_zero(d_x)]
     for a, w in pairs:
         for terms, w_g in zip(outer, jnp.split(w, G)):
-            terms.append(_contract(a, w_g))
+            terms.append(_contract(a, w_g, cell.matmul_dtype))
     if not _is_zero(d_mats["recurrent"]):
         for terms, r_g in zip(outer, jnp.split(d_mats["recurrent"], G)):
-            terms.append(_recurrent(h_in, r_g))
+            terms.append(_recurrent(h_in, r_g, cell.matmul_dtype))
     if not cell.layer_norm:  # the bias adds straight to z
         for terms, g in zip(outer, cell.gates):
             terms.append(d_vecs["bias"][g])
@@ -649,7 +659,7 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
     dz_outer = tuple(functools.reduce(jnp.add, terms, jnp.zeros_like(z_g)) for terms, z_g in zip(outer, z))
     dp_outer = None
     if cell.projection and not _is_zero(d_mats["projection"]):
-        dp_outer = _contract(m, d_mats["projection"])
+        dp_outer = _contract(m, d_mats["projection"], cell.matmul_dtype)
 
     def tangent_step(d_carry: LSTMState, s: tuple):
         dz_t, dp_t, z_t, c_t, p_t = s  # per step: outer terms, then saved primals

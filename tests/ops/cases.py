@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
+import jax
 import numpy as np
 
 from jaxlstm.ops import GATES, LSTMOptions, LSTMState, LSTMWeights, RNNOptions, RNNWeights, quantize_symmetric
@@ -203,3 +204,14 @@ def quantize_weights(weights):
         for field in dataclasses.fields(weights)
         if not stays_float(field.name, getattr(weights, field.name))
     })
+
+
+def dot_operand_dtypes(jaxpr) -> set[tuple[str, ...]]:
+    """The operand dtypes of every dot_general in `jaxpr` and in its sub-jaxprs (loops, calls)."""
+    found = set()
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.add(tuple(str(v.aval.dtype) for v in eqn.invars))
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found |= dot_operand_dtypes(sub)
+    return found

@@ -17,7 +17,7 @@ from numpy.testing import assert_allclose
 from jaxlstm.ops import bidirectional_sequence_lstm, unidirectional_sequence_lstm
 from reference import np_lstm
 
-from .cases import LSTMCase, lstm_state, lstm_weights, normal, quantize_weights
+from .cases import LSTMCase, dot_operand_dtypes, lstm_state, lstm_weights, normal, quantize_weights
 
 BF16_ATOL = 3e-2
 BF16_GRAD_RTOL = 5e-2  # gradients: the same rounding, relative to the largest gradient entry
@@ -75,6 +75,20 @@ def test_bfloat16_matmul_gradients_stay_close_to_float32(case: LSTMCase):
     for exact, fast in zip(jax.tree.leaves(grads(None)), jax.tree.leaves(grads(jnp.bfloat16))):
         scale = np.max(np.abs(exact))
         assert_allclose(fast, exact, rtol=0, atol=BF16_GRAD_RTOL * scale)
+
+
+@pytest.mark.parametrize("case", CASES + [LSTMCase(batch=8, projection=True, n_output=3)], ids=str)
+def test_bfloat16_training_step_multiplies_only_bfloat16(case: LSTMCase):
+    """Forward and reverse mode: every matmul of the gradient has bfloat16 operands (the
+    transposes of `lax.dot_general` would multiply float32 cotangents, experiments/README.md)."""
+    weights, state, x = _inputs(case)
+
+    def loss(w, s, x_):
+        y, _ = unidirectional_sequence_lstm(x_, w, s, options=case.options, matmul_dtype=jnp.bfloat16)
+        return jnp.sum(jnp.sin(y))
+
+    jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(weights, state, x).jaxpr
+    assert dot_operand_dtypes(jaxpr) == {("bfloat16", "bfloat16")}
 
 
 @pytest.mark.parametrize(
