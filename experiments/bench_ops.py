@@ -193,13 +193,15 @@ def check_agreement(outputs: dict[str, np.ndarray], tol: float = AGREEMENT_TOL) 
 # ----------------------------------------------------------------------------- scan variants
 
 
-def _lstm_gates(i, f, g, o, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+def lstm_gates(i, f, g, o, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(h, c') of the plain LSTM step from the gates' pre-activations and the cell state c."""
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     return jax.nn.sigmoid(o) * jnp.tanh(c), c
 
 
-def _lstm_cell(z: jax.Array, c: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
-    return _lstm_gates(*jnp.split(z, 4, axis=axis), c)
+def lstm_cell(z: jax.Array, c: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
+    """`lstm_gates` of z = [i, f, g, o] stacked along `axis`."""
+    return lstm_gates(*jnp.split(z, 4, axis=axis), c)
 
 
 def _contract_last(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -231,7 +233,7 @@ def scan_variant(mode: str, tflite_layout: bool = False, unroll: int = 1, chunk:
         z_in = (dot(x.reshape(steps * batch, -1), kernel) + bias).reshape(steps, batch, -1)
 
         def step(carry, z_t):
-            h, c = _lstm_cell(z_t + dot(carry[0], r), carry[1])
+            h, c = lstm_cell(z_t + dot(carry[0], r), carry[1])
             return (h, c), h
 
         return jax.lax.scan(step, carry, z_in, unroll=unroll)
@@ -243,7 +245,7 @@ def scan_variant(mode: str, tflite_layout: bool = False, unroll: int = 1, chunk:
         z_in = tuple((dot(flat, k) + b).reshape(steps, batch, -1) for k, b in zip(kernels, jnp.split(bias, 4)))
 
         def step(carry, z_t):
-            h, c = _lstm_gates(*map(jnp.add, z_t, jnp.split(dot(carry[0], r), 4, axis=-1)), carry[1])
+            h, c = lstm_gates(*map(jnp.add, z_t, jnp.split(dot(carry[0], r), 4, axis=-1)), carry[1])
             return (h, c), h
 
         return jax.lax.scan(step, carry, z_in, unroll=unroll)
@@ -266,7 +268,7 @@ def scan_variant(mode: str, tflite_layout: bool = False, unroll: int = 1, chunk:
 
             def column_step(carry, x_t):
                 z = fused @ jnp.concatenate([x_t, carry[0]]) + bias[:, None]
-                h, c = _lstm_cell(z, carry[1], axis=0)
+                h, c = lstm_cell(z, carry[1], axis=0)
                 return (h, c), h
 
             zeros = jnp.zeros((n, batch), x.dtype)
@@ -282,7 +284,7 @@ def scan_variant(mode: str, tflite_layout: bool = False, unroll: int = 1, chunk:
                 z = jnp.concatenate([dot(xh, half) for half in halves], axis=-1) + bias
             else:
                 z = dot(x_t, kernel) + dot(h, r) + bias
-            h, c = _lstm_cell(z, c)
+            h, c = lstm_cell(z, c)
             return (h, c), h
 
         return jax.lax.scan(step, (zeros, zeros), x, unroll=unroll)[1]
