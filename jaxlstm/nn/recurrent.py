@@ -39,6 +39,7 @@ one state per chunk plus one chunk's activations instead of every step's (see
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -56,6 +57,7 @@ from jaxlstm.ops.lstm import (
     LSTMOptions,
     LSTMState,
     LSTMWeights,
+    _check_matmul_dtype,
     bidirectional_sequence_lstm,
     lstm,
     unidirectional_sequence_lstm,
@@ -93,6 +95,16 @@ class _Family:
 
     def state(self, initial_state: Any) -> State | None:
         return None if initial_state is None else self.as_state(initial_state)
+
+    def with_matmul_dtype(self, matmul_dtype) -> _Family:
+        """The family with ``matmul_dtype`` passed to its sequence and step ops (LSTM)."""
+        if matmul_dtype is None:
+            return self
+        return dataclasses.replace(
+            self,
+            sequence_op=functools.partial(self.sequence_op, matmul_dtype=matmul_dtype),
+            step_op=functools.partial(self.step_op, matmul_dtype=matmul_dtype),
+        )
 
 
 _LSTM = _Family(
@@ -536,6 +548,9 @@ class LSTM(_Unidirectional):
       unit_forget_bias: initialize the forget-gate bias to one (Keras default).
       remat: checkpoint chunks of the time loop (long sequences, see the module docstring).
       remat_chunk_size: steps per checkpointed chunk (default ceil(sqrt(T))).
+      matmul_dtype: None, or e.g. ``jnp.bfloat16`` for faster training: the operand dtype of
+        the weight matmuls in JAX, forward and backward (`unidirectional_sequence_lstm`).
+        The exported op is float32 either way.
       rngs: the `nnx.Rngs` to draw the initial parameters from.
 
     Example usage::
@@ -549,8 +564,11 @@ class LSTM(_Unidirectional):
       (2, 4)
     """
 
-    _family = _LSTM
     _export_name = "lstm"
+
+    @property
+    def _family(self) -> _Family:
+        return _LSTM.with_matmul_dtype(self.matmul_dtype)
 
     def __init__(
         self,
@@ -569,12 +587,15 @@ class LSTM(_Unidirectional):
         unit_forget_bias: bool = True,
         remat: bool = False,
         remat_chunk_size: int | None = None,
+        matmul_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         layer = type(self).__name__
         _check_lstm_options(layer, in_features, hidden_size, projection_size, use_projection_bias,
                             cell_clip, proj_clip, activation, remat_chunk_size)
+        _check_matmul_dtype(layer, matmul_dtype, ())
         self._init_common(in_features, time_major, remat, remat_chunk_size)
+        self.matmul_dtype = None if matmul_dtype is None else jnp.dtype(matmul_dtype)
         self.hidden_size = hidden_size
         self.output_size = projection_size or hidden_size
         self.options = LSTMOptions(
@@ -615,8 +636,11 @@ class BidirectionalLSTM(_Bidirectional):
       (2, 5, 8)
     """
 
-    _family = _LSTM
     _export_name = "bidirectional_lstm"
+
+    @property
+    def _family(self) -> _Family:
+        return self.fw._family
 
     def __init__(
         self,
@@ -642,7 +666,9 @@ class BidirectionalLSTM(_Bidirectional):
                               rngs=rngs, **lstm_options)
 
     def _bidirectional_op(self, x, fw_w, bw_w, fw_state, bw_state, options):
-        return bidirectional_sequence_lstm(x, fw_w, bw_w, fw_state, bw_state, options=options)
+        return bidirectional_sequence_lstm(
+            x, fw_w, bw_w, fw_state, bw_state, options=options, matmul_dtype=self.fw.matmul_dtype
+        )
 
     def add_to(self, builder: ModelBuilder, x: Ref, name: str = "bidirectional_lstm") -> Ref:
         """Adds one BIDIRECTIONAL_SEQUENCE_LSTM over `x` to `builder`."""

@@ -820,19 +820,20 @@ def unidirectional_sequence_lstm(
         return _to_time_major(y, options.time_major), final
 
 
-@functools.partial(jax.jit, static_argnames=("options",))
+@functools.partial(jax.jit, static_argnames=("options", "matmul_dtype"))
 def lstm(
     input: jax.Array,
     weights: LSTMWeights,
     state: LSTMState | None = None,
     *,
     options: LSTMOptions = LSTMOptions(),
+    matmul_dtype=None,
 ) -> tuple[jax.Array, LSTMState]:
     """TFLite LSTM (FULL kernel): one time step.
 
     ``input: [B, n_input] -> (output: [B, n_output], LSTMState(h: [B, n_output], c: [B, n_cell]))``.
-    Same math and arguments as `unidirectional_sequence_lstm` with T = 1;
-    ``options.time_major`` is ignored (the kernel always runs time-major).
+    Same math and arguments (``matmul_dtype`` too) as `unidirectional_sequence_lstm` with
+    T = 1; ``options.time_major`` is ignored (the kernel always runs time-major).
 
     References:
       tflite/kernels/lstm.cc (Eval, FULL kernel) and lstm_eval.cc.
@@ -841,11 +842,14 @@ def lstm(
     _checks.check_rank(op, "input", input, (2,), "[n_batch, n_input]")
     _checks.check_float(op, "input", input)
     check_weights(op, weights, options, input.shape[-1])
+    _check_matmul_dtype(op, matmul_dtype, (weights,))
     with jax.named_scope(f"jaxlstm.{op}"):
         if state is None:
             state = zero_state(weights, input.shape[0], input.dtype)
         _check_state(op, "", state, input.shape[0], weights)
-        y, final = _lstm_scan(input[None], weights, state, options.replace(time_major=True))
+        y, final = _lstm_scan(
+            input[None], weights, state, options.replace(time_major=True), matmul_dtype=matmul_dtype
+        )
         return y[0], final
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxlstm import export_tflite
 from jaxlstm.nn import LSTM, BidirectionalLSTM, SimpleRNN
 from jaxlstm.ops import LSTMWeights
 from reference import np_lstm
@@ -290,3 +291,40 @@ def test_every_parameter_gets_a_gradient(kind):
         g = np.asarray(g)
         assert np.all(np.isfinite(g)), path
         assert np.abs(g).max() > 1e-6, f"no gradient reaches {path}"
+
+
+# ----------------------------------------------------------------------------- matmul_dtype
+
+# bfloat16 operands (8 significant bits, 2^-9 relative rounding) over I + H <= 9 products and
+# T = 6 steps of O(1) activations: as tests/ops/test_matmul_dtype.py, outputs within 3e-2 and
+# gradients within 5e-2 of the largest entry.
+BF16_ATOL, BF16_GRAD_RTOL = 3e-2, 5e-2
+
+
+@pytest.mark.parametrize("kind", ["lstm", "bidirectional_lstm"])
+@pytest.mark.parametrize("path", ["fused_op", "seq_lengths", "remat"])
+def test_matmul_dtype_reaches_every_path(kind, path):
+    """With matmul_dtype=bfloat16 the layer stays within bfloat16 rounding of the float32
+    layer with the same parameters, outputs and gradients, and differs from it (the option
+    took effect) on the fused op, the masked per-step scan and the checkpointed chunks."""
+    case = Case(use_peephole=True, projection_size=3)
+    options = dict(remat=True, remat_chunk_size=4) if path == "remat" else {}
+    call = dict(seq_lengths=jnp.asarray(LENGTHS)) if path == "seq_lengths" else {}
+    exact, fast = make(kind, case, **options), make(kind, case, matmul_dtype=jnp.bfloat16, **options)
+    x = inputs()
+    y, y_fast = np.asarray(exact(x, **call)), np.asarray(fast(x, **call))
+    np.testing.assert_allclose(y_fast, y, atol=BF16_ATOL, rtol=0)
+    assert np.max(np.abs(y_fast - y)) > 1e-5
+    (_, grads), (_, grads_fast) = _loss_and_grads(exact, x, **call), _loss_and_grads(fast, x, **call)
+    for g, g_fast in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_fast)):
+        np.testing.assert_allclose(g_fast, g, atol=BF16_GRAD_RTOL * np.max(np.abs(g)), rtol=0)
+
+
+def test_matmul_dtype_does_not_change_the_export():
+    exact, fast = make("lstm"), make("lstm", matmul_dtype=jnp.bfloat16)
+    assert export_tflite(fast) == export_tflite(exact)
+
+
+def test_matmul_dtype_must_be_a_float_dtype():
+    with pytest.raises(ValueError, match="LSTM: matmul_dtype=.* is not a float dtype"):
+        LSTM(I, 5, matmul_dtype=jnp.int8, rngs=nnx.Rngs(0))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from jaxlstm.ops import bidirectional_sequence_lstm, unidirectional_sequence_lstm
+from jaxlstm.ops import bidirectional_sequence_lstm, lstm, unidirectional_sequence_lstm
 from reference import np_lstm
 
 from .cases import LSTMCase, dot_operand_dtypes, lstm_state, lstm_weights, normal, quantize_weights
@@ -75,6 +75,15 @@ def test_bfloat16_matmul_gradients_stay_close_to_float32(case: LSTMCase):
     for exact, fast in zip(jax.tree.leaves(grads(None)), jax.tree.leaves(grads(jnp.bfloat16))):
         scale = np.max(np.abs(exact))
         assert_allclose(fast, exact, rtol=0, atol=BF16_GRAD_RTOL * scale)
+
+
+def test_step_op_takes_matmul_dtype_as_the_sequence_op():
+    case = LSTMCase(time=1, peephole=True, projection=True, n_output=3)
+    weights, state, x = _inputs(case)
+    y, (h, c) = unidirectional_sequence_lstm(x, weights, state, options=case.options, matmul_dtype=jnp.bfloat16)
+    y_step, (h_step, c_step) = lstm(x[:, 0], weights, state, options=case.options, matmul_dtype=jnp.bfloat16)
+    for got, want in ((y_step, y[:, 0]), (h_step, h), (c_step, c)):
+        assert_allclose(got, want, rtol=0, atol=1e-6)  # the same bfloat16 products
 
 
 @pytest.mark.parametrize("case", CASES + [LSTMCase(batch=8, projection=True, n_output=3)], ids=str)
