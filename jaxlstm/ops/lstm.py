@@ -535,17 +535,15 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
 
     def times(w: jax.Array, transposed: bool = False) -> Callable:
         """``a [..., k] -> a @ w.T`` for w [m, k] (TFLite's layout), or ``a @ w`` for a
-        transposed w [k, m]; when `batch_minor`, ``a [k, B] -> w @ a`` (``w.T @ a``): [m, B]."""
-        w_axis = 0 if transposed else 1
+        transposed w [k, m]; when `batch_minor`, ``a [k, B] -> w @ a`` for w [m, k]: [m, B]."""
 
         def matmul(a: jax.Array) -> jax.Array:
-            if cell.matmul_dtype is not None and not (transposed or batch_minor):
-                # TFLite's layout, which the tangent loop uses: cast in reverse mode too
-                return _contract(a, w, cell.matmul_dtype).astype(out_dtype)
-            a = a.astype(w.dtype)
             if batch_minor:
-                return jax.lax.dot_general(w, a, (((w_axis,), (0,)), ((), ())), preferred_element_type=out_dtype)
-            return jax.lax.dot_general(a, w, (((a.ndim - 1,), (w_axis,)), ((), ())), preferred_element_type=out_dtype)
+                return jax.lax.dot_general(w, a.astype(w.dtype), (((1,), (0,)), ((), ())), preferred_element_type=out_dtype)
+            if transposed:
+                return jax.lax.dot_general(a.astype(w.dtype), w, (((a.ndim - 1,), (0,)), ((), ())), preferred_element_type=out_dtype)
+            # TFLite's layout, the tangent loop's: with matmul_dtype, cast in reverse mode too
+            return _contract(a, w, cell.matmul_dtype).astype(out_dtype)
 
         return matmul
 
