@@ -36,6 +36,9 @@ GATES = ("input", "forget", "cell", "output")
 # Float LSTMs with full recurrent weights run their forward loop batch-minor from this batch
 # size on (`_Cell.batch_minor`, set in `_lstm_scan`).
 _BATCH_MINOR_FROM = 8
+# From this batch size on, the float custom JVP computes the terms linear in the weight
+# tangents inside its tangent loop (`_float_recurrence_jvp`).
+_LINEAR_TERMS_PER_STEP_FROM = 64
 LSTM_ACTIVATIONS = ("RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
 
 
@@ -627,6 +630,12 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
     per step. The steps' elementwise parts are recomputed from the saved z and state
     (`_recomputed_jvp`), so only those, not every intermediate, are stacked over time.
 
+    From batch `_LINEAR_TERMS_PER_STEP_FROM` on (float32 matmuls), each step of the tangent
+    loop computes its own linear terms instead: reverse mode then accumulates the weight
+    gradients step by step, with B-deep matmuls, and never stacks z's cotangents over time
+    (on XLA:CPU the training step was 1.01-1.15x faster at batch 64 to 256, but up to 8x
+    slower at batch 1 and 0.93x with bfloat16 matmuls; experiments/README.md).
+
     The loops run batch-major at any batch: with the batch-minor loop the training step was
     up to 1.2x faster at n_cell >= 256 but 0.8-0.9x at n_cell = 128 (experiments/README.md).
     """
@@ -639,28 +648,44 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
         reverse, unroll, residuals=True,
     )
     d_vecs = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, vecs, d_vecs)
-    # The outer terms of z per gate, [T, B, n_cell] each (see `_float_matmuls` on why not sliced).
+    d_xs = tuple(None if _is_zero(d) else d for d in d_xs)
+    d_bias = d_vecs["bias"]
     G = len(cell.gates)
-    outer = [[] for _ in range(G)]
-    pairs = [(x, d_w) for x, d_w in zip(xs, d_mats["inputs"]) if not _is_zero(d_w)]
-    pairs += [(d_x, w) for d_x, w in zip(d_xs, mats["inputs"]) if not _is_zero(d_x)]
-    for a, w in pairs:
-        for terms, w_g in zip(outer, jnp.split(w, G)):
-            terms.append(_contract(a, w_g, cell.matmul_dtype))
-    if not _is_zero(d_mats["recurrent"]):
-        for terms, r_g in zip(outer, jnp.split(d_mats["recurrent"], G)):
-            terms.append(_recurrent(h_in, r_g, cell.matmul_dtype))
-    if not cell.layer_norm:  # the bias adds straight to z
-        for terms, g in zip(outer, cell.gates):
-            terms.append(d_vecs["bias"][g])
+
+    def linear_terms(xs, d_xs, h_in, m) -> tuple[tuple[jax.Array, ...], jax.Array | None]:
+        """The terms of z (G arrays [..., B, n_cell]) and of p ([..., B, n_output] or None)
+        that are linear in the tangents of the weight matrices, of xs and (without layer
+        norm) of the gate biases, from xs, h_in and m, all steps' [T, B, ...] or one step's."""
+        terms = [[] for _ in range(G)]  # per gate: kept as G arrays (see `_float_matmuls`)
+        pairs = [(x, d_w) for x, d_w in zip(xs, d_mats["inputs"]) if not _is_zero(d_w)]
+        pairs += [(d_x, w) for d_x, w in zip(d_xs, mats["inputs"]) if d_x is not None]
+        for a, w in pairs:
+            for gate_terms, w_g in zip(terms, jnp.split(w, G)):
+                gate_terms.append(_contract(a, w_g, cell.matmul_dtype))
+        if not _is_zero(d_mats["recurrent"]):
+            for gate_terms, r_g in zip(terms, jnp.split(d_mats["recurrent"], G)):
+                gate_terms.append(_recurrent(h_in, r_g, cell.matmul_dtype))
+        if not cell.layer_norm:  # the bias adds straight to z
+            for gate_terms, g in zip(terms, cell.gates):
+                gate_terms.append(d_bias[g])
+        zero = jnp.zeros(h_in.shape[:-1] + z[0].shape[-1:], z[0].dtype)
+        dz = tuple(functools.reduce(jnp.add, gate_terms, zero) for gate_terms in terms)
+        dp = None
+        if cell.projection and not _is_zero(d_mats["projection"]):
+            dp = _contract(m, d_mats["projection"], cell.matmul_dtype)
+        return dz, dp
+
+    if xs[0].shape[1] >= _LINEAR_TERMS_PER_STEP_FROM and cell.matmul_dtype is None:
+        linear_in, linear = (xs, d_xs, h_in, m), (None, None)  # computed by each step
+    else:
+        linear_in, linear = None, linear_terms(xs, d_xs, h_in, m)
+    if not cell.layer_norm:  # the gate bias tangents are in the linear terms
         d_vecs = {**d_vecs, "bias": jax.tree.map(jnp.zeros_like, vecs["bias"])}
-    dz_outer = tuple(functools.reduce(jnp.add, terms, jnp.zeros_like(z_g)) for terms, z_g in zip(outer, z))
-    dp_outer = None
-    if cell.projection and not _is_zero(d_mats["projection"]):
-        dp_outer = _contract(m, d_mats["projection"], cell.matmul_dtype)
 
     def tangent_step(d_carry: LSTMState, s: tuple):
-        dz_t, dp_t, z_t, c_t, p_t = s  # per step: outer terms, then saved primals
+        (dz_t, dp_t), linear_in_t, z_t, c_t, p_t = s  # per step: linear terms, then saved primals
+        if linear_in_t is not None:
+            dz_t, dp_t = linear_terms(*linear_in_t)
         dz = tuple(map(jnp.add, dz_t, cell.split(matmuls.tangent_recurrent(d_carry.output_state))))
         dm, dc = _recomputed_jvp(cell.gate_outputs, (z_t, c_t, vecs), (dz, d_carry.cell_state, d_vecs))
         dh = dm
@@ -670,9 +695,10 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
         return LSTMState(dh, dc), dh
 
     d_state = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, state, d_state)
-    d_state = vary_like(d_state, dz_outer, dp_outer, d_vecs)
+    d_weights = [d for d in jax.tree.leaves(d_mats, is_leaf=_is_zero) if not _is_zero(d)]
+    d_state = vary_like(d_state, linear, linear_in, d_weights, d_vecs)
     d_final, d_ys = jax.lax.scan(
-        tangent_step, d_state, (dz_outer, dp_outer, z, c, p),
+        tangent_step, d_state, (linear, linear_in, z, c, p),
         reverse=reverse, unroll=unroll,
     )
     return (ys, final), (d_ys, d_final)

@@ -31,7 +31,8 @@ lstm_module = importlib.import_module("jaxlstm.ops.lstm")  # `jaxlstm.ops.lstm` 
 RTOL = 1e-10
 
 # B=2, T=4, I=3, n_cell=5; B=1 takes the matrix-vector layout of `_float_matmuls`. At B=8 the
-# reference differentiates the batch-minor forward loop (the custom derivative's are batch-major).
+# reference differentiates the batch-minor forward loop (the custom derivative's are batch-major);
+# at B=64 the custom derivative computes its weight and input terms step by step.
 _SIZES = dict(batch=2, time=4, n_input=3, n_cell=5, n_output=5)
 _PROJ = dict(projection=True, n_output=3)
 PROJECTION = LSTMCase(**{**_SIZES, **_PROJ}, projection_bias=True, proj_clip=0.1)
@@ -52,6 +53,10 @@ UNIDIRECTIONAL_CASES = [
     LSTMCase(**{**_SIZES, "batch": 8}),
     LSTMCase(**{**_SIZES, "batch": 8}, cifg=True, layer_norm=True, peephole=True, cell_clip=0.3, time_major=True),
     dataclasses.replace(ALL_FEATURES, batch=8, projection_bias=True, proj_clip=0.1),
+    # batch 64: the linear terms are computed per step (`_LINEAR_TERMS_PER_STEP_FROM`)
+    LSTMCase(**{**_SIZES, "batch": 64}),
+    dataclasses.replace(ALL_FEATURES, batch=64, projection_bias=True, proj_clip=0.1),
+    LSTMCase(**{**_SIZES, "batch": 64}, diagonal=True, peephole=True, time_major=True),
 ]
 BIDIRECTIONAL_CASES = [
     CROSS_AUX,
@@ -59,6 +64,7 @@ BIDIRECTIONAL_CASES = [
     LSTMCase(**{**_SIZES, "batch": 1}, aux="cross", n_aux=2, peephole=True, cell_clip=0.3, merge_outputs=True),
     LSTMCase(**_SIZES, diagonal=True, time_major=True),
     LSTMCase(**{**_SIZES, "batch": 8}, aux="cross", n_aux=2, peephole=True, merge_outputs=True),
+    LSTMCase(**{**_SIZES, **_PROJ, "batch": 64}, aux="cross", n_aux=2, cifg=True, peephole=True, projection_bias=True),
 ]
 
 
@@ -183,7 +189,11 @@ def test_jvp_and_vjp(op_kind, case):
 # bias inside the loop).
 _GRAD_CASES = [
     pytest.param("unidirectional", case, keys, id=f"unidirectional-{case}-{'+'.join(keys)}")
-    for case, parts in ((PROJECTION, (("input",), ("state",), ("weights",))), (ALL_FEATURES, (("weights",),)))
+    for case, parts in (
+        (PROJECTION, (("input",), ("state",), ("weights",))),
+        (ALL_FEATURES, (("weights",),)),
+        (dataclasses.replace(PROJECTION, batch=64), (("input",), ("weights",))),
+    )
     for keys in (("input", "state", "weights"), *parts)
 ] + [
     pytest.param("bidirectional", CROSS_AUX, keys, id=f"bidirectional-{CROSS_AUX}-{'+'.join(keys)}")

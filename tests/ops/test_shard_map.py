@@ -86,3 +86,23 @@ def test_op_under_shard_map_matches_plain_call(name: str, with_state: bool):
     for got, want in zip(jax.tree.leaves(outputs), jax.tree.leaves(fn(x, state)), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6)
     np.testing.assert_allclose(grad, jax.grad(loss)(x, state), atol=1e-6)
+
+
+def test_lstm_weight_gradient_under_shard_map_at_batch_64():
+    """At batch 64 the custom JVP computes its weight terms inside the tangent loop; their
+    gradient (replicated weights, sharded batch) is psummed as outside shard_map."""
+    rng = np.random.default_rng(0)
+    case = LSTMCase(batch=64, n_input=I, n_cell=N, n_output=N, peephole=True)
+    weights, x = lstm_weights(case, rng), normal(rng, 64, T, I)
+
+    def loss(weights, x):
+        outputs = unidirectional_sequence_lstm(x, weights)
+        return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(outputs))
+
+    sharded = jax.shard_map(
+        lambda w, x: jax.lax.psum(jax.grad(loss, argnums=(0, 1))(w, x)[0], "data"),
+        mesh=MESH, in_specs=(P(), P("data")), out_specs=P(),
+    )
+    got, want = jax.jit(sharded)(weights, x), jax.grad(loss)(weights, x)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-5)
