@@ -36,8 +36,8 @@ GATES = ("input", "forget", "cell", "output")
 # Float LSTMs with full recurrent weights run their forward loop batch-minor from this batch
 # size on (`_Cell.batch_minor`, set in `_lstm_scan`).
 _BATCH_MINOR_FROM = 8
-# From this batch size on, the float custom JVP computes the terms linear in the weight
-# tangents inside its tangent loop (`_float_recurrence_jvp`).
+# From this batch size on, the float custom JVP computes the terms linear in the weight,
+# input and bias tangents inside its tangent loop (`_float_recurrence_jvp`).
 _LINEAR_TERMS_PER_STEP_FROM = 64
 LSTM_ACTIVATIONS = ("RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
 

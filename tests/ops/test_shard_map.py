@@ -100,7 +100,7 @@ def test_lstm_weight_gradient_under_shard_map_at_batch_64():
         return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(outputs))
 
     sharded = jax.shard_map(
-        lambda w, x: jax.lax.psum(jax.grad(loss, argnums=(0, 1))(w, x)[0], "data"),
+        lambda w, x: jax.lax.psum(jax.grad(loss)(w, x), "data"),
         mesh=MESH, in_specs=(P(), P("data")), out_specs=P(),
     )
     got, want = jax.jit(sharded)(weights, x), jax.grad(loss)(weights, x)
