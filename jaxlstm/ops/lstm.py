@@ -633,8 +633,9 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
     From batch `_LINEAR_TERMS_PER_STEP_FROM` on (float32 matmuls), each step of the tangent
     loop computes its own linear terms instead: reverse mode then accumulates the weight
     gradients step by step, with B-deep matmuls, and never stacks z's cotangents over time
-    (on XLA:CPU the training step was 1.01-1.15x faster at batch 64 to 256, but up to 8x
-    slower at batch 1 and 0.93x with bfloat16 matmuls; experiments/README.md).
+    (on XLA:CPU the training step was 1.02-1.15x faster at batch 96 to 256 and on par at 64,
+    but slower below: up to 8x at batch 1; and 0.93x with bfloat16 matmuls;
+    experiments/README.md).
 
     The loops run batch-major at any batch: with the batch-minor loop the training step was
     up to 1.2x faster at n_cell >= 256 but 0.8-0.9x at n_cell = 128 (experiments/README.md).
