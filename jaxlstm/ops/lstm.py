@@ -652,19 +652,23 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
     d_xs = tuple(None if _is_zero(d) else d for d in d_xs)
     d_bias = d_vecs["bias"]
     G = len(cell.gates)
+    # The weights and their tangents split into gates once, outside the loops.
+    inputs = [jnp.split(w, G) for w in mats["inputs"]]
+    d_inputs = [None if _is_zero(d_w) else jnp.split(d_w, G) for d_w in d_mats["inputs"]]
+    d_recurrent = None if _is_zero(d_mats["recurrent"]) else jnp.split(d_mats["recurrent"], G)
 
     def linear_terms(xs, d_xs, h_in, m) -> tuple[tuple[jax.Array, ...], jax.Array | None]:
         """The terms of z (G arrays [..., B, n_cell]) and of p ([..., B, n_output] or None)
         that are linear in the tangents of the weight matrices, of xs and (without layer
         norm) of the gate biases, from xs, h_in and m, all steps' [T, B, ...] or one step's."""
         terms = [[] for _ in range(G)]  # per gate: kept as G arrays (see `_float_matmuls`)
-        pairs = [(x, d_w) for x, d_w in zip(xs, d_mats["inputs"]) if not _is_zero(d_w)]
-        pairs += [(d_x, w) for d_x, w in zip(d_xs, mats["inputs"]) if d_x is not None]
+        pairs = [(x, d_w) for x, d_w in zip(xs, d_inputs) if d_w is not None]
+        pairs += [(d_x, w) for d_x, w in zip(d_xs, inputs) if d_x is not None]
         for a, w in pairs:
-            for gate_terms, w_g in zip(terms, jnp.split(w, G)):
+            for gate_terms, w_g in zip(terms, w):
                 gate_terms.append(_contract(a, w_g, cell.matmul_dtype))
-        if not _is_zero(d_mats["recurrent"]):
-            for gate_terms, r_g in zip(terms, jnp.split(d_mats["recurrent"], G)):
+        if d_recurrent is not None:
+            for gate_terms, r_g in zip(terms, d_recurrent):
                 gate_terms.append(_recurrent(h_in, r_g, cell.matmul_dtype))
         if not cell.layer_norm:  # the bias adds straight to z
             for gate_terms, g in zip(terms, cell.gates):
