@@ -32,6 +32,7 @@ from jaxlstm.ops.rnn import (
     unidirectional_sequence_rnn,
 )
 from jaxlstm.ops._activations import activation
+from jaxlstm.ops._precision import FLOAT32
 from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
 from jaxlstm.model.graph import Operator
 
@@ -120,7 +121,7 @@ def _basic_lstm(op: Operator, args: list):
     x, h, w, b, c = args[:5]
     h_new, c_new = basic_lstm_cell(x, h, _dense(w), _dense(b), c)
     concat = jnp.concatenate([x, h], axis=-1)
-    activation_temp = concat @ _dense(w).T + _dense(b)
+    activation_temp = jnp.matmul(concat, _dense(w).T, precision=FLOAT32) + _dense(b)
     return [h_new, c_new, concat, activation_temp], {1: h_new, 4: c_new}
 
 
@@ -209,7 +210,7 @@ def _fully_connected(op: Operator, args: list):
         if b is not None:
             y = y + b  # hybrid FC: the bias is added after the scaled product
     else:
-        y = rows @ jnp.asarray(w).T
+        y = jnp.matmul(rows, jnp.asarray(w).T, precision=FLOAT32)
         if b is not None:
             y = y + b
     y = _fused(op, y)

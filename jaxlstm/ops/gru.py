@@ -30,6 +30,7 @@ import numpy as np
 
 from jaxlstm.ops import _checks
 from jaxlstm.ops._activations import activation
+from jaxlstm.ops._precision import FLOAT32
 from jaxlstm.ops._shard_map import vary_like
 
 GRU_GATES = ("update", "reset", "candidate")
@@ -260,9 +261,9 @@ def _dense(w: GRUWeights, kind: str, gates: tuple[str, ...], dtype) -> Callable[
     prefix = "" if kind == "input" else "recurrent_"
     biases = [getattr(w, f"{prefix}{g}_gate_bias") for g in gates]
     if all(b is None for b in biases):
-        return lambda v: v @ weight
+        return lambda v: jnp.matmul(v, weight, precision=FLOAT32)
     bias = jnp.concatenate([jnp.zeros(w.n_units) if b is None else b for b in biases]).astype(dtype)
-    return lambda v: v @ weight + bias
+    return lambda v: jnp.matmul(v, weight, precision=FLOAT32) + bias
 
 
 def _gru_scan(

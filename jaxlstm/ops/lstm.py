@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jaxlstm.ops import _checks
 from jaxlstm.ops._activations import activation, clip
 from jaxlstm.ops._low_precision import low_precision_contract
+from jaxlstm.ops._precision import FLOAT32
 from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
 from jaxlstm.ops._shard_map import vary_like
 
@@ -427,7 +428,7 @@ def _contract(x: jax.Array, w: jax.Array, matmul_dtype=None) -> jax.Array:
     """``x [..., k] @ w.T`` for a weight in TFLite layout w [m, k]: [..., m]. With
     `matmul_dtype`, a `low_precision_contract`: operands cast to it, in reverse mode too."""
     if matmul_dtype is None:
-        return jax.lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())))
+        return jax.lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())), precision=FLOAT32)
     return low_precision_contract(x, w, matmul_dtype)
 
 
@@ -542,9 +543,9 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
 
         def matmul(a: jax.Array) -> jax.Array:
             if batch_minor:
-                return jax.lax.dot_general(w, a.astype(w.dtype), (((1,), (0,)), ((), ())), preferred_element_type=out_dtype)
+                return jax.lax.dot_general(w, a.astype(w.dtype), (((1,), (0,)), ((), ())), precision=FLOAT32, preferred_element_type=out_dtype)
             if transposed:
-                return jax.lax.dot_general(a.astype(w.dtype), w, (((a.ndim - 1,), (0,)), ((), ())), preferred_element_type=out_dtype)
+                return jax.lax.dot_general(a.astype(w.dtype), w, (((a.ndim - 1,), (0,)), ((), ())), precision=FLOAT32, preferred_element_type=out_dtype)
             # TFLite's layout, the tangent loop's: with matmul_dtype, cast in reverse mode too
             return _contract(a, w, cell.matmul_dtype).astype(out_dtype)
 
@@ -907,7 +908,7 @@ def basic_lstm_cell(
     _checks.check_shape(op, "weights", weights, (4 * D, I + D), f"(4*n_output={4 * D}, n_input+n_output={I + D})")
     _checks.check_shape(op, "bias", bias, (4 * D,), f"(4*n_output={4 * D},)")
     _checks.check_shape(op, "prev_state", prev_state, (B, D), f"(n_batch={B}, n_output={D})")
-    z = jnp.concatenate([input, prev_activation], axis=-1) @ weights.T + bias
+    z = jnp.matmul(jnp.concatenate([input, prev_activation], axis=-1), weights.T, precision=FLOAT32) + bias
     i, g, f, o = jnp.split(z, 4, axis=-1)
     state = jax.nn.sigmoid(i) * jnp.tanh(g) + jax.nn.sigmoid(f) * prev_state
     return jax.nn.sigmoid(o) * jnp.tanh(state), state

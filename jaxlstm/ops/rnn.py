@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from jaxlstm.ops import _checks
 from jaxlstm.ops._activations import ACTIVATION_CODES, activation
+from jaxlstm.ops._precision import FLOAT32
 from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
 from jaxlstm.ops._shard_map import vary_like
 
@@ -91,7 +92,7 @@ def _matmul(w):
     if isinstance(w, QuantizedTensor):
         scales = jnp.broadcast_to(jnp.asarray(w.scale, jnp.float32), w.shape[:1])
         return lambda x, asym: hybrid_matmul(x, w.values, scales, asym)
-    return lambda x, asym: x @ w.T.astype(x.dtype)
+    return lambda x, asym: jnp.matmul(x, w.T.astype(x.dtype), precision=FLOAT32)
 
 
 def _rnn_scan(

@@ -206,12 +206,17 @@ def quantize_weights(weights):
     })
 
 
-def dot_operand_dtypes(jaxpr) -> set[tuple[str, ...]]:
-    """The operand dtypes of every dot_general in `jaxpr` and in its sub-jaxprs (loops, calls)."""
-    found = set()
+def dot_generals(jaxpr) -> list:
+    """Every dot_general equation of `jaxpr` and of its sub-jaxprs (loops, calls)."""
+    found = []
     for eqn in jaxpr.eqns:
         if eqn.primitive.name == "dot_general":
-            found.add(tuple(str(v.aval.dtype) for v in eqn.invars))
+            found.append(eqn)
         for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            found |= dot_operand_dtypes(sub)
+            found += dot_generals(sub)
     return found
+
+
+def dot_operand_dtypes(jaxpr) -> set[tuple[str, ...]]:
+    """The operand dtypes of every dot_general in `jaxpr` and in its sub-jaxprs."""
+    return {tuple(str(v.aval.dtype) for v in eqn.invars) for eqn in dot_generals(jaxpr)}
