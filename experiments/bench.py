@@ -5,8 +5,9 @@ Usage::
     python experiments/bench.py            # four shapes, 10 repetitions (a few minutes)
     python experiments/bench.py --quick    # two small shapes, 3 repetitions
 
-Measures, for every shape (B, T, I, H), with the same float32 weights everywhere (outputs
-checked to agree before timing):
+Measures, for every shape (B, T, I, H), with the same float32 weights everywhere and
+float32 matmul products (no TF32 on a GPU: `bench_ops.float32_matmuls`; outputs checked to
+agree before timing):
 
 * forward: ms per call of the whole sequence;
 * train: ms per forward + backward of ``mean(outputs)`` w.r.t. all weights (JAX and torch);
@@ -144,6 +145,9 @@ def _torch_worker(conn, w: dict, device: str, onednn: bool) -> None:
     import torch
 
     torch.backends.mkldnn.enabled = onednn
+    # float32 products on a GPU too, as in the JAX systems (`bench_ops.float32_matmuls`):
+    # cuDNN's LSTM would use TF32 by default
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     forward, train, output = torch_system(w, device)
     conn.send(output())
     runs = {"forward": forward, "train": train}
@@ -376,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     shapes = bench_ops.QUICK_SHAPES if args.quick else bench_ops.SHAPES
     reps = args.reps or (3 if args.quick else 10)
 
+    bench_ops.float32_matmuls()
     machine = bench_ops.machine_info()
     print(json.dumps(machine))
     rows = []

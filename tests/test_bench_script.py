@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 
+import jax
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # before anything imports keras (as bench.py does)
@@ -26,7 +27,13 @@ def test_bench_runs_every_system_on_a_tiny_shape(monkeypatch, tmp_path):
     import bench
 
     monkeypatch.setattr(bench.bench_ops, "SHAPES", ((2, 4, 3, 5),))
-    assert bench.main(["--reps", "1", "--torch", "cpu", "--out", str(tmp_path)]) == 0
+    precision = jax.config.jax_default_matmul_precision
+    try:
+        assert bench.main(["--reps", "1", "--torch", "cpu", "--out", str(tmp_path)]) == 0
+        # flax and Keras compared at float32 products on any backend, as jaxlstm computes
+        assert jax.config.jax_default_matmul_precision == "highest"
+    finally:
+        jax.config.update("jax_default_matmul_precision", precision)
 
     report = json.loads((tmp_path / "bench.json").read_text())
     (row,) = report["rows"]
