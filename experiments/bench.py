@@ -4,6 +4,7 @@ Usage::
 
     python experiments/bench.py            # four shapes, 10 repetitions (a few minutes)
     python experiments/bench.py --quick    # two small shapes, 3 repetitions
+    python experiments/bench.py --shape 32,100,128,256 --shape 32,200,128,256  # chosen shapes
 
 Measures, for every shape (B, T, I, H), with the same float32 weights everywhere and
 float32 matmul products (no TF32 on a GPU: `bench_ops.float32_matmuls`; outputs checked to
@@ -367,17 +368,30 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _shape(text: str) -> tuple[int, int, int, int]:
+    """"B,T,I,H" -> (B, T, I, H)."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected four positive integers B,T,I,H, got {text!r}")
+    return shape
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two small shapes, 3 repetitions")
     parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 10)")
+    parser.add_argument("--shape", action="append", type=_shape, metavar="B,T,I,H",
+                        help="a shape to run instead of the default ones (repeatable)")
     parser.add_argument("--torch", choices=("auto", "cpu", "cuda"), default="auto",
                         help="torch.nn.LSTM systems: cpu = torch and torch_no_onednn, cuda = torch_cuda, "
                              "auto = cpu plus cuda when available")
     parser.add_argument("--no-litert", action="store_true", help="skip LiteRT and the TF converter")
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help="folder for bench.json and bench.png")
     args = parser.parse_args(argv)
-    shapes = bench_ops.QUICK_SHAPES if args.quick else bench_ops.SHAPES
+    shapes = args.shape or (bench_ops.QUICK_SHAPES if args.quick else bench_ops.SHAPES)
     reps = args.reps or (3 if args.quick else 10)
 
     bench_ops.float32_matmuls()

@@ -26,10 +26,9 @@ def test_bench_runs_every_system_on_a_tiny_shape(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
     import bench
 
-    monkeypatch.setattr(bench.bench_ops, "SHAPES", ((2, 4, 3, 5),))
     precision = jax.config.jax_default_matmul_precision
     try:
-        assert bench.main(["--reps", "1", "--torch", "cpu", "--out", str(tmp_path)]) == 0
+        assert bench.main(["--reps", "1", "--torch", "cpu", "--shape", "2,4,3,5", "--out", str(tmp_path)]) == 0
         # flax and Keras compared at float32 products on any backend, as jaxlstm computes
         assert jax.config.jax_default_matmul_precision == "highest"
     finally:
@@ -37,6 +36,7 @@ def test_bench_runs_every_system_on_a_tiny_shape(monkeypatch, tmp_path):
 
     report = json.loads((tmp_path / "bench.json").read_text())
     (row,) = report["rows"]
+    assert row["shape"] == [2, 4, 3, 5]  # --shape replaced the default shapes
     torch_cpu = {"torch", "torch_no_onednn"}
     expected = {"jaxlstm", "jaxlstm_peep_proj", "jaxlstm_bf16", "jax_minimal", "flax", "keras"} | torch_cpu
     assert expected | {"litert_jaxlstm", "litert_converter"} == set(row["forward"])
