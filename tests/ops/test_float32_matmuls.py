@@ -117,20 +117,20 @@ OPS = {
 }
 
 
-def _forward_and_gradient(fn):
-    """`fn`, and the gradient of a scalar of its outputs w.r.t. every argument."""
+def _gradient(fn):
+    """The gradient of a scalar of `fn`'s outputs w.r.t. every argument."""
 
     def loss(*args):
         return sum(jnp.sum(jnp.sin(y)) for y in jax.tree.leaves(fn(*args)))
 
-    return fn, lambda *args: jax.grad(loss, argnums=tuple(range(len(args))))(*args)
+    return lambda *args: jax.grad(loss, argnums=tuple(range(len(args))))(*args)
 
 
 @pytest.mark.parametrize("op", OPS, ids=str)
 @pytest.mark.parametrize("mode", ["forward", "gradient"])
 def test_every_float_matmul_requests_float32_products(op, mode):
     fn, args = OPS[op]()
-    f = _forward_and_gradient(fn)[mode == "gradient"]
+    f = fn if mode == "forward" else _gradient(fn)
     dots = dot_generals(jax.make_jaxpr(f)(*args).jaxpr)
     assert dots, "no matmul found: the test would pass vacuously"
     assert [eqn.params["precision"] for eqn in dots] == [FLOAT32] * len(dots)
@@ -141,7 +141,7 @@ def test_a_lower_default_precision_does_not_reach_the_lowered_matmuls():
     training step's lowered dots still ask for HIGHEST, and no narrower dot algorithm."""
     fn, args = _lstm(LSTM_CASES[-1])
     with jax.default_matmul_precision("bfloat16"):
-        text = jax.jit(_forward_and_gradient(fn)[1]).lower(*args).as_text()
+        text = jax.jit(_gradient(fn)).lower(*args).as_text()
     dots = [line for line in text.splitlines() if "stablehlo.dot_general" in line]
     assert dots
     for line in dots:
