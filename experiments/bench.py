@@ -44,11 +44,11 @@ from collections.abc import Callable
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import bench_ops
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import bench_ops
 import jaxlstm
 from jaxlstm.model.builder import ModelBuilder
 from jaxlstm.ops import LSTMOptions, LSTMWeights
@@ -275,7 +275,9 @@ def bench_shape(shape: Shape, reps: int, torch_choice: str, litert: bool) -> dic
         forward[name], train[name] = workers[-1].timer("forward"), workers[-1].timer("train")
         outputs[name] = workers[-1].output
     try:
-        bench_ops.check_agreement({"jaxlstm": outputs["jaxlstm"], "jaxlstm_bf16": outputs.pop("jaxlstm_bf16")}, BF16_TOL)
+        bench_ops.check_agreement(
+            {"jaxlstm": outputs["jaxlstm"], "jaxlstm_bf16": outputs.pop("jaxlstm_bf16")}, BF16_TOL
+        )
         bench_ops.check_agreement({k: v for k, v in outputs.items() if k.startswith(("jax", "flax", "keras"))})
         bench_ops.check_agreement(outputs, OTHER_RUNTIME_TOL)
         return {
@@ -303,20 +305,27 @@ def summary(rows: list[dict]) -> str:
             parts.append(f"{metric}: ms per call, {what} (ratio system / jaxlstm; above 1: jaxlstm faster)")
             parts.append(bench_ops.format_table(table, "jaxlstm", key))
     parts.append("compile: forward / train step, seconds")
-    parts.append("\n".join(
-        f"{name:<20}" + "".join(f"{r['compile_s'][name]['forward']:>9.2f} /{r['compile_s'][name]['train']:>6.2f} s" for r in rows)
-        for name in rows[0]["compile_s"]
-    ))
+    parts.append(
+        "\n".join(
+            f"{name:<20}"
+            + "".join(f"{r['compile_s'][name]['forward']:>9.2f} /{r['compile_s'][name]['train']:>6.2f} s" for r in rows)
+            for name in rows[0]["compile_s"]
+        )
+    )
     parts.append("train step scratch memory (XLA memory_analysis temp), MiB")
-    parts.append("\n".join(
-        f"{name:<20}" + "".join(f"{r['train_scratch_mib'][name]:>18.1f}  " for r in rows)
-        for name in rows[0]["train_scratch_mib"]
-    ))
+    parts.append(
+        "\n".join(
+            f"{name:<20}" + "".join(f"{r['train_scratch_mib'][name]:>18.1f}  " for r in rows)
+            for name in rows[0]["train_scratch_mib"]
+        )
+    )
     if rows[0]["export_s"]:
         parts.append("export: seconds to produce the .tflite")
-        parts.append("\n".join(
-            f"{name:<20}" + "".join(f"{r['export_s'][name]:>18.2f} s" for r in rows) for name in rows[0]["export_s"]
-        ))
+        parts.append(
+            "\n".join(
+                f"{name:<20}" + "".join(f"{r['export_s'][name]:>18.2f} s" for r in rows) for name in rows[0]["export_s"]
+            )
+        )
     parts.append(goals(rows))
     return "\n\n".join(parts)
 
@@ -369,7 +378,7 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
 
 
 def _shape(text: str) -> tuple[int, int, int, int]:
-    """"B,T,I,H" -> (B, T, I, H)."""
+    """ "B,T,I,H" -> (B, T, I, H)."""
     try:
         shape = tuple(int(v) for v in text.split(","))
     except ValueError:
@@ -383,11 +392,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two small shapes, 3 repetitions")
     parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 10)")
-    parser.add_argument("--shape", action="append", type=_shape, metavar="B,T,I,H",
-                        help="a shape to run instead of the default ones (repeatable)")
-    parser.add_argument("--torch", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="torch.nn.LSTM systems: cpu = torch and torch_no_onednn, cuda = torch_cuda, "
-                             "auto = cpu plus cuda when available")
+    parser.add_argument(
+        "--shape",
+        action="append",
+        type=_shape,
+        metavar="B,T,I,H",
+        help="a shape to run instead of the default ones (repeatable)",
+    )
+    parser.add_argument(
+        "--torch",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="torch.nn.LSTM systems: cpu = torch and torch_no_onednn, cuda = torch_cuda, "
+        "auto = cpu plus cuda when available",
+    )
     parser.add_argument("--no-litert", action="store_true", help="skip LiteRT and the TF converter")
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help="folder for bench.json and bench.png")
     args = parser.parse_args(argv)

@@ -69,7 +69,7 @@ def loops(batch: int, n_input: int, hidden: int, group: str) -> dict:
                 z = w @ a if with_dot else z_fixed
                 h = z[:hidden] * a[n_input:]
                 for p in range(passes):  # reads another gate block of z each time, like the gate math
-                    h = jnp.tanh(1.01 * h + 0.1 * z[(p % 3 + 1) * hidden:(p % 3 + 2) * hidden])
+                    h = jnp.tanh(1.01 * h + 0.1 * z[(p % 3 + 1) * hidden : (p % 3 + 2) * hidden])
                 return jnp.concatenate([a[:n_input], h]), None
 
             return jax.lax.scan(step, a, length=STEPS)[0]
@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         on_one = matmul["one_core"][shape]
         batch, _, n_input, hidden = (int(v) for v in shape.split(","))
         kflop = 2 * 4 * hidden * (n_input + hidden) * batch / 1e3  # per step: kflop / us = GFLOP/s
-        cells = "".join(f"{f'{kflop / on_all[n]:.0f} / {kflop / on_one[n]:.0f} = {on_one[n] / on_all[n]:.2f}x':>24}" for n in names)
+        cells = "".join(
+            f"{f'{kflop / on_all[n]:.0f} / {kflop / on_one[n]:.0f} = {on_one[n] / on_all[n]:.2f}x':>24}" for n in names
+        )
         print(f"{shape:>18}{cells}")
     print()
     print("Microseconds per step of the matmul, all cores / one core, with k tanh passes over [H, B]")

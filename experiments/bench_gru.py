@@ -60,8 +60,12 @@ def jaxlstm_tflite(layer, T: int, n_input: int, reset_after: bool, runtime_weigh
     kernel, recurrent_kernel, bias = layer.get_weights()
     builder = ModelBuilder(batch_size=1)
     x = builder.add_input("input", (1, T, n_input))
-    y = builder.add_gru(x, GRUWeights.from_keras(kernel, recurrent_kernel, bias, reset_after),
-                        GRUOptions(reset_after=reset_after), runtime_recurrent_weights=runtime_weights)
+    y = builder.add_gru(
+        x,
+        GRUWeights.from_keras(kernel, recurrent_kernel, bias, reset_after),
+        GRUOptions(reset_after=reset_after),
+        runtime_recurrent_weights=runtime_weights,
+    )
     return jaxlstm.export_tflite(builder.build([y], ["output"]))
 
 
@@ -117,20 +121,25 @@ def bench(rounds: int) -> list[dict]:
         for _ in range(rounds):  # interleaved
             for key, (run, _) in runners.items():
                 times[key].append(run())
-        rows.append({
-            "config": f"T={T} I={n_input} H={units} {'reset_after' if reset_after else 'reset_before'}",
-            **{f"{source}_us_{'xnnpack' if d else 'builtin'}": statistics.median(t) * 1e6
-               for (source, d), t in times.items()},
-            "tf_kb": len(tf_bytes) / 1024,
-            "ours_kb": len(our_bytes) / 1024,
-            "tf_ops": operator_count(tf_bytes),
-            "ours_ops": operator_count(our_bytes),
-            "tf_convert_s": tf_convert,
-            "ours_export_s": our_export,
-            "err_tf": max(float(np.abs(runners["tf", d][1]() - expected).max()) for d in (True, False)),
-            "err_ours": max(float(np.abs(runners[s, d][1]() - expected).max())
-                            for s in ("ours", "rt") for d in (True, False)),
-        })
+        rows.append(
+            {
+                "config": f"T={T} I={n_input} H={units} {'reset_after' if reset_after else 'reset_before'}",
+                **{
+                    f"{source}_us_{'xnnpack' if d else 'builtin'}": statistics.median(t) * 1e6
+                    for (source, d), t in times.items()
+                },
+                "tf_kb": len(tf_bytes) / 1024,
+                "ours_kb": len(our_bytes) / 1024,
+                "tf_ops": operator_count(tf_bytes),
+                "ours_ops": operator_count(our_bytes),
+                "tf_convert_s": tf_convert,
+                "ours_export_s": our_export,
+                "err_tf": max(float(np.abs(runners["tf", d][1]() - expected).max()) for d in (True, False)),
+                "err_ours": max(
+                    float(np.abs(runners[s, d][1]() - expected).max()) for s in ("ours", "rt") for d in (True, False)
+                ),
+            }
+        )
     return rows
 
 
@@ -139,23 +148,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=200, help="interleaved invokes per model")
     args = parser.parse_args(argv)
     rows = bench(args.rounds)
-    print(f"{'configuration':<34} {'kernels':<9} {'TF WHILE us':>11} {'ours us':>9} {'speedup':>8} "
-          f"{'ours rt us':>10} {'speedup':>8}")
+    print(
+        f"{'configuration':<34} {'kernels':<9} {'TF WHILE us':>11} {'ours us':>9} {'speedup':>8} "
+        f"{'ours rt us':>10} {'speedup':>8}"
+    )
     for r in rows:
         for kernels in ("xnnpack", "builtin"):
             tf_us, ours_us, rt_us = (r[f"{s}_us_{kernels}"] for s in ("tf", "ours", "rt"))
-            print(f"{r['config']:<34} {kernels:<9} {tf_us:>11.1f} {ours_us:>9.1f} {tf_us / ours_us:>7.2f}x "
-                  f"{rt_us:>10.1f} {tf_us / rt_us:>7.2f}x")
+            print(
+                f"{r['config']:<34} {kernels:<9} {tf_us:>11.1f} {ours_us:>9.1f} {tf_us / ours_us:>7.2f}x "
+                f"{rt_us:>10.1f} {tf_us / rt_us:>7.2f}x"
+            )
     print()
-    print(f"{'configuration':<34} {'TF KiB':>8} {'ours KiB':>9} {'size x':>7} {'TF ops':>7} {'ours ops':>9} "
-          f"{'convert s TF / ours':>20} {'max err vs Keras TF / ours':>27}")
+    print(
+        f"{'configuration':<34} {'TF KiB':>8} {'ours KiB':>9} {'size x':>7} {'TF ops':>7} {'ours ops':>9} "
+        f"{'convert s TF / ours':>20} {'max err vs Keras TF / ours':>27}"
+    )
     for r in rows:
-        print(f"{r['config']:<34} {r['tf_kb']:>8.1f} {r['ours_kb']:>9.1f} {r['ours_kb'] / r['tf_kb']:>6.2f}x "
-              f"{r['tf_ops']:>7} {r['ours_ops']:>9} {r['tf_convert_s']:>10.2f} / {r['ours_export_s']:<7.3f} "
-              f"{r['err_tf']:>14.1e} / {r['err_ours']:.1e}")
-    print("\nmedians of interleaved single-thread LiteRT invokes (reset_all_variables before each); "
-          "xnnpack = default delegate, builtin = BUILTIN_WITHOUT_DEFAULT_DELEGATES; speedup = TF time / "
-          "our time; size x = our file / TF file; TF ops counts all subgraphs; max err over both exports.")
+        print(
+            f"{r['config']:<34} {r['tf_kb']:>8.1f} {r['ours_kb']:>9.1f} {r['ours_kb'] / r['tf_kb']:>6.2f}x "
+            f"{r['tf_ops']:>7} {r['ours_ops']:>9} {r['tf_convert_s']:>10.2f} / {r['ours_export_s']:<7.3f} "
+            f"{r['err_tf']:>14.1e} / {r['err_ours']:.1e}"
+        )
+    print(
+        "\nmedians of interleaved single-thread LiteRT invokes (reset_all_variables before each); "
+        "xnnpack = default delegate, builtin = BUILTIN_WITHOUT_DEFAULT_DELEGATES; speedup = TF time / "
+        "our time; size x = our file / TF file; TF ops counts all subgraphs; max err over both exports."
+    )
     return 0
 
 

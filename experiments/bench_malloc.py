@@ -54,8 +54,12 @@ def children(shape: str) -> dict:
         for heap in (False, True):
             env = {**os.environ, **(HEAP_SCRATCH if heap else {})}
             procs[system, heap] = subprocess.Popen(
-                [sys.executable, "-c", CHILD, here, shape, system], env=env, text=True,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                [sys.executable, "-c", CHILD, here, shape, system],
+                env=env,
+                text=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
             )
     for p in procs.values():
         if p.stdout.readline().strip() != "ready":
@@ -95,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         t = measure(key, args.reps)
         cells = "".join(
             f"{f'{t[s, False, m]:.2f} / {t[s, True, m]:.2f} = {t[s, False, m] / t[s, True, m]:.2f}x':>28}"
-            for s in SYSTEMS for m in MODES
+            for s in SYSTEMS
+            for m in MODES
         )
         print(f"{key:>18}{cells}", flush=True)
     return 0

@@ -86,12 +86,9 @@ def time_interleaved(timers: dict[str, Timer], reps: int, sample_s: float = 0.2)
         batch[name] = max(1, int(sample_s / max(timers[name](1), 1e-6)))
     samples: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
-        for name in names[rep % len(names):] + names[: rep % len(names)]:
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
             samples[name].append(timers[name](batch[name]) / batch[name] * 1e3)
-    return {
-        name: {"median_ms": statistics.median(s), "min_ms": min(s), "samples_ms": s}
-        for name, s in samples.items()
-    }
+    return {name: {"median_ms": statistics.median(s), "min_ms": min(s), "samples_ms": s} for name, s in samples.items()}
 
 
 def cpu_model() -> str:

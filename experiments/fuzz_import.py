@@ -85,8 +85,9 @@ def _stacked_lstm(rng: np.random.Generator):
 def _bidirectional(rng: np.random.Generator):
     b = ModelBuilder()
     x = b.add_input("input", (-1, -1, 3))
-    (y,) = b.add_bidirectional_lstm(x, _lstm_weights(rng, 3, 2), _lstm_weights(rng, 3, 2),
-                                    LSTMOptions(), merge_outputs=True)
+    (y,) = b.add_bidirectional_lstm(
+        x, _lstm_weights(rng, 3, 2), _lstm_weights(rng, 3, 2), LSTMOptions(), merge_outputs=True
+    )
     return b.build([y], ["output"])
 
 
@@ -125,12 +126,12 @@ def random_bytes(data: bytes, rng: np.random.Generator) -> bytes:
     out = bytearray(data)
     n = int(rng.integers(1, 33))
     start = int(rng.integers(0, max(len(out) - n, 1)))
-    out[start:start + n] = rng.integers(0, 256, size=n, dtype=np.uint8).tobytes()
-    return bytes(out[:len(data)])
+    out[start : start + n] = rng.integers(0, 256, size=n, dtype=np.uint8).tobytes()
+    return bytes(out[: len(data)])
 
 
 def truncate(data: bytes, rng: np.random.Generator) -> bytes:
-    return data[:int(rng.integers(0, len(data)))]
+    return data[: int(rng.integers(0, len(data)))]
 
 
 def absurd_int32(data: bytes, rng: np.random.Generator) -> bytes:
@@ -138,7 +139,7 @@ def absurd_int32(data: bytes, rng: np.random.Generator) -> bytes:
     out = bytearray(data)
     start = 4 * int(rng.integers(0, len(out) // 4))
     value = int(rng.choice(ABSURD_INT32 + (len(data), len(data) - start + 4 * int(rng.integers(-4, 5)))))
-    out[start:start + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
+    out[start : start + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
     return bytes(out)
 
 
@@ -147,8 +148,8 @@ def splice(data: bytes, rng: np.random.Generator) -> bytes:
     out = bytearray(data)
     n = int(rng.integers(4, 65))
     src, dst = (int(v) for v in rng.integers(0, max(len(out) - n, 1), size=2))
-    out[dst:dst + n] = data[src:src + n]
-    return bytes(out[:len(data)])
+    out[dst : dst + n] = data[src : src + n]
+    return bytes(out[: len(data)])
 
 
 # ----------------------------------------------------------------------------- structural mutations
@@ -173,7 +174,7 @@ def _shrink_vector(m, rng):
     values = [] if getattr(obj, attr) is None else list(getattr(obj, attr))
     if values:
         k = int(rng.integers(0, len(values)))
-        setattr(obj, attr, values[:k] if rng.random() < 0.5 else values[:k] + values[k + 1:])
+        setattr(obj, attr, values[:k] if rng.random() < 0.5 else values[:k] + values[k + 1 :])
 
 
 def _absurd_shape(m, rng):
@@ -284,7 +285,14 @@ BYTES: dict[str, Callable] = {
 MUTATIONS = tuple(BYTES) + tuple(STRUCTURAL)
 # Mutations that set sizes (vector lengths, shapes, buffer sizes and offsets) run under
 # tracemalloc; the others only under the alarm (tracing makes a case ~5x slower).
-SIZE_MUTATIONS = ("absurd_int32", "truncate", "shrink_vector", "absurd_shape", "wrong_buffer_size", "buffer_offset_past_end")
+SIZE_MUTATIONS = (
+    "absurd_int32",
+    "truncate",
+    "shrink_vector",
+    "absurd_shape",
+    "wrong_buffer_size",
+    "buffer_offset_past_end",
+)
 
 
 class Mutator:
@@ -343,7 +351,7 @@ def run_case(data: bytes, *, timeout: float, max_alloc: int | None) -> Outcome:
         outcome = Outcome("timeout", f"over {timeout} s")
     except ALLOWED as e:
         outcome = Outcome("rejected", f"{type(e).__name__}: {e}"[:200])
-    except Exception as e:  # noqa: BLE001  (the point: anything else is a crash)
+    except Exception as e:
         outcome = Outcome("crash", f"{type(e).__name__}: {e}"[:300])
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
@@ -357,8 +365,14 @@ def run_case(data: bytes, *, timeout: float, max_alloc: int | None) -> Outcome:
     return outcome
 
 
-def fuzz(cases: int, seed: int = 0, start: int = 0, timeout: float = 2.0, max_alloc: int = 64 * MIB,
-         traced: tuple[str, ...] = SIZE_MUTATIONS) -> dict:
+def fuzz(
+    cases: int,
+    seed: int = 0,
+    start: int = 0,
+    timeout: float = 2.0,
+    max_alloc: int = 64 * MIB,
+    traced: tuple[str, ...] = SIZE_MUTATIONS,
+) -> dict:
     """Runs cases ``start .. start + cases``; the mutations named in `traced` run under
     `tracemalloc`. Returns {"counts", "failures": [(name, index, detail)], "slowest"}."""
     mutate = Mutator(seed)
@@ -389,11 +403,13 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     chunk = 1000
-    jobs = [(min(chunk, args.cases - k), args.seed, k, args.timeout, int(args.max_alloc * MIB))
-            for k in range(0, args.cases, chunk)]
+    jobs = [
+        (min(chunk, args.cases - k), args.seed, k, args.timeout, int(args.max_alloc * MIB))
+        for k in range(0, args.cases, chunk)
+    ]
     counts, failures, slowest = collections.Counter(), [], (0.0, "")
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        for done, result in enumerate(pool.imap_unordered(_chunk, jobs), 1):
+        for result in pool.imap_unordered(_chunk, jobs):
             counts += result["counts"]
             failures += result["failures"]
             for name, index, detail in result["failures"]:

@@ -51,8 +51,12 @@ def _peak_rss_mib() -> float:
 
 def forward(T: int, batch: int, features: int, hidden: int, outputs: str, time_major: bool) -> dict:
     rng = np.random.default_rng(0)
-    w = LSTMWeights.from_fused(*(jnp.asarray(rng.normal(size=s).astype(np.float32) * 0.3)
-                                 for s in ((features, 4 * hidden), (hidden, 4 * hidden), (4 * hidden,))))
+    w = LSTMWeights.from_fused(
+        *(
+            jnp.asarray(rng.normal(size=s).astype(np.float32) * 0.3)
+            for s in ((features, 4 * hidden), (hidden, 4 * hidden), (4 * hidden,))
+        )
+    )
     x = jnp.asarray(rng.standard_normal((T, batch, features) if time_major else (batch, T, features), np.float32))
 
     def run(w, x):
@@ -67,12 +71,15 @@ def forward(T: int, batch: int, features: int, hidden: int, outputs: str, time_m
     seconds = time.perf_counter() - start
     finite = all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(result))
     return {
-        "T": T, "outputs": outputs, "layout": "[T, B, I]" if time_major else "[B, T, I]",
+        "T": T,
+        "outputs": outputs,
+        "layout": "[T, B, I]" if time_major else "[B, T, I]",
         "args_mib": memory.argument_size_in_bytes / MIB,
         "out_mib": memory.output_size_in_bytes / MIB,
         "temp_mib": memory.temp_size_in_bytes / MIB,
         "rss_growth_mib": _peak_rss_mib() - before,
-        "seconds": seconds, "finite": finite,
+        "seconds": seconds,
+        "finite": finite,
     }
 
 
@@ -84,16 +91,22 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=64)
     args = parser.parse_args()
-    print(f"LSTM({args.features}, {args.hidden}), batch {args.batch}; {jax.devices()[0].platform}, jax {jax.__version__}")
+    print(
+        f"LSTM({args.features}, {args.hidden}), batch {args.batch}; {jax.devices()[0].platform}, jax {jax.__version__}"
+    )
 
-    header = (f"{'T':>8} {'layout':>10} {'outputs':>9} {'args MiB':>9} {'out MiB':>9} {'temp MiB':>9} "
-              f"{'RSS +MiB':>9} {'run s':>7} finite")
+    header = (
+        f"{'T':>8} {'layout':>10} {'outputs':>9} {'args MiB':>9} {'out MiB':>9} {'temp MiB':>9} "
+        f"{'RSS +MiB':>9} {'run s':>7} finite"
+    )
     print("\nforward (unidirectional_sequence_lstm, jitted)\n" + header + "\n" + "-" * len(header))
     for T in args.forward:
         for time_major, outputs in itertools.product((True, False), ("state", "sequence")):
             r = forward(T, args.batch, args.features, args.hidden, outputs, time_major)
-            print(f"{T:>8} {r['layout']:>10} {outputs:>9} {r['args_mib']:>9.2f} {r['out_mib']:>9.2f} {r['temp_mib']:>9.2f} "
-                  f"{r['rss_growth_mib']:>9.1f} {r['seconds']:>7.2f} {r['finite']}")
+            print(
+                f"{T:>8} {r['layout']:>10} {outputs:>9} {r['args_mib']:>9.2f} {r['out_mib']:>9.2f} {r['temp_mib']:>9.2f} "
+                f"{r['rss_growth_mib']:>9.1f} {r['seconds']:>7.2f} {r['finite']}"
+            )
 
     remat_memory = _remat_memory()
     header = f"{'T':>8} {'remat':>6} {'chunk':>6} {'temp MiB':>10} {'peak MiB':>10} {'step s':>8}"
@@ -101,8 +114,10 @@ def main() -> None:
     for T in args.train:
         for remat in (False, True):
             r = remat_memory.measure(T, remat, args.batch, args.features, args.hidden, run=True)
-            print(f"{T:>8} {str(remat):>6} {r['chunk'] or '-':>6} {r['temp_mib']:>10.2f} "
-                  f"{r['peak_mib']:>10.2f} {r['seconds']:>8.2f}")
+            print(
+                f"{T:>8} {remat!s:>6} {r['chunk'] or '-':>6} {r['temp_mib']:>10.2f} "
+                f"{r['peak_mib']:>10.2f} {r['seconds']:>8.2f}"
+            )
     print(f"\nprocess peak RSS: {_peak_rss_mib():.0f} MiB")
 
 

@@ -51,8 +51,7 @@ def measure(T: int, remat: bool, batch: int, features: int, hidden: int, run: bo
         "remat": remat,
         "chunk": math.isqrt(T - 1) + 1 if remat else None,
         "temp_mib": memory.temp_size_in_bytes / MIB,
-        "peak_mib": (memory.argument_size_in_bytes + memory.output_size_in_bytes
-                     + memory.temp_size_in_bytes) / MIB,
+        "peak_mib": (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes) / MIB,
         "seconds": None,
     }
     if run:
@@ -72,8 +71,10 @@ def main() -> None:
     parser.add_argument("--run", action="store_true", help="also time one executed step")
     args = parser.parse_args()
 
-    print(f"LSTM({args.features}, {args.hidden}), batch {args.batch}, grad of mean(y**2); "
-          f"{jax.devices()[0].platform}, jax {jax.__version__}")
+    print(
+        f"LSTM({args.features}, {args.hidden}), batch {args.batch}, grad of mean(y**2); "
+        f"{jax.devices()[0].platform}, jax {jax.__version__}"
+    )
     header = f"{'T':>8} {'remat':>6} {'chunk':>6} {'temp MiB':>10} {'peak MiB':>10} {'ratio':>7} {'step s':>8}"
     print(header)
     print("-" * len(header))
@@ -83,8 +84,10 @@ def main() -> None:
             r = measure(T, remat, args.batch, args.features, args.hidden, args.run)
             base = base or r["peak_mib"]
             seconds = "-" if r["seconds"] is None else f"{r['seconds']:.3f}"
-            print(f"{T:>8} {str(remat):>6} {r['chunk'] or '-':>6} {r['temp_mib']:>10.2f} "
-                  f"{r['peak_mib']:>10.2f} {r['peak_mib'] / base:>7.3f} {seconds:>8}")
+            print(
+                f"{T:>8} {remat!s:>6} {r['chunk'] or '-':>6} {r['temp_mib']:>10.2f} "
+                f"{r['peak_mib']:>10.2f} {r['peak_mib'] / base:>7.3f} {seconds:>8}"
+            )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """jaxlstm: TensorFlow Lite's fused LSTM/RNN operators as exact, differentiable JAX functions."""
 
 from jaxlstm import ops as ops
-from jaxlstm.ops import *  # noqa: F401,F403  (the op functions and weight types, see ops.__all__)
+from jaxlstm.ops import *  # noqa: F403  (the op functions and weight types, see ops.__all__)
 from jaxlstm.ops import __all__ as _ops_all
 
 __version__ = "0.1.0"
@@ -16,4 +16,5 @@ def __getattr__(name: str):
         return getattr(tflite, name)
     raise AttributeError(f"module 'jaxlstm' has no attribute {name!r}")
 
-__all__ = ("ops", "__version__", "export_tflite", "load_tflite") + _ops_all
+
+__all__ = ("__version__", "export_tflite", "load_tflite", "ops", *_ops_all)  # noqa: F405, PLE0604

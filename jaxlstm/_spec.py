@@ -79,7 +79,10 @@ VARIABLE_INPUTS = {
     "LSTM": ("output_state", "cell_state"),
     "UNIDIRECTIONAL_SEQUENCE_LSTM": ("output_state", "cell_state"),
     "BIDIRECTIONAL_SEQUENCE_LSTM": (
-        "fw_output_state", "fw_cell_state", "bw_output_state", "bw_cell_state",
+        "fw_output_state",
+        "fw_cell_state",
+        "bw_output_state",
+        "bw_cell_state",
     ),
     "RNN": ("hidden_state",),
     "UNIDIRECTIONAL_SEQUENCE_RNN": ("hidden_state",),

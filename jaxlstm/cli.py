@@ -112,37 +112,60 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = commands.add_parser(
-        "convert", help="convert a Keras / PyTorch / TFLite model to a .tflite file",
-        description="Convert SRC to a .tflite file of TFLite fused ops; print the operators\n"
-                    "and the file size.",
-        epilog=_SOURCE_KINDS, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "convert",
+        help="convert a Keras / PyTorch / TFLite model to a .tflite file",
+        description="Convert SRC to a .tflite file of TFLite fused ops; print the operators\nand the file size.",
+        epilog=_SOURCE_KINDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     convert.add_argument("src", metavar="SRC", help="the model to convert (.keras, .h5, .tflite, .pt)")
     convert.add_argument("-o", "--output", required=True, metavar="OUT.tflite", help="where to write")
-    convert.add_argument("--quantize", choices=("dynamic",), default=None,
-                         help="dynamic: int8 weights, float activations (TFLite's hybrid ops)")
-    convert.add_argument("--stateful", action="store_true",
-                         help="carry the LSTM/RNN state from one invoke to the next (TFLite "
-                              "variable tensors, until reset_all_variables()); default: the state "
-                              "starts at zero in every invoke, like Keras predict")
-    convert.add_argument("--batch", type=_batch, default=None, metavar="N|dynamic",
-                         help="the batch size of input and state, or 'dynamic' (resizable with "
-                              "resize_tensor_input); default: the source's, 1 for Keras and PyTorch")
-    convert.add_argument("--strip-cell-clip", action="store_true",
-                         help="set cell_clip to 0 on every LSTM: undoes the cell_clip=10 that "
-                              "TFLiteConverter writes for Keras LSTMs, so the model computes what "
-                              "Keras computes (changes numerics once |cell state| > 10)")
-    convert.add_argument("--fuse-bidirectional", action="store_true",
-                         help="replace TF's REVERSE_V2 + 2x UNIDIRECTIONAL_SEQUENCE_LSTM + "
-                              "CONCATENATION pattern with one BIDIRECTIONAL_SEQUENCE_LSTM (same numerics)")
-    convert.add_argument("--batch-first", action="store_true",
-                         help=".pt state_dict sources: the input is [B, T, F] (batch_first=True); "
-                              "a saved module carries its own")
+    convert.add_argument(
+        "--quantize",
+        choices=("dynamic",),
+        default=None,
+        help="dynamic: int8 weights, float activations (TFLite's hybrid ops)",
+    )
+    convert.add_argument(
+        "--stateful",
+        action="store_true",
+        help="carry the LSTM/RNN state from one invoke to the next (TFLite "
+        "variable tensors, until reset_all_variables()); default: the state "
+        "starts at zero in every invoke, like Keras predict",
+    )
+    convert.add_argument(
+        "--batch",
+        type=_batch,
+        default=None,
+        metavar="N|dynamic",
+        help="the batch size of input and state, or 'dynamic' (resizable with "
+        "resize_tensor_input); default: the source's, 1 for Keras and PyTorch",
+    )
+    convert.add_argument(
+        "--strip-cell-clip",
+        action="store_true",
+        help="set cell_clip to 0 on every LSTM: undoes the cell_clip=10 that "
+        "TFLiteConverter writes for Keras LSTMs, so the model computes what "
+        "Keras computes (changes numerics once |cell state| > 10)",
+    )
+    convert.add_argument(
+        "--fuse-bidirectional",
+        action="store_true",
+        help="replace TF's REVERSE_V2 + 2x UNIDIRECTIONAL_SEQUENCE_LSTM + "
+        "CONCATENATION pattern with one BIDIRECTIONAL_SEQUENCE_LSTM (same numerics)",
+    )
+    convert.add_argument(
+        "--batch-first",
+        action="store_true",
+        help=".pt state_dict sources: the input is [B, T, F] (batch_first=True); a saved module carries its own",
+    )
     convert.set_defaults(run=_convert)
 
     inspect = commands.add_parser(
-        "inspect", help="show the operators, fused-op features, tensors and portability warnings",
-        description=_INSPECT_DESCRIPTION, epilog=_INSPECT_EPILOG,
+        "inspect",
+        help="show the operators, fused-op features, tensors and portability warnings",
+        description=_INSPECT_DESCRIPTION,
+        epilog=_INSPECT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inspect.add_argument("model", metavar="MODEL.tflite")
@@ -150,31 +173,49 @@ def _build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(run=_inspect)
 
     parity = commands.add_parser(
-        "parity", help="compare LiteRT, jaxlstm and the source model on the same inputs",
+        "parity",
+        help="compare LiteRT, jaxlstm and the source model on the same inputs",
         description="Run MODEL.tflite in LiteRT and in jaxlstm (and the source model with\n"
-                    "--source) on random and adversarial inputs; report the max abs / max rel\n"
-                    "error per output with pass or fail.",
-        epilog=_PARITY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "--source) on random and adversarial inputs; report the max abs / max rel\n"
+        "error per output with pass or fail.",
+        epilog=_PARITY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parity.add_argument("model", metavar="MODEL.tflite")
-    parity.add_argument("--source", metavar="MODEL.keras",
-                        help="the Keras model (.keras / .h5) the .tflite file was made from")
-    parity.add_argument("--steps", type=_positive_int, default=None, metavar="N",
-                        help="time steps of the generated inputs (default: the model's fixed time "
-                             "dimension, else 64)")
+    parity.add_argument(
+        "--source", metavar="MODEL.keras", help="the Keras model (.keras / .h5) the .tflite file was made from"
+    )
+    parity.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="time steps of the generated inputs (default: the model's fixed time dimension, else 64)",
+    )
     parity.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
-    parity.add_argument("--tolerance", type=float, default=None, metavar="X",
-                        help="bound for jaxlstm vs LiteRT (default 1e-5, float and hybrid models)")
-    parity.add_argument("--source-tolerance", type=float, default=None, metavar="X",
-                        help="bound for pairs with the source (default: --tolerance for float "
-                             "models, 2e-2 for hybrid ones: int8 weight quantization error)")
+    parity.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        metavar="X",
+        help="bound for jaxlstm vs LiteRT (default 1e-5, float and hybrid models)",
+    )
+    parity.add_argument(
+        "--source-tolerance",
+        type=float,
+        default=None,
+        metavar="X",
+        help="bound for pairs with the source (default: --tolerance for float "
+        "models, 2e-2 for hybrid ones: int8 weight quantization error)",
+    )
     parity.add_argument("--plot", metavar="OUT.png", help="draw the error over time steps to this file")
     parity.add_argument("--json", action="store_true", help="print the report as JSON")
     parity.set_defaults(run=_parity)
 
     commands.add_parser(
-        "demo", add_help=False, help="train a small LSTM, export it and check it in LiteRT "
-                                     "(jaxlstm demo --help for its options)",
+        "demo",
+        add_help=False,
+        help="train a small LSTM, export it and check it in LiteRT (jaxlstm demo --help for its options)",
     )
     return parser
 
@@ -205,15 +246,25 @@ def _convert(args: argparse.Namespace) -> int:
     model = _load_source(args.src, args.batch, args.batch_first)
     if args.strip_cell_clip:
         model, n = strip_cell_clip(model)
-        _warn("convert", f"--strip-cell-clip: removed cell_clip from {n} LSTM operator(s); outputs "
-                         "now match Keras and differ from the original .tflite once |cell state| > 10")
+        _warn(
+            "convert",
+            f"--strip-cell-clip: removed cell_clip from {n} LSTM operator(s); outputs "
+            "now match Keras and differ from the original .tflite once |cell state| > 10",
+        )
     if args.fuse_bidirectional:
         model, n = fuse_bidirectional_lstm(model)
         if not n:
-            _warn("convert", "--fuse-bidirectional: no REVERSE_V2 + UNIDIRECTIONAL_SEQUENCE_LSTM "
-                             "pair that can be fused was found")
-    data = export_tflite(model, path=args.output, quantize=args.quantize, stateful=args.stateful,
-                         batch_size=None if args.batch in (None, -1) else args.batch)
+            _warn(
+                "convert",
+                "--fuse-bidirectional: no REVERSE_V2 + UNIDIRECTIONAL_SEQUENCE_LSTM pair that can be fused was found",
+            )
+    data = export_tflite(
+        model,
+        path=args.output,
+        quantize=args.quantize,
+        stateful=args.stateful,
+        batch_size=None if args.batch in (None, -1) else args.batch,
+    )
     report = inspect_tflite(data)
     ops = ", ".join(op["opcode"] for op in report["operators"] if op["subgraph"] == 0)
     print(f"wrote {args.output} ({len(data):,} bytes)")
@@ -222,8 +273,11 @@ def _convert(args: argparse.Namespace) -> int:
         n_int8 = sum(t["dtype"] == "int8" and t["is_constant"] for t in report["tensors"])
         print(f"int8 weight tensors: {n_int8}")
         if not n_int8:
-            _warn("convert", "--quantize dynamic: no op has weight matrices of >= 1024 elements "
-                             "(TFLite's dynamic-range threshold); the model stays float")
+            _warn(
+                "convert",
+                "--quantize dynamic: no op has weight matrices of >= 1024 elements "
+                "(TFLite's dynamic-range threshold); the model stays float",
+            )
     for w in report["warnings"]:
         _warn("convert", f"{w['code']}: {w['message']}")
     return 0
@@ -280,13 +334,14 @@ def _load_torch(path: str, batch_size: dict, batch_first: bool):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises UnpicklingError or RuntimeError variants
-            raise _UserError(f"{path}: torch.load(weights_only=True) failed ({str(e).splitlines()[0]}); "
-                             "save the module's state_dict() instead") from None
+            raise _UserError(
+                f"{path}: torch.load(weights_only=True) failed ({str(e).splitlines()[0]}); "
+                "save the module's state_dict() instead"
+            ) from None
     if isinstance(obj, dict):
         return from_torch(obj, batch_first=batch_first, **batch_size)
     if not isinstance(obj, (torch.nn.LSTM, torch.nn.RNN)):
-        raise _UserError(f"{path}: expected a saved torch.nn.LSTM / nn.RNN or its state_dict, "
-                         f"got {type(obj).__name__}")
+        raise _UserError(f"{path}: expected a saved torch.nn.LSTM / nn.RNN or its state_dict, got {type(obj).__name__}")
     return from_torch(obj, **batch_size)
 
 

@@ -55,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="jaxlstm-demo", help="output directory (default: ./jaxlstm-demo)")
     parser.add_argument("--epochs", type=_positive, default=30, help="training epochs (default: 30)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, init and shuffling (default: 0)")
-    parser.add_argument("--steps", type=_positive, default=None,
-                        help="stop training after this many optimizer steps (smoke tests)")
+    parser.add_argument(
+        "--steps", type=_positive, default=None, help="stop training after this many optimizer steps (smoke tests)"
+    )
     parser.add_argument("--batch-size", type=_positive, default=32, help="training batch size (default: 32)")
     parser.add_argument("--learning-rate", type=float, default=1e-2, help="peak Adam learning rate (default: 0.01)")
     return parser
@@ -79,8 +80,7 @@ def load_data(seed: int):
 
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)
-    return train_test_split(x, digits.target.astype(np.int32), test_size=0.2, stratify=digits.target,
-                            random_state=seed)
+    return train_test_split(x, digits.target.astype(np.int32), test_size=0.2, stratify=digits.target, random_state=seed)
 
 
 def build_model(seed: int):
@@ -91,13 +91,26 @@ def build_model(seed: int):
 
     rngs = nnx.Rngs(seed)
     return Sequential(
-        LSTM(8, HIDDEN, rngs=rngs), LSTM(HIDDEN, HIDDEN, rngs=rngs), LastTimeStep(),
+        LSTM(8, HIDDEN, rngs=rngs),
+        LSTM(HIDDEN, HIDDEN, rngs=rngs),
+        LastTimeStep(),
         nnx.Linear(HIDDEN, CLASSES, rngs=rngs),
     )
 
 
-def train(model, x_train, y_train, x_test, y_test, *, epochs: int, batch_size: int,
-          learning_rate: float, seed: int, max_steps: int | None) -> dict[str, list[float]]:
+def train(
+    model,
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    max_steps: int | None,
+) -> dict[str, list[float]]:
     """Trains `model` in place with Adam on the cross entropy.
 
     Returns:
@@ -195,9 +208,11 @@ def plot(history: dict, parity: dict, path: str) -> None:
     ax_acc.set_ylabel("test accuracy", color="tab:orange")
     ax_loss.set_title("training on the fused LSTM ops (JAX)")
 
-    for key, label in (("float_error", "float .tflite: LiteRT vs JAX"),
-                       ("int8_error", "int8 .tflite: LiteRT vs jaxlstm hybrid emulation"),
-                       ("quantization_error", "int8 .tflite (LiteRT) vs float JAX model")):
+    for key, label in (
+        ("float_error", "float .tflite: LiteRT vs JAX"),
+        ("int8_error", "int8 .tflite: LiteRT vs jaxlstm hybrid emulation"),
+        ("quantization_error", "int8 .tflite (LiteRT) vs float JAX model"),
+    ):
         ax_parity.semilogy(np.sort(np.maximum(parity[key], 1e-12))[::-1], label=label)
     ax_parity.axhline(PARITY_TOLERANCE, color="gray", linestyle="--", linewidth=0.8, label="tolerance 1e-5")
     ax_parity.set_xlabel("test image (sorted by error)")
@@ -239,11 +254,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxlstm.nn import Sequential, Softmax
 
     x_train, x_test, y_train, y_test = load_data(args.seed)
-    print(f"jaxlstm demo: 2 stacked LSTM layers ({HIDDEN} units) + softmax on scikit-learn digits "
-          f"(rows as time steps: T=8, 8 features); {len(x_train)} train / {len(x_test)} test images")
+    print(
+        f"jaxlstm demo: 2 stacked LSTM layers ({HIDDEN} units) + softmax on scikit-learn digits "
+        f"(rows as time steps: T=8, 8 features); {len(x_train)} train / {len(x_test)} test images"
+    )
     model = build_model(args.seed)
-    history = train(model, x_train, y_train, x_test, y_test, epochs=args.epochs, batch_size=args.batch_size,
-                    learning_rate=args.learning_rate, seed=args.seed, max_steps=args.steps)
+    history = train(
+        model,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        max_steps=args.steps,
+    )
     accuracy = history["test_accuracy"][-1]
     note = "" if accuracy >= TARGET_ACCURACY else "  (below the 0.95 target: train longer)"
     print(f"test accuracy (JAX): {accuracy:.4f}{note}")
@@ -258,18 +285,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     checks = {"float": parity["float_error"].max(), "int8": parity["int8_error"].max()}
     flipped = int(np.sum(parity["int8_error"] > PARITY_TOLERANCE))
-    passed = bool(checks["float"] <= PARITY_TOLERANCE and checks["int8"] <= INT8_MAX_ERROR
-                  and flipped <= INT8_FLIP_FRACTION * len(x_test))
+    passed = bool(
+        checks["float"] <= PARITY_TOLERANCE
+        and checks["int8"] <= INT8_MAX_ERROR
+        and flipped <= INT8_FLIP_FRACTION * len(x_test)
+    )
     acc = parity["accuracy"]
     print(f"parity on the {len(x_test)} test images in the LiteRT interpreter (tolerance {PARITY_TOLERANCE:g}):")
-    print(f"  float: max |LiteRT - JAX model|                 = {checks['float']:.2e}   "
-          f"accuracy {acc['litert_float']:.4f}")
-    print(f"  int8:  max |LiteRT - jaxlstm hybrid emulation|  = {checks['int8']:.2e}   "
-          f"accuracy {acc['litert_int8']:.4f}  (vs the float model: {parity['quantization_error'].max():.2e})")
+    print(
+        f"  float: max |LiteRT - JAX model|                 = {checks['float']:.2e}   "
+        f"accuracy {acc['litert_float']:.4f}"
+    )
+    print(
+        f"  int8:  max |LiteRT - jaxlstm hybrid emulation|  = {checks['int8']:.2e}   "
+        f"accuracy {acc['litert_int8']:.4f}  (vs the float model: {parity['quantization_error'].max():.2e})"
+    )
     if flipped:
-        print(f"         {len(x_test) - flipped} of {len(x_test)} images within {PARITY_TOLERANCE:g}; on the "
-              f"others an int8 re-quantization of the state rounds the other way (LiteRT's and XLA's "
-              f"tanh/sigmoid differ by an ulp)")
+        print(
+            f"         {len(x_test) - flipped} of {len(x_test)} images within {PARITY_TOLERANCE:g}; on the "
+            f"others an int8 re-quantization of the state rounds the other way (LiteRT's and XLA's "
+            f"tanh/sigmoid differ by an ulp)"
+        )
 
     png = os.path.join(args.out, "demo.png")
     plot(history, parity, png)

@@ -102,9 +102,7 @@ def inspect_tflite(model: str | os.PathLike | bytes) -> dict[str, list[dict[str,
 def _describe(m: Any) -> dict[str, list[dict[str, Any]]]:
     names = enum_names(schema.BuiltinOperator)
     opcodes = [_opcode(c, names) for c in m.operatorCodes or []]
-    report: dict[str, list[dict[str, Any]]] = {
-        "operators": [], "tensors": [], "signatures": [], "warnings": []
-    }
+    report: dict[str, list[dict[str, Any]]] = {"operators": [], "tensors": [], "signatures": [], "warnings": []}
     for s, graph in enumerate(m.subgraphs or []):
         tensors = [_tensor(s, i, t, m.buffers) for i, t in enumerate(graph.tensors or [])]
         report["tensors"] += tensors
@@ -115,12 +113,14 @@ def _describe(m: Any) -> dict[str, list[dict[str, Any]]]:
             report["warnings"] += _operator_warnings(entry, tensors)
     report["warnings"] = _merge_repeats(report["warnings"])
     for sig in m.signatureDefs or []:
-        report["signatures"].append({
-            "key": _text(sig.signatureKey),
-            "subgraph": int(sig.subgraphIndex),
-            "inputs": [{"name": _text(t.name), "tensor": int(t.tensorIndex)} for t in sig.inputs or []],
-            "outputs": [{"name": _text(t.name), "tensor": int(t.tensorIndex)} for t in sig.outputs or []],
-        })
+        report["signatures"].append(
+            {
+                "key": _text(sig.signatureKey),
+                "subgraph": int(sig.subgraphIndex),
+                "inputs": [{"name": _text(t.name), "tensor": int(t.tensorIndex)} for t in sig.inputs or []],
+                "outputs": [{"name": _text(t.name), "tensor": int(t.tensorIndex)} for t in sig.outputs or []],
+            }
+        )
     return report
 
 
@@ -150,7 +150,8 @@ def format_report(report: dict[str, list[dict[str, Any]]], title: str = "") -> s
             flags = " ".join(f"{k}={'yes' if v else 'no'}" for k, v in op["features"].items())
             lines.append(f"      features: {flags}")
             variables = [
-                f"{slot}={tensor(s, i)}" for slot, i in op["slots"].items()
+                f"{slot}={tensor(s, i)}"
+                for slot, i in op["slots"].items()
                 if i is not None and tensors[(s, i)]["is_variable"]
             ]
             lines.append(f"      state (variable tensors): {', '.join(variables) or 'none'}")
@@ -160,10 +161,14 @@ def format_report(report: dict[str, list[dict[str, Any]]], title: str = "") -> s
     for t in report["tensors"]:
         kind = "variable" if t["is_variable"] else "constant" if t["is_constant"] else ""
         q = t["quantization"]
-        quant = f" scale={q['scale'][0]:.6g}" if q and len(q["scale"]) == 1 else (
-            f" scale=[{len(q['scale'])} per-channel]" if q else "")
-        lines.append(f"  [{t['subgraph']}:{t['index']}] {t['name']}: "
-                     f"{t['dtype']}{t['shape_signature']} {kind}{quant}".rstrip())
+        quant = (
+            f" scale={q['scale'][0]:.6g}"
+            if q and len(q["scale"]) == 1
+            else (f" scale=[{len(q['scale'])} per-channel]" if q else "")
+        )
+        lines.append(
+            f"  [{t['subgraph']}:{t['index']}] {t['name']}: {t['dtype']}{t['shape_signature']} {kind}{quant}".rstrip()
+        )
     lines.append(f"warnings ({len(report['warnings'])}):" if report["warnings"] else "warnings: none")
     for w in report["warnings"]:
         lines.append(f"  {w['code']} at operator [{w['subgraph']}:{w['operator']}]: {w['message']}")
@@ -185,9 +190,7 @@ def _opcode(code: Any, names: dict[int, str]) -> tuple[str, int, str | None]:
 
 def _tensor(s: int, i: int, t: Any, buffers: list) -> dict[str, Any]:
     buffer = buffers[t.buffer] if buffers and t.buffer < len(buffers) else None
-    has_data = buffer is not None and (
-        (buffer.data is not None and len(buffer.data) > 0) or buffer.offset > 1
-    )
+    has_data = buffer is not None and ((buffer.data is not None and len(buffer.data) > 0) or buffer.offset > 1)
     q = t.quantization
     quant = None
     if q is not None and q.scale is not None and len(q.scale):
@@ -237,7 +240,12 @@ def _options(op: Any) -> dict[str, Any]:
 
 
 def _operator(
-    s: int, i: int, opcode: str, version: int, custom: str | None, op: Any,
+    s: int,
+    i: int,
+    opcode: str,
+    version: int,
+    custom: str | None,
+    op: Any,
     tensors: list[dict[str, Any]],
 ) -> dict[str, Any]:
     inputs = [int(x) for x in (op.inputs if op.inputs is not None else [])]
@@ -255,8 +263,7 @@ def _operator(
     }
     table = _INPUT_TABLES.get(opcode)
     if table is not None and not (opcode == "LSTM" and entry["options"].get("kernel_type") == "BASIC"):
-        slots = {name: (inputs[k] if k < len(inputs) and inputs[k] >= 0 else None)
-                 for k, name in enumerate(table)}
+        slots = {name: (inputs[k] if k < len(inputs) and inputs[k] >= 0 else None) for k, name in enumerate(table)}
         entry["slots"] = slots
         entry["features"] = _features(opcode, slots, tensors)
     return entry
@@ -277,12 +284,14 @@ def _features(opcode: str, slots: dict[str, int | None], tensors: list[dict[str,
     features: dict[str, bool] = {}
     for p in prefixes:
         recurrent = slots[f"{p}recurrent_to_output_weights"]
-        features.update({
-            f"{p}cifg": not present(f"{p}input_to_input_weights"),
-            f"{p}peephole": present(f"{p}cell_to_forget_weights"),
-            f"{p}projection": present(f"{p}projection_weights"),
-            f"{p}diagonal_recurrent": recurrent is not None and len(tensors[recurrent]["shape"]) == 1,
-        })
+        features.update(
+            {
+                f"{p}cifg": not present(f"{p}input_to_input_weights"),
+                f"{p}peephole": present(f"{p}cell_to_forget_weights"),
+                f"{p}projection": present(f"{p}projection_weights"),
+                f"{p}diagonal_recurrent": recurrent is not None and len(tensors[recurrent]["shape"]) == 1,
+            }
+        )
     if opcode in _LSTM_OPS:
         features["layer_norm"] = present("forget_layer_norm_coefficients")
     else:
@@ -321,42 +330,70 @@ def _operator_warnings(op: dict[str, Any], tensors: list[dict[str, Any]]) -> lis
 
     code, opts = op["opcode"], op["options"]
     if code == "WHILE":
-        return [_warning(op, "while_loop",
-                         "a WHILE loop: a recurrence that is not a fused TFLite LSTM/RNN op (a GRU, "
-                         "which has no fused op, or a Keras LSTM left unfused by a dynamic batch "
-                         "size, a mask or non-default activations); jaxlstm cannot import it. "
-                         "Re-convert with a fixed batch size, or build the model with jaxlstm")]
+        return [
+            _warning(
+                op,
+                "while_loop",
+                "a WHILE loop: a recurrence that is not a fused TFLite LSTM/RNN op (a GRU, "
+                "which has no fused op, or a Keras LSTM left unfused by a dynamic batch "
+                "size, a mask or non-default activations); jaxlstm cannot import it. "
+                "Re-convert with a fixed batch size, or build the model with jaxlstm",
+            )
+        ]
     if code == "CUSTOM":
         if (op["custom_code"] or "").startswith("Flex"):
-            return [_warning(op, "flex_op",
-                             f"Flex (SELECT_TF_OPS) op {op['custom_code']!r} needs the TensorFlow "
-                             "Select ops runtime, not in plain LiteRT or on accelerators; "
-                             "re-convert with builtin ops only")]
-        return [_warning(op, "custom_op",
-                         f"custom op {op['custom_code']!r} needs an op resolver that registers it")]
+            return [
+                _warning(
+                    op,
+                    "flex_op",
+                    f"Flex (SELECT_TF_OPS) op {op['custom_code']!r} needs the TensorFlow "
+                    "Select ops runtime, not in plain LiteRT or on accelerators; "
+                    "re-convert with builtin ops only",
+                )
+            ]
+        return [_warning(op, "custom_op", f"custom op {op['custom_code']!r} needs an op resolver that registers it")]
     warnings = []
     if code not in KERNELS:
-        warnings.append(_warning(op, "unsupported_op",
-                                 f"{code} has no jaxlstm kernel: load_tflite/parity cannot run "
-                                 "this model (inspect and LiteRT still can)"))
+        warnings.append(
+            _warning(
+                op,
+                "unsupported_op",
+                f"{code} has no jaxlstm kernel: load_tflite/parity cannot run "
+                "this model (inspect and LiteRT still can)",
+            )
+        )
     if code in _LSTM_OPS + ("BIDIRECTIONAL_SEQUENCE_LSTM",) and op["features"] is not None:
         if float(opts.get("cell_clip", 0.0)) == KERAS_CELL_CLIP:
-            warnings.append(_warning(op, "keras_cell_clip",
-                                     "cell_clip=10: TFLiteConverter writes this for Keras LSTMs, "
-                                     "but Keras never clips, so outputs differ from Keras once "
-                                     "|cell state| > 10 (long or large inputs). "
-                                     "`jaxlstm convert --strip-cell-clip` removes it"))
+            warnings.append(
+                _warning(
+                    op,
+                    "keras_cell_clip",
+                    "cell_clip=10: TFLiteConverter writes this for Keras LSTMs, "
+                    "but Keras never clips, so outputs differ from Keras once "
+                    "|cell state| > 10 (long or large inputs). "
+                    "`jaxlstm convert --strip-cell-clip` removes it",
+                )
+            )
         if opts.get("fused_activation_function") == "NONE":
-            warnings.append(_warning(op, "activation_none",
-                                     "activation NONE: TFLite's LSTM kernels leave the activation "
-                                     "buffer unwritten (h = o*g instead of o*c); use TANH"))
-    if (code == "BIDIRECTIONAL_SEQUENCE_LSTM" and opts.get("merge_outputs")
-            and not opts.get("time_major", True)):
+            warnings.append(
+                _warning(
+                    op,
+                    "activation_none",
+                    "activation NONE: TFLite's LSTM kernels leave the activation "
+                    "buffer unwritten (h = o*g instead of o*c); use TANH",
+                )
+            )
+    if code == "BIDIRECTIONAL_SEQUENCE_LSTM" and opts.get("merge_outputs") and not opts.get("time_major", True):
         batch = tensors[op["inputs"][0]]["shape_signature"][0]
         if batch != 1:
-            warnings.append(_warning(op, "merged_batch_major",
-                                     "merge_outputs with batch-major input and batch != 1: "
-                                     "TFLite's kernel offsets the state by the merged width "
-                                     "(lstm_eval.cc), so rows after the first are wrong; use "
-                                     "time_major or merge_outputs=False + CONCATENATION"))
+            warnings.append(
+                _warning(
+                    op,
+                    "merged_batch_major",
+                    "merge_outputs with batch-major input and batch != 1: "
+                    "TFLite's kernel offsets the state by the merged width "
+                    "(lstm_eval.cc), so rows after the first are wrong; use "
+                    "time_major or merge_outputs=False + CONCATENATION",
+                )
+            )
     return warnings

@@ -70,7 +70,9 @@ def test_overwrite_keeps_the_existing_permissions(model, tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
 
 
-@pytest.mark.parametrize("error", [_Interrupted("disk full"), KeyboardInterrupt()], ids=["exception", "keyboard_interrupt"])
+@pytest.mark.parametrize(
+    "error", [_Interrupted("disk full"), KeyboardInterrupt()], ids=["exception", "keyboard_interrupt"]
+)
 @pytest.mark.parametrize("existing", [True, False], ids=["over_a_good_file", "new_file"])
 def test_interrupted_write_leaves_no_partial_file(model, tmp_path, monkeypatch, error, existing):
     path = tmp_path / "model.tflite"

@@ -78,77 +78,211 @@ CATALOGUE = [
     # -- ranks and shapes
     Bad("lstm_input_rank_2", lambda: U_LSTM(X[0], W), ValueError, ("input", "rank 2", "[B, T, n_input]")),
     Bad("lstm_cell_input_rank_3", lambda: lstm(X, W), ValueError, ("input", "rank 3", "[n_batch, n_input]")),
-    Bad("lstm_n_input_mismatch", lambda: U_LSTM(np.ones((2, 5, 7), f32), W), ValueError,
-        ("input_to_input_weights", "(4, 3)", "n_input=7")),
-    Bad("lstm_weight_shape", lambda: U_LSTM(X, W.replace(input_to_forget_weights=np.ones((5, 3), f32))), ValueError,
-        ("input_to_forget_weights", "(5, 3)", "n_cell=4, n_input=3")),
-    Bad("lstm_recurrent_shape", lambda: U_LSTM(X, W.replace(recurrent_to_cell_weights=np.ones((4, 3), f32))), ValueError,
-        ("recurrent_to_cell_weights", "(4, 3)", "n_cell=4, n_output=4")),
-    Bad("lstm_bias_shape", lambda: U_LSTM(X, W.replace(output_gate_bias=np.ones(5, f32))), ValueError,
-        ("output_gate_bias", "(5,)", "n_cell=4")),
-    Bad("lstm_state_batch", lambda: U_LSTM(X, W, LSTMState(np.zeros((2, 4), f32), np.zeros((3, 4), f32))), ValueError,
-        ("cell_state", "(3, 4)", "n_batch=2, n_cell=4")),
-    Bad("lstm_n_output_without_projection", lambda: U_LSTM(X, W.replace(**{
-        f"recurrent_to_{g}_weights": np.ones((4, 2), f32) for g in ("input", "forget", "cell", "output")})),
-        ValueError, ("without projection_weights", "n_output", "must equal n_cell")),
-    Bad("basic_lstm_packed_weights", lambda: basic_lstm_cell(X[:, 0], np.zeros((2, 4), f32), np.ones((16, 6), f32),
-                                                             np.ones(16, f32), np.zeros((2, 4), f32)),
-        ValueError, ("weights", "(16, 6)", "n_input+n_output=7")),
+    Bad(
+        "lstm_n_input_mismatch",
+        lambda: U_LSTM(np.ones((2, 5, 7), f32), W),
+        ValueError,
+        ("input_to_input_weights", "(4, 3)", "n_input=7"),
+    ),
+    Bad(
+        "lstm_weight_shape",
+        lambda: U_LSTM(X, W.replace(input_to_forget_weights=np.ones((5, 3), f32))),
+        ValueError,
+        ("input_to_forget_weights", "(5, 3)", "n_cell=4, n_input=3"),
+    ),
+    Bad(
+        "lstm_recurrent_shape",
+        lambda: U_LSTM(X, W.replace(recurrent_to_cell_weights=np.ones((4, 3), f32))),
+        ValueError,
+        ("recurrent_to_cell_weights", "(4, 3)", "n_cell=4, n_output=4"),
+    ),
+    Bad(
+        "lstm_bias_shape",
+        lambda: U_LSTM(X, W.replace(output_gate_bias=np.ones(5, f32))),
+        ValueError,
+        ("output_gate_bias", "(5,)", "n_cell=4"),
+    ),
+    Bad(
+        "lstm_state_batch",
+        lambda: U_LSTM(X, W, LSTMState(np.zeros((2, 4), f32), np.zeros((3, 4), f32))),
+        ValueError,
+        ("cell_state", "(3, 4)", "n_batch=2, n_cell=4"),
+    ),
+    Bad(
+        "lstm_n_output_without_projection",
+        lambda: U_LSTM(
+            X,
+            W.replace(
+                **{f"recurrent_to_{g}_weights": np.ones((4, 2), f32) for g in ("input", "forget", "cell", "output")}
+            ),
+        ),
+        ValueError,
+        ("without projection_weights", "n_output", "must equal n_cell"),
+    ),
+    Bad(
+        "basic_lstm_packed_weights",
+        lambda: basic_lstm_cell(
+            X[:, 0], np.zeros((2, 4), f32), np.ones((16, 6), f32), np.ones(16, f32), np.zeros((2, 4), f32)
+        ),
+        ValueError,
+        ("weights", "(16, 6)", "n_input+n_output=7"),
+    ),
     Bad("rnn_input_rank_2", lambda: U_RNN(X[0], R), ValueError, ("input", "rank 2")),
-    Bad("rnn_recurrent_shape", lambda: U_RNN(X, R.replace(recurrent_weights=np.ones((4, 3), f32))), ValueError,
-        ("recurrent_weights", "(4, 3)", "n_units=4")),
-    Bad("rnn_hidden_state_shape", lambda: U_RNN(X, R, np.zeros((2, 5), f32)), ValueError,
-        ("hidden_state", "(2, 5)", "n_batch=2, n_units=4")),
+    Bad(
+        "rnn_recurrent_shape",
+        lambda: U_RNN(X, R.replace(recurrent_weights=np.ones((4, 3), f32))),
+        ValueError,
+        ("recurrent_weights", "(4, 3)", "n_units=4"),
+    ),
+    Bad(
+        "rnn_hidden_state_shape",
+        lambda: U_RNN(X, R, np.zeros((2, 5), f32)),
+        ValueError,
+        ("hidden_state", "(2, 5)", "n_batch=2, n_units=4"),
+    ),
     # -- dtypes
     Bad("lstm_int_input", lambda: U_LSTM(X.astype(np.int32), W), TypeError, ("input", "int32", "float")),
-    Bad("lstm_int_weights", lambda: U_LSTM(X, W.replace(input_to_cell_weights=np.ones((4, 3), np.int32))), TypeError,
-        ("input_to_cell_weights", "int32", "float")),
-    Bad("lstm_int_bias", lambda: U_LSTM(X, W.replace(forget_gate_bias=np.ones(4, np.int32))), TypeError,
-        ("forget_gate_bias", "int32", "float")),
-    Bad("lstm_mixed_int8_and_float", lambda: U_LSTM(X, W.replace(
-        input_to_forget_weights=quantize_symmetric(W.input_to_forget_weights))), TypeError,
-        ("is float but input_to_forget_weights is int8", "share one type")),
-    Bad("rnn_int_weights", lambda: U_RNN(X, R.replace(input_weights=np.ones((4, 3), np.int32))), TypeError,
-        ("input_weights", "int32", "float")),
+    Bad(
+        "lstm_int_weights",
+        lambda: U_LSTM(X, W.replace(input_to_cell_weights=np.ones((4, 3), np.int32))),
+        TypeError,
+        ("input_to_cell_weights", "int32", "float"),
+    ),
+    Bad(
+        "lstm_int_bias",
+        lambda: U_LSTM(X, W.replace(forget_gate_bias=np.ones(4, np.int32))),
+        TypeError,
+        ("forget_gate_bias", "int32", "float"),
+    ),
+    Bad(
+        "lstm_mixed_int8_and_float",
+        lambda: U_LSTM(X, W.replace(input_to_forget_weights=quantize_symmetric(W.input_to_forget_weights))),
+        TypeError,
+        ("is float but input_to_forget_weights is int8", "share one type"),
+    ),
+    Bad(
+        "rnn_int_weights",
+        lambda: U_RNN(X, R.replace(input_weights=np.ones((4, 3), np.int32))),
+        TypeError,
+        ("input_weights", "int32", "float"),
+    ),
     Bad("rnn_int_input", lambda: U_RNN(X.astype(np.int32), R), TypeError, ("input", "int32", "float")),
     # -- sizes and missing tensors
-    Bad("lstm_n_cell_0", lambda: U_LSTM(X, _lstm_weights(n_cell=0)), ValueError, ("input_to_output_weights", "n_cell=0")),
+    Bad(
+        "lstm_n_cell_0", lambda: U_LSTM(X, _lstm_weights(n_cell=0)), ValueError, ("input_to_output_weights", "n_cell=0")
+    ),
     Bad("rnn_n_units_0", lambda: U_RNN(X, _rnn_weights(units=0)), ValueError, ("input_weights", "n_units=0")),
-    Bad("lstm_missing_required_weights", lambda: U_LSTM(X, W.replace(input_to_forget_weights=None, cell_gate_bias=None)),
-        ValueError, ("input_to_forget_weights", "cell_gate_bias", "None")),
-    Bad("lstm_half_cifg", lambda: U_LSTM(X, W.replace(recurrent_to_input_weights=None)), ValueError,
-        ("input_to_input_weights", "recurrent_to_input_weights", "both")),
-    Bad("lstm_input_bias_under_cifg", lambda: U_LSTM(X, W.replace(input_to_input_weights=None, recurrent_to_input_weights=None)),
-        ValueError, ("input_gate_bias", "CIFG")),
-    Bad("lstm_partial_peephole", lambda: U_LSTM(X, W.replace(cell_to_forget_weights=np.ones(4, f32))), ValueError,
-        ("peephole", "every gate")),
-    Bad("lstm_projection_bias_alone", lambda: U_LSTM(X, W.replace(projection_bias=np.ones(4, f32))), ValueError,
-        ("projection_bias", "without projection_weights")),
-    Bad("lstm_partial_layer_norm", lambda: U_LSTM(X, W.replace(forget_layer_norm_coefficients=np.ones(4, f32))),
-        ValueError, ("layer norm", "layer_norm_coefficients")),
-    Bad("lstm_aux_weights_in_unidirectional", lambda: U_LSTM(X, W.replace(**{
-        f"aux_input_to_{g}_weights": np.ones((4, 3), f32) for g in ("input", "forget", "cell", "output")})),
-        ValueError, ("aux_input_to_*_weights", "bidirectional")),
+    Bad(
+        "lstm_missing_required_weights",
+        lambda: U_LSTM(X, W.replace(input_to_forget_weights=None, cell_gate_bias=None)),
+        ValueError,
+        ("input_to_forget_weights", "cell_gate_bias", "None"),
+    ),
+    Bad(
+        "lstm_half_cifg",
+        lambda: U_LSTM(X, W.replace(recurrent_to_input_weights=None)),
+        ValueError,
+        ("input_to_input_weights", "recurrent_to_input_weights", "both"),
+    ),
+    Bad(
+        "lstm_input_bias_under_cifg",
+        lambda: U_LSTM(X, W.replace(input_to_input_weights=None, recurrent_to_input_weights=None)),
+        ValueError,
+        ("input_gate_bias", "CIFG"),
+    ),
+    Bad(
+        "lstm_partial_peephole",
+        lambda: U_LSTM(X, W.replace(cell_to_forget_weights=np.ones(4, f32))),
+        ValueError,
+        ("peephole", "every gate"),
+    ),
+    Bad(
+        "lstm_projection_bias_alone",
+        lambda: U_LSTM(X, W.replace(projection_bias=np.ones(4, f32))),
+        ValueError,
+        ("projection_bias", "without projection_weights"),
+    ),
+    Bad(
+        "lstm_partial_layer_norm",
+        lambda: U_LSTM(X, W.replace(forget_layer_norm_coefficients=np.ones(4, f32))),
+        ValueError,
+        ("layer norm", "layer_norm_coefficients"),
+    ),
+    Bad(
+        "lstm_aux_weights_in_unidirectional",
+        lambda: U_LSTM(
+            X,
+            W.replace(
+                **{f"aux_input_to_{g}_weights": np.ones((4, 3), f32) for g in ("input", "forget", "cell", "output")}
+            ),
+        ),
+        ValueError,
+        ("aux_input_to_*_weights", "bidirectional"),
+    ),
     # -- bidirectional: fw/bw consistency
-    Bad("bidi_lstm_fw_bw_sizes", lambda: bidirectional_sequence_lstm(X, W, _lstm_weights(n_cell=5)), ValueError,
-        ("bw_weights", "(5, 5)", "forward sizes (4, 4)")),
-    Bad("bidi_lstm_layer_norm", lambda: bidirectional_sequence_lstm(X, W, W.replace(**{
-        f"{g}_layer_norm_coefficients": np.ones(4, f32) for g in ("input", "forget", "cell", "output")})),
-        ValueError, ("bw_weights", "no layer norm")),
-    Bad("bidi_lstm_aux_weights_without_aux_input", lambda: bidirectional_sequence_lstm(X, *[W.replace(**{
-        f"aux_input_to_{g}_weights": np.ones((4, 3), f32) for g in ("input", "forget", "cell", "output")})] * 2),
-        ValueError, ("aux_input_to_*_weights", "aux_input is None")),
-    Bad("bidi_rnn_bw_n_input", lambda: bidirectional_sequence_rnn(X, R, _rnn_weights(n_input=2)), ValueError,
-        ("bw_input_weights", "n_input=3")),
+    Bad(
+        "bidi_lstm_fw_bw_sizes",
+        lambda: bidirectional_sequence_lstm(X, W, _lstm_weights(n_cell=5)),
+        ValueError,
+        ("bw_weights", "(5, 5)", "forward sizes (4, 4)"),
+    ),
+    Bad(
+        "bidi_lstm_layer_norm",
+        lambda: bidirectional_sequence_lstm(
+            X,
+            W,
+            W.replace(
+                **{f"{g}_layer_norm_coefficients": np.ones(4, f32) for g in ("input", "forget", "cell", "output")}
+            ),
+        ),
+        ValueError,
+        ("bw_weights", "no layer norm"),
+    ),
+    Bad(
+        "bidi_lstm_aux_weights_without_aux_input",
+        lambda: bidirectional_sequence_lstm(
+            X,
+            *[
+                W.replace(
+                    **{f"aux_input_to_{g}_weights": np.ones((4, 3), f32) for g in ("input", "forget", "cell", "output")}
+                )
+            ]
+            * 2,
+        ),
+        ValueError,
+        ("aux_input_to_*_weights", "aux_input is None"),
+    ),
+    Bad(
+        "bidi_rnn_bw_n_input",
+        lambda: bidirectional_sequence_rnn(X, R, _rnn_weights(n_input=2)),
+        ValueError,
+        ("bw_input_weights", "n_input=3"),
+    ),
     # -- options
-    Bad("lstm_negative_cell_clip", lambda: U_LSTM(X, W, options=LSTMOptions(cell_clip=-1.0)), ValueError,
-        ("cell_clip=-1.0", ">= 0")),
-    Bad("lstm_nan_proj_clip", lambda: U_LSTM(X, W, options=LSTMOptions(proj_clip=float("nan"))), ValueError,
-        ("proj_clip=nan", ">= 0")),
-    Bad("lstm_activation_none", lambda: U_LSTM(X, W, options=LSTMOptions(fused_activation_function="NONE")), ValueError,
-        ("fused_activation_function='NONE'", "TANH")),
-    Bad("rnn_unknown_activation", lambda: U_RNN(X, R, options=RNNOptions(fused_activation_function="SOFTMAX")),
-        ValueError, ("fused_activation_function='SOFTMAX'", "TANH")),
+    Bad(
+        "lstm_negative_cell_clip",
+        lambda: U_LSTM(X, W, options=LSTMOptions(cell_clip=-1.0)),
+        ValueError,
+        ("cell_clip=-1.0", ">= 0"),
+    ),
+    Bad(
+        "lstm_nan_proj_clip",
+        lambda: U_LSTM(X, W, options=LSTMOptions(proj_clip=float("nan"))),
+        ValueError,
+        ("proj_clip=nan", ">= 0"),
+    ),
+    Bad(
+        "lstm_activation_none",
+        lambda: U_LSTM(X, W, options=LSTMOptions(fused_activation_function="NONE")),
+        ValueError,
+        ("fused_activation_function='NONE'", "TANH"),
+    ),
+    Bad(
+        "rnn_unknown_activation",
+        lambda: U_RNN(X, R, options=RNNOptions(fused_activation_function="SOFTMAX")),
+        ValueError,
+        ("fused_activation_function='SOFTMAX'", "TANH"),
+    ),
 ]
 
 
@@ -174,11 +308,15 @@ def _without_input(position: int):
     def edit(model):
         op = model.subgraphs[0].operators[0]
         op.inputs = [NO_TENSOR if p == position else i for p, i in enumerate(op.inputs)]
+
     return edit
 
 
-@pytest.mark.parametrize(("position", "name"), [(2, "input_to_forget_weights"), (13, "forget_gate_bias"),
-                                                (18, "output_state")], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("position", "name"),
+    [(2, "input_to_forget_weights"), (13, "forget_gate_bias"), (18, "output_state")],
+    ids=lambda v: str(v),
+)
 def test_file_missing_required_tensor(position, name):
     data = edit_flatbuffer(export_tflite(_lstm_model(W)), _without_input(position))
     with pytest.raises(ValueError, match=f"missing required input {name} \\(position {position}\\)"):
@@ -187,7 +325,9 @@ def test_file_missing_required_tensor(position, name):
 
 def test_model_input_of_the_wrong_width_names_the_weights():
     model = _lstm_model(W)
-    with pytest.raises(ValueError, match="input_to_input_weights has shape \\(4, 3\\), expected \\(n_cell=4, n_input=7\\)"):
+    with pytest.raises(
+        ValueError, match="input_to_input_weights has shape \\(4, 3\\), expected \\(n_cell=4, n_input=7\\)"
+    ):
         model(np.ones((1, 2, 7), f32))
 
 

@@ -83,9 +83,11 @@ def unsupported(tiny, tmp_path_factory) -> str:
     from ai_edge_litert import schema_py_generated as schema
 
     def add_operators(m) -> None:
-        for builtin, custom in ((schema.BuiltinOperator.WHILE, None),
-                                (schema.BuiltinOperator.CUSTOM, b"FlexTensorListReserve"),
-                                (schema.BuiltinOperator.CUSTOM, b"MyCustomOp")):
+        for builtin, custom in (
+            (schema.BuiltinOperator.WHILE, None),
+            (schema.BuiltinOperator.CUSTOM, b"FlexTensorListReserve"),
+            (schema.BuiltinOperator.CUSTOM, b"MyCustomOp"),
+        ):
             code = schema.OperatorCodeT()
             code.builtinCode = code.deprecatedBuiltinCode = builtin
             code.customCode = custom
@@ -106,8 +108,9 @@ def tf_keras_model(tmp_path_factory) -> tuple[str, str]:
     tf = pytest.importorskip("tensorflow")
     tf_keras = pytest.importorskip("tf_keras")
     tf_keras.utils.set_random_seed(0)
-    model = tf_keras.Sequential([tf_keras.layers.Input((KERAS_TIME, 3), batch_size=1),
-                                 tf_keras.layers.LSTM(16, return_sequences=True)])
+    model = tf_keras.Sequential(
+        [tf_keras.layers.Input((KERAS_TIME, 3), batch_size=1), tf_keras.layers.LSTM(16, return_sequences=True)]
+    )
     folder = tmp_path_factory.mktemp("tf_keras")
     h5, tflite = str(folder / "model.h5"), str(folder / "model.tflite")
     with warnings.catch_warnings():
@@ -125,11 +128,24 @@ def tf_keras_model(tmp_path_factory) -> tuple[str, str]:
     "argv, expected",
     [
         pytest.param([], ("convert", "inspect", "parity", "demo"), id="top"),
-        pytest.param(["convert"], ("--quantize", "--stateful", "--batch", "--strip-cell-clip",
-                                   "--fuse-bidirectional", ".keras", ".tflite", ".pt"), id="convert"),
+        pytest.param(
+            ["convert"],
+            (
+                "--quantize",
+                "--stateful",
+                "--batch",
+                "--strip-cell-clip",
+                "--fuse-bidirectional",
+                ".keras",
+                ".tflite",
+                ".pt",
+            ),
+            id="convert",
+        ),
         pytest.param(["inspect"], ("--json", "WHILE", "Flex", "cell_clip=10"), id="inspect"),
-        pytest.param(["parity"], ("--source", "--steps", "--plot", "--tolerance", "adversarial",
-                                  "Exit code"), id="parity"),
+        pytest.param(
+            ["parity"], ("--source", "--steps", "--plot", "--tolerance", "adversarial", "Exit code"), id="parity"
+        ),
     ],
 )
 def test_help_is_complete(capsys, argv, expected):
@@ -145,18 +161,43 @@ def test_inspect_json_schema_on_a_jaxlstm_model(capsys, tiny):
     report = _json(capsys, "inspect", tiny)
     assert set(report) == {"operators", "tensors", "signatures", "warnings"}
     lstm, dense = report["operators"]
-    assert set(lstm) == {"subgraph", "index", "opcode", "version", "custom_code", "inputs",
-                         "outputs", "options", "slots", "features"}
+    assert set(lstm) == {
+        "subgraph",
+        "index",
+        "opcode",
+        "version",
+        "custom_code",
+        "inputs",
+        "outputs",
+        "options",
+        "slots",
+        "features",
+    }
     assert (lstm["opcode"], dense["opcode"]) == ("UNIDIRECTIONAL_SEQUENCE_LSTM", "FULLY_CONNECTED")
     assert lstm["options"]["cell_clip"] == 0.0 and lstm["options"]["fused_activation_function"] == "TANH"
-    assert lstm["features"] == {"cifg": False, "peephole": False, "projection": False,
-                                "diagonal_recurrent": False, "layer_norm": False, "hybrid": False}
+    assert lstm["features"] == {
+        "cifg": False,
+        "peephole": False,
+        "projection": False,
+        "diagonal_recurrent": False,
+        "layer_norm": False,
+        "hybrid": False,
+    }
     assert lstm["slots"]["cell_to_forget_weights"] is None
     assert lstm["slots"]["input_to_forget_weights"] == lstm["inputs"][2]
     assert dense["slots"] is None and dense["features"] is None
     tensors = {t["index"]: t for t in report["tensors"]}
-    assert set(tensors[0]) == {"subgraph", "index", "name", "shape", "shape_signature", "dtype",
-                               "is_variable", "is_constant", "quantization"}
+    assert set(tensors[0]) == {
+        "subgraph",
+        "index",
+        "name",
+        "shape",
+        "shape_signature",
+        "dtype",
+        "is_variable",
+        "is_constant",
+        "quantization",
+    }
     assert tensors[lstm["slots"]["cell_state"]]["is_variable"]
     assert tensors[lstm["slots"]["input_to_forget_weights"]]["is_constant"]
     (signature,) = report["signatures"]
@@ -179,15 +220,17 @@ def test_inspect_flags_what_keeps_a_model_off_a_plain_runtime(capsys, unsupporte
 
 @pytest.mark.parametrize(
     "merge_outputs, batch, flagged",
-    [pytest.param(True, 2, True, id="merged_batch2"), pytest.param(False, 2, False, id="unmerged_batch2"),
-     pytest.param(True, 1, False, id="merged_batch1")],
+    [
+        pytest.param(True, 2, True, id="merged_batch2"),
+        pytest.param(False, 2, False, id="unmerged_batch2"),
+        pytest.param(True, 1, False, id="merged_batch1"),
+    ],
 )
 def test_inspect_flags_merged_batch_major_bidirectional(capsys, tmp_path, merge_outputs, batch, flagged):
     rng = np.random.default_rng(1)
     b = ModelBuilder()
     x = b.add_input("input", (batch, 5, 3))
-    fw, bw = b.add_bidirectional_lstm(x, _weights(rng, 3, 4), _weights(rng, 3, 4), LSTMOptions(),
-                                      merge_outputs=False)
+    fw, bw = b.add_bidirectional_lstm(x, _weights(rng, 3, 4), _weights(rng, 3, 4), LSTMOptions(), merge_outputs=False)
     path = str(tmp_path / "bidi.tflite")
     export_tflite(b.build([fw, bw]), path)
 
@@ -296,8 +339,7 @@ def test_convert_quantizes_a_tflite_model_and_the_hybrid_model_passes_parity(cap
 def test_convert_a_keras3_file_and_check_parity_against_it(capsys, tmp_path):
     os.environ.setdefault("KERAS_BACKEND", "jax")
     keras = pytest.importorskip("keras")
-    model = keras.Sequential([keras.Input((12, 3)), keras.layers.LSTM(5, return_sequences=True),
-                              keras.layers.Dense(2)])
+    model = keras.Sequential([keras.Input((12, 3)), keras.layers.LSTM(5, return_sequences=True), keras.layers.Dense(2)])
     rng = np.random.default_rng(3)
     model.set_weights([rng.normal(scale=0.5, size=w.shape).astype(np.float32) for w in model.get_weights()])
     src, out = str(tmp_path / "model.keras"), str(tmp_path / "model.tflite")
@@ -361,8 +403,10 @@ def test_fuse_bidirectional_keeps_litert_outputs(capsys, tmp_path):
 
 @pytest.mark.parametrize(
     "flag, message",
-    [pytest.param(["--fuse-bidirectional"], "no REVERSE_V2 + UNIDIRECTIONAL_SEQUENCE_LSTM pair", id="fuse"),
-     pytest.param(["--quantize", "dynamic"], "the model stays float", id="quantize_small")],
+    [
+        pytest.param(["--fuse-bidirectional"], "no REVERSE_V2 + UNIDIRECTIONAL_SEQUENCE_LSTM pair", id="fuse"),
+        pytest.param(["--quantize", "dynamic"], "the model stays float", id="quantize_small"),
+    ],
 )
 def test_convert_warns_when_a_flag_changes_nothing(capsys, tmp_path, tiny, flag, message):
     code, _, stderr = _run(capsys, "convert", tiny, "-o", str(tmp_path / "o.tflite"), *flag)

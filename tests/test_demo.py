@@ -23,7 +23,11 @@ def test_smoke_run(tmp_path, capsys):
     summary, out = _run(tmp_path, "--steps", "3", "--epochs", "1")
     assert summary["training_steps"] == 3
     assert summary["ops"]["float"] == [
-        "UNIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "STRIDED_SLICE", "FULLY_CONNECTED", "SOFTMAX",
+        "UNIDIRECTIONAL_SEQUENCE_LSTM",
+        "UNIDIRECTIONAL_SEQUENCE_LSTM",
+        "STRIDED_SLICE",
+        "FULLY_CONNECTED",
+        "SOFTMAX",
     ]
     assert summary["ops"]["int8"] == summary["ops"]["float"] and summary["fused"]
     assert summary["file_bytes"]["int8"] < 0.6 * summary["file_bytes"]["float"]
@@ -42,8 +46,9 @@ def test_full_run_reaches_target(tmp_path):
 
 
 def test_module_command_help():
-    out = subprocess.run([sys.executable, "-m", "jaxlstm", "demo", "--help"], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "jaxlstm", "demo", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     for option in ("--out", "--epochs", "--seed", "--steps"):
         assert option in out.stdout

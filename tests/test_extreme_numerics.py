@@ -55,13 +55,24 @@ CASES = [
     Case("inputs_1e4", 1e4),
     Case("inputs_1e4_cell_clip", 1e4, LSTMOptions(cell_clip=0.5)),
     # Saturated input and forget gates add ~1 per step: the cell ends ~12, 100x the clip.
-    Case("cell_far_beyond_clip_peephole_projection", 1e3, LSTMOptions(cell_clip=0.1, proj_clip=0.05),
-         ("peephole", "projection")),
+    Case(
+        "cell_far_beyond_clip_peephole_projection",
+        1e3,
+        LSTMOptions(cell_clip=0.1, proj_clip=0.05),
+        ("peephole", "projection"),
+    ),
     Case("inputs_1e4_layer_norm", 1e4, LSTMOptions(cell_clip=3.0), ("layer_norm", "peephole")),
-    Case("inputs_1e4_cifg_layer_norm_projection", 1e4, LSTMOptions(proj_clip=1.0), ("cifg", "layer_norm", "projection")),
+    Case(
+        "inputs_1e4_cifg_layer_norm_projection", 1e4, LSTMOptions(proj_clip=1.0), ("cifg", "layer_norm", "projection")
+    ),
     Case("inputs_1e4_hybrid", 1e4, LSTMOptions(cell_clip=0.5), ("peephole",), quantize=True),
-    Case("inputs_1e4_hybrid_asymmetric", 1e4, LSTMOptions(cell_clip=0.5, asymmetric_quantize_inputs=True),
-         ("projection",), quantize=True),
+    Case(
+        "inputs_1e4_hybrid_asymmetric",
+        1e4,
+        LSTMOptions(cell_clip=0.5, asymmetric_quantize_inputs=True),
+        ("projection",),
+        quantize=True,
+    ),
 ]
 
 

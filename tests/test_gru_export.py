@@ -113,17 +113,26 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_keras3_gru_exports_to_builtin_ops(case, keras, rng):
     layer = keras.layers.GRU(
-        H, reset_after=case.reset_after, go_backwards=case.go_backwards, return_sequences=case.return_sequences,
-        activation=case.activation, recurrent_activation=case.recurrent_activation,
+        H,
+        reset_after=case.reset_after,
+        go_backwards=case.go_backwards,
+        return_sequences=case.return_sequences,
+        activation=case.activation,
+        recurrent_activation=case.recurrent_activation,
     )
     layer.build((None, T, I))
     _randomize(layer, rng)
     x = _random(rng, B, T, I, scale=1.0)
     builder = ModelBuilder()
     inp = builder.add_input("input", (-1, T, I))  # dynamic batch: LiteRT resizes to B
-    out = builder.add_gru(inp, _gru_weights(layer), _gru_options(layer), reverse=case.go_backwards,
-                          return_sequences=case.return_sequences,
-                          runtime_recurrent_weights=case.runtime_recurrent_weights)
+    out = builder.add_gru(
+        inp,
+        _gru_weights(layer),
+        _gru_options(layer),
+        reverse=case.go_backwards,
+        return_sequences=case.return_sequences,
+        runtime_recurrent_weights=case.runtime_recurrent_weights,
+    )
     _check_jax_and_litert(builder.build([out]), x, np.asarray(layer(x)))
 
 
@@ -146,12 +155,14 @@ def test_tf_keras_time_major_gru(reset_after, rng):
 def test_bidirectional_then_stacked_gru_and_dense(keras, rng):
     """Bidirectional(GRU) -> GRU -> Dense: bidirectional = two unrolled directions + CONCATENATION."""
     L = keras.layers
-    net = keras.Sequential([
-        keras.Input((T, I)),
-        L.Bidirectional(L.GRU(H, return_sequences=True)),
-        L.GRU(H, reset_after=False),
-        L.Dense(3),
-    ])
+    net = keras.Sequential(
+        [
+            keras.Input((T, I)),
+            L.Bidirectional(L.GRU(H, return_sequences=True)),
+            L.GRU(H, reset_after=False),
+            L.Dense(3),
+        ]
+    )
     for layer in net.layers:
         for sub in (layer.forward_layer, layer.backward_layer) if isinstance(layer, L.Bidirectional) else (layer,):
             _randomize(sub, rng)
@@ -192,8 +203,8 @@ def test_stateful_export_streams_chunks_like_one_long_sequence(keras, rng):
 
     state = model.init_state()
     for k in range(2):  # JAX: the state returned by apply carries over
-        (y,), state = model.apply(model.params, state, x[:, k * T:(k + 1) * T])
-        _assert_close(y, expected[:, k * T:(k + 1) * T])
+        (y,), state = model.apply(model.params, state, x[:, k * T : (k + 1) * T])
+        _assert_close(y, expected[:, k * T : (k + 1) * T])
 
     interpreter = Interpreter(model_content=jaxlstm.export_tflite(model))
     interpreter.allocate_tensors()
@@ -202,9 +213,9 @@ def test_stateful_export_streams_chunks_like_one_long_sequence(keras, rng):
         chunk = 0 if k == "reset" else k
         if k == "reset":
             interpreter.reset_all_variables()
-        interpreter.set_tensor(inp_detail["index"], x[:, chunk * T:(chunk + 1) * T])
+        interpreter.set_tensor(inp_detail["index"], x[:, chunk * T : (chunk + 1) * T])
         interpreter.invoke()
-        _assert_close(interpreter.get_tensor(out_detail["index"]), expected[:, chunk * T:(chunk + 1) * T])
+        _assert_close(interpreter.get_tensor(out_detail["index"]), expected[:, chunk * T : (chunk + 1) * T])
 
 
 def test_stateless_export_starts_every_invoke_from_zero(keras, rng):

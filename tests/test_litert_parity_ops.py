@@ -124,8 +124,15 @@ LSTM_CASES = [
     LSTMCase("projection", n_output=3, projection=True),
     LSTMCase("projection_bias", n_output=3, projection=True, projection_bias=True),
     LSTMCase("layer_norm", layer_norm=True),
-    LSTMCase("cifg_peephole_projection_layer_norm", n_output=3, cifg=True, peephole=True,
-             projection=True, projection_bias=True, layer_norm=True),
+    LSTMCase(
+        "cifg_peephole_projection_layer_norm",
+        n_output=3,
+        cifg=True,
+        peephole=True,
+        projection=True,
+        projection_bias=True,
+        layer_norm=True,
+    ),
     LSTMCase("cell_clip", cell_clip=0.5),
     LSTMCase("proj_clip", n_output=3, projection=True, proj_clip=0.3),
     LSTMCase("time_major", time_major=True),
@@ -156,8 +163,10 @@ def lstm_weights(rng, case: LSTMCase, n_input=N_INPUT, n_aux=None) -> LSTMWeight
 
 def lstm_options(case: LSTMCase, hybrid, time_major=None) -> LSTMOptions:
     return LSTMOptions(
-        fused_activation_function=case.activation, cell_clip=case.cell_clip,
-        proj_clip=case.proj_clip, time_major=case.time_major if time_major is None else time_major,
+        fused_activation_function=case.activation,
+        cell_clip=case.cell_clip,
+        proj_clip=case.proj_clip,
+        time_major=case.time_major if time_major is None else time_major,
         asymmetric_quantize_inputs=hybrid == "asymmetric",
     )
 
@@ -258,8 +267,11 @@ BIDI_LSTM_CASES = [
     BidiCase("merge_time_major", merge_outputs=True),
     # Exported as merge_outputs=False + CONCATENATION: LiteRT mis-indexes this for batch > 1.
     BidiCase("merge_batch_major", time_major=False, merge_outputs=True, hybrid_too=False),
-    BidiCase("peephole_projection", lstm=LSTMCase("pp", n_output=3, peephole=True, projection=True,
-                                                  projection_bias=True), hybrid_too=False),
+    BidiCase(
+        "peephole_projection",
+        lstm=LSTMCase("pp", n_output=3, peephole=True, projection=True, projection_bias=True),
+        hybrid_too=False,
+    ),
     BidiCase("cifg", lstm=LSTMCase("cifg", cifg=True), hybrid_too=False),
     BidiCase("aux_cross_linked", n_aux=2, aux_weights=True),
     BidiCase("aux_cross_linked_batch_major", time_major=False, n_aux=2, aux_weights=True, hybrid_too=False),
@@ -305,14 +317,17 @@ def test_bidirectional_sequence_lstm(case, hybrid):
 
 def rnn_weights(rng, n_units=4, n_input=N_INPUT, n_aux=None) -> RNNWeights:
     return RNNWeights(
-        _random(rng, n_units, n_input, scale=0.4), _random(rng, n_units, n_units, scale=0.4),
-        _random(rng, n_units), None if n_aux is None else _random(rng, n_units, n_aux, scale=0.4),
+        _random(rng, n_units, n_input, scale=0.4),
+        _random(rng, n_units, n_units, scale=0.4),
+        _random(rng, n_units),
+        None if n_aux is None else _random(rng, n_units, n_aux, scale=0.4),
     )
 
 
 def rnn_options(hybrid, time_major=False, activation="RELU") -> RNNOptions:
-    return RNNOptions(fused_activation_function=activation, time_major=time_major,
-                      asymmetric_quantize_inputs=hybrid == "asymmetric")
+    return RNNOptions(
+        fused_activation_function=activation, time_major=time_major, asymmetric_quantize_inputs=hybrid == "asymmetric"
+    )
 
 
 @pytest.mark.parametrize("hybrid", [None, *HYBRID])
@@ -322,7 +337,9 @@ def test_rnn_and_unidirectional_sequence_rnn(layout, hybrid):
     w = rnn_weights(rng)
     w = _quantized(w) if hybrid else w
     options = rnn_options(hybrid, time_major=layout == "time_major")
-    shape = {"step": (BATCH, N_INPUT), "batch_major": (BATCH, TIME, N_INPUT), "time_major": (TIME, BATCH, N_INPUT)}[layout]
+    shape = {"step": (BATCH, N_INPUT), "batch_major": (BATCH, TIME, N_INPUT), "time_major": (TIME, BATCH, N_INPUT)}[
+        layout
+    ]
     x = _random(rng, *shape, scale=2.0)
     b = ModelBuilder()
     x_ref = b.add_input("input", shape)
@@ -367,7 +384,9 @@ def test_bidirectional_sequence_rnn(case, hybrid):
     b = ModelBuilder()
     x_ref = b.add_input("input", shape)
     aux_ref = None if aux is None else b.add_input("aux_input", aux.shape)
-    model = b.build(b.add_bidirectional_rnn(x_ref, fw, bw, options, merge_outputs=case.merge_outputs, aux_input=aux_ref))
+    model = b.build(
+        b.add_bidirectional_rnn(x_ref, fw, bw, options, merge_outputs=case.merge_outputs, aux_input=aux_ref)
+    )
 
     def reference():
         kw = dict(options=options, merge_outputs=case.merge_outputs)

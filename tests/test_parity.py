@@ -11,13 +11,13 @@ import json
 
 import numpy as np
 import pytest
+from reference import np_lstm
 
 from jaxlstm import export_tflite
 from jaxlstm.model import ModelBuilder
 from jaxlstm.ops import LSTMOptions, LSTMWeights
 from jaxlstm.parity import ParityReport, compare
 from jaxlstm.parity.compare import DEFAULT_TOLERANCE, plot_errors
-from reference import np_lstm
 
 N_INPUT, N_CELL, TIME = 3, 8, 48  # 48 steps: long enough for |cell state| to pass 10
 
@@ -53,8 +53,7 @@ def test_float_model_passes_on_every_case(clipped):
     assert isinstance(report, ParityReport)
     assert report.passed and not report.hybrid and report.steps == TIME
     assert [(e.case, e.pair, e.output) for e in report.errors] == [
-        (case, "jaxlstm vs litert", "sequence")
-        for case in ("random", "adversarial_flip", "adversarial_rotation")
+        (case, "jaxlstm vs litert", "sequence") for case in ("random", "adversarial_flip", "adversarial_rotation")
     ]
     assert all(len(e.per_step) == TIME and e.tolerance == DEFAULT_TOLERANCE for e in report.errors)
 
@@ -116,7 +115,7 @@ def test_inputs_that_do_not_fit_the_model_raise(clipped, kwargs, message):
 def test_not_a_tflite_file_raises(tmp_path):
     path = tmp_path / "model.tflite"
     path.write_bytes(b"not a flatbuffer at all")
-    with pytest.raises(ValueError, match="not a .tflite file"):
+    with pytest.raises(ValueError, match=r"not a \.tflite file"):
         compare(path)
 
 
@@ -135,7 +134,15 @@ def test_accepts_a_model_object_and_reports_as_json_and_plot(tmp_path):
     d = json.loads(json.dumps(report.to_dict()))
     assert set(d) == {"passed", "hybrid", "steps", "notes", "errors"}
     assert set(d["errors"][0]) == {
-        "case", "pair", "output", "max_abs", "max_rel", "tolerance", "passed", "per_step", "note"
+        "case",
+        "pair",
+        "output",
+        "max_abs",
+        "max_rel",
+        "tolerance",
+        "passed",
+        "per_step",
+        "note",
     }
     assert d["passed"] is True and len(d["errors"]) == 3
     plot_errors(report, tmp_path / "errors.png")

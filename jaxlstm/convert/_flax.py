@@ -95,8 +95,7 @@ def from_flax(module: Any, params: Any = None, *, batch_size: int = 1, time_step
     kind = type(module).__name__
     if kind in _CELLS:
         weights, options = _cell_weights(module, tree)
-        return _graph.single_layer_model(weights, options, batch_size=batch_size,
-                                         time_steps=time_steps, name="rnn")
+        return _graph.single_layer_model(weights, options, batch_size=batch_size, time_steps=time_steps, name="rnn")
     if kind not in ("RNN", "Bidirectional"):
         raise NotImplementedError(
             f"flax module {kind} has no fused-op conversion; supported: cells {_CELLS}, RNN and "
@@ -112,10 +111,15 @@ def from_flax(module: Any, params: Any = None, *, batch_size: int = 1, time_step
         weights, options = _cell_weights(module.cell, tree["cell"])
         options = options.replace(time_major=time_major)
         b = ModelBuilder(batch_size)
-        x = b.add_input("input", _graph.input_shape(_graph.n_input(weights), batch_size=batch_size,
-                                                    time_steps=time_steps, time_major=time_major))
-        y = _graph.add_recurrent(b, x, weights, options, name="rnn", reverse=bool(module.reverse),
-                                 keep_order=bool(module.keep_order))
+        x = b.add_input(
+            "input",
+            _graph.input_shape(
+                _graph.n_input(weights), batch_size=batch_size, time_steps=time_steps, time_major=time_major
+            ),
+        )
+        y = _graph.add_recurrent(
+            b, x, weights, options, name="rnn", reverse=bool(module.reverse), keep_order=bool(module.keep_order)
+        )
         return b.build([y], ["output"])
     if module.merge_fn is not _default(module, "merge_fn"):
         raise NotImplementedError(
@@ -130,10 +134,11 @@ def from_flax(module: Any, params: Any = None, *, batch_size: int = 1, time_step
             "fused op shares them. Workaround: use the same cell kind and functions in both."
         )
     b = ModelBuilder(batch_size)
-    x = b.add_input("input", _graph.input_shape(_graph.n_input(fw), batch_size=batch_size,
-                                                time_steps=time_steps, time_major=time_major))
-    (y,) = _graph.add_bidirectional(b, x, fw, bw, fw_options.replace(time_major=time_major),
-                                    name="bidirectional")
+    x = b.add_input(
+        "input",
+        _graph.input_shape(_graph.n_input(fw), batch_size=batch_size, time_steps=time_steps, time_major=time_major),
+    )
+    (y,) = _graph.add_bidirectional(b, x, fw, bw, fw_options.replace(time_major=time_major), name="bidirectional")
     return b.build([y], ["output"])
 
 
@@ -188,18 +193,20 @@ def _cell_weights(cell: Any, p: dict) -> tuple[_graph.Weights, _graph.Options]:
     what = f"flax {kind}"
     if kind not in _CELLS:
         raise NotImplementedError(
-            f"{what} has no conversion (supported cells: {_CELLS}). "
-            f"Workaround: use one of {_CELLS}."
+            f"{what} has no conversion (supported cells: {_CELLS}). Workaround: use one of {_CELLS}."
         )
     default_carry_init = None if _is_nnx(cell) else _default(cell, "carry_init")
     if getattr(cell, "carry_init", default_carry_init) is not default_carry_init:
-        raise NotImplementedError(f"{what}: a custom carry_init is not supported; the fused ops "
-                                  "start from zero state. Workaround: use the default zeros.")
+        raise NotImplementedError(
+            f"{what}: a custom carry_init is not supported; the fused ops "
+            "start from zero state. Workaround: use the default zeros."
+        )
     if kind == "GRUCell":
         return _gru_cell_weights(cell, p, what)
     table = _gates.LSTM_ACTIVATIONS if kind in _LSTM_CELLS else _gates.RNN_ACTIVATIONS
-    act = _gates.fused_activation(_activation(cell.activation_fn), table, what,
-                                  f"use one of {sorted(table)} as activation_fn")
+    act = _gates.fused_activation(
+        _activation(cell.activation_fn), table, what, f"use one of {sorted(table)} as activation_fn"
+    )
     if kind == "SimpleCell":
         dense_i, dense_h = (p["dense_i"], p["dense_h"]) if "dense_i" in p else (p["i"], p["h"])
         recurrent = dense_h["kernel"].T
@@ -207,11 +214,14 @@ def _cell_weights(cell: Any, p: dict) -> tuple[_graph.Weights, _graph.Options]:
             recurrent = recurrent + np.eye(recurrent.shape[0], dtype=np.float32)
         return RNNWeights(dense_i["kernel"].T, recurrent, dense_i["bias"]), RNNOptions(act)
     if _activation(cell.gate_fn) != "sigmoid":
-        raise NotImplementedError(f"{what}: gate_fn must be sigmoid (the fused LSTM's gates are "
-                                  "fixed). Workaround: retrain with the default gate_fn.")
+        raise NotImplementedError(
+            f"{what}: gate_fn must be sigmoid (the fused LSTM's gates are "
+            "fixed). Workaround: retrain with the default gate_fn."
+        )
     if "dense_i" in p:  # nnx OptimizedLSTMCell: packed i, f, g, o
-        weights = _gates.packed_lstm_weights(p["dense_i"]["kernel"].T, p["dense_h"]["kernel"].T,
-                                             p["dense_h"]["bias"], "ifco")
+        weights = _gates.packed_lstm_weights(
+            p["dense_i"]["kernel"].T, p["dense_h"]["kernel"].T, p["dense_h"]["bias"], "ifco"
+        )
         return weights, LSTMOptions(act)
     fields = {}
     for gate, letter in _GATE_LETTERS.items():
@@ -225,13 +235,18 @@ def _cell_weights(cell: Any, p: dict) -> tuple[_graph.Weights, _graph.Options]:
 def _gru_cell_weights(cell: Any, p: dict, what: str) -> tuple[GRUWeights, GRUOptions]:
     table = _gates.GRU_ACTIVATIONS
     activations = {
-        option: _gates.fused_activation(_activation(getattr(cell, attribute)), table, f"{what} ({attribute})",
-                                        f"use one of {sorted(table)} as {attribute}")
+        option: _gates.fused_activation(
+            _activation(getattr(cell, attribute)),
+            table,
+            f"{what} ({attribute})",
+            f"use one of {sorted(table)} as {attribute}",
+        )
         for option, attribute in (("activation", "activation_fn"), ("recurrent_activation", "gate_fn"))
     }
     if "dense_i" in p:  # nnx: packed r, z, n without a recurrent bias
-        weights = GRUWeights.from_packed(p["dense_i"]["kernel"].T, p["dense_h"]["kernel"].T,
-                                         p["dense_i"]["bias"], None, "rzn")
+        weights = GRUWeights.from_packed(
+            p["dense_i"]["kernel"].T, p["dense_h"]["kernel"].T, p["dense_i"]["bias"], None, "rzn"
+        )
     else:
         weights = GRUWeights.from_flax_linen(p)
     return weights, GRUOptions(reset_after=True, **activations)

@@ -42,8 +42,7 @@ def split_blocks(packed: np.ndarray, order: str, axis: int = 0) -> dict[str, np.
         raise ValueError(f"gate order {order!r} must name f, c, o (and optionally i) once each")
     if packed.shape[axis] % len(order):
         raise ValueError(
-            f"packed gate axis {axis} of shape {packed.shape} is not divisible into "
-            f"{len(order)} gates ({order!r})"
+            f"packed gate axis {axis} of shape {packed.shape} is not divisible into {len(order)} gates ({order!r})"
         )
     blocks = np.split(packed, len(order), axis=axis)
     return {_LETTER_GATES[letter]: b for letter, b in zip(order, blocks)}
@@ -69,9 +68,11 @@ def packed_lstm_weights(
       `LSTMWeights` with float32 per-gate tensors.
     """
     fields = {}
-    for kind, packed in (("input_to_{}_weights", input_weights),
-                         ("recurrent_to_{}_weights", recurrent_weights),
-                         ("{}_gate_bias", bias)):
+    for kind, packed in (
+        ("input_to_{}_weights", input_weights),
+        ("recurrent_to_{}_weights", recurrent_weights),
+        ("{}_gate_bias", bias),
+    ):
         for gate, block in split_blocks(as_float32(packed), order).items():
             fields[kind.format(gate)] = block
     fields.update({k: as_float32(v) for k, v in optional.items() if v is not None})

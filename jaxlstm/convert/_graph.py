@@ -40,8 +40,9 @@ def add_recurrent(
     """
     if isinstance(weights, GRUWeights):
         _check_static_time(x, options, name)
-        return b.add_gru(x, weights, options, reverse=reverse, keep_order=keep_order,
-                         return_sequences=return_sequences, name=name)
+        return b.add_gru(
+            x, weights, options, reverse=reverse, keep_order=keep_order, return_sequences=return_sequences, name=name
+        )
     t_axis = 0 if options.time_major else 1
     if reverse:
         x = b.add_reverse(x, t_axis, name=f"{name}/reverse_input")
@@ -87,21 +88,24 @@ def add_bidirectional(
       [merged] or [fw, bw] (merge_mode None).
     """
     if merge_mode not in MERGE_MODES:
-        raise NotImplementedError(
-            f"{name}: merge mode {merge_mode!r} is not supported; use one of {MERGE_MODES}"
-        )
+        raise NotImplementedError(f"{name}: merge mode {merge_mode!r} is not supported; use one of {MERGE_MODES}")
     if isinstance(fw, GRUWeights):  # add_gru slices the last steps itself
         merged = False
-        outs = [add_recurrent(b, x, fw, options, name=f"{name}/fw", return_sequences=return_sequences),
-                add_recurrent(b, x, bw, options, name=f"{name}/bw", reverse=True, keep_order=True,
-                              return_sequences=return_sequences)]
+        outs = [
+            add_recurrent(b, x, fw, options, name=f"{name}/fw", return_sequences=return_sequences),
+            add_recurrent(
+                b, x, bw, options, name=f"{name}/bw", reverse=True, keep_order=True, return_sequences=return_sequences
+            ),
+        ]
     elif isinstance(fw, RNNWeights):
         merged = merge_mode == "concat" and return_sequences
         outs = b.add_bidirectional_rnn(x, fw, bw, options, merge_outputs=merged, name=name)
     elif (fw.n_cell, fw.n_output) != (bw.n_cell, bw.n_output):
         merged = False
-        outs = [add_recurrent(b, x, fw, options, name=f"{name}/fw"),
-                add_recurrent(b, x, bw, options, name=f"{name}/bw", reverse=True, keep_order=True)]
+        outs = [
+            add_recurrent(b, x, fw, options, name=f"{name}/fw"),
+            add_recurrent(b, x, bw, options, name=f"{name}/bw", reverse=True, keep_order=True),
+        ]
     else:
         merged = merge_mode == "concat" and return_sequences and options.time_major
         outs = b.add_bidirectional_lstm(x, fw, bw, options, merge_outputs=merged, name=name)
@@ -155,6 +159,8 @@ def single_layer_model(
 ) -> Model:
     """A model running one cell over a sequence: input [B, T, n_input] -> output [B, T, n_output]."""
     b = ModelBuilder(batch_size)
-    x = b.add_input("input", input_shape(n_input(weights), batch_size=batch_size, time_steps=time_steps,
-                                        time_major=options.time_major))
+    x = b.add_input(
+        "input",
+        input_shape(n_input(weights), batch_size=batch_size, time_steps=time_steps, time_major=options.time_major),
+    )
     return b.build([add_recurrent(b, x, weights, options, name=name)], ["output"])

@@ -13,6 +13,7 @@ GRU: ``kernel`` [n_input, 3H], ``recurrent_kernel`` [H, 3H], blocks z, r, h; ``b
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import zipfile
@@ -35,8 +36,15 @@ _SKIPPED = ("InputLayer", "Dropout")  # no effect at inference
 _SUPPORTED = (*_RECURRENT, "Bidirectional", "Dense", *_SKIPPED)
 # Group names inside model.weights.h5: the snake_case class name, numbered per class
 # in config order (keras/src/saving/saving_lib.py, _save_container_state).
-_H5_NAMES = {"LSTM": "lstm", "SimpleRNN": "simple_rnn", "GRU": "gru", "Bidirectional": "bidirectional",
-             "Dense": "dense", "Dropout": "dropout", "InputLayer": "input_layer"}
+_H5_NAMES = {
+    "LSTM": "lstm",
+    "SimpleRNN": "simple_rnn",
+    "GRU": "gru",
+    "Bidirectional": "bidirectional",
+    "Dense": "dense",
+    "Dropout": "dropout",
+    "InputLayer": "input_layer",
+}
 
 
 @dataclasses.dataclass
@@ -139,8 +147,12 @@ def _live_layer(model: Any, config: dict) -> _Layer:
         return _Layer("InputLayer", config["config"], [])
     layer = model.get_layer(config["config"]["name"]) if hasattr(model, "get_layer") else model
     if config["class_name"] == "Bidirectional":
-        return _Layer("Bidirectional", config["config"], _numpy(layer.forward_layer.get_weights()),
-                      _numpy(layer.backward_layer.get_weights()))
+        return _Layer(
+            "Bidirectional",
+            config["config"],
+            _numpy(layer.forward_layer.get_weights()),
+            _numpy(layer.backward_layer.get_weights()),
+        )
     return _Layer(config["class_name"], config["config"], _numpy(layer.get_weights()))
 
 
@@ -192,7 +204,7 @@ def _chain(class_name: str, config: dict) -> list[dict]:
     layers = config["layers"]
     if class_name == "Sequential":
         return layers
-    for previous, layer in zip(layers, layers[1:]):
+    for previous, layer in itertools.pairwise(layers):
         inbound = _inbound_names(layer)
         if inbound != [previous["config"]["name"]]:
             raise NotImplementedError(
@@ -201,8 +213,10 @@ def _chain(class_name: str, config: dict) -> list[dict]:
                 "Workaround: convert each chain separately or rebuild as a Sequential."
             )
     if _endpoint_count(config.get("input_layers")) > 1 or _endpoint_count(config.get("output_layers")) > 1:
-        raise NotImplementedError("models with several inputs or outputs are not supported. "
-                                  "Workaround: convert each recurrent chain separately.")
+        raise NotImplementedError(
+            "models with several inputs or outputs are not supported. "
+            "Workaround: convert each recurrent chain separately."
+        )
     return layers
 
 
@@ -217,15 +231,20 @@ def _inbound_names(layer: dict) -> list[str]:
     """Names of the layers feeding `layer` in a functional config (Keras 3 or tf_keras)."""
     nodes = layer.get("inbound_nodes", [])
     if len(nodes) > 1:
-        raise NotImplementedError(f"layer {layer['config']['name']!r} is called more than once "
-                                  "(shared layer); workaround: use separate layers")
+        raise NotImplementedError(
+            f"layer {layer['config']['name']!r} is called more than once "
+            "(shared layer); workaround: use separate layers"
+        )
     names = []
     for node in nodes:
         if isinstance(node, dict):  # Keras 3: {"args": [keras tensors], "kwargs": {...}}
             if node.get("kwargs", {}).get("mask") is not None:
                 _masking(layer["config"]["name"])
-            names += [a["config"]["keras_history"][0] for a in node.get("args", [])
-                      if isinstance(a, dict) and "keras_history" in a.get("config", {})]
+            names += [
+                a["config"]["keras_history"][0]
+                for a in node.get("args", [])
+                if isinstance(a, dict) and "keras_history" in a.get("config", {})
+            ]
         else:  # tf_keras: [[name, node_index, tensor_index, kwargs], ...]
             names += [entry[0] for entry in node]
     return names
@@ -254,14 +273,16 @@ def _input_shape(
         n_input = shape[2] if n_input is None else n_input
     if time_steps is not None:
         if time is not None and time != time_steps:
-            raise ValueError(f"time_steps={time_steps} but the model declares {time} time steps "
-                             f"(input shape {shape})")
+            raise ValueError(f"time_steps={time_steps} but the model declares {time} time steps (input shape {shape})")
         time = time_steps
     if n_input is None:
-        raise ValueError(f"cannot tell the input size of layer {first.name!r}: it has no weights "
-                         "and the model declares no input shape")
-    return _graph.input_shape(int(n_input), batch_size=batch_size,
-                              time_steps=None if time is None else int(time), time_major=time_major)
+        raise ValueError(
+            f"cannot tell the input size of layer {first.name!r}: it has no weights "
+            "and the model declares no input shape"
+        )
+    return _graph.input_shape(
+        int(n_input), batch_size=batch_size, time_steps=None if time is None else int(time), time_major=time_major
+    )
 
 
 # ----------------------------------------------------------------------------- layers
@@ -305,8 +326,11 @@ def _recurrent_weights(layer_name: str, kind: str, config: dict, weights: list[n
         streaming = "TFLite's variable state tensors already persist across invokes until reset_all_variables()"
     for option, workaround in (
         ("stateful", f"convert a stateful=False copy; {streaming}"),
-        ("return_state", "set return_state=False; the final h is the last output step "
-                         "(the cell state is not an output of the fused op)"),
+        (
+            "return_state",
+            "set return_state=False; the final h is the last output step "
+            "(the cell state is not an output of the fused op)",
+        ),
     ):
         if config.get(option):
             raise NotImplementedError(f"{what}: {option}=True is not supported. Workaround: {workaround}.")
@@ -314,7 +338,9 @@ def _recurrent_weights(layer_name: str, kind: str, config: dict, weights: list[n
         return _gru_weights(what, config, weights)
     table = _gates.LSTM_ACTIVATIONS if kind == "LSTM" else _gates.RNN_ACTIVATIONS
     act = _gates.fused_activation(
-        _activation_name(config.get("activation", "tanh")), table, what,
+        _activation_name(config.get("activation", "tanh")),
+        table,
+        what,
         f"retrain with one of {sorted(table)}",
     )
     time_major = bool(config.get("time_major", False))
@@ -340,8 +366,12 @@ def _gru_weights(what: str, config: dict, weights: list[np.ndarray]) -> tuple[GR
     """(weights, options) of a GRU layer: kernel, recurrent_kernel and (use_bias) bias."""
     table = _gates.GRU_ACTIVATIONS
     activations = {
-        option: _gates.fused_activation(_activation_name(config.get(option, default)), table,
-                                        f"{what} ({option})", f"retrain with one of {sorted(table)}")
+        option: _gates.fused_activation(
+            _activation_name(config.get(option, default)),
+            table,
+            f"{what} ({option})",
+            f"retrain with one of {sorted(table)}",
+        )
         for option, default in (("activation", "tanh"), ("recurrent_activation", "sigmoid"))
     }
     reset_after = bool(config.get("reset_after", True))
@@ -353,7 +383,11 @@ def _gru_weights(what: str, config: dict, weights: list[np.ndarray]) -> tuple[GR
 def _convert_recurrent(b: ModelBuilder, x: Ref, layer: _Layer) -> Ref:
     weights, options = _recurrent_weights(layer.name, layer.class_name, layer.config, layer.weights)
     return _graph.add_recurrent(
-        b, x, weights, options, name=layer.name,
+        b,
+        x,
+        weights,
+        options,
+        name=layer.name,
         reverse=bool(layer.config.get("go_backwards", False)),
         return_sequences=bool(layer.config.get("return_sequences", False)),
     )
@@ -386,7 +420,12 @@ def _convert_bidirectional(b: ModelBuilder, x: Ref, layer: _Layer) -> Ref | list
             f"{bw_options}) but the fused op shares one set. Workaround: use the same activation."
         )
     outputs = _graph.add_bidirectional(
-        b, x, fw, bw, fw_options, name=layer.name,
+        b,
+        x,
+        fw,
+        bw,
+        fw_options,
+        name=layer.name,
         merge_mode=layer.config.get("merge_mode", "concat"),
         return_sequences=bool(fw_cfg.get("return_sequences", False)),
     )
@@ -396,9 +435,15 @@ def _convert_bidirectional(b: ModelBuilder, x: Ref, layer: _Layer) -> Ref | list
 def _convert_dense(b: ModelBuilder, x: Ref, layer: _Layer) -> Ref:
     activation = _activation_name(layer.config.get("activation", "linear"))
     op = _ACTIVATION_OPS.get(activation)
-    fused = "NONE" if op else _gates.fused_activation(
-        activation, _DENSE_ACTIVATIONS, f"Dense layer {layer.name!r}",
-        "use a linear Dense and apply the activation after the model",
+    fused = (
+        "NONE"
+        if op
+        else _gates.fused_activation(
+            activation,
+            _DENSE_ACTIVATIONS,
+            f"Dense layer {layer.name!r}",
+            "use a linear Dense and apply the activation after the model",
+        )
     )
     kernel = layer.weights[0]
     bias = layer.weights[1] if layer.config.get("use_bias", True) else None

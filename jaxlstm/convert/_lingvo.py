@@ -73,26 +73,32 @@ def lstm_weights_from_lingvo(
     wm = _require(found, "wm", (num_input_nodes + num_output_nodes, width))
     bias = _require(found, "b", (width,)).copy() if enable_lstm_bias else np.zeros(width, np.float32)
     f = order.index("f")
-    bias[f * n_cell:(f + 1) * n_cell] += np.float32(forget_gate_bias)
+    bias[f * n_cell : (f + 1) * n_cell] += np.float32(forget_gate_bias)
     optional = {}
     if num_hidden_nodes:
         optional["projection_weights"] = _require(found, "w_proj", (n_cell, num_output_nodes)).T
     if layer_norm:
         scales = _gates.split_blocks(_require(found, "ln_scale", (width,)), order)
         optional.update({f"{g}_layer_norm_coefficients": s for g, s in scales.items()})
-    used = {name for name, on in (("wm", True), ("b", enable_lstm_bias), ("w_proj", num_hidden_nodes),
-                                  ("ln_scale", layer_norm)) if on}
+    used = {
+        name
+        for name, on in (("wm", True), ("b", enable_lstm_bias), ("w_proj", num_hidden_nodes), ("ln_scale", layer_norm))
+        if on
+    }
     if set(found) - used:
-        raise ValueError(f"variables {sorted(set(found) - used)} are not used with enable_lstm_bias="
-                         f"{enable_lstm_bias}, num_hidden_nodes={num_hidden_nodes}, layer_norm="
-                         f"{layer_norm}; check the arguments")
+        raise ValueError(
+            f"variables {sorted(set(found) - used)} are not used with enable_lstm_bias="
+            f"{enable_lstm_bias}, num_hidden_nodes={num_hidden_nodes}, layer_norm="
+            f"{layer_norm}; check the arguments"
+        )
     wm_t = wm.T  # [G*H, D + P]
-    weights = _gates.packed_lstm_weights(wm_t[:, :num_input_nodes], wm_t[:, num_input_nodes:],
-                                         bias, order, **optional)
+    weights = _gates.packed_lstm_weights(wm_t[:, :num_input_nodes], wm_t[:, num_input_nodes:], bias, order, **optional)
     if cell_value_cap is not None and not cell_value_cap > 0:
-        raise ValueError(f"cell_value_cap={cell_value_cap}: Lingvo clamps the cell to "
-                         f"[-{cell_value_cap}, {cell_value_cap}], but 0 means 'no clipping' in "
-                         "TFLite; use None for no clipping")
+        raise ValueError(
+            f"cell_value_cap={cell_value_cap}: Lingvo clamps the cell to "
+            f"[-{cell_value_cap}, {cell_value_cap}], but 0 means 'no clipping' in "
+            "TFLite; use None for no clipping"
+        )
     return weights, LSTMOptions("TANH", cell_clip=float(cell_value_cap or 0.0))
 
 
@@ -119,14 +125,19 @@ def from_lingvo(
     plus the static `batch_size` (-1: dynamic, JAX only) and `time_steps` (None: dynamic).
     """
     weights, options = lstm_weights_from_lingvo(
-        params, num_input_nodes=num_input_nodes, num_output_nodes=num_output_nodes,
-        num_hidden_nodes=num_hidden_nodes, cell_value_cap=cell_value_cap,
-        forget_gate_bias=forget_gate_bias, couple_input_forget_gates=couple_input_forget_gates,
-        layer_norm=layer_norm, enable_lstm_bias=enable_lstm_bias,
-        output_nonlinearity=output_nonlinearity, zo_prob=zo_prob,
+        params,
+        num_input_nodes=num_input_nodes,
+        num_output_nodes=num_output_nodes,
+        num_hidden_nodes=num_hidden_nodes,
+        cell_value_cap=cell_value_cap,
+        forget_gate_bias=forget_gate_bias,
+        couple_input_forget_gates=couple_input_forget_gates,
+        layer_norm=layer_norm,
+        enable_lstm_bias=enable_lstm_bias,
+        output_nonlinearity=output_nonlinearity,
+        zo_prob=zo_prob,
     )
-    return _graph.single_layer_model(weights, options, batch_size=batch_size,
-                                     time_steps=time_steps, name="lstm")
+    return _graph.single_layer_model(weights, options, batch_size=batch_size, time_steps=time_steps, name="lstm")
 
 
 _NAMES = ("wm", "b", "w_proj", "ln_scale")
@@ -139,8 +150,10 @@ def _by_role(params: dict[str, Any]) -> dict[str, np.ndarray]:
         parts = name.split(":")[0].split("/")
         role = next((p for p in reversed(parts) if p in _NAMES), None)
         if role is None:
-            raise ValueError(f"variable {name!r} is not a Lingvo LSTM variable; expected one of "
-                             f"{_NAMES} (with pruning, pass wm * mask as wm)")
+            raise ValueError(
+                f"variable {name!r} is not a Lingvo LSTM variable; expected one of "
+                f"{_NAMES} (with pruning, pass wm * mask as wm)"
+            )
         if role in found:
             raise ValueError(f"two variables map to {role!r} (second: {name!r}); pass one cell's variables")
         found[role] = _gates.as_float32(value)
@@ -149,9 +162,13 @@ def _by_role(params: dict[str, Any]) -> dict[str, np.ndarray]:
 
 def _require(found: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
     if name not in found:
-        raise ValueError(f"missing Lingvo variable {name!r} (have {sorted(found)}); check "
-                         "enable_lstm_bias / num_hidden_nodes / layer_norm")
+        raise ValueError(
+            f"missing Lingvo variable {name!r} (have {sorted(found)}); check "
+            "enable_lstm_bias / num_hidden_nodes / layer_norm"
+        )
     if found[name].shape != shape:
-        raise ValueError(f"Lingvo variable {name!r} has shape {found[name].shape}, expected {shape} "
-                         "from num_input_nodes / num_output_nodes / num_hidden_nodes / gates")
+        raise ValueError(
+            f"Lingvo variable {name!r} has shape {found[name].shape}, expected {shape} "
+            "from num_input_nodes / num_output_nodes / num_hidden_nodes / gates"
+        )
     return found[name]

@@ -19,9 +19,14 @@ from jaxlstm.model import Model
 from jaxlstm.ops.lstm import LSTMOptions, LSTMWeights
 
 # Variable name suffix -> role. "projection/kernel" is matched before "kernel".
-_ROLES = (("projection/kernel", "projection"), ("kernel", "kernel"), ("bias", "bias"),
-          ("w_i_diag", "cell_to_input_weights"), ("w_f_diag", "cell_to_forget_weights"),
-          ("w_o_diag", "cell_to_output_weights"))
+_ROLES = (
+    ("projection/kernel", "projection"),
+    ("kernel", "kernel"),
+    ("bias", "bias"),
+    ("w_i_diag", "cell_to_input_weights"),
+    ("w_f_diag", "cell_to_forget_weights"),
+    ("w_o_diag", "cell_to_output_weights"),
+)
 
 
 def lstm_weights_from_tf_v1_cell(
@@ -60,10 +65,12 @@ def lstm_weights_from_tf_v1_cell(
     kernel = _require(found, "kernel", None)
     n_input = kernel.shape[0] - n_output
     if kernel.ndim != 2 or n_input < 1 or kernel.shape[1] != 4 * num_units:
-        raise ValueError(f"variable 'kernel' has shape {kernel.shape}, expected (n_input + "
-                         f"{n_output}, {4 * num_units}) from num_units={num_units}, num_proj={num_proj}")
+        raise ValueError(
+            f"variable 'kernel' has shape {kernel.shape}, expected (n_input + "
+            f"{n_output}, {4 * num_units}) from num_units={num_units}, num_proj={num_proj}"
+        )
     bias = _require(found, "bias", (4 * num_units,)).copy()
-    bias[2 * num_units:3 * num_units] += np.float32(forget_bias)  # f is the third block of i, j, f, o
+    bias[2 * num_units : 3 * num_units] += np.float32(forget_bias)  # f is the third block of i, j, f, o
     optional = {}
     if use_peepholes:
         for role in ("cell_to_input_weights", "cell_to_forget_weights", "cell_to_output_weights"):
@@ -72,13 +79,13 @@ def lstm_weights_from_tf_v1_cell(
         optional["projection_weights"] = _require(found, "projection", (num_units, num_proj)).T
     unused = set(found) - {"kernel", "bias", "projection", *optional}
     if unused:
-        raise ValueError(f"variables {sorted(unused)} are not used by this cell configuration "
-                         f"(use_peepholes={use_peepholes}, num_proj={num_proj}); check the arguments")
+        raise ValueError(
+            f"variables {sorted(unused)} are not used by this cell configuration "
+            f"(use_peepholes={use_peepholes}, num_proj={num_proj}); check the arguments"
+        )
     kernel_t = kernel.T  # [4H, n_input + P]
-    weights = _gates.packed_lstm_weights(kernel_t[:, :n_input], kernel_t[:, n_input:], bias,
-                                         "icfo", **optional)
-    options = LSTMOptions("TANH", cell_clip=_clip("cell_clip", cell_clip),
-                          proj_clip=_clip("proj_clip", proj_clip))
+    weights = _gates.packed_lstm_weights(kernel_t[:, :n_input], kernel_t[:, n_input:], bias, "icfo", **optional)
+    options = LSTMOptions("TANH", cell_clip=_clip("cell_clip", cell_clip), proj_clip=_clip("proj_clip", proj_clip))
     return weights, options
 
 
@@ -103,11 +110,16 @@ def from_tf_v1_lstm_cell(
     only) and `time_steps` (None: dynamic).
     """
     weights, options = lstm_weights_from_tf_v1_cell(
-        variables, num_units=num_units, use_peepholes=use_peepholes, num_proj=num_proj,
-        cell_clip=cell_clip, proj_clip=proj_clip, forget_bias=forget_bias, basic=basic,
+        variables,
+        num_units=num_units,
+        use_peepholes=use_peepholes,
+        num_proj=num_proj,
+        cell_clip=cell_clip,
+        proj_clip=proj_clip,
+        forget_bias=forget_bias,
+        basic=basic,
     )
-    return _graph.single_layer_model(weights, options, batch_size=batch_size,
-                                     time_steps=time_steps, name="lstm_cell")
+    return _graph.single_layer_model(weights, options, batch_size=batch_size, time_steps=time_steps, name="lstm_cell")
 
 
 def _by_role(variables: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -116,8 +128,9 @@ def _by_role(variables: dict[str, Any]) -> dict[str, np.ndarray]:
         stem = name.split(":")[0]
         role = next((r for suffix, r in _ROLES if stem == suffix or stem.endswith("/" + suffix)), None)
         if role is None:
-            raise ValueError(f"variable {name!r} is not an LSTMCell variable; expected names ending "
-                             f"in {[s for s, _ in _ROLES]}")
+            raise ValueError(
+                f"variable {name!r} is not an LSTMCell variable; expected names ending in {[s for s, _ in _ROLES]}"
+            )
         if role in found:
             raise ValueError(f"two variables map to {role!r} (second: {name!r}); pass one cell's variables")
         found[role] = _gates.as_float32(value)
@@ -129,8 +142,7 @@ def _require(found: dict[str, np.ndarray], role: str, shape: tuple[int, ...] | N
         raise ValueError(f"missing the cell's {role!r} variable (have {sorted(found)})")
     value = found[role]
     if shape is not None and value.shape != shape:
-        raise ValueError(f"variable {role!r} has shape {value.shape}, expected {shape} from "
-                         "num_units / num_proj")
+        raise ValueError(f"variable {role!r} has shape {value.shape}, expected {shape} from num_units / num_proj")
     return value
 
 
@@ -138,6 +150,8 @@ def _clip(name: str, value: float | None) -> float:
     if value is None:
         return 0.0
     if not value > 0:
-        raise ValueError(f"{name}={value}: TF clamps to [-{name}, {name}], which for 0 zeroes the "
-                         "value, but 0 means 'no clipping' in TFLite; use None for no clipping")
+        raise ValueError(
+            f"{name}={value}: TF clamps to [-{name}, {name}], which for 0 zeroes the "
+            "value, but 0 means 'no clipping' in TFLite; use None for no clipping"
+        )
     return float(value)

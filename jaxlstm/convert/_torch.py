@@ -70,18 +70,21 @@ def from_torch(
         options = GRUOptions(time_major=time_major)
     else:
         activation = _gates.fused_activation(
-            nonlinearity, _NONLINEARITIES, "torch nn.RNN", "use nonlinearity='tanh' or 'relu'")
+            nonlinearity, _NONLINEARITIES, "torch nn.RNN", "use nonlinearity='tanh' or 'relu'"
+        )
         options = RNNOptions(activation, time_major=time_major)
     bidirectional = "weight_ih_l0_reverse" in state
     b = ModelBuilder(batch_size)
     n_input = state["weight_ih_l0"].shape[1]
-    x = b.add_input("input", _graph.input_shape(n_input, batch_size=batch_size,
-                                                time_steps=time_steps, time_major=time_major))
+    x = b.add_input(
+        "input", _graph.input_shape(n_input, batch_size=batch_size, time_steps=time_steps, time_major=time_major)
+    )
     for k in layers:
         fw = _direction(state, kind, f"_l{k}")
         if bidirectional:
-            (x,) = _graph.add_bidirectional(b, x, fw, _direction(state, kind, f"_l{k}_reverse"),
-                                            options, name=f"layer{k}")
+            (x,) = _graph.add_bidirectional(
+                b, x, fw, _direction(state, kind, f"_l{k}_reverse"), options, name=f"layer{k}"
+            )
         else:
             x = _graph.add_recurrent(b, x, fw, options, name=f"layer{k}")
     return b.build([x], ["output"])
@@ -91,8 +94,7 @@ def _read(obj: Any, batch_first: bool | None, nonlinearity: str | None) -> tuple
     """(state dict as float32 NumPy, batch_first, nonlinearity) from a module or a state dict."""
     if hasattr(obj, "state_dict"):
         if batch_first is not None or nonlinearity is not None:
-            raise TypeError("batch_first / nonlinearity are read from the module; pass them only "
-                            "with a state dict")
+            raise TypeError("batch_first / nonlinearity are read from the module; pass them only with a state dict")
         kind = type(obj).__name__
         if kind not in ("LSTM", "RNN", "GRU"):
             _unsupported(kind)
@@ -123,8 +125,9 @@ def _kind(state: dict[str, np.ndarray]) -> str:
     gates = rows // cols if cols and rows % cols == 0 else 0
     kind = {4: "LSTM", 1: "RNN", 3: "GRU"}.get(gates)
     if kind is None:
-        raise ValueError(f"weight_hh_l0 has shape {(rows, cols)}: expected [G * H, H] with G = 4 "
-                         "(LSTM), 1 (RNN) or 3 (GRU)")
+        raise ValueError(
+            f"weight_hh_l0 has shape {(rows, cols)}: expected [G * H, H] with G = 4 (LSTM), 1 (RNN) or 3 (GRU)"
+        )
     return kind
 
 
@@ -140,5 +143,4 @@ def _direction(state: dict[str, np.ndarray], kind: str, suffix: str):
     bias = state.get(f"bias_ih{suffix}", zeros) + state.get(f"bias_hh{suffix}", zeros)
     if kind == "RNN":
         return RNNWeights(w_ih, w_hh, bias)
-    return _gates.packed_lstm_weights(w_ih, w_hh, bias, "ifco",
-                                      projection_weights=state.get(f"weight_hr{suffix}"))
+    return _gates.packed_lstm_weights(w_ih, w_hh, bias, "ifco", projection_weights=state.get(f"weight_hr{suffix}"))

@@ -22,11 +22,11 @@ import numpy as np
 
 from jaxlstm import _spec
 from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Tensor, options_tuple
-from jaxlstm.ops.lstm import GATES, LSTMOptions, LSTMWeights
+from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.ops.gru import GRUOptions, GRUWeights
 from jaxlstm.ops.gru import check_weights as check_gru_weights
+from jaxlstm.ops.lstm import GATES, LSTMOptions, LSTMWeights
 from jaxlstm.ops.rnn import RNNOptions, RNNWeights
-from jaxlstm.ops._quant import QuantizedTensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +122,13 @@ class ModelBuilder:
         """UNIDIRECTIONAL_SEQUENCE_LSTM over `x` [B, T, I] (or [T, B, I]); returns the sequence."""
         batch, _ = self._batch_time(x, options.time_major)
         return self._lstm_op(
-            "UNIDIRECTIONAL_SEQUENCE_LSTM", x, batch, weights, name,
-            **_lstm_option_dict(options), time_major=options.time_major,
+            "UNIDIRECTIONAL_SEQUENCE_LSTM",
+            x,
+            batch,
+            weights,
+            name,
+            **_lstm_option_dict(options),
+            time_major=options.time_major,
             diagonal_recurrent_tensors=len(weights.recurrent_to_output_weights.shape) == 1,
         )
 
@@ -152,12 +157,21 @@ class ModelBuilder:
         c = self.add_variable(f"{name}/prev_state", (sb, depth))
         outs = [
             self.add_intermediate(f"{name}/{n}", (x.shape[0], d))
-            for n, d in (("activation", depth), ("state", depth),
-                         ("concat_temp", x.shape[-1] + depth), ("activation_temp", 4 * depth))
+            for n, d in (
+                ("activation", depth),
+                ("state", depth),
+                ("concat_temp", x.shape[-1] + depth),
+                ("activation_temp", 4 * depth),
+            )
         ]
         self.add_operator(
-            "LSTM", [x, h, w, b, c], outs, fused_activation_function="TANH",
-            cell_clip=0.0, proj_clip=0.0, kernel_type="BASIC",
+            "LSTM",
+            [x, h, w, b, c],
+            outs,
+            fused_activation_function="TANH",
+            cell_clip=0.0,
+            proj_clip=0.0,
+            kernel_type="BASIC",
         )
         return outs[0]
 
@@ -191,11 +205,17 @@ class ModelBuilder:
         if merge_outputs:
             outs = [self.add_intermediate(f"{name}/output", x.shape[:2] + (fw.n_output + bw.n_output,))]
         else:
-            outs = [self.add_intermediate(f"{name}/{d}_output", x.shape[:2] + (w.n_output,))
-                    for d, w in (("fw", fw), ("bw", bw))]
+            outs = [
+                self.add_intermediate(f"{name}/{d}_output", x.shape[:2] + (w.n_output,))
+                for d, w in (("fw", fw), ("bw", bw))
+            ]
         self.add_operator(
-            "BIDIRECTIONAL_SEQUENCE_LSTM", [x, *w_fw, *w_bw, *states, *aux], outs,
-            **_lstm_option_dict(options), merge_outputs=merge_outputs, time_major=options.time_major,
+            "BIDIRECTIONAL_SEQUENCE_LSTM",
+            [x, *w_fw, *w_bw, *states, *aux],
+            outs,
+            **_lstm_option_dict(options),
+            merge_outputs=merge_outputs,
+            time_major=options.time_major,
         )
         return outs
 
@@ -207,7 +227,11 @@ class ModelBuilder:
     def add_rnn_cell(self, x: Ref, weights: RNNWeights, options: RNNOptions, name: str = "rnn_cell") -> Ref:
         """RNN: one step over `x` [B, I]; returns h [B, n_units]."""
         return self._rnn_op(
-            "RNN", x, x.shape[0], weights, name,
+            "RNN",
+            x,
+            x.shape[0],
+            weights,
+            name,
             fused_activation_function=options.fused_activation_function,
             asymmetric_quantize_inputs=options.asymmetric_quantize_inputs,
         )
@@ -242,12 +266,20 @@ class ModelBuilder:
         if merge_outputs:
             outs = [self.add_intermediate(f"{name}/output", x.shape[:2] + (fw.n_units + bw.n_units,))]
         else:
-            outs = [self.add_intermediate(f"{name}/{d}_output", x.shape[:2] + (w.n_units,))
-                    for d, w in (("fw", fw), ("bw", bw))]
-        aux = [aux_input, *(self._weights(f"{name}/{d}", w, ("aux_input_weights",))[0] for d, w in (("fw", fw), ("bw", bw)))]
+            outs = [
+                self.add_intermediate(f"{name}/{d}_output", x.shape[:2] + (w.n_units,))
+                for d, w in (("fw", fw), ("bw", bw))
+            ]
+        aux = [
+            aux_input,
+            *(self._weights(f"{name}/{d}", w, ("aux_input_weights",))[0] for d, w in (("fw", fw), ("bw", bw))),
+        ]
         self.add_operator(
-            "BIDIRECTIONAL_SEQUENCE_RNN", [x, *refs, *aux], outs,
-            **_rnn_option_dict(options), merge_outputs=merge_outputs,
+            "BIDIRECTIONAL_SEQUENCE_RNN",
+            [x, *refs, *aux],
+            outs,
+            **_rnn_option_dict(options),
+            merge_outputs=merge_outputs,
         )
         return outs
 
@@ -271,9 +303,15 @@ class ModelBuilder:
         out_shape = tuple(d for a, d in enumerate(x.shape) if a != t_axis)
         y = self.add_intermediate(f"{name}/output", out_shape)
         self.add_operator(
-            "STRIDED_SLICE", [x, *refs], [y],
-            begin_mask=all_bits & ~(1 << t_axis), end_mask=all_bits & ~(1 << t_axis),
-            shrink_axis_mask=1 << t_axis, ellipsis_mask=0, new_axis_mask=0, offset=False,
+            "STRIDED_SLICE",
+            [x, *refs],
+            [y],
+            begin_mask=all_bits & ~(1 << t_axis),
+            end_mask=all_bits & ~(1 << t_axis),
+            shrink_axis_mask=1 << t_axis,
+            ellipsis_mask=0,
+            new_axis_mask=0,
+            offset=False,
         )
         return y
 
@@ -289,7 +327,7 @@ class ModelBuilder:
         rank = len(xs[0].shape)
         axis = axis % rank
         size = sum(r.shape[axis] for r in xs) if all(r.shape[axis] >= 0 for r in xs) else -1
-        shape = xs[0].shape[:axis] + (size,) + xs[0].shape[axis + 1:]
+        shape = xs[0].shape[:axis] + (size,) + xs[0].shape[axis + 1 :]
         y = self.add_intermediate(f"{name}/output", shape)
         self.add_operator("CONCATENATION", list(xs), [y], axis=axis, fused_activation_function="NONE")
         return y
@@ -403,8 +441,10 @@ class ModelBuilder:
         r_n = constant("recurrent_to_candidate_weights", ["recurrent_to_candidate_weights"])
         rb_n = constant("recurrent_candidate_gate_bias", ["recurrent_candidate_gate_bias"])
         if runtime_recurrent_weights:
-            r_zr, r_n = (self._copy(w, self.add_intermediate(f"{self._tensors[w.index].name}/runtime", w.shape))
-                         for w in (r_zr, r_n))
+            r_zr, r_n = (
+                self._copy(w, self.add_intermediate(f"{self._tensors[w.index].name}/runtime", w.shape))
+                for w in (r_zr, r_n)
+            )
         split_axis = self.add_constant(f"{name}/split_axis", np.asarray(1, np.int32))
 
         def unpack(seq: Ref, suffix: str) -> list[Ref]:
@@ -448,8 +488,10 @@ class ModelBuilder:
             return out
 
         gates = self._add_activated(
-            x_zr, self._fully_connected(h, r_zr, rb_zr, "NONE", f"{name}/recurrent_update_reset"),
-            options.recurrent_activation, f"{name}/update_reset",
+            x_zr,
+            self._fully_connected(h, r_zr, rb_zr, "NONE", f"{name}/recurrent_update_reset"),
+            options.recurrent_activation,
+            f"{name}/update_reset",
         )
         z, r = (self.add_intermediate(f"{name}/{g}", step_shape) for g in ("update", "reset"))
         self.add_operator("SPLIT", [split_axis, gates], [z, r], num_splits=2)
@@ -487,8 +529,13 @@ class ModelBuilder:
         """FULLY_CONNECTED with existing weight tensors `w` [n_out, n_in] and bias `b`."""
         y = self.add_intermediate(f"{name}/output", x.shape[:-1] + (w.shape[0],))
         self.add_operator(
-            "FULLY_CONNECTED", [x, w, b], [y], fused_activation_function=activation,
-            keep_num_dims=len(x.shape) > 2, weights_format="DEFAULT", asymmetric_quantize_inputs=False,
+            "FULLY_CONNECTED",
+            [x, w, b],
+            [y],
+            fused_activation_function=activation,
+            keep_num_dims=len(x.shape) > 2,
+            weights_format="DEFAULT",
+            asymmetric_quantize_inputs=False,
         )
         return y
 

@@ -73,9 +73,7 @@ class Operator:
 
 def options_tuple(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     """Options as a sorted, hashable tuple (lists become tuples)."""
-    return tuple(
-        sorted((k, tuple(v) if isinstance(v, (list, np.ndarray)) else v) for k, v in options.items())
-    )
+    return tuple(sorted((k, tuple(v) if isinstance(v, (list, np.ndarray)) else v) for k, v in options.items()))
 
 
 class Model:
@@ -109,8 +107,10 @@ class Model:
         self.outputs = tuple(outputs)
         self.signature_key = signature_key
         if signature_names is None:
-            signature_names = ([self.tensors[i].name for i in self.inputs],
-                               [self.tensors[i].name for i in self.outputs])
+            signature_names = (
+                [self.tensors[i].name for i in self.inputs],
+                [self.tensors[i].name for i in self.outputs],
+            )
         self.signature_names = (tuple(signature_names[0]), tuple(signature_names[1]))
         if tuple(map(len, self.signature_names)) != (len(self.inputs), len(self.outputs)):
             raise ValueError(
@@ -126,7 +126,8 @@ class Model:
         # Weights (float or int8-quantized) are params; integer constants (shapes, axes,
         # slice bounds) are structure and stay static under jit.
         self._weight_indices = tuple(
-            i for i in sorted(self._constants)
+            i
+            for i in sorted(self._constants)
             if not self.tensors[i].is_variable
             and (self.tensors[i].dtype.startswith("float") or self.tensors[i].scale is not None)
         )
@@ -159,9 +160,7 @@ class Model:
         state = {}
         for i in self._variables:
             t = self.tensors[i]
-            shape = tuple(
-                (batch_size or 1) if d < 0 else d for d in t.shape
-            )
+            shape = tuple((batch_size or 1) if d < 0 else d for d in t.shape)
             if math.prod(shape) > MAX_STATE_ELEMENTS:
                 raise ValueError(
                     f"state tensor {t.name!r} would have shape {list(shape)} ({math.prod(shape)} "
@@ -190,9 +189,7 @@ class Model:
         from jaxlstm.model.kernels import run_operator
 
         if len(inputs) != len(self.inputs):
-            raise TypeError(
-                f"the model takes {len(self.inputs)} inputs {self.input_names}, got {len(inputs)}"
-            )
+            raise TypeError(f"the model takes {len(self.inputs)} inputs {self.input_names}, got {len(inputs)}")
         values: dict[int, Any] = {}
         for i, v in self._constants.items():
             if i in self._weight_indices:
@@ -249,12 +246,16 @@ class Model:
         """{tensor index: stored value} of constant tensors and initialized variables."""
         return dict(self._constants)
 
-    def replace(self, **changes: Any) -> "Model":
+    def replace(self, **changes: Any) -> Model:
         """A copy with constructor arguments replaced (``tensors=``, ``operators=``, ...)."""
         args = {
-            "tensors": self.tensors, "operators": self.operators, "inputs": self.inputs,
-            "outputs": self.outputs, "constants": self._constants,
-            "signature_key": self.signature_key, "signature_names": self.signature_names,
+            "tensors": self.tensors,
+            "operators": self.operators,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "constants": self._constants,
+            "signature_key": self.signature_key,
+            "signature_names": self.signature_names,
         }
         args.update(changes)
         return Model(**args)
@@ -266,7 +267,7 @@ class Model:
                 return self._constants.get(i)
         raise KeyError(name)
 
-    def with_params(self, params: Mapping[str, Any]) -> "Model":
+    def with_params(self, params: Mapping[str, Any]) -> Model:
         """A copy whose constant tensors take the values in `params` (e.g. after training)."""
         constants = dict(self._constants)
         index = {t.name: i for i, t in enumerate(self.tensors)}
@@ -279,10 +280,7 @@ class Model:
         return [op.opcode for op in self.operators]
 
     def __repr__(self) -> str:
-        return (
-            f"Model(inputs={self.input_names}, outputs={self.output_names}, "
-            f"operators={self.opcodes})"
-        )
+        return f"Model(inputs={self.input_names}, outputs={self.output_names}, operators={self.opcodes})"
 
 
 # Sequence ops with a time_major option -> input positions of their aux (sequence) input.

@@ -15,6 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm import _spec
+from jaxlstm.model.graph import Operator
+from jaxlstm.ops._activations import activation
+from jaxlstm.ops._precision import FLOAT32
+from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
 from jaxlstm.ops.lstm import (
     LSTMOptions,
     LSTMState,
@@ -31,10 +35,6 @@ from jaxlstm.ops.rnn import (
     rnn,
     unidirectional_sequence_rnn,
 )
-from jaxlstm.ops._activations import activation
-from jaxlstm.ops._precision import FLOAT32
-from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
-from jaxlstm.model.graph import Operator
 
 Kernel = Callable[[Operator, list], tuple[list, dict[int, Any]]]
 KERNELS: dict[str, Kernel] = {}
@@ -81,16 +81,21 @@ def _lstm_options(op: Operator, time_major_default: bool) -> LSTMOptions:
 
 def _lstm_weights(named: dict[str, Any], prefix: str = "") -> LSTMWeights:
     fields = {f: named[prefix + f] for f in _spec.LSTM_INPUTS if prefix + f in named}
-    fields.update(
-        {f"aux_{k[len(prefix) + 4:]}": v for k, v in named.items() if k.startswith(prefix + "aux_")}
-    )
+    fields.update({f"aux_{k[len(prefix) + 4 :]}": v for k, v in named.items() if k.startswith(prefix + "aux_")})
     fields = {k: v for k, v in fields.items() if k not in ("input", "output_state", "cell_state")}
     missing = [
         prefix + f
-        for f in ("input_to_forget_weights", "input_to_cell_weights", "input_to_output_weights",
-                  "recurrent_to_forget_weights", "recurrent_to_cell_weights",
-                  "recurrent_to_output_weights", "forget_gate_bias", "cell_gate_bias",
-                  "output_gate_bias")
+        for f in (
+            "input_to_forget_weights",
+            "input_to_cell_weights",
+            "input_to_output_weights",
+            "recurrent_to_forget_weights",
+            "recurrent_to_cell_weights",
+            "recurrent_to_output_weights",
+            "forget_gate_bias",
+            "cell_gate_bias",
+            "output_gate_bias",
+        )
         if f not in fields
     ]
     if missing:
@@ -130,14 +135,22 @@ def _bidirectional_lstm(op: Operator, args: list):
     named = _named(_spec.BIDIRECTIONAL_LSTM_INPUTS, args)
     fw = _lstm_weights(named, "fw_")
     bw = _lstm_weights(named, "bw_")
-    fw_state = LSTMState(named["fw_output_state"].reshape(-1, fw.n_output),
-                                  named["fw_cell_state"].reshape(-1, fw.n_cell))
-    bw_state = LSTMState(named["bw_output_state"].reshape(-1, bw.n_output),
-                                  named["bw_cell_state"].reshape(-1, bw.n_cell))
+    fw_state = LSTMState(
+        named["fw_output_state"].reshape(-1, fw.n_output), named["fw_cell_state"].reshape(-1, fw.n_cell)
+    )
+    bw_state = LSTMState(
+        named["bw_output_state"].reshape(-1, bw.n_output), named["bw_cell_state"].reshape(-1, bw.n_cell)
+    )
     merge = bool(op.option("merge_outputs", False))
     outputs, (fw_final, bw_final) = bidirectional_sequence_lstm(
-        named["input"], fw, bw, fw_state, bw_state, named.get("aux_input"),
-        options=_lstm_options(op, time_major_default=False), merge_outputs=merge,
+        named["input"],
+        fw,
+        bw,
+        fw_state,
+        bw_state,
+        named.get("aux_input"),
+        options=_lstm_options(op, time_major_default=False),
+        merge_outputs=merge,
     )
     updates = {
         35: fw_final.output_state.reshape(named["fw_output_state"].shape),
@@ -170,14 +183,22 @@ def _rnn(op: Operator, args: list):
 def _bidirectional_rnn(op: Operator, args: list):
     named = _named(_spec.BIDIRECTIONAL_RNN_INPUTS, args)
     weights = [
-        RNNWeights(named[f"{d}_input_weights"], named[f"{d}_recurrent_weights"],
-                           named[f"{d}_bias"], named.get(f"{d}_aux_input_weights"))
+        RNNWeights(
+            named[f"{d}_input_weights"],
+            named[f"{d}_recurrent_weights"],
+            named[f"{d}_bias"],
+            named.get(f"{d}_aux_input_weights"),
+        )
         for d in ("fw", "bw")
     ]
     h = [named[f"{d}_hidden_state"].reshape(-1, w.n_units) for d, w in zip(("fw", "bw"), weights)]
     outputs, (h_fw, h_bw) = bidirectional_sequence_rnn(
-        named["input"], *weights, *h, named.get("aux_input"),
-        options=_rnn_options(op), merge_outputs=bool(op.option("merge_outputs", False)),
+        named["input"],
+        *weights,
+        *h,
+        named.get("aux_input"),
+        options=_rnn_options(op),
+        merge_outputs=bool(op.option("merge_outputs", False)),
     )
     return list(outputs), {
         4: h_fw.reshape(named["fw_hidden_state"].shape),
@@ -337,7 +358,6 @@ def _gather(op: Operator, args: list):
     if op.option("batch_dims", 0):
         raise NotImplementedError("GATHER with batch_dims != 0 is not supported")
     return [jnp.take(_dense(args[0]), args[1], axis=op.option("axis", 0))], {}
-
 
 
 @kernel("SPLIT")

@@ -12,8 +12,13 @@ from collections import Counter
 from jaxlstm.model.graph import NO_TENSOR, Model, Operator, options_tuple
 
 LSTM_OPCODES = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM")
-_SHARED_LSTM_OPTIONS = ("fused_activation_function", "cell_clip", "proj_clip", "time_major",
-                        "asymmetric_quantize_inputs")
+_SHARED_LSTM_OPTIONS = (
+    "fused_activation_function",
+    "cell_clip",
+    "proj_clip",
+    "time_major",
+    "asymmetric_quantize_inputs",
+)
 _LAYER_NORM_SLOTS = range(20, 24)  # LSTM inputs 20-23 (the bidirectional op has none)
 # input_to_forget_weights [n_cell, n_input], recurrent_to_forget_weights [n_cell, n_output]:
 # LiteRT's bidirectional kernel checks the backward weights against the forward sizes.
@@ -92,7 +97,7 @@ def _find_bidirectional_pair(model: Model, operators: list[Operator]):
         axis = model.constant(model.tensors[op.inputs[1]].name)
         return axis is not None and [int(a) for a in axis.reshape(-1)] in ([time_axis], [time_axis - 3])
 
-    for concat_at, concat in enumerate(operators):
+    for concat in operators:
         if concat.opcode != "CONCATENATION" or len(concat.inputs) != 2:
             continue
         for fw_out, bw_out in (concat.inputs, concat.inputs[::-1]):
@@ -112,10 +117,8 @@ def _find_bidirectional_pair(model: Model, operators: list[Operator]):
             private = (rev_in.outputs[0], bw.outputs[0], rev_out.outputs[0], fw.outputs[0])
             if (
                 any(fw.option(k) != bw.option(k) for k in _SHARED_LSTM_OPTIONS)
-                or any(model.tensors[fw.inputs[s]].shape != model.tensors[bw.inputs[s]].shape
-                       for s in _SIZE_SLOTS)
-                or any(len(op.inputs) > s and op.inputs[s] != NO_TENSOR
-                       for op in (fw, bw) for s in _LAYER_NORM_SLOTS)
+                or any(model.tensors[fw.inputs[s]].shape != model.tensors[bw.inputs[s]].shape for s in _SIZE_SLOTS)
+                or any(len(op.inputs) > s and op.inputs[s] != NO_TENSOR for op in (fw, bw) for s in _LAYER_NORM_SLOTS)
                 or len(model.tensors[fw.inputs[0]].shape) != 3
                 or not (reverse_axis_ok(rev_in, time_axis) and reverse_axis_ok(rev_out, time_axis))
                 or any(uses[t] != 1 for t in private)
@@ -124,11 +127,23 @@ def _find_bidirectional_pair(model: Model, operators: list[Operator]):
             n = _N_DIRECTION_INPUTS
             bidirectional = Operator(
                 "BIDIRECTIONAL_SEQUENCE_LSTM",
-                (fw.inputs[0], *fw.inputs[1:n + 1], *bw.inputs[1:n + 1],
-                 fw.inputs[18], fw.inputs[19], bw.inputs[18], bw.inputs[19], *[NO_TENSOR] * 9),
+                (
+                    fw.inputs[0],
+                    *fw.inputs[1 : n + 1],
+                    *bw.inputs[1 : n + 1],
+                    fw.inputs[18],
+                    fw.inputs[19],
+                    bw.inputs[18],
+                    bw.inputs[19],
+                    *[NO_TENSOR] * 9,
+                ),
                 (fw.outputs[0], rev_out.outputs[0]),
-                options_tuple({**{k: fw.option(k) for k in _SHARED_LSTM_OPTIONS
-                                  if fw.option(k) is not None}, "merge_outputs": False}),
+                options_tuple(
+                    {
+                        **{k: fw.option(k) for k in _SHARED_LSTM_OPTIONS if fw.option(k) is not None},
+                        "merge_outputs": False,
+                    }
+                ),
             )
             return {fw_at, bw_at, rev_in_at, rev_out_at}, bidirectional
     return None
@@ -145,10 +160,12 @@ def _prune_unused_tensors(model: Model) -> Model:
     def remap(indices: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(NO_TENSOR if t == NO_TENSOR else new_index[t] for t in indices)
 
-    operators = [
-        dataclasses.replace(op, inputs=remap(op.inputs), outputs=remap(op.outputs))
-        for op in model.operators
-    ]
+    operators = [dataclasses.replace(op, inputs=remap(op.inputs), outputs=remap(op.outputs)) for op in model.operators]
     constants = {new_index[i]: v for i, v in model.constants.items() if i in new_index}
-    return model.replace(tensors=[model.tensors[i] for i in keep], operators=operators,
-                         inputs=remap(model.inputs), outputs=remap(model.outputs), constants=constants)
+    return model.replace(
+        tensors=[model.tensors[i] for i in keep],
+        operators=operators,
+        inputs=remap(model.inputs),
+        outputs=remap(model.outputs),
+        constants=constants,
+    )

@@ -74,9 +74,7 @@ from jaxlstm.ops.rnn import (
 State = Any  # LSTMState, or the RNN hidden state [B, n_units]
 
 # The tensors of one LSTM direction, in TFLite input order (weights and layer norm).
-LSTM_PARAM_NAMES = tuple(
-    f.name for f in dataclasses.fields(LSTMWeights) if not f.name.startswith("aux_")
-)
+LSTM_PARAM_NAMES = tuple(f.name for f in dataclasses.fields(LSTMWeights) if not f.name.startswith("aux_"))
 RNN_PARAM_NAMES = ("input_weights", "recurrent_weights", "bias")
 GRU_PARAM_NAMES = tuple(f.name for f in dataclasses.fields(GRUWeights))
 
@@ -107,13 +105,10 @@ class _Family:
         )
 
 
-_LSTM = _Family(
-    unidirectional_sequence_lstm, lstm, zero_state, lambda s: LSTMState(*map(jnp.asarray, s))
-)
+_LSTM = _Family(unidirectional_sequence_lstm, lstm, zero_state, lambda s: LSTMState(*map(jnp.asarray, s)))
 _RNN = _Family(
     unidirectional_sequence_rnn, rnn, lambda w, batch: jnp.zeros((batch, w.n_units), jnp.float32), jnp.asarray
 )
-
 
 
 def _gru_step(x_t: jax.Array, weights: GRUWeights, h: jax.Array, *, options: GRUOptions):
@@ -173,12 +168,12 @@ def run_direction(
     steps; `reverse` runs from each row's last valid step back to step 0.
     """
     options = options.replace(time_major=True)
-    T, B = x.shape[:2]
     if state is None:
-        state = family.zero_state(weights, B)
+        state = family.zero_state(weights, x.shape[1])
     if reverse:
         x = flip_sequences(x, seq_lengths)
     if seq_lengths is None:
+
         def run(x_chunk, s, t0):
             return family.sequence_op(x_chunk, weights, s, options=options)
     else:
@@ -306,10 +301,7 @@ def _check_option(layer: str, ok: bool, message: str) -> None:
 def _check_input(layer: str, x: jax.Array, in_features: int, time_major: bool) -> None:
     layout = "[T, B, in_features]" if time_major else "[B, T, in_features]"
     if x.ndim != 3 or x.shape[-1] != in_features:
-        raise ValueError(
-            f"{layer}: input has shape {tuple(x.shape)}, expected {layout} with "
-            f"in_features={in_features}"
-        )
+        raise ValueError(f"{layer}: input has shape {tuple(x.shape)}, expected {layout} with in_features={in_features}")
 
 
 def _check_lengths(layer: str, seq_lengths: jax.Array | None, batch: int) -> jax.Array | None:
@@ -377,8 +369,7 @@ class _RecurrentLayer(nnx.Module, _Exportable):
     remat: bool = False
     remat_chunk_size: int | None = None
 
-    def _init_common(self, in_features: int, time_major: bool, remat: bool,
-                     remat_chunk_size: int | None) -> None:
+    def _init_common(self, in_features: int, time_major: bool, remat: bool, remat_chunk_size: int | None) -> None:
         """Sets the attributes shared by every layer."""
         self.in_features = in_features
         self.time_major = time_major
@@ -398,8 +389,14 @@ class _RecurrentLayer(nnx.Module, _Exportable):
 
     def _direction(self, x, weights, state, seq_lengths, reverse=False):
         return run_direction(
-            self._family, x, weights, state, self.options, seq_lengths=seq_lengths,
-            reverse=reverse, remat_chunk_size=self._chunk(x.shape[0]),
+            self._family,
+            x,
+            weights,
+            state,
+            self.options,
+            seq_lengths=seq_lengths,
+            reverse=reverse,
+            remat_chunk_size=self._chunk(x.shape[0]),
         )
 
 
@@ -433,7 +430,9 @@ class _Unidirectional(_RecurrentLayer):
         weights = self.weights()
         initial_state = self._family.state(initial_state)
         if seq_lengths is None and not self.remat:  # exactly the exported op
-            y, state = self._family.sequence_op(x, weights, initial_state, options=self.options.replace(time_major=True))
+            y, state = self._family.sequence_op(
+                x, weights, initial_state, options=self.options.replace(time_major=True)
+            )
         else:
             y, state = self._direction(x, weights, initial_state, seq_lengths)
         y = _to_time_major(y, self.time_major)
@@ -464,8 +463,7 @@ class _Bidirectional(_RecurrentLayer):
         """Sets the shared attributes and builds the ``fw`` and ``bw`` sub-layers alike."""
         self._init_common(in_features, time_major, remat, remat_chunk_size)
         self.merge_outputs = merge_outputs
-        kwargs = dict(time_major=time_major, remat=remat, remat_chunk_size=remat_chunk_size,
-                      rngs=rngs, **options)
+        kwargs = dict(time_major=time_major, remat=remat, remat_chunk_size=remat_chunk_size, rngs=rngs, **options)
         self.fw = direction(in_features, size, **kwargs)
         self.bw = direction(in_features, size, **kwargs)
         self.output_size = 2 * self.fw.output_size
@@ -521,8 +519,7 @@ class _Bidirectional(_RecurrentLayer):
         if self.merge_outputs:
             return outputs[0] if len(outputs) == 1 else builder.add_concatenation(outputs, name=f"{name}/concat")
         raise NotImplementedError(
-            f"{type(self).__name__}(merge_outputs=False) has two outputs; export needs one: "
-            "use merge_outputs=True"
+            f"{type(self).__name__}(merge_outputs=False) has two outputs; export needs one: use merge_outputs=True"
         )
 
 
@@ -591,23 +588,43 @@ class LSTM(_Unidirectional):
         rngs: nnx.Rngs,
     ):
         layer = type(self).__name__
-        _check_lstm_options(layer, in_features, hidden_size, projection_size, use_projection_bias,
-                            cell_clip, proj_clip, activation, remat_chunk_size)
+        _check_lstm_options(
+            layer,
+            in_features,
+            hidden_size,
+            projection_size,
+            use_projection_bias,
+            cell_clip,
+            proj_clip,
+            activation,
+            remat_chunk_size,
+        )
         _check_matmul_dtype(layer, matmul_dtype, ())
         self._init_common(in_features, time_major, remat, remat_chunk_size)
         self.matmul_dtype = None if matmul_dtype is None else jnp.dtype(matmul_dtype)
         self.hidden_size = hidden_size
         self.output_size = projection_size or hidden_size
         self.options = LSTMOptions(
-            fused_activation_function=activation, cell_clip=float(cell_clip),
-            proj_clip=float(proj_clip), time_major=time_major,
+            fused_activation_function=activation,
+            cell_clip=float(cell_clip),
+            proj_clip=float(proj_clip),
+            time_major=time_major,
         )
-        _set_params(self, _lstm_init(
-            rngs.params(), in_features, hidden_size, self.output_size,
-            use_cifg=use_cifg, use_peephole=use_peephole, use_projection=projection_size is not None,
-            use_projection_bias=use_projection_bias, use_layer_norm=use_layer_norm,
-            unit_forget_bias=unit_forget_bias,
-        ))
+        _set_params(
+            self,
+            _lstm_init(
+                rngs.params(),
+                in_features,
+                hidden_size,
+                self.output_size,
+                use_cifg=use_cifg,
+                use_peephole=use_peephole,
+                use_projection=projection_size is not None,
+                use_projection_bias=use_projection_bias,
+                use_layer_norm=use_layer_norm,
+                unit_forget_bias=unit_forget_bias,
+            ),
+        )
 
     def weights(self) -> LSTMWeights:
         """The parameters as `LSTMWeights` (the op's constant tensors)."""
@@ -661,9 +678,17 @@ class BidirectionalLSTM(_Bidirectional):
                 "layer-norm inputs; use LSTM(..., use_layer_norm=True) for each direction "
                 "(the backward one on a reversed input) and concatenate"
             )
-        self._init_directions(LSTM, in_features, hidden_size, merge_outputs=merge_outputs,
-                              time_major=time_major, remat=remat, remat_chunk_size=remat_chunk_size,
-                              rngs=rngs, **lstm_options)
+        self._init_directions(
+            LSTM,
+            in_features,
+            hidden_size,
+            merge_outputs=merge_outputs,
+            time_major=time_major,
+            remat=remat,
+            remat_chunk_size=remat_chunk_size,
+            rngs=rngs,
+            **lstm_options,
+        )
 
     def _bidirectional_op(self, x, fw_w, bw_w, fw_state, bw_state, options):
         return bidirectional_sequence_lstm(
@@ -675,9 +700,7 @@ class BidirectionalLSTM(_Bidirectional):
         fw, bw = self.weights()
         # LiteRT mis-addresses the state of batch-major merged outputs (SPEC_TFLITE_OPS §4):
         # merge in the op only when time-major.
-        outputs = builder.add_bidirectional_lstm(
-            x, fw, bw, self.options, merge_outputs=self.time_major, name=name
-        )
+        outputs = builder.add_bidirectional_lstm(x, fw, bw, self.options, merge_outputs=self.time_major, name=name)
         return self._add_merged(builder, outputs, name)
 
 
@@ -719,8 +742,11 @@ class SimpleRNN(_Unidirectional):
     ):
         layer = type(self).__name__
         _check_sizes(layer, in_features=in_features, units=units)
-        _check_option(layer, activation in ACTIVATION_CODES,
-                      f"activation={activation!r} is not a schema activation; use one of {tuple(ACTIVATION_CODES)}")
+        _check_option(
+            layer,
+            activation in ACTIVATION_CODES,
+            f"activation={activation!r} is not a schema activation; use one of {tuple(ACTIVATION_CODES)}",
+        )
         _check_sizes(layer, remat_chunk_size=remat_chunk_size)
         self._init_common(in_features, time_major, remat, remat_chunk_size)
         self.units = units
@@ -765,9 +791,17 @@ class BidirectionalRNN(_Bidirectional):
         remat_chunk_size: int | None = None,
         rngs: nnx.Rngs,
     ):
-        self._init_directions(SimpleRNN, in_features, units, merge_outputs=merge_outputs,
-                              time_major=time_major, remat=remat, remat_chunk_size=remat_chunk_size,
-                              rngs=rngs, activation=activation)
+        self._init_directions(
+            SimpleRNN,
+            in_features,
+            units,
+            merge_outputs=merge_outputs,
+            time_major=time_major,
+            remat=remat,
+            remat_chunk_size=remat_chunk_size,
+            rngs=rngs,
+            activation=activation,
+        )
 
     def _bidirectional_op(self, x, fw_w, bw_w, fw_state, bw_state, options):
         return bidirectional_sequence_rnn(x, fw_w, bw_w, fw_state, bw_state, options=options)
@@ -829,13 +863,18 @@ class GRU(_Unidirectional):
         layer = type(self).__name__
         _check_sizes(layer, in_features=in_features, units=units, remat_chunk_size=remat_chunk_size)
         for name, value in (("activation", activation), ("recurrent_activation", recurrent_activation)):
-            _check_option(layer, value in GRU_ACTIVATIONS,
-                          f"{name}={value!r} is not supported; use one of {GRU_ACTIVATIONS}")
+            _check_option(
+                layer, value in GRU_ACTIVATIONS, f"{name}={value!r} is not supported; use one of {GRU_ACTIVATIONS}"
+            )
         self._init_common(in_features, time_major, remat, remat_chunk_size)
         self.units = units
         self.output_size = units
-        self.options = GRUOptions(reset_after=reset_after, activation=activation,
-                                  recurrent_activation=recurrent_activation, time_major=time_major)
+        self.options = GRUOptions(
+            reset_after=reset_after,
+            activation=activation,
+            recurrent_activation=recurrent_activation,
+            time_major=time_major,
+        )
         _set_params(self, _gru_init(rngs.params(), in_features, units, reset_after))
 
     def weights(self) -> GRUWeights:
@@ -878,9 +917,17 @@ class BidirectionalGRU(_Bidirectional):
         rngs: nnx.Rngs,
         **gru_options: Any,
     ):
-        self._init_directions(GRU, in_features, units, merge_outputs=merge_outputs,
-                              time_major=time_major, remat=remat, remat_chunk_size=remat_chunk_size,
-                              rngs=rngs, **gru_options)
+        self._init_directions(
+            GRU,
+            in_features,
+            units,
+            merge_outputs=merge_outputs,
+            time_major=time_major,
+            remat=remat,
+            remat_chunk_size=remat_chunk_size,
+            rngs=rngs,
+            **gru_options,
+        )
 
     def _bidirectional_op(self, x, fw_w, bw_w, fw_state, bw_state, options):
         fw_y, fw_h = gru(x, fw_w, fw_state, options=options)
@@ -890,8 +937,10 @@ class BidirectionalGRU(_Bidirectional):
     def add_to(self, builder: ModelBuilder, x: Ref, name: str = "bidirectional_gru") -> Ref:
         """Adds both unrolled directions and their concatenation over `x` to `builder`."""
         fw, bw = self.weights()
-        outputs = [builder.add_gru(x, fw, self.options, name=f"{name}/fw"),
-                   builder.add_gru(x, bw, self.options, reverse=True, keep_order=True, name=f"{name}/bw")]
+        outputs = [
+            builder.add_gru(x, fw, self.options, name=f"{name}/fw"),
+            builder.add_gru(x, bw, self.options, reverse=True, keep_order=True, name=f"{name}/bw"),
+        ]
         return self._add_merged(builder, outputs, name)
 
 
@@ -904,13 +953,29 @@ def _check_sizes(layer: str, **sizes: int | None) -> None:
             raise ValueError(f"{layer}: {name}={value!r} must be a positive int")
 
 
-def _check_lstm_options(layer, in_features, hidden_size, projection_size, use_projection_bias,
-                        cell_clip, proj_clip, activation, remat_chunk_size) -> None:
-    _check_sizes(layer, in_features=in_features, hidden_size=hidden_size, projection_size=projection_size,
-                 remat_chunk_size=remat_chunk_size)
-    _check_option(layer, activation in LSTM_ACTIVATIONS,
-                  f"activation={activation!r} is not supported by the LSTM ops; use one of "
-                  f"{LSTM_ACTIVATIONS}")
+def _check_lstm_options(
+    layer,
+    in_features,
+    hidden_size,
+    projection_size,
+    use_projection_bias,
+    cell_clip,
+    proj_clip,
+    activation,
+    remat_chunk_size,
+) -> None:
+    _check_sizes(
+        layer,
+        in_features=in_features,
+        hidden_size=hidden_size,
+        projection_size=projection_size,
+        remat_chunk_size=remat_chunk_size,
+    )
+    _check_option(
+        layer,
+        activation in LSTM_ACTIVATIONS,
+        f"activation={activation!r} is not supported by the LSTM ops; use one of {LSTM_ACTIVATIONS}",
+    )
     for name, clip in (("cell_clip", cell_clip), ("proj_clip", proj_clip)):
         _check_option(layer, clip >= 0, f"{name}={clip} must be >= 0 (0 disables clipping)")
     if projection_size is None:

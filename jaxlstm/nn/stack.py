@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxlstm.model import ModelBuilder, Ref
-from jaxlstm.nn.recurrent import _Exportable, _RecurrentLayer, _check_lengths
+from jaxlstm.nn.recurrent import _check_lengths, _Exportable, _RecurrentLayer
 
 
 class LastTimeStep(nnx.Module):

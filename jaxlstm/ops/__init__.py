@@ -24,9 +24,9 @@ from jaxlstm.ops.rnn import unidirectional_sequence_rnn as unidirectional_sequen
 __all__ = (
     "ACTIVATIONS",
     "GATES",
+    "GRU_GATES",
     "GRUOptions",
     "GRUWeights",
-    "GRU_GATES",
     "LSTMOptions",
     "LSTMState",
     "LSTMWeights",

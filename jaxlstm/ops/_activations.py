@@ -40,9 +40,7 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown fused activation {name!r}; expected one of {sorted(ACTIVATIONS)}"
-        ) from None
+        raise ValueError(f"unknown fused activation {name!r}; expected one of {sorted(ACTIVATIONS)}") from None
 
 
 def clip(x: jax.Array, limit: float) -> jax.Array:

@@ -11,9 +11,7 @@ def shape_of(value: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in value.shape)
 
 
-def check_shape(
-    op: str, name: str, value: Any, expected: tuple[int, ...], meaning: str
-) -> None:
+def check_shape(op: str, name: str, value: Any, expected: tuple[int, ...], meaning: str) -> None:
     """Raises ValueError naming `name` when `value.shape` differs from `expected`.
 
     Args:
@@ -30,9 +28,7 @@ def check_shape(
 
 def check_rank(op: str, name: str, value: Any, ranks: tuple[int, ...], meaning: str) -> None:
     if len(value.shape) not in ranks:
-        raise ValueError(
-            f"{op}: {name} has shape {shape_of(value)} (rank {len(value.shape)}), expected {meaning}"
-        )
+        raise ValueError(f"{op}: {name} has shape {shape_of(value)} (rank {len(value.shape)}), expected {meaning}")
 
 
 def check_float(op: str, name: str, value: Any) -> None:
@@ -42,16 +38,12 @@ def check_float(op: str, name: str, value: Any) -> None:
 
 def check_clip(op: str, name: str, value: float) -> None:
     if not value >= 0:  # also rejects NaN
-        raise ValueError(
-            f"{op}: {name}={value} is invalid; it must be >= 0 (0 means no clipping)"
-        )
+        raise ValueError(f"{op}: {name}={value} is invalid; it must be >= 0 (0 means no clipping)")
 
 
 def check_activation(op: str, name: str, allowed: tuple[str, ...]) -> None:
     if name not in allowed:
-        raise ValueError(
-            f"{op}: fused_activation_function={name!r} is not supported; use one of {allowed}"
-        )
+        raise ValueError(f"{op}: fused_activation_function={name!r} is not supported; use one of {allowed}")
 
 
 def require(op: str, condition: bool, message: str) -> None:

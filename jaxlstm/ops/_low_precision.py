@@ -44,8 +44,12 @@ def _contract(x, w, *, dtype):
 
 def _abstract_eval(x, w, *, dtype):
     out, _ = dot_general_p.abstract_eval(  # shapes, and shard_map's varying-axes types
-        x.update(dtype=dtype), w.update(dtype=dtype), dimension_numbers=(((x.ndim - 1,), (1,)), ((), ())),
-        precision=None, preferred_element_type=jnp.result_type(x.dtype, w.dtype), out_sharding=None,
+        x.update(dtype=dtype),
+        w.update(dtype=dtype),
+        dimension_numbers=(((x.ndim - 1,), (1,)), ((), ())),
+        precision=None,
+        preferred_element_type=jnp.result_type(x.dtype, w.dtype),
+        out_sharding=None,
     )
     return out
 

@@ -77,9 +77,7 @@ def quantize_symmetric(weights: np.ndarray | jax.Array) -> QuantizedTensor:
     return QuantizedTensor(q, np.float32(value_range / np.float32(127)))
 
 
-def quantize_rows(
-    x: jax.Array, asymmetric: bool
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+def quantize_rows(x: jax.Array, asymmetric: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Quantizes each row of `x` to int8 (TFLite `BatchQuantizeFloats`).
 
     Args:
@@ -120,9 +118,7 @@ def quantize_rows(
         zero_point_from_max = 127.0 - rmax / scale
         from_min_error = 128.0 + jnp.abs(rmin / scale)
         from_max_error = 127.0 + jnp.abs(rmax / scale)
-        zero_point = jnp.where(
-            from_min_error < from_max_error, zero_point_from_min, zero_point_from_max
-        )
+        zero_point = jnp.where(from_min_error < from_max_error, zero_point_from_min, zero_point_from_max)
         zero_point = jnp.clip(round_half_away(zero_point), -128, 127)
         zero_point = jnp.where(empty, 0, zero_point).astype(jnp.int32)
         scaling_factor = jnp.where(empty, 1.0, scale).astype(jnp.float32)
@@ -135,9 +131,7 @@ def quantize_rows(
     return q, scaling_factor, zero_point
 
 
-def hybrid_matmul(
-    x: jax.Array, weights: jax.Array, row_scales: jax.Array, asymmetric: bool
-) -> jax.Array:
+def hybrid_matmul(x: jax.Array, weights: jax.Array, row_scales: jax.Array, asymmetric: bool) -> jax.Array:
     """``x @ weights.T`` the hybrid way: per-row int8 inputs, int32 dots, float scaling.
 
     Args:
@@ -150,9 +144,7 @@ def hybrid_matmul(
       float32 [B, m]: ``float(dot - row_sum * zero_point) * (scaling_factor * row_scale)``.
     """
     q, scaling_factor, zero_point = quantize_rows(x, asymmetric)
-    dot = jax.lax.dot_general(
-        q, weights, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32
-    )
+    dot = jax.lax.dot_general(q, weights, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32)
     if asymmetric:
         row_sums = jnp.sum(weights.astype(jnp.int32), axis=1)
         dot = dot - zero_point[:, None] * row_sums[None, :]

@@ -87,7 +87,7 @@ class GRUWeights:
         bias: jax.Array | None,
         recurrent_bias: jax.Array | None,
         gate_order: str,
-    ) -> "GRUWeights":
+    ) -> GRUWeights:
         """Splits packed [3 * n_units, k] matrices (TFLite/PyTorch layout, ``W @ x``).
 
         Args:
@@ -125,7 +125,7 @@ class GRUWeights:
         recurrent_kernel: jax.Array,
         bias: jax.Array | None,
         reset_after: bool = True,
-    ) -> "GRUWeights":
+    ) -> GRUWeights:
         """Keras 3 / tf_keras `GRU` weights (blocks z, r, h; used as ``x @ kernel``).
 
         Args:
@@ -142,8 +142,9 @@ class GRUWeights:
         if bias is not None:
             bias = xp.asarray(bias)
             expected = (2, kernel.shape[-1]) if reset_after else (kernel.shape[-1],)
-            _checks.check_shape("GRUWeights.from_keras", "bias", bias, expected,
-                                f"{expected} for reset_after={reset_after}")
+            _checks.check_shape(
+                "GRUWeights.from_keras", "bias", bias, expected, f"{expected} for reset_after={reset_after}"
+            )
             if reset_after:
                 bias, recurrent_bias = bias[0], bias[1]
         return cls.from_packed(kernel.T, recurrent_kernel.T, bias, recurrent_bias, "zrn")
@@ -155,7 +156,7 @@ class GRUWeights:
         weight_hh: jax.Array,
         bias_ih: jax.Array | None = None,
         bias_hh: jax.Array | None = None,
-    ) -> "GRUWeights":
+    ) -> GRUWeights:
         """PyTorch `nn.GRU` tensors of one layer and direction (blocks r, z, n; reset-after).
 
         Args:
@@ -167,7 +168,7 @@ class GRUWeights:
         return cls.from_packed(weight_ih, weight_hh, bias_ih, bias_hh, "rzn")
 
     @classmethod
-    def from_flax_linen(cls, params: Mapping[str, Any]) -> "GRUWeights":
+    def from_flax_linen(cls, params: Mapping[str, Any]) -> GRUWeights:
         """Flax linen `GRUCell` params (reset-after; use ``GRUOptions(reset_after=True)``).
 
         Args:
@@ -193,7 +194,7 @@ class GRUWeights:
         return cls(**fields)
 
     @classmethod
-    def from_flax_nnx(cls, cell: Any) -> "GRUWeights":
+    def from_flax_nnx(cls, cell: Any) -> GRUWeights:
         """A flax nnx `GRUCell` (blocks r, z, n; no recurrent bias at all).
 
         Args:
@@ -244,10 +245,20 @@ def check_weights(op: str, w: GRUWeights, options: GRUOptions, n_input: int) -> 
         raise ValueError(f"{op}: input_to_update_weights has n_units=0 rows; n_units must be > 0")
     size = f"n_units={units}"
     for gate in GRU_GATES:
-        _checks.check_shape(op, f"input_to_{gate}_weights", getattr(w, f"input_to_{gate}_weights"),
-                            (units, n_input), f"({size}, n_input={n_input})")
-        _checks.check_shape(op, f"recurrent_to_{gate}_weights", getattr(w, f"recurrent_to_{gate}_weights"),
-                            (units, units), f"({size}, {size})")
+        _checks.check_shape(
+            op,
+            f"input_to_{gate}_weights",
+            getattr(w, f"input_to_{gate}_weights"),
+            (units, n_input),
+            f"({size}, n_input={n_input})",
+        )
+        _checks.check_shape(
+            op,
+            f"recurrent_to_{gate}_weights",
+            getattr(w, f"recurrent_to_{gate}_weights"),
+            (units, units),
+            f"({size}, {size})",
+        )
         for name in (f"{gate}_gate_bias", f"recurrent_{gate}_gate_bias"):
             v = getattr(w, name)
             if v is not None:
@@ -351,8 +362,9 @@ def gru(
         x = input if options.time_major else jnp.swapaxes(input, 0, 1)
         if h0 is None:
             h0 = jnp.zeros((x.shape[1], weights.n_units), input.dtype)
-        _checks.check_shape(op, "h0", h0, (x.shape[1], weights.n_units),
-                            f"(n_batch={x.shape[1]}, n_units={weights.n_units})")
+        _checks.check_shape(
+            op, "h0", h0, (x.shape[1], weights.n_units), f"(n_batch={x.shape[1]}, n_units={weights.n_units})"
+        )
         y, h = _gru_scan(x, weights, h0, options, reverse)
         if reverse and not keep_order:
             y = y[::-1]

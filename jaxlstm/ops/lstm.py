@@ -92,7 +92,7 @@ class LSTMWeights:
         recurrent_kernel: jax.Array,
         bias: jax.Array,
         gate_order: str = "ifco",
-    ) -> "LSTMWeights":
+    ) -> LSTMWeights:
         """Splits packed gate matrices (Keras layout) into per-gate TFLite tensors.
 
         Args:
@@ -196,9 +196,7 @@ class LSTMState(NamedTuple):
 
 def zero_state(weights: LSTMWeights, batch: int, dtype=jnp.float32) -> LSTMState:
     """An all-zero `LSTMState` for `batch` rows, like a freshly allocated interpreter."""
-    return LSTMState(
-        jnp.zeros((batch, weights.n_output), dtype), jnp.zeros((batch, weights.n_cell), dtype)
-    )
+    return LSTMState(jnp.zeros((batch, weights.n_output), dtype), jnp.zeros((batch, weights.n_cell), dtype))
 
 
 # ----------------------------------------------------------------------------- validation
@@ -218,8 +216,12 @@ def check_weights(op: str, w: LSTMWeights, options: LSTMOptions, n_input: int) -
     _checks.check_clip(op, "cell_clip", options.cell_clip)
     _checks.check_clip(op, "proj_clip", options.proj_clip)
     missing = [name for name in _REQUIRED_WEIGHTS if getattr(w, name) is None]
-    _checks.require(op, not missing, f"required weights {missing} are None; every LSTM needs the forget, cell "
-                    "and output gates' input_to_*, recurrent_to_* weights and *_gate_bias")
+    _checks.require(
+        op,
+        not missing,
+        f"required weights {missing} are None; every LSTM needs the forget, cell "
+        "and output gates' input_to_*, recurrent_to_* weights and *_gate_bias",
+    )
     n_cell = w.n_cell
     if n_cell == 0:
         raise ValueError(f"{op}: input_to_output_weights has n_cell=0 rows; n_cell must be > 0")
@@ -228,8 +230,7 @@ def check_weights(op: str, w: LSTMWeights, options: LSTMOptions, n_input: int) -
     _checks.require(
         op,
         (w.input_to_input_weights is None) == (w.recurrent_to_input_weights is None),
-        "input_to_input_weights and recurrent_to_input_weights must both be given "
-        "(full LSTM) or both be None (CIFG)",
+        "input_to_input_weights and recurrent_to_input_weights must both be given (full LSTM) or both be None (CIFG)",
     )
     _checks.require(
         op,
@@ -242,8 +243,7 @@ def check_weights(op: str, w: LSTMWeights, options: LSTMOptions, n_input: int) -
         (peep[0] is None) == (peep[1] is None)
         and (w.cell_to_input_weights is None or peep[0] is not None)
         and (cifg or (w.cell_to_input_weights is None) == (peep[0] is None)),
-        "peephole weights must be given for every gate (cell_to_input_weights may be "
-        "omitted under CIFG) or for none",
+        "peephole weights must be given for every gate (cell_to_input_weights may be omitted under CIFG) or for none",
     )
     _checks.require(
         op,
@@ -258,8 +258,7 @@ def check_weights(op: str, w: LSTMWeights, options: LSTMOptions, n_input: int) -
     if any(v is not None for v in ln) or w.input_layer_norm_coefficients is not None:
         _checks.require(
             op,
-            all(v is not None for v in ln)
-            and (w.input_layer_norm_coefficients is None) == cifg,
+            all(v is not None for v in ln) and (w.input_layer_norm_coefficients is None) == cifg,
             "layer norm needs forget, cell and output layer_norm_coefficients, and "
             "input_layer_norm_coefficients exactly when the input gate exists (no CIFG)",
         )
@@ -310,9 +309,7 @@ def check_weights(op: str, w: LSTMWeights, options: LSTMOptions, n_input: int) -
             continue
         if not isinstance(v, QuantizedTensor):
             _checks.check_float(op, field.name, v)
-        if isinstance(v, QuantizedTensor) != hybrid and not (
-            field.name.startswith("recurrent") and len(v.shape) == 1
-        ):
+        if isinstance(v, QuantizedTensor) != hybrid and not (field.name.startswith("recurrent") and len(v.shape) == 1):
             raise TypeError(
                 f"{op}: {field.name} is {'int8' if isinstance(v, QuantizedTensor) else 'float'} "
                 f"but input_to_forget_weights is {'int8' if hybrid else 'float'}; all weight "
@@ -322,11 +319,17 @@ def check_weights(op: str, w: LSTMWeights, options: LSTMOptions, n_input: int) -
 
 def _check_state(op: str, prefix: str, state: LSTMState, batch: int, w: LSTMWeights) -> None:
     _checks.check_shape(
-        op, f"{prefix}output_state", state.output_state, (batch, w.n_output),
+        op,
+        f"{prefix}output_state",
+        state.output_state,
+        (batch, w.n_output),
         f"(n_batch={batch}, n_output={w.n_output})",
     )
     _checks.check_shape(
-        op, f"{prefix}cell_state", state.cell_state, (batch, w.n_cell),
+        op,
+        f"{prefix}cell_state",
+        state.cell_state,
+        (batch, w.n_cell),
         f"(n_batch={batch}, n_cell={w.n_cell})",
     )
 
@@ -334,10 +337,16 @@ def _check_state(op: str, prefix: str, state: LSTMState, batch: int, w: LSTMWeig
 def _check_matmul_dtype(op: str, matmul_dtype, weights: tuple[LSTMWeights, ...]) -> None:
     if matmul_dtype is None:
         return
-    _checks.require(op, jnp.issubdtype(matmul_dtype, jnp.floating),
-                    f"matmul_dtype={matmul_dtype!r} is not a float dtype (e.g. jnp.bfloat16)")
-    _checks.require(op, not any(w.is_hybrid for w in weights),
-                    "matmul_dtype applies to float weights; hybrid (int8) weights use integer matmuls")
+    _checks.require(
+        op,
+        jnp.issubdtype(matmul_dtype, jnp.floating),
+        f"matmul_dtype={matmul_dtype!r} is not a float dtype (e.g. jnp.bfloat16)",
+    )
+    _checks.require(
+        op,
+        not any(w.is_hybrid for w in weights),
+        "matmul_dtype applies to float weights; hybrid (int8) weights use integer matmuls",
+    )
 
 
 # ----------------------------------------------------------------------------- the step
@@ -443,14 +452,21 @@ def _recurrent(h: jax.Array, r: jax.Array, matmul_dtype=None) -> jax.Array:
 def _hybrid(mats: list, asymmetric: bool):
     """Per-gate int8 matrices [n_cell, k] as one hybrid matmul ``x [N, k] -> [N, G * n_cell]``."""
     values = jnp.concatenate([m.values for m in mats])
-    scales = jnp.concatenate(
-        [jnp.broadcast_to(jnp.asarray(m.scale, jnp.float32), m.shape[:1]) for m in mats]
-    )
+    scales = jnp.concatenate([jnp.broadcast_to(jnp.asarray(m.scale, jnp.float32), m.shape[:1]) for m in mats])
     return lambda x: hybrid_matmul(x, values, scales, asymmetric)
 
 
-def _run(cell: _Cell, preactivation, project, vecs: dict, xs: tuple, state: LSTMState,
-         reverse: bool, unroll: int, residuals: bool = False):
+def _run(
+    cell: _Cell,
+    preactivation,
+    project,
+    vecs: dict,
+    xs: tuple,
+    state: LSTMState,
+    reverse: bool,
+    unroll: int,
+    residuals: bool = False,
+):
     """The time loop shared by the float and hybrid paths.
 
     Args:
@@ -543,9 +559,17 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
 
         def matmul(a: jax.Array) -> jax.Array:
             if batch_minor:
-                return jax.lax.dot_general(w, a.astype(w.dtype), (((1,), (0,)), ((), ())), precision=FLOAT32, preferred_element_type=out_dtype)
+                return jax.lax.dot_general(
+                    w, a.astype(w.dtype), (((1,), (0,)), ((), ())), precision=FLOAT32, preferred_element_type=out_dtype
+                )
             if transposed:
-                return jax.lax.dot_general(a.astype(w.dtype), w, (((a.ndim - 1,), (0,)), ((), ())), precision=FLOAT32, preferred_element_type=out_dtype)
+                return jax.lax.dot_general(
+                    a.astype(w.dtype),
+                    w,
+                    (((a.ndim - 1,), (0,)), ((), ())),
+                    precision=FLOAT32,
+                    preferred_element_type=out_dtype,
+                )
             # TFLite's layout, the tangent loop's: with matmul_dtype, cast in reverse mode too
             return _contract(a, w, cell.matmul_dtype).astype(out_dtype)
 
@@ -577,6 +601,7 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
         def preactivation(zx_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
             return tuple(map(jnp.add, zx_t, cell.split(recurrent(h))))
     elif batch_minor:
+
         def inputs(xs: tuple) -> tuple[jax.Array, ...]:
             return tuple(jnp.swapaxes(x, 1, 2) for x in xs)  # [T, k, B]: each step multiplies its own x_t
 
@@ -585,6 +610,7 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
         def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
             return cell.split(fused(jnp.concatenate(xs_t + (h,))))
     else:
+
         def inputs(xs: tuple) -> tuple:
             return xs  # each step multiplies its own x_t
 
@@ -603,17 +629,16 @@ def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _float_recurrence(cell: _Cell, reverse: bool, unroll: int, mats: dict, vecs: dict,
-                      xs: tuple, state: LSTMState) -> tuple[jax.Array, LSTMState]:
+def _float_recurrence(
+    cell: _Cell, reverse: bool, unroll: int, mats: dict, vecs: dict, xs: tuple, state: LSTMState
+) -> tuple[jax.Array, LSTMState]:
     """The float time loop; returns (ys [T, B, n_output], final state).
 
     mats: ``inputs`` (one [G * n_cell, k] per entry of xs), ``recurrent`` ([G * n_cell,
     n_output] or the diagonal [G * n_cell]) and ``projection`` ([n_output, n_cell] or None).
     """
     matmuls = _float_matmuls(cell, mats, batch=xs[0].shape[1])
-    ys, final, _ = _run(
-        cell, matmuls.preactivation, matmuls.project, vecs, matmuls.inputs(xs), state, reverse, unroll
-    )
+    ys, final, _ = _run(cell, matmuls.preactivation, matmuls.project, vecs, matmuls.inputs(xs), state, reverse, unroll)
     return ys, final
 
 
@@ -646,8 +671,15 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
     d_mats, d_vecs, d_xs, d_state = tangents
     matmuls = _float_matmuls(cell, mats, batch=xs[0].shape[1])
     ys, final, (h_in, z, c, m, p) = _run(
-        cell, matmuls.preactivation, matmuls.project, vecs, matmuls.inputs(xs), state,
-        reverse, unroll, residuals=True,
+        cell,
+        matmuls.preactivation,
+        matmuls.project,
+        vecs,
+        matmuls.inputs(xs),
+        state,
+        reverse,
+        unroll,
+        residuals=True,
     )
     d_vecs = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, vecs, d_vecs)
     d_xs = tuple(None if _is_zero(d) else d for d in d_xs)
@@ -704,8 +736,11 @@ def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tang
     d_weights = [d for d in jax.tree.leaves(d_mats, is_leaf=_is_zero) if not _is_zero(d)]
     d_state = vary_like(d_state, linear, linear_in, d_weights, d_vecs)
     d_final, d_ys = jax.lax.scan(
-        tangent_step, d_state, (linear, linear_in, z, c, p),
-        reverse=reverse, unroll=unroll,
+        tangent_step,
+        d_state,
+        (linear, linear_in, z, c, p),
+        reverse=reverse,
+        unroll=unroll,
     )
     return (ys, final), (d_ys, d_final)
 
@@ -741,19 +776,26 @@ def _lstm_scan(
     recurrent = stacked("recurrent_to_{}_weights")
     diagonal = len(recurrent[0].shape) == 1
     cell = _Cell(
-        gates, options.fused_activation_function, options.cell_clip, options.proj_clip,
-        w.use_layer_norm, diagonal, projection=w.use_projection, matmul_dtype=matmul_dtype,
+        gates,
+        options.fused_activation_function,
+        options.cell_clip,
+        options.proj_clip,
+        w.use_layer_norm,
+        diagonal,
+        projection=w.use_projection,
+        matmul_dtype=matmul_dtype,
         batch_minor=x.shape[1] >= _BATCH_MINOR_FROM and not (diagonal or w.is_hybrid),
     )
     vecs = {
         "bias": {g: getattr(w, f"{g}_gate_bias").astype(dtype) for g in gates},
         "peephole": {
             g: _float_vector(getattr(w, f"cell_to_{g}_weights")).astype(dtype)
-            for g in ("input", "forget", "output") if w.use_peephole and g in gates
+            for g in ("input", "forget", "output")
+            if w.use_peephole and g in gates
         },
-        "layer_norm": {
-            g: getattr(w, f"{g}_layer_norm_coefficients").astype(dtype) for g in gates
-        } if w.use_layer_norm else {},
+        "layer_norm": {g: getattr(w, f"{g}_layer_norm_coefficients").astype(dtype) for g in gates}
+        if w.use_layer_norm
+        else {},
     }
     if w.projection_bias is not None:
         vecs["projection_bias"] = w.projection_bias.astype(dtype)
@@ -877,9 +919,7 @@ def lstm(
         if state is None:
             state = zero_state(weights, input.shape[0], input.dtype)
         _check_state(op, "", state, input.shape[0], weights)
-        y, final = _lstm_scan(
-            input[None], weights, state, options.replace(time_major=True), matmul_dtype=matmul_dtype
-        )
+        y, final = _lstm_scan(input[None], weights, state, options.replace(time_major=True), matmul_dtype=matmul_dtype)
         return y[0], final
 
 
@@ -959,7 +999,8 @@ def bidirectional_sequence_lstm(
     for prefix, w in (("fw_", fw_weights), ("bw_", bw_weights)):
         _checks.require(op, not w.use_layer_norm, f"{prefix}weights: the bidirectional op has no layer norm inputs")
     _checks.require(
-        op, fw_weights.use_aux_weights == bw_weights.use_aux_weights,
+        op,
+        fw_weights.use_aux_weights == bw_weights.use_aux_weights,
         "aux weights must be given for both directions or for neither",
     )
     if fw_weights.use_aux_weights:
@@ -969,15 +1010,28 @@ def bidirectional_sequence_lstm(
     if aux_input is not None:
         _checks.check_rank(op, "aux_input", aux_input, (3,), "the input's layout [T, B, n_aux]")
         if bw_reads_aux:
-            _checks.check_shape(op, "aux_input", aux_input, input.shape, f"{tuple(input.shape)} (the input's shape: bw reads it as its input)")
+            _checks.check_shape(
+                op,
+                "aux_input",
+                aux_input,
+                input.shape,
+                f"{tuple(input.shape)} (the input's shape: bw reads it as its input)",
+            )
         else:
-            _checks.check_shape(op, "aux_input", aux_input, input.shape[:2] + aux_input.shape[2:], f"{tuple(input.shape[:2])} + (n_aux,)")
+            _checks.check_shape(
+                op,
+                "aux_input",
+                aux_input,
+                input.shape[:2] + aux_input.shape[2:],
+                f"{tuple(input.shape[:2])} + (n_aux,)",
+            )
     check_weights(op, fw_weights, options, input.shape[-1])
     check_weights(op, bw_weights, options, input.shape[-1])
     _check_matmul_dtype(op, matmul_dtype, (fw_weights, bw_weights))
     # bidirectional_sequence_lstm.cc checks the backward tensors against the forward sizes.
     _checks.require(
-        op, (bw_weights.n_cell, bw_weights.n_output) == (fw_weights.n_cell, fw_weights.n_output),
+        op,
+        (bw_weights.n_cell, bw_weights.n_output) == (fw_weights.n_cell, fw_weights.n_output),
         f"bw_weights have (n_cell, n_output) = {(bw_weights.n_cell, bw_weights.n_output)}, but TFLite "
         f"requires the forward sizes {(fw_weights.n_cell, fw_weights.n_output)}",
     )
@@ -985,8 +1039,13 @@ def bidirectional_sequence_lstm(
         if cross_link:
             for g in w.gates:
                 a = getattr(w, f"aux_input_to_{g}_weights")
-                _checks.check_shape(op, f"{prefix}aux_input_to_{g}_weights", a, (w.n_cell, aux_input.shape[-1]),
-                                    f"(n_cell={w.n_cell}, n_aux={aux_input.shape[-1]})")
+                _checks.check_shape(
+                    op,
+                    f"{prefix}aux_input_to_{g}_weights",
+                    a,
+                    (w.n_cell, aux_input.shape[-1]),
+                    f"(n_cell={w.n_cell}, n_aux={aux_input.shape[-1]})",
+                )
 
     with jax.named_scope(f"jaxlstm.{op}"):
         x = _to_time_major(input, options.time_major)
@@ -999,8 +1058,9 @@ def bidirectional_sequence_lstm(
         speed = dict(unroll=unroll, matmul_dtype=matmul_dtype)
         fw_y, fw_final = _lstm_scan(x, fw_weights, fw_state, options, a if cross_link else None, **speed)
         bw_x = a if bw_reads_aux else x
-        bw_y, bw_final = _lstm_scan(bw_x, bw_weights, bw_state, options, a if cross_link else None,
-                                    reverse=True, **speed)
+        bw_y, bw_final = _lstm_scan(
+            bw_x, bw_weights, bw_state, options, a if cross_link else None, reverse=True, **speed
+        )
         fw_y = _to_time_major(fw_y, options.time_major)
         bw_y = _to_time_major(bw_y, options.time_major)
         outputs = (jnp.concatenate([fw_y, bw_y], axis=-1),) if merge_outputs else (fw_y, bw_y)

@@ -76,8 +76,12 @@ def check_weights(op: str, prefix: str, w: RNNWeights, options: RNNOptions, n_in
     units = w.n_units
     if units == 0:
         raise ValueError(f"{op}: {prefix}input_weights has n_units=0 rows; n_units must be > 0")
-    _checks.check_shape(op, f"{prefix}input_weights", w.input_weights, (units, n_input), f"(n_units={units}, n_input={n_input})")
-    _checks.check_shape(op, f"{prefix}recurrent_weights", w.recurrent_weights, (units, units), f"(n_units={units}, n_units={units})")
+    _checks.check_shape(
+        op, f"{prefix}input_weights", w.input_weights, (units, n_input), f"(n_units={units}, n_input={n_input})"
+    )
+    _checks.check_shape(
+        op, f"{prefix}recurrent_weights", w.recurrent_weights, (units, units), f"(n_units={units}, n_units={units})"
+    )
     _checks.check_shape(op, f"{prefix}bias", w.bias, (units,), f"(n_units={units},)")
     _checks.check_float(op, f"{prefix}bias", w.bias)
     for name in ("input_weights", "recurrent_weights"):
@@ -205,7 +209,7 @@ def _aux_as_read(aux: jax.Array, n_input: int, time_major: bool, hybrid: bool) -
         starts = jnp.arange(T)[:, None] * (n_input * B) + jnp.arange(B)[None, :] * n_aux
     else:
         B, T = aux.shape[:2]
-        starts = (jnp.arange(B)[None, :] * (n_input * T) + jnp.arange(T)[:, None] * n_input)
+        starts = jnp.arange(B)[None, :] * (n_input * T) + jnp.arange(T)[:, None] * n_input
     return flat[starts[..., None] + jnp.arange(n_aux)]
 
 
@@ -243,7 +247,8 @@ def bidirectional_sequence_rnn(
     check_weights(op, "fw_", fw_weights, options, n_input)
     check_weights(op, "bw_", bw_weights, options, n_input)
     _checks.require(
-        op, (fw_weights.aux_input_weights is None) == (bw_weights.aux_input_weights is None),
+        op,
+        (fw_weights.aux_input_weights is None) == (bw_weights.aux_input_weights is None),
         "aux_input_weights must be given for both directions or for neither",
     )
     cross_link = fw_weights.aux_input_weights is not None
@@ -251,13 +256,26 @@ def bidirectional_sequence_rnn(
         _checks.require(op, aux_input is not None, "aux_input_weights are given but aux_input is None")
     if aux_input is not None:
         _checks.check_rank(op, "aux_input", aux_input, (3,), "the input's layout")
-        _checks.check_shape(op, "aux_input", aux_input, input.shape[:2] + aux_input.shape[2:], f"{tuple(input.shape[:2])} + (n_aux,)")
+        _checks.check_shape(
+            op, "aux_input", aux_input, input.shape[:2] + aux_input.shape[2:], f"{tuple(input.shape[:2])} + (n_aux,)"
+        )
         if not cross_link:
-            _checks.check_shape(op, "aux_input", aux_input, input.shape, f"{tuple(input.shape)} (the input's shape: bw reads it as its input)")
+            _checks.check_shape(
+                op,
+                "aux_input",
+                aux_input,
+                input.shape,
+                f"{tuple(input.shape)} (the input's shape: bw reads it as its input)",
+            )
         for prefix, w in (("fw_", fw_weights), ("bw_", bw_weights)):
             if cross_link:
-                _checks.check_shape(op, f"{prefix}aux_input_weights", w.aux_input_weights, (w.n_units, aux_input.shape[-1]),
-                                    f"(n_units={w.n_units}, n_aux={aux_input.shape[-1]})")
+                _checks.check_shape(
+                    op,
+                    f"{prefix}aux_input_weights",
+                    w.aux_input_weights,
+                    (w.n_units, aux_input.shape[-1]),
+                    f"(n_units={w.n_units}, n_aux={aux_input.shape[-1]})",
+                )
     time_major = options.time_major
     hybrid = fw_weights.is_hybrid
     x = _to_time_major(input, time_major)

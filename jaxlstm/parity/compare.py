@@ -106,8 +106,15 @@ class ParityReport:
         """A table with one line per comparison, the notes and the verdict."""
         header = ("case", "pair", "output", "max_abs", "max_rel", "tolerance", "result")
         rows = [header] + [
-            (e.case, e.pair, e.output, f"{e.max_abs:.3g}", f"{e.max_rel:.3g}", f"{e.tolerance:g}",
-             "pass" if e.passed else "FAIL" + (" (known quirk: cell_clip=10)" if e.note else ""))
+            (
+                e.case,
+                e.pair,
+                e.output,
+                f"{e.max_abs:.3g}",
+                f"{e.max_rel:.3g}",
+                f"{e.tolerance:g}",
+                "pass" if e.passed else "FAIL" + (" (known quirk: cell_clip=10)" if e.note else ""),
+            )
             for e in self.errors
         ]
         widths = [max(len(r[k]) for r in rows) for k in range(len(header) - 1)]
@@ -192,13 +199,22 @@ def compare(
                 bar.set_description(f"{case}: {name}")
                 results[name] = _as_outputs(run(xs), output_names, name)
                 bar.update()
-            errors += _case_errors(case, results, output_names, time_axis, tolerance, source_tolerance,
-                                   None if unclipped is None else lambda xs=xs: unclipped(*xs))
+            errors += _case_errors(
+                case,
+                results,
+                output_names,
+                time_axis,
+                tolerance,
+                source_tolerance,
+                None if unclipped is None else lambda xs=xs: unclipped(*xs),
+            )
     notes = ()
     if any(e.note for e in errors):
-        notes = ("the source and LiteRT differ where the LSTM cell state passes 10; that is "
-                 "TFLiteConverter's cell_clip=10 on LSTMs from Keras (Keras never clips). "
-                 "`jaxlstm convert MODEL.tflite --strip-cell-clip -o fixed.tflite` matches Keras.",)
+        notes = (
+            "the source and LiteRT differ where the LSTM cell state passes 10; that is "
+            "TFLiteConverter's cell_clip=10 on LSTMs from Keras (Keras never clips). "
+            "`jaxlstm convert MODEL.tflite --strip-cell-clip -o fixed.tflite` matches Keras.",
+        )
     return ParityReport(tuple(errors), hybrid, steps, notes)
 
 
@@ -400,8 +416,9 @@ def _case_errors(
                     unclipped_outputs = [np.asarray(y) for y in unclipped()]
                 _, rel_unclipped, _ = _error(ya, unclipped_outputs[k], time_axis)
                 if rel_unclipped <= tol:
-                    note = (f"cell_clip=10 quirk: jaxlstm without the clip matches the source "
-                            f"(max_rel {rel_unclipped:.2g})")
+                    note = (
+                        f"cell_clip=10 quirk: jaxlstm without the clip matches the source (max_rel {rel_unclipped:.2g})"
+                    )
             errors.append(OutputError(case, f"{a} vs {b}", name, max_abs, max_rel, tol, passed, per_step, note))
     return errors
 

@@ -20,9 +20,7 @@ SCHEMA_VERSION = 3  # Model.version written by every current converter
 PLACEHOLDER_FOR_GREATER_OP_CODES = 127
 SIGNATURE_KEY = "serving_default"
 
-OPCODE_NAMES: dict[int, str] = {
-    v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")
-}
+OPCODE_NAMES: dict[int, str] = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 OPCODES: dict[str, int] = {v: k for k, v in OPCODE_NAMES.items()}
 
 # Builtin options table of each operator jaxlstm reads and writes (None: the op has no options).
@@ -127,9 +125,7 @@ def dict_to_options(opcode: str, options: dict[str, Any]) -> tuple[int, Any]:
       ValueError: an option that the op's options table does not have.
     """
     if opcode not in OPTIONS:
-        raise NotImplementedError(
-            f"cannot export operator {opcode}; exportable operators: {sorted(OPTIONS)}"
-        )
+        raise NotImplementedError(f"cannot export operator {opcode}; exportable operators: {sorted(OPTIONS)}")
     table = OPTIONS[opcode]
     if table is None:
         if options:

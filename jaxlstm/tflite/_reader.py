@@ -24,11 +24,23 @@ from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.tflite import _format
 
 # Recurrent ops: accepted input counts and the input positions that must be present.
-_LSTM_REQUIRED = tuple(_spec.LSTM_INPUTS.index(n) for n in (
-    "input", "input_to_forget_weights", "input_to_cell_weights", "input_to_output_weights",
-    "recurrent_to_forget_weights", "recurrent_to_cell_weights", "recurrent_to_output_weights",
-    "forget_gate_bias", "cell_gate_bias", "output_gate_bias", "output_state", "cell_state",
-))
+_LSTM_REQUIRED = tuple(
+    _spec.LSTM_INPUTS.index(n)
+    for n in (
+        "input",
+        "input_to_forget_weights",
+        "input_to_cell_weights",
+        "input_to_output_weights",
+        "recurrent_to_forget_weights",
+        "recurrent_to_cell_weights",
+        "recurrent_to_output_weights",
+        "forget_gate_bias",
+        "cell_gate_bias",
+        "output_gate_bias",
+        "output_state",
+        "cell_state",
+    )
+)
 _BIDI_LSTM_REQUIRED = (0, *(p + off for off in (0, 17) for p in _LSTM_REQUIRED[1:10]), 35, 36, 37, 38)
 _RECURRENT: dict[str, tuple[tuple[int, ...], tuple[str, ...], tuple[int, ...]]] = {
     # opcode: (input counts, input names, required positions)
@@ -81,9 +93,7 @@ def _unpack(buf: bytes) -> Any:
     if len(buf) < 8:
         raise ValueError(f"not a .tflite file: {len(buf)} bytes is shorter than a flatbuffer header")
     if buf[4:8] != _format.FILE_IDENTIFIER:
-        raise ValueError(
-            f"not a .tflite file: file identifier {buf[4:8]!r}, expected {_format.FILE_IDENTIFIER!r}"
-        )
+        raise ValueError(f"not a .tflite file: file identifier {buf[4:8]!r}, expected {_format.FILE_IDENTIFIER!r}")
     try:
         root = schema.Model.GetRootAs(buf, 0)
         counts = [root.BuffersLength(), root.OperatorCodesLength(), root.SubgraphsLength()]
@@ -129,8 +139,13 @@ class _Importer:
             raise ValueError(f"subgraph outputs {missing} are never computed")
         operators = _fold_state_initializers(operators, tensors, constants)
         return Model(
-            tensors, operators, inputs, outputs, constants,
-            signature_key=self._signature_key(), signature_names=self._signature_names(inputs, outputs),
+            tensors,
+            operators,
+            inputs,
+            outputs,
+            constants,
+            signature_key=self._signature_key(),
+            signature_names=self._signature_names(inputs, outputs),
         )
 
     # -- opcodes and tensors ---------------------------------------------------------------
@@ -172,11 +187,18 @@ class _Importer:
             is_variable = bool(t.isVariable)
             if is_variable and dtype != "float32":
                 raise NotImplementedError(f"{what} ({name!r}) is a {dtype} variable; only float32 state is supported")
-            tensors.append(Tensor(
-                name, tuple(-1 if d < 0 else d for d in signature), dtype,
-                None if scale is None else (float(scale) if np.ndim(scale) == 0 else tuple(np.ravel(scale).tolist())),
-                0, is_variable,
-            ))
+            tensors.append(
+                Tensor(
+                    name,
+                    tuple(-1 if d < 0 else d for d in signature),
+                    dtype,
+                    None
+                    if scale is None
+                    else (float(scale) if np.ndim(scale) == 0 else tuple(np.ravel(scale).tolist())),
+                    0,
+                    is_variable,
+                )
+            )
             if raw and is_variable:  # the interpreter refuses these too
                 raise ValueError(f"{what} ({name!r}) is a variable tensor with a buffer")
             if raw:
@@ -197,8 +219,10 @@ class _Importer:
         if buffer.offset > 1:  # data stored after the flatbuffer (models over 2 GB)
             end = buffer.offset + buffer.size
             if end > len(self.buf):
-                raise ValueError(f"buffer {index} spans bytes [{buffer.offset}, {end}), past the end of the {len(self.buf)}-byte file")
-            return self.buf[buffer.offset:end]
+                raise ValueError(
+                    f"buffer {index} spans bytes [{buffer.offset}, {end}), past the end of the {len(self.buf)}-byte file"
+                )
+            return self.buf[buffer.offset : end]
         return b"" if buffer.data is None else np.asarray(buffer.data, np.uint8).tobytes()
 
     @staticmethod
@@ -215,14 +239,18 @@ class _Importer:
         if dtype != "int8":
             return None  # float tensors may carry calibration ranges; they do not change values
         if np.any(zero_point != 0):
-            raise NotImplementedError(f"{what}: int8 tensors with a non-zero zero point (asymmetric or full-integer quantization) are not supported")
+            raise NotImplementedError(
+                f"{what}: int8 tensors with a non-zero zero point (asymmetric or full-integer quantization) are not supported"
+            )
         if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
             raise ValueError(f"{what} has invalid quantization scale(s) {scale[:4].tolist()}")
         if scale.size == 1:
             return scale.reshape(())
         axis = int(q.quantizedDimension)
         if not 0 <= axis < len(shape) or shape[axis] != scale.size:
-            raise ValueError(f"{what} has {scale.size} per-channel scales for quantized_dimension {axis} of shape {list(shape)}")
+            raise ValueError(
+                f"{what} has {scale.size} per-channel scales for quantized_dimension {axis} of shape {list(shape)}"
+            )
         return scale.reshape([-1 if a == axis else 1 for a in range(len(shape))])
 
     @staticmethod
@@ -253,13 +281,19 @@ class _Importer:
 
     # -- operators -------------------------------------------------------------------------
 
-    def _operator(self, position: int, raw: Any, opcodes: list[str], tensors: list[Tensor], available: set[int]) -> Operator:
+    def _operator(
+        self, position: int, raw: Any, opcodes: list[str], tensors: list[Tensor], available: set[int]
+    ) -> Operator:
         if not 0 <= raw.opcodeIndex < len(opcodes):
-            raise ValueError(f"operator {position} has opcode index {raw.opcodeIndex}, out of range [0, {len(opcodes)})")
+            raise ValueError(
+                f"operator {position} has opcode index {raw.opcodeIndex}, out of range [0, {len(opcodes)})"
+            )
         opcode = opcodes[raw.opcodeIndex]
         where = f"operator {position} ({opcode})"
         if opcode.startswith("CUSTOM:"):
-            raise NotImplementedError(f"operator {position} is the custom operator {opcode[7:]!r}, which jaxlstm does not support")
+            raise NotImplementedError(
+                f"operator {position} is the custom operator {opcode[7:]!r}, which jaxlstm does not support"
+            )
         if opcode not in KERNELS:
             raise NotImplementedError(f"{where} is not supported by jaxlstm; supported operators: {sorted(KERNELS)}")
         inputs = _ints(raw.inputs)
@@ -292,7 +326,9 @@ class _Importer:
             raise type(e)(f"{where}: {e}") from None
 
     @staticmethod
-    def _check_recurrent(where: str, opcode: str, options: dict, inputs: tuple[int, ...], tensors: list[Tensor]) -> None:
+    def _check_recurrent(
+        where: str, opcode: str, options: dict, inputs: tuple[int, ...], tensors: list[Tensor]
+    ) -> None:
         if opcode not in _RECURRENT:
             return
         basic = opcode == "LSTM" and options.get("kernel_type", "FULL") == "BASIC"
@@ -342,8 +378,14 @@ class _Importer:
         return names[0], names[1]
 
 
-def _check_state_shapes(where: str, options: dict, inputs: tuple[int, ...], tensors: list[Tensor],
-                        names: tuple[str, ...], states: tuple[str, ...]) -> None:
+def _check_state_shapes(
+    where: str,
+    options: dict,
+    inputs: tuple[int, ...],
+    tensors: list[Tensor],
+    names: tuple[str, ...],
+    states: tuple[str, ...],
+) -> None:
     """Checks each state tensor against [n_batch, size] as the kernels' Prepare does.
 
     n_batch is the input's batch dimension (axis 1 if time_major, else 0) and the size comes
@@ -378,7 +420,9 @@ def _state_fits(shape: tuple[int, ...], n_batch: int, size: int, flat_ok: bool) 
     return len(shape) == 2 and shape[1] == size and (shape[0] == n_batch or -1 in (shape[0], n_batch))
 
 
-def _fold_state_initializers(operators: list[Operator], tensors: list[Tensor], constants: dict[int, Any]) -> list[Operator]:
+def _fold_state_initializers(
+    operators: list[Operator], tensors: list[Tensor], constants: dict[int, Any]
+) -> list[Operator]:
     """Turns DEQUANTIZE(constant) -> variable tensor into the variable's initial value.
 
     The float16 converter writes the zero initial states this way. LiteRT dequantizes a
@@ -392,8 +436,7 @@ def _fold_state_initializers(operators: list[Operator], tensors: list[Tensor], c
         if source in constants and target != NO_TENSOR and tensors[target].is_variable:
             value = constants[source]
             value = value.dequantize() if isinstance(value, QuantizedTensor) else value
-            constants[target] = np.asarray(value, np.float32).reshape(
-                [max(d, 1) for d in tensors[target].shape])
+            constants[target] = np.asarray(value, np.float32).reshape([max(d, 1) for d in tensors[target].shape])
         else:
             kept.append(op)
     return kept

@@ -145,10 +145,7 @@ def quantize_dynamic_range(model: Model, min_elements: int, asymmetric: bool) ->
     is duplicated rather than changed under it."""
     constants = model.constants
     tensors = list(model.tensors)
-    float_weights = {
-        i for i, t in enumerate(tensors)
-        if i in constants and t.dtype == "float32" and not t.is_variable
-    }
+    float_weights = {i for i, t in enumerate(tensors) if i in constants and t.dtype == "float32" and not t.is_variable}
     plans = {}  # op position -> quantized input positions
     for position, op in enumerate(model.operators):
         slots = [s for s in QUANTIZABLE_INPUTS.get(op.opcode, ()) if s < len(op.inputs) and op.inputs[s] != NO_TENSOR]
@@ -160,7 +157,9 @@ def quantize_dynamic_range(model: Model, min_elements: int, asymmetric: bool) ->
             plans[position] = slots
     quantized_reads = {(p, s) for p, slots in plans.items() for s in slots}
     float_reads = {
-        op.inputs[s] for p, op in enumerate(model.operators) for s in range(len(op.inputs))
+        op.inputs[s]
+        for p, op in enumerate(model.operators)
+        for s in range(len(op.inputs))
         if (p, s) not in quantized_reads and op.inputs[s] != NO_TENSOR
     }
     replacement: dict[int, int] = {}
@@ -200,7 +199,7 @@ def fix_batch(model: Model, batch_size: int) -> Model:
     for i, t in enumerate(model.tensors):
         axis = axes.get(i, 0)
         if len(t.shape) > axis and t.shape[axis] < 0:
-            t = dataclasses.replace(t, shape=t.shape[:axis] + (batch_size,) + t.shape[axis + 1:])
+            t = dataclasses.replace(t, shape=t.shape[:axis] + (batch_size,) + t.shape[axis + 1 :])
         tensors.append(t)
     return model.replace(tensors=tensors)
 
@@ -249,8 +248,14 @@ def zero_state_each_invoke(model: Model) -> Model:
                         batch = _batch_of(operators, add, x, axes.get(x, 0), len(tensors[x].shape), prefix)
                     rest = add(prefix + "/zero_dims_rest", (len(shape) - 1,), "int32", np.asarray(shape[1:], np.int32))
                     dims = add(prefix + "/zero_dims", (len(shape),), "int32")
-                    operators.append(Operator("CONCATENATION", (batch, rest), (dims,), options_tuple(
-                        {"axis": 0, "fused_activation_function": "NONE"})))
+                    operators.append(
+                        Operator(
+                            "CONCATENATION",
+                            (batch, rest),
+                            (dims,),
+                            options_tuple({"axis": 0, "fused_activation_function": "NONE"}),
+                        )
+                    )
                 operators.append(Operator("FILL", (dims, zero), (state,)))
         operators.append(op)
     return model.replace(tensors=tensors, operators=operators, constants=constants)
@@ -265,10 +270,23 @@ def _batch_of(operators: list[Operator], add: Any, x: int, axis: int, rank: int,
         for n, v in (("begin", axis), ("end", axis + 1), ("strides", 1))
     )
     batch = add(prefix + "/batch", (1,), "int32")
-    operators.append(Operator("STRIDED_SLICE", (shape, begin, end, strides), (batch,), options_tuple({
-        "begin_mask": 0, "end_mask": 0, "ellipsis_mask": 0, "new_axis_mask": 0,
-        "shrink_axis_mask": 0, "offset": False,
-    })))
+    operators.append(
+        Operator(
+            "STRIDED_SLICE",
+            (shape, begin, end, strides),
+            (batch,),
+            options_tuple(
+                {
+                    "begin_mask": 0,
+                    "end_mask": 0,
+                    "ellipsis_mask": 0,
+                    "new_axis_mask": 0,
+                    "shrink_axis_mask": 0,
+                    "offset": False,
+                }
+            ),
+        )
+    )
     return batch
 
 
@@ -296,8 +314,11 @@ def avoid_litert_defects(model: Model) -> Model:
         if op.opcode == "BIDIRECTIONAL_SEQUENCE_RNN":
             hybrid = tensors[op.inputs[1]].dtype == "int8"
             aux, aux_weights = op.inputs[9], op.inputs[10]
-            if aux != NO_TENSOR and aux_weights != NO_TENSOR and (time_major or hybrid) and (
-                tensors[aux].shape[-1] < tensors[op.inputs[0]].shape[-1]
+            if (
+                aux != NO_TENSOR
+                and aux_weights != NO_TENSOR
+                and (time_major or hybrid)
+                and (tensors[aux].shape[-1] < tensors[op.inputs[0]].shape[-1])
             ):
                 raise NotImplementedError(
                     "BIDIRECTIONAL_SEQUENCE_RNN with aux weights and an aux input narrower than "
@@ -321,8 +342,14 @@ def avoid_litert_defects(model: Model) -> Model:
             halves.append(len(tensors) - 1)
         options = dict(op.options, merge_outputs=False)
         operators.append(dataclasses.replace(op, outputs=tuple(halves), options=options_tuple(options)))
-        operators.append(Operator("CONCATENATION", tuple(halves), op.outputs, options_tuple(
-            {"axis": len(out.shape) - 1, "fused_activation_function": "NONE"})))
+        operators.append(
+            Operator(
+                "CONCATENATION",
+                tuple(halves),
+                op.outputs,
+                options_tuple({"axis": len(out.shape) - 1, "fused_activation_function": "NONE"}),
+            )
+        )
     return model.replace(tensors=tensors, operators=operators)
 
 
@@ -456,6 +483,7 @@ def _tensor_map(name: str, index: int) -> Any:
 def op_version(model: Model, op: Operator) -> int:
     """The operator version TFLite's converter assigns (op_version.cc), from the
     input types and options."""
+
     def dtype(slot: int) -> str | None:
         if slot >= len(op.inputs) or op.inputs[slot] == NO_TENSOR:
             return None

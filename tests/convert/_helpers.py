@@ -15,9 +15,19 @@ ATOL = 1e-5
 # Builtin operators a converted recurrent model may contain: the fused recurrent ops and
 # the dense glue around them (no WHILE, no custom ops).
 FUSED_AND_GLUE = {
-    "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
-    "BIDIRECTIONAL_SEQUENCE_RNN", "STRIDED_SLICE", "REVERSE_V2", "CONCATENATION", "ADD", "MUL",
-    "FULLY_CONNECTED", "SOFTMAX", "TANH", "LOGISTIC",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM",
+    "BIDIRECTIONAL_SEQUENCE_LSTM",
+    "UNIDIRECTIONAL_SEQUENCE_RNN",
+    "BIDIRECTIONAL_SEQUENCE_RNN",
+    "STRIDED_SLICE",
+    "REVERSE_V2",
+    "CONCATENATION",
+    "ADD",
+    "MUL",
+    "FULLY_CONNECTED",
+    "SOFTMAX",
+    "TANH",
+    "LOGISTIC",
 }
 
 

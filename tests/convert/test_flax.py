@@ -29,23 +29,34 @@ def _randomized(params):
     leaves, tree = jax.tree_util.tree_flatten(params)
     rng = np.random.default_rng(4)
     return jax.tree_util.tree_unflatten(
-        tree, [rng.normal(scale=0.5, size=np.shape(v)).astype(np.float32) for v in leaves])
+        tree, [rng.normal(scale=0.5, size=np.shape(v)).astype(np.float32) for v in leaves]
+    )
 
 
 LINEN_CASES = [
     pytest.param(lambda: nn.RNN(nn.LSTMCell(HIDDEN)), False, id="rnn_lstm_cell"),
     pytest.param(lambda: nn.RNN(nn.OptimizedLSTMCell(HIDDEN, activation_fn=nn.relu)), False, id="rnn_optimized_relu"),
     pytest.param(lambda: nn.RNN(nn.SimpleCell(HIDDEN)), False, id="rnn_simple_cell"),
-    pytest.param(lambda: nn.RNN(nn.SimpleCell(HIDDEN, residual=True, activation_fn=jax.nn.relu6)), False,
-                 id="rnn_simple_cell_residual_relu6"),
+    pytest.param(
+        lambda: nn.RNN(nn.SimpleCell(HIDDEN, residual=True, activation_fn=jax.nn.relu6)),
+        False,
+        id="rnn_simple_cell_residual_relu6",
+    ),
     pytest.param(lambda: nn.RNN(nn.LSTMCell(HIDDEN), reverse=True), False, id="rnn_reverse"),
-    pytest.param(lambda: nn.RNN(nn.LSTMCell(HIDDEN), reverse=True, keep_order=True), False,
-                 id="rnn_reverse_keep_order"),
+    pytest.param(
+        lambda: nn.RNN(nn.LSTMCell(HIDDEN), reverse=True, keep_order=True), False, id="rnn_reverse_keep_order"
+    ),
     pytest.param(lambda: nn.RNN(nn.LSTMCell(HIDDEN), time_major=True), True, id="rnn_time_major"),
-    pytest.param(lambda: nn.Bidirectional(nn.RNN(nn.LSTMCell(HIDDEN)), nn.RNN(nn.OptimizedLSTMCell(3))), False,
-                 id="bidirectional_lstm"),
-    pytest.param(lambda: nn.Bidirectional(nn.RNN(nn.SimpleCell(HIDDEN)), nn.RNN(nn.SimpleCell(2)), time_major=True),
-                 True, id="bidirectional_simple_time_major"),
+    pytest.param(
+        lambda: nn.Bidirectional(nn.RNN(nn.LSTMCell(HIDDEN)), nn.RNN(nn.OptimizedLSTMCell(3))),
+        False,
+        id="bidirectional_lstm",
+    ),
+    pytest.param(
+        lambda: nn.Bidirectional(nn.RNN(nn.SimpleCell(HIDDEN)), nn.RNN(nn.SimpleCell(2)), time_major=True),
+        True,
+        id="bidirectional_simple_time_major",
+    ),
     pytest.param(lambda: nn.LSTMCell(HIDDEN), False, id="bare_lstm_cell"),
 ]
 
@@ -68,13 +79,20 @@ def test_linen_module_matches_flax(make, time_major):
 def _nnx_cases():
     rngs = nnx.Rngs(0)
     yield pytest.param(lambda: nnx.RNN(nnx.LSTMCell(N_INPUT, HIDDEN, rngs=rngs)), id="rnn_lstm_cell")
-    yield pytest.param(lambda: nnx.RNN(nnx.OptimizedLSTMCell(N_INPUT, HIDDEN, rngs=rngs), reverse=True),
-                       id="rnn_optimized_reverse")
-    yield pytest.param(lambda: nnx.RNN(nnx.SimpleCell(N_INPUT, HIDDEN, activation_fn=jax.nn.relu, rngs=rngs)),
-                       id="rnn_simple_relu")
-    yield pytest.param(lambda: nnx.Bidirectional(nnx.RNN(nnx.LSTMCell(N_INPUT, HIDDEN, rngs=rngs)),
-                                                 nnx.RNN(nnx.OptimizedLSTMCell(N_INPUT, 3, rngs=rngs)), rngs=rngs),
-                       id="bidirectional_lstm")
+    yield pytest.param(
+        lambda: nnx.RNN(nnx.OptimizedLSTMCell(N_INPUT, HIDDEN, rngs=rngs), reverse=True), id="rnn_optimized_reverse"
+    )
+    yield pytest.param(
+        lambda: nnx.RNN(nnx.SimpleCell(N_INPUT, HIDDEN, activation_fn=jax.nn.relu, rngs=rngs)), id="rnn_simple_relu"
+    )
+    yield pytest.param(
+        lambda: nnx.Bidirectional(
+            nnx.RNN(nnx.LSTMCell(N_INPUT, HIDDEN, rngs=rngs)),
+            nnx.RNN(nnx.OptimizedLSTMCell(N_INPUT, 3, rngs=rngs)),
+            rngs=rngs,
+        ),
+        id="bidirectional_lstm",
+    )
 
 
 @pytest.mark.parametrize("make", _nnx_cases())
@@ -85,12 +103,15 @@ def test_nnx_module_matches_flax(make):
     assert_converted_matches(from_flax(module, batch_size=BATCH), [x], [module(x)])
 
 
-@pytest.mark.parametrize("make", [
-    pytest.param(lambda: (nn.LSTMCell(HIDDEN), None), id="linen_lstm_cell"),
-    pytest.param(lambda: (nn.OptimizedLSTMCell(HIDDEN), None), id="linen_optimized"),
-    pytest.param(lambda: (nnx.LSTMCell(N_INPUT, HIDDEN, rngs=nnx.Rngs(0)), "nnx"), id="nnx_lstm_cell"),
-    pytest.param(lambda: (nnx.OptimizedLSTMCell(N_INPUT, HIDDEN, rngs=nnx.Rngs(0)), "nnx"), id="nnx_optimized"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: (nn.LSTMCell(HIDDEN), None), id="linen_lstm_cell"),
+        pytest.param(lambda: (nn.OptimizedLSTMCell(HIDDEN), None), id="linen_optimized"),
+        pytest.param(lambda: (nnx.LSTMCell(N_INPUT, HIDDEN, rngs=nnx.Rngs(0)), "nnx"), id="nnx_lstm_cell"),
+        pytest.param(lambda: (nnx.OptimizedLSTMCell(N_INPUT, HIDDEN, rngs=nnx.Rngs(0)), "nnx"), id="nnx_optimized"),
+    ],
+)
 def test_lstm_weights_step_matches_cell_with_carry(make):
     """One `jaxlstm.lstm` step from a nonzero state equals the cell's step: flax's carry is
     (c, h), `LSTMState` is (h, c)."""
@@ -127,8 +148,11 @@ UNSUPPORTED = [
     pytest.param(lambda: nn.RNN(nn.LSTMCell(HIDDEN, activation_fn=jax.nn.gelu)), "activation", id="gelu"),
     pytest.param(lambda: nn.RNN(nn.LSTMCell(HIDDEN), return_carry=True), "return_carry", id="return_carry"),
     pytest.param(lambda: nn.RNN(nn.LSTMCell(HIDDEN, carry_init=nn.initializers.ones)), "carry_init", id="carry_init"),
-    pytest.param(lambda: nn.Bidirectional(nn.RNN(nn.LSTMCell(HIDDEN)), nn.RNN(nn.LSTMCell(HIDDEN)),
-                                          merge_fn=lambda a, b: a + b), "merge_fn", id="custom_merge_fn"),
+    pytest.param(
+        lambda: nn.Bidirectional(nn.RNN(nn.LSTMCell(HIDDEN)), nn.RNN(nn.LSTMCell(HIDDEN)), merge_fn=lambda a, b: a + b),
+        "merge_fn",
+        id="custom_merge_fn",
+    ),
 ]
 
 
@@ -150,7 +174,6 @@ def test_nnx_rejects_params_and_linen_needs_them():
 
 def test_bfloat16_params_become_float32():
     cell = nn.LSTMCell(HIDDEN)
-    params = cell.init(jax.random.key(0), cell.initialize_carry(jax.random.key(1), (BATCH, N_INPUT)),
-                       _x()[:, 0])
+    params = cell.init(jax.random.key(0), cell.initialize_carry(jax.random.key(1), (BATCH, N_INPUT)), _x()[:, 0])
     weights, _ = lstm_weights_from_flax(cell, jax.tree_util.tree_map(lambda v: v.astype(jnp.bfloat16), params))
     assert weights.input_to_forget_weights.dtype == np.float32

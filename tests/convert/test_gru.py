@@ -21,8 +21,17 @@ from ._helpers import assert_outputs_close, tflite_opcodes
 BATCH, TIME, N_INPUT, HIDDEN = 2, 5, 3, 4
 # An unrolled GRU and the converters' glue (merges, Dense, softmax): builtin operators only.
 GRU_GRAPH_OPS = {
-    "FULLY_CONNECTED", "ADD", "MUL", "SUB", "LOGISTIC", "TANH", "SPLIT", "UNPACK", "PACK",
-    "CONCATENATION", "SOFTMAX",
+    "FULLY_CONNECTED",
+    "ADD",
+    "MUL",
+    "SUB",
+    "LOGISTIC",
+    "TANH",
+    "SPLIT",
+    "UNPACK",
+    "PACK",
+    "CONCATENATION",
+    "SOFTMAX",
 }
 
 
@@ -72,18 +81,37 @@ def _keras_outputs(model, x) -> list[np.ndarray]:
 
 KERAS_CASES = [
     pytest.param(lambda k: [_gru(k, 4, return_sequences=True)], id="gru_seq"),
-    pytest.param(lambda k: [_gru(k, 4, go_backwards=True, return_sequences=True, activation="relu")],
-                 id="gru_go_backwards_seq_relu"),
-    pytest.param(lambda k: [_gru(k, 4, go_backwards=True, use_bias=False, reset_after=False)],
-                 id="gru_reset_before_go_backwards_no_bias_last"),
+    pytest.param(
+        lambda k: [_gru(k, 4, go_backwards=True, return_sequences=True, activation="relu")],
+        id="gru_go_backwards_seq_relu",
+    ),
+    pytest.param(
+        lambda k: [_gru(k, 4, go_backwards=True, use_bias=False, reset_after=False)],
+        id="gru_reset_before_go_backwards_no_bias_last",
+    ),
     pytest.param(lambda k: [k.layers.Bidirectional(_gru(k, 3), merge_mode="sum")], id="bidi_sum_last"),
-    pytest.param(lambda k: [k.layers.Bidirectional(_gru(k, 3, reset_after=False, return_sequences=True),
-                                                   merge_mode=None)], id="bidi_reset_before_two_outputs"),
-    pytest.param(lambda k: [k.layers.Bidirectional(
-        _gru(k, 4, return_sequences=True), merge_mode="ave",
-        backward_layer=_gru(k, 4, go_backwards=True, return_sequences=True))], id="bidi_ave_backward_layer"),
-    pytest.param(lambda k: [k.layers.Bidirectional(_gru(k, 3, return_sequences=True)), _gru(k, 4),
-                            k.layers.Dense(2, activation="softmax")], id="stacked_bidi_concat_gru_dense"),
+    pytest.param(
+        lambda k: [k.layers.Bidirectional(_gru(k, 3, reset_after=False, return_sequences=True), merge_mode=None)],
+        id="bidi_reset_before_two_outputs",
+    ),
+    pytest.param(
+        lambda k: [
+            k.layers.Bidirectional(
+                _gru(k, 4, return_sequences=True),
+                merge_mode="ave",
+                backward_layer=_gru(k, 4, go_backwards=True, return_sequences=True),
+            )
+        ],
+        id="bidi_ave_backward_layer",
+    ),
+    pytest.param(
+        lambda k: [
+            k.layers.Bidirectional(_gru(k, 3, return_sequences=True)),
+            _gru(k, 4),
+            k.layers.Dense(2, activation="softmax"),
+        ],
+        id="stacked_bidi_concat_gru_dense",
+    ),
 ]
 
 
@@ -96,9 +124,12 @@ def test_keras3_gru_matches_keras(keras, layers):
 
 def test_keras3_gru_file_matches_live_model(keras, tmp_path):
     """The .keras reader finds GRU weights under their h5 names (gru, gru_1, bidirectional)."""
-    model = _keras_sequential(keras, _gru(keras, 4, return_sequences=True),
-                              _gru(keras, 3, return_sequences=True, reset_after=False),
-                              keras.layers.Bidirectional(_gru(keras, 2)))
+    model = _keras_sequential(
+        keras,
+        _gru(keras, 4, return_sequences=True),
+        _gru(keras, 3, return_sequences=True, reset_after=False),
+        keras.layers.Bidirectional(_gru(keras, 2)),
+    )
     path = tmp_path / "gru.keras"
     model.save(path)
     x = _x()
@@ -119,10 +150,13 @@ def test_keras3_time_steps_contradicting_the_model_raise_value_error(keras):
         from_keras(_keras_sequential(keras, _gru(keras, 2)), time_steps=7)
 
 
-@pytest.mark.parametrize("layer,feature", [
-    pytest.param(lambda k: _gru(k, 2, recurrent_activation="hard_sigmoid"), "'hard_sigmoid'", id="hard_sigmoid"),
-    pytest.param(lambda k: _gru(k, 2, activation="elu"), "'elu'", id="elu"),
-])
+@pytest.mark.parametrize(
+    "layer,feature",
+    [
+        pytest.param(lambda k: _gru(k, 2, recurrent_activation="hard_sigmoid"), "'hard_sigmoid'", id="hard_sigmoid"),
+        pytest.param(lambda k: _gru(k, 2, activation="elu"), "'elu'", id="elu"),
+    ],
+)
 def test_keras3_gru_unsupported_activation_raises(keras, layer, feature):
     with pytest.raises(NotImplementedError, match="Workaround") as error:
         from_keras(_keras_sequential(keras, layer(keras)))
@@ -133,13 +167,22 @@ def test_keras3_gru_unsupported_activation_raises(keras, layer, feature):
 
 
 def _tf_keras_cases():
-    yield pytest.param(lambda L: [L.GRU(4, time_major=True, return_sequences=True),
-                                  L.GRU(3, time_major=True, go_backwards=True, reset_after=False)],
-                       True, id="time_major_stack")
-    yield pytest.param(lambda L: [L.Bidirectional(L.GRU(3, time_major=True, return_sequences=True))],
-                       True, id="time_major_bidi_concat")
-    yield pytest.param(lambda L: [L.Bidirectional(L.GRU(3, reset_after=False), merge_mode="mul")],
-                       False, id="bidi_reset_before_mul_last")
+    yield pytest.param(
+        lambda L: [
+            L.GRU(4, time_major=True, return_sequences=True),
+            L.GRU(3, time_major=True, go_backwards=True, reset_after=False),
+        ],
+        True,
+        id="time_major_stack",
+    )
+    yield pytest.param(
+        lambda L: [L.Bidirectional(L.GRU(3, time_major=True, return_sequences=True))], True, id="time_major_bidi_concat"
+    )
+    yield pytest.param(
+        lambda L: [L.Bidirectional(L.GRU(3, reset_after=False), merge_mode="mul")],
+        False,
+        id="bidi_reset_before_mul_last",
+    )
 
 
 @pytest.mark.parametrize("layers,time_major", _tf_keras_cases())
@@ -217,11 +260,15 @@ def _randomized(params):
 
 LINEN_CASES = [
     pytest.param(lambda nn: nn.RNN(nn.GRUCell(HIDDEN)), False, id="rnn"),
-    pytest.param(lambda nn: nn.RNN(nn.GRUCell(HIDDEN, activation_fn=jax.nn.relu), reverse=True, keep_order=True),
-                 False, id="rnn_relu_reverse_keep_order"),
+    pytest.param(
+        lambda nn: nn.RNN(nn.GRUCell(HIDDEN, activation_fn=jax.nn.relu), reverse=True, keep_order=True),
+        False,
+        id="rnn_relu_reverse_keep_order",
+    ),
     pytest.param(lambda nn: nn.RNN(nn.GRUCell(HIDDEN), time_major=True), True, id="rnn_time_major"),
-    pytest.param(lambda nn: nn.Bidirectional(nn.RNN(nn.GRUCell(HIDDEN)), nn.RNN(nn.GRUCell(3))), False,
-                 id="bidirectional"),
+    pytest.param(
+        lambda nn: nn.Bidirectional(nn.RNN(nn.GRUCell(HIDDEN)), nn.RNN(nn.GRUCell(3))), False, id="bidirectional"
+    ),
     pytest.param(lambda nn: nn.GRUCell(HIDDEN), False, id="bare_cell"),
 ]
 

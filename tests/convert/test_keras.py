@@ -13,7 +13,11 @@ import pytest
 from jaxlstm.convert import from_keras
 
 from ._helpers import (
-    FUSED_AND_GLUE, assert_converted_matches, assert_outputs_close, run_exported, tflite_opcodes,
+    FUSED_AND_GLUE,
+    assert_converted_matches,
+    assert_outputs_close,
+    run_exported,
+    tflite_opcodes,
 )
 
 keras = pytest.importorskip("keras")
@@ -36,7 +40,7 @@ def _inputs() -> np.ndarray:
     return np.random.default_rng(0).normal(size=(BATCH, TIME, N_INPUT)).astype(np.float32)
 
 
-def _sequential(*layers) -> "keras.Model":
+def _sequential(*layers) -> keras.Model:
     """A Sequential on [BATCH?, TIME, N_INPUT] with seeded random weights (biases included)."""
     model = keras.Sequential([keras.Input((TIME, N_INPUT)), *layers])
     rng = np.random.default_rng(1)
@@ -55,8 +59,10 @@ def _bidirectional_cases():
     for merge in ("concat", "sum", "mul", "ave", None):
         for return_sequences in (True, False):
             suffix = "seq" if return_sequences else "last"
-            yield pytest.param(lambda m=merge, r=return_sequences: [
-                L.Bidirectional(lstm(4, return_sequences=r), merge_mode=m)], id=f"bidi_lstm_{merge}_{suffix}")
+            yield pytest.param(
+                lambda m=merge, r=return_sequences: [L.Bidirectional(lstm(4, return_sequences=r), merge_mode=m)],
+                id=f"bidi_lstm_{merge}_{suffix}",
+            )
 
 
 CASES = [
@@ -68,19 +74,34 @@ CASES = [
     pytest.param(lambda: [lstm(4, activation="relu6", return_sequences=True)], id="lstm_relu6"),
     pytest.param(lambda: [simple_rnn(4, return_sequences=True)], id="rnn_tanh_seq"),
     pytest.param(lambda: [simple_rnn(4, activation="relu")], id="rnn_relu_last"),
-    pytest.param(lambda: [simple_rnn(4, activation="linear", go_backwards=True, return_sequences=True)],
-                 id="rnn_linear_go_backwards"),
+    pytest.param(
+        lambda: [simple_rnn(4, activation="linear", go_backwards=True, return_sequences=True)],
+        id="rnn_linear_go_backwards",
+    ),
     *_bidirectional_cases(),
     # Directions of different sizes: LiteRT's bidirectional LSTM rejects them, so two unidirectional ops.
-    pytest.param(lambda: [L.Bidirectional(lstm(4, return_sequences=True),
-                                          backward_layer=lstm(3, return_sequences=True, go_backwards=True))],
-                 id="bidi_lstm_different_sizes"),
+    pytest.param(
+        lambda: [
+            L.Bidirectional(
+                lstm(4, return_sequences=True), backward_layer=lstm(3, return_sequences=True, go_backwards=True)
+            )
+        ],
+        id="bidi_lstm_different_sizes",
+    ),
     pytest.param(lambda: [L.Bidirectional(simple_rnn(3, return_sequences=True))], id="bidi_rnn_concat_seq"),
     pytest.param(lambda: [L.Bidirectional(simple_rnn(3, activation="relu"), merge_mode="sum")], id="bidi_rnn_sum_last"),
-    pytest.param(lambda: [lstm(4, return_sequences=True), L.Dropout(0.5), L.Dense(3, activation="relu6"),
-                          simple_rnn(3), L.Dense(3, activation="tanh"), L.Dense(3, activation="relu"),
-                          L.Dense(2, activation="sigmoid")],
-                 id="stacked_with_dense_activations"),
+    pytest.param(
+        lambda: [
+            lstm(4, return_sequences=True),
+            L.Dropout(0.5),
+            L.Dense(3, activation="relu6"),
+            simple_rnn(3),
+            L.Dense(3, activation="tanh"),
+            L.Dense(3, activation="relu"),
+            L.Dense(2, activation="sigmoid"),
+        ],
+        id="stacked_with_dense_activations",
+    ),
 ]
 
 
@@ -92,8 +113,7 @@ def test_keras3_model_matches_keras(layers):
 
 
 def _headline_model():
-    return _sequential(L.LSTM(4, return_sequences=True), L.Bidirectional(L.LSTM(3)),
-                       L.Dense(2, activation="softmax"))
+    return _sequential(L.LSTM(4, return_sequences=True), L.Bidirectional(L.LSTM(3)), L.Dense(2, activation="softmax"))
 
 
 def test_headline_keras3_model_exports_to_fused_builtin_ops():

@@ -31,8 +31,14 @@ class LingvoCase:
     enable_lstm_bias: bool = True
 
     def __str__(self) -> str:
-        return "_".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
-                        if getattr(self, f.name) != f.default) or "defaults"
+        return (
+            "_".join(
+                f"{f.name}={getattr(self, f.name)}"
+                for f in dataclasses.fields(self)
+                if getattr(self, f.name) != f.default
+            )
+            or "defaults"
+        )
 
     @property
     def kwargs(self) -> dict:
@@ -56,8 +62,11 @@ def lingvo_fprop(theta: dict, x: np.ndarray, case: LingvoCase) -> np.ndarray:
     n, g = case.cell, case.gates
     b = theta["b"].astype(np.float64) if case.enable_lstm_bias else np.zeros(g * n)
     if case.forget_gate_bias:  # _GetBias: (i_i, i_g, f_g, o_g) or (i_i, f_g, o_g)
-        adjustment = [0.0, case.forget_gate_bias, 0.0] if case.couple_input_forget_gates else \
-            [0.0, 0.0, case.forget_gate_bias, 0.0]
+        adjustment = (
+            [0.0, case.forget_gate_bias, 0.0]
+            if case.couple_input_forget_gates
+            else [0.0, 0.0, case.forget_gate_bias, 0.0]
+        )
         b = b + np.repeat(adjustment, n)
     m = np.zeros((x.shape[0], case.num_output_nodes))
     c = np.zeros((x.shape[0], n))
@@ -66,8 +75,7 @@ def lingvo_fprop(theta: dict, x: np.ndarray, case: LingvoCase) -> np.ndarray:
         xmw = np.concatenate([x[:, t], m], axis=1) @ theta["wm"]  # _Mix
         if case.layer_norm:  # per gate block: LN(xmw) * ln_scale + b
             blocks = []
-            for gate, scale, bias in zip(np.split(xmw, g, axis=1), np.split(theta["ln_scale"], g),
-                                         np.split(b, g)):
+            for gate, scale, bias in zip(np.split(xmw, g, axis=1), np.split(theta["ln_scale"], g), np.split(b, g)):
                 mean = gate.mean(axis=-1, keepdims=True)
                 variance = np.square(gate - mean).mean(axis=-1, keepdims=True)
                 blocks.append((gate - mean) / np.sqrt(variance + 1e-8) * scale + bias)
@@ -120,8 +128,9 @@ def test_lingvo_cell_matches_numpy_fprop(case):
     x = rng.normal(scale=2.0, size=(BATCH, TIME, N_INPUT)).astype(np.float32)
     expected = lingvo_fprop(theta, x, case)
     if case.cell_value_cap is not None and case.cell_value_cap < 1:  # the cap must actually bind
-        assert not np.allclose(expected, lingvo_fprop(theta, x, dataclasses.replace(case, cell_value_cap=None)),
-                               atol=1e-3)
+        assert not np.allclose(
+            expected, lingvo_fprop(theta, x, dataclasses.replace(case, cell_value_cap=None)), atol=1e-3
+        )
     model = from_lingvo(theta, num_input_nodes=N_INPUT, batch_size=BATCH, time_steps=TIME, **case.kwargs)
     assert_converted_matches(model, [x], [expected])
 
@@ -136,14 +145,17 @@ def test_lingvo_weights_layout():
     assert options.cell_clip == 10.0 and options.fused_activation_function == "TANH"
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
-    pytest.param(dict(output_nonlinearity=False), NotImplementedError, "output_nonlinearity", id="no_output_tanh"),
-    pytest.param(dict(zo_prob=0.1), NotImplementedError, "zoneout", id="zoneout"),
-    pytest.param(dict(cell_value_cap=0.0), ValueError, "cell_value_cap", id="zero_cap"),
-    pytest.param(dict(num_hidden_nodes=4), ValueError, "w_proj", id="missing_projection"),
-    pytest.param(dict(layer_norm=True), ValueError, "ln_scale", id="missing_ln_scale"),
-    pytest.param(dict(enable_lstm_bias=False), ValueError, "not used", id="unused_bias"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        pytest.param(dict(output_nonlinearity=False), NotImplementedError, "output_nonlinearity", id="no_output_tanh"),
+        pytest.param(dict(zo_prob=0.1), NotImplementedError, "zoneout", id="zoneout"),
+        pytest.param(dict(cell_value_cap=0.0), ValueError, "cell_value_cap", id="zero_cap"),
+        pytest.param(dict(num_hidden_nodes=4), ValueError, "w_proj", id="missing_projection"),
+        pytest.param(dict(layer_norm=True), ValueError, "ln_scale", id="missing_ln_scale"),
+        pytest.param(dict(enable_lstm_bias=False), ValueError, "not used", id="unused_bias"),
+    ],
+)
 def test_lingvo_invalid_or_unsupported_raises(kwargs, error, match):
     theta = _theta(LingvoCase(), np.random.default_rng(0))
     with pytest.raises(error, match=match):

@@ -28,16 +28,26 @@ def _x(time_major: bool = False) -> np.ndarray:
 
 
 def _sequential_cases():
-    yield pytest.param(lambda: [L.LSTM(4, return_sequences=True), L.Bidirectional(L.LSTM(3)), L.Dense(2)],
-                       False, id="lstm_bidi_dense")
-    yield pytest.param(lambda: [L.SimpleRNN(4, go_backwards=True, return_sequences=True),
-                                L.Bidirectional(L.SimpleRNN(2, return_sequences=True), merge_mode="mul")],
-                       False, id="rnn_go_backwards_bidi_mul")
+    yield pytest.param(
+        lambda: [L.LSTM(4, return_sequences=True), L.Bidirectional(L.LSTM(3)), L.Dense(2)], False, id="lstm_bidi_dense"
+    )
+    yield pytest.param(
+        lambda: [
+            L.SimpleRNN(4, go_backwards=True, return_sequences=True),
+            L.Bidirectional(L.SimpleRNN(2, return_sequences=True), merge_mode="mul"),
+        ],
+        False,
+        id="rnn_go_backwards_bidi_mul",
+    )
     # time_major: the input is [T, B, D]; the last-step slice is on axis 0.
-    yield pytest.param(lambda: [L.LSTM(4, time_major=True, return_sequences=True),
-                                L.LSTM(3, time_major=True, go_backwards=True)], True, id="time_major_stack")
-    yield pytest.param(lambda: [L.Bidirectional(L.LSTM(3, time_major=True, return_sequences=True))],
-                       True, id="time_major_bidi_concat")
+    yield pytest.param(
+        lambda: [L.LSTM(4, time_major=True, return_sequences=True), L.LSTM(3, time_major=True, go_backwards=True)],
+        True,
+        id="time_major_stack",
+    )
+    yield pytest.param(
+        lambda: [L.Bidirectional(L.LSTM(3, time_major=True, return_sequences=True))], True, id="time_major_bidi_concat"
+    )
 
 
 @pytest.mark.parametrize("layers,time_major", _sequential_cases())

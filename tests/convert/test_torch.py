@@ -19,8 +19,9 @@ CASES = [
     pytest.param(torch.nn.LSTM, dict(), id="lstm"),
     pytest.param(torch.nn.LSTM, dict(num_layers=2, batch_first=True), id="lstm_2layers_batch_first"),
     pytest.param(torch.nn.LSTM, dict(proj_size=2, bias=False), id="lstm_proj_no_bias"),
-    pytest.param(torch.nn.LSTM, dict(bidirectional=True, batch_first=True, proj_size=3),
-                 id="lstm_bidi_batch_first_proj"),
+    pytest.param(
+        torch.nn.LSTM, dict(bidirectional=True, batch_first=True, proj_size=3), id="lstm_bidi_batch_first_proj"
+    ),
     pytest.param(torch.nn.RNN, dict(), id="rnn_tanh"),
     pytest.param(torch.nn.RNN, dict(nonlinearity="relu", num_layers=2, bidirectional=True), id="rnn_relu_2layers_bidi"),
     pytest.param(torch.nn.RNN, dict(batch_first=True, bidirectional=True), id="rnn_bidi_batch_first"),
@@ -58,20 +59,24 @@ def test_headline_torch_projected_bidirectional_two_layer_lstm():
     assert_converted_matches(converted, [x], [_torch_output(module, x)])
 
 
-@pytest.mark.parametrize("cls,kwargs", [
-    pytest.param(torch.nn.LSTM, dict(num_layers=2, proj_size=3, batch_first=True), id="lstm"),
-    pytest.param(torch.nn.RNN, dict(nonlinearity="relu", bidirectional=True), id="rnn_relu"),
-])
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        pytest.param(torch.nn.LSTM, dict(num_layers=2, proj_size=3, batch_first=True), id="lstm"),
+        pytest.param(torch.nn.RNN, dict(nonlinearity="relu", bidirectional=True), id="rnn_relu"),
+    ],
+)
 def test_state_dict_matches_module(cls, kwargs):
     module = _module(cls, **kwargs)
     x = _input(module.batch_first)
-    converted = from_torch(module.state_dict(), batch_first=module.batch_first,
-                           nonlinearity=kwargs.get("nonlinearity"), batch_size=BATCH)
+    converted = from_torch(
+        module.state_dict(), batch_first=module.batch_first, nonlinearity=kwargs.get("nonlinearity"), batch_size=BATCH
+    )
     assert_outputs_close(converted(x), [_torch_output(module, x)])
 
 
 def test_unsupported_module_raises_not_implemented():
-    with pytest.raises(NotImplementedError, match="nn.GRU"):
+    with pytest.raises(NotImplementedError, match=r"nn\.GRU"):
         from_torch(torch.nn.Linear(N_INPUT, HIDDEN))
 
 

@@ -5,9 +5,9 @@ import dataclasses
 import jax
 import numpy as np
 from flax import nnx
+from reference import np_lstm, np_rnn
 
 from jaxlstm.nn import LSTM, BidirectionalLSTM, BidirectionalRNN, SimpleRNN
-from reference import np_lstm, np_rnn
 
 # float32 over a few steps against a float64 (NumPy) or another framework's float32 loop:
 # differences are ~1e-7, so 1e-5 keeps two decades of margin (LiteRT's own float kernel
@@ -35,8 +35,11 @@ class Case:
     activation: str = "TANH"
 
     def __str__(self):
-        parts = [f.name.removeprefix("use_") for f in dataclasses.fields(self)
-                 if getattr(self, f.name) not in (False, None, 0.0, "TANH")]
+        parts = [
+            f.name.removeprefix("use_")
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) not in (False, None, 0.0, "TANH")
+        ]
         return "_".join(parts) or "plain"
 
     def kwargs(self):
@@ -63,8 +66,9 @@ def randomize(module, seed=0, scale=0.5):
     state = nnx.state(module, nnx.Param)
     leaves, treedef = jax.tree.flatten(state)
     rng = np.random.default_rng(seed)
-    nnx.update(module, jax.tree.unflatten(
-        treedef, [(rng.standard_normal(v.shape) * scale).astype(np.float32) for v in leaves]))
+    nnx.update(
+        module, jax.tree.unflatten(treedef, [(rng.standard_normal(v.shape) * scale).astype(np.float32) for v in leaves])
+    )
     return module
 
 
@@ -97,14 +101,20 @@ def reference(kind, module, x, time_major=False, **options):
         y, h, c = np_lstm.unidirectional_sequence_lstm(x, module.weights(), time_major=time_major, **options)
         return y, (h, c)
     if kind == "simple_rnn":
-        y, h = np_rnn.unidirectional_sequence_rnn(x, module.weights(), time_major=time_major,
-                                                  activation=module.options.fused_activation_function)
+        y, h = np_rnn.unidirectional_sequence_rnn(
+            x, module.weights(), time_major=time_major, activation=module.options.fused_activation_function
+        )
         return y, h
     if kind == "bidirectional_lstm":
         (y,), fw, bw = np_lstm.bidirectional_sequence_lstm(
-            x, *module.weights(), time_major=time_major, merge_outputs=True, **options)
+            x, *module.weights(), time_major=time_major, merge_outputs=True, **options
+        )
         return y, (fw, bw)
     (y,), states = np_rnn.bidirectional_sequence_rnn(
-        x, *module.weights(), time_major=time_major, merge_outputs=True,
-        activation=module.options.fused_activation_function)
+        x,
+        *module.weights(),
+        time_major=time_major,
+        merge_outputs=True,
+        activation=module.options.fused_activation_function,
+    )
     return y, states

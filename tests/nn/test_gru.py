@@ -32,8 +32,12 @@ def _randomized(layer, seed: int = 1):
     state = nnx.state(layer, nnx.Param)
     leaves, tree = jax.tree_util.tree_flatten(state)
     rng = np.random.default_rng(seed)
-    nnx.update(layer, jax.tree_util.tree_unflatten(
-        tree, [jnp.asarray(rng.normal(scale=0.5, size=v.shape), jnp.float32) for v in leaves]))
+    nnx.update(
+        layer,
+        jax.tree_util.tree_unflatten(
+            tree, [jnp.asarray(rng.normal(scale=0.5, size=v.shape), jnp.float32) for v in leaves]
+        ),
+    )
     return layer
 
 
@@ -46,13 +50,18 @@ def _packed(weights, template: str, order: str = "rzn") -> np.ndarray:
 def _torch_gru(directions: list, *, bidirectional: bool, time_major: bool = False):
     """An nn.GRU holding `directions` (one `GRUWeights` per layer and direction, in torch's order)."""
     n_layers = len(directions) // (2 if bidirectional else 1)
-    module = torch.nn.GRU(directions[0].n_input, H, num_layers=n_layers, bidirectional=bidirectional,
-                          batch_first=not time_major)
+    module = torch.nn.GRU(
+        directions[0].n_input, H, num_layers=n_layers, bidirectional=bidirectional, batch_first=not time_major
+    )
     suffixes = [f"_l{k}{s}" for k in range(n_layers) for s in (("", "_reverse") if bidirectional else ("",))]
     with torch.no_grad():
         for w, suffix in zip(directions, suffixes):
-            for name, template in (("weight_ih", "input_to_{}_weights"), ("weight_hh", "recurrent_to_{}_weights"),
-                                   ("bias_ih", "{}_gate_bias"), ("bias_hh", "recurrent_{}_gate_bias")):
+            for name, template in (
+                ("weight_ih", "input_to_{}_weights"),
+                ("weight_hh", "recurrent_to_{}_weights"),
+                ("bias_ih", "{}_gate_bias"),
+                ("bias_hh", "recurrent_{}_gate_bias"),
+            ):
                 getattr(module, name + suffix).copy_(torch.from_numpy(_packed(w, template)))
     return module
 
@@ -87,8 +96,9 @@ def _assert_exported_matches(layer_or_stack, x, expected, time_major):
 def test_layer_and_export_match_torch(cls, time_major):
     layer = _randomized(cls(I, H, time_major=time_major, rngs=nnx.Rngs(0)))
     x = _x(time_major)
-    expected = _torch_output(_torch_gru(_directions(layer), bidirectional=cls is BidirectionalGRU,
-                                        time_major=time_major), x)
+    expected = _torch_output(
+        _torch_gru(_directions(layer), bidirectional=cls is BidirectionalGRU, time_major=time_major), x
+    )
     _assert_close(layer(x), expected)
     _assert_exported_matches(layer, x, expected, time_major)
 
@@ -101,8 +111,13 @@ def test_reset_before_relu_matches_keras():
     assert w.recurrent_update_gate_bias is None  # Keras reset_after=False has one bias
     reference = keras.layers.GRU(H, reset_after=False, activation="relu", return_sequences=True, unroll=True)
     reference.build((None, T, I))
-    reference.set_weights([_packed(w, "input_to_{}_weights", "zrn").T,
-                           _packed(w, "recurrent_to_{}_weights", "zrn").T, _packed(w, "{}_gate_bias", "zrn")])
+    reference.set_weights(
+        [
+            _packed(w, "input_to_{}_weights", "zrn").T,
+            _packed(w, "recurrent_to_{}_weights", "zrn").T,
+            _packed(w, "{}_gate_bias", "zrn"),
+        ]
+    )
     x = _x()
     expected = np.asarray(reference(x))
     _assert_close(layer(x), expected)
@@ -129,7 +144,7 @@ def test_seq_lengths_match_torch_on_each_row_prefix(cls):
     x, lengths = _x(), np.array([T, 2, 4])
     y, _ = layer(x, seq_lengths=jnp.asarray(lengths), return_state=True)
     for b, n in enumerate(lengths):
-        _assert_close(y[b, :n], _torch_output(module, x[b:b + 1, :n])[0])
+        _assert_close(y[b, :n], _torch_output(module, x[b : b + 1, :n])[0])
         _assert_close(y[b, n:], 0.0)
 
 
@@ -156,11 +171,14 @@ def test_export_needs_time_steps():
         export_tflite(layer)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    pytest.param(dict(activation="GELU"), "activation='GELU'", id="activation"),
-    pytest.param(dict(recurrent_activation="HARD_SIGMOID"), "recurrent_activation", id="recurrent_activation"),
-    pytest.param(dict(units=0), "units=0", id="units"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        pytest.param(dict(activation="GELU"), "activation='GELU'", id="activation"),
+        pytest.param(dict(recurrent_activation="HARD_SIGMOID"), "recurrent_activation", id="recurrent_activation"),
+        pytest.param(dict(units=0), "units=0", id="units"),
+    ],
+)
 def test_bad_options_raise_value_error(kwargs, message):
     kwargs = {"units": H, **kwargs}
     with pytest.raises(ValueError, match=message):

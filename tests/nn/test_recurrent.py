@@ -7,16 +7,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from reference import np_lstm
 
 from jaxlstm import export_tflite
 from jaxlstm.nn import LSTM, BidirectionalLSTM, SimpleRNN
 from jaxlstm.ops import LSTMWeights
-from reference import np_lstm
 
 from ._layers import (
-    BIDIRECTIONAL_CASES, LSTM_CASES, SAME_MATH_TOL, TOL, B, Case, I, T, inputs, make, reference, reference_options,
+    BIDIRECTIONAL_CASES,
+    LSTM_CASES,
+    SAME_MATH_TOL,
+    TOL,
+    B,
+    Case,
+    I,
+    T,
+    inputs,
+    make,
+    reference,
+    reference_options,
 )
-
 
 # ----------------------------------------------------------------------------- outputs
 
@@ -75,8 +85,10 @@ def _torch_lstm_weights(module, suffix=""):
     """PyTorch's packed (i, f, g, o) [4H, k] weights and two biases -> `LSTMWeights`."""
     p = {n: v.detach().numpy() for n, v in module.named_parameters()}
     weights = LSTMWeights.from_fused(
-        p[f"weight_ih_l0{suffix}"].T, p[f"weight_hh_l0{suffix}"].T,
-        p[f"bias_ih_l0{suffix}"] + p[f"bias_hh_l0{suffix}"], gate_order="ifco",
+        p[f"weight_ih_l0{suffix}"].T,
+        p[f"weight_hh_l0{suffix}"].T,
+        p[f"bias_ih_l0{suffix}"] + p[f"bias_hh_l0{suffix}"],
+        gate_order="ifco",
     )
     if f"weight_hr_l0{suffix}" in p:
         weights = weights.replace(projection_weights=p[f"weight_hr_l0{suffix}"])
@@ -131,8 +143,11 @@ def test_params_are_the_op_tensors(case):
     layer = LSTM(I, 5, **case.kwargs(), rngs=nnx.Rngs(0))
     params = {str(path[0]): v.shape for path, v in nnx.to_flat_state(nnx.state(layer, nnx.Param))}
     weights = layer.weights()
-    present = {f.name: getattr(weights, f.name).shape for f in dataclasses.fields(weights)
-               if getattr(weights, f.name) is not None}
+    present = {
+        f.name: getattr(weights, f.name).shape
+        for f in dataclasses.fields(weights)
+        if getattr(weights, f.name) is not None
+    }
     assert params == present
     assert weights.use_cifg == case.use_cifg
     assert weights.use_peephole == case.use_peephole
@@ -169,8 +184,14 @@ def test_init_is_keras_like():
         (dict(projection_size=0), ValueError, "projection_size=0"),
         (dict(remat_chunk_size=0), ValueError, "remat_chunk_size=0"),
     ],
-    ids=["proj_clip_without_projection", "projection_bias_without_projection", "negative_clip",
-         "activation_none", "zero_projection", "zero_chunk"],
+    ids=[
+        "proj_clip_without_projection",
+        "projection_bias_without_projection",
+        "negative_clip",
+        "activation_none",
+        "zero_projection",
+        "zero_chunk",
+    ],
 )
 def test_bad_options(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -184,7 +205,9 @@ def test_bidirectional_layer_norm_is_unsupported():
 
 def test_bad_input_and_lengths():
     layer = LSTM(I, 5, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"input has shape \(3, 6, 2\), expected \[B, T, in_features\] with in_features=4"):
+    with pytest.raises(
+        ValueError, match=r"input has shape \(3, 6, 2\), expected \[B, T, in_features\] with in_features=4"
+    ):
         layer(jnp.ones((3, 6, 2)))
     with pytest.raises(ValueError, match=r"seq_lengths has shape \(2,\).*expected integers of shape \(n_batch=3,\)"):
         layer(jnp.ones((3, 6, 4)), seq_lengths=jnp.array([1, 2]))
@@ -283,8 +306,11 @@ def test_remat_uses_less_memory():
 
 @pytest.mark.parametrize("kind", ["lstm", "bidirectional_rnn"])
 def test_every_parameter_gets_a_gradient(kind):
-    case = Case(use_peephole=True, projection_size=3, use_projection_bias=True, use_layer_norm=True) \
-        if kind == "lstm" else Case()
+    case = (
+        Case(use_peephole=True, projection_size=3, use_projection_bias=True, use_layer_norm=True)
+        if kind == "lstm"
+        else Case()
+    )
     layer = make(kind, case, seed=3)
     _, grads = _loss_and_grads(layer, inputs())
     for path, g in nnx.to_flat_state(grads):
@@ -326,5 +352,5 @@ def test_matmul_dtype_does_not_change_the_export():
 
 
 def test_matmul_dtype_must_be_a_float_dtype():
-    with pytest.raises(ValueError, match="LSTM: matmul_dtype=.* is not a float dtype"):
+    with pytest.raises(ValueError, match=r"LSTM: matmul_dtype=.* is not a float dtype"):
         LSTM(I, 5, matmul_dtype=jnp.int8, rngs=nnx.Rngs(0))

@@ -21,14 +21,17 @@ from ._layers import SAME_MATH_TOL, TOL, B, I, T, inputs, randomize
 
 def classifier(seed=0):
     rngs = nnx.Rngs(seed)
-    return randomize(Sequential(
-        LSTM(I, 5, rngs=rngs),
-        BidirectionalLSTM(5, 3, use_peephole=True, rngs=rngs),
-        SimpleRNN(6, 4, rngs=rngs),
-        LastTimeStep(),
-        nnx.Linear(4, 3, rngs=rngs),
-        Softmax(),
-    ), seed)
+    return randomize(
+        Sequential(
+            LSTM(I, 5, rngs=rngs),
+            BidirectionalLSTM(5, 3, use_peephole=True, rngs=rngs),
+            SimpleRNN(6, 4, rngs=rngs),
+            LastTimeStep(),
+            nnx.Linear(4, 3, rngs=rngs),
+            Softmax(),
+        ),
+        seed,
+    )
 
 
 def test_sequential_is_its_layers_in_order():
@@ -47,8 +50,13 @@ def test_sequential_export_matches_litert():
     x = inputs()
     exported = model.to_model()
     assert exported.opcodes == [
-        "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "CONCATENATION",
-        "UNIDIRECTIONAL_SEQUENCE_RNN", "STRIDED_SLICE", "FULLY_CONNECTED", "SOFTMAX",
+        "UNIDIRECTIONAL_SEQUENCE_LSTM",
+        "BIDIRECTIONAL_SEQUENCE_LSTM",
+        "CONCATENATION",
+        "UNIDIRECTIONAL_SEQUENCE_RNN",
+        "STRIDED_SLICE",
+        "FULLY_CONNECTED",
+        "SOFTMAX",
     ]
     assert "layers/0/input_to_forget_weights" in exported.params  # names follow the module paths
     assert "layers/1/fw/input_to_forget_weights" in exported.params
@@ -86,7 +94,7 @@ def test_unexportable_layer():
 
 
 def test_first_layer_must_be_recurrent():
-    with pytest.raises(TypeError, match="first layer must be a jaxlstm.nn recurrent layer, got Linear"):
+    with pytest.raises(TypeError, match=r"first layer must be a jaxlstm\.nn recurrent layer, got Linear"):
         Sequential(nnx.Linear(I, 3, rngs=nnx.Rngs(0)))
 
 
@@ -149,8 +157,7 @@ _SHARDED_SCRIPT = textwrap.dedent("""
 
 def test_data_parallel_equals_single_device():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["devices"] == 2 and result["input_devices"] == 2

@@ -55,12 +55,20 @@ class LSTMCase:
     def name(self) -> str:
         sizes = f"b{self.batch}_t{self.time}_i{self.n_input}_c{self.n_cell}_o{self.n_output}"
         flags = _flags(
-            ("cifg", self.cifg), ("peephole", self.peephole), ("proj", self.projection),
-            ("projbias", self.projection_bias), ("ln", self.layer_norm), ("diag", self.diagonal),
-            ("cellclip", self.cell_clip > 0), ("projclip", self.proj_clip > 0),
-            ("tm", self.time_major), (self.activation.lower(), self.activation != "TANH"),
-            ("asym", self.asymmetric), (f"aux{self.n_aux}", self.aux == "cross"),
-            ("bwaux", self.aux == "bw_input"), ("merged", self.merge_outputs),
+            ("cifg", self.cifg),
+            ("peephole", self.peephole),
+            ("proj", self.projection),
+            ("projbias", self.projection_bias),
+            ("ln", self.layer_norm),
+            ("diag", self.diagonal),
+            ("cellclip", self.cell_clip > 0),
+            ("projclip", self.proj_clip > 0),
+            ("tm", self.time_major),
+            (self.activation.lower(), self.activation != "TANH"),
+            ("asym", self.asymmetric),
+            (f"aux{self.n_aux}", self.aux == "cross"),
+            ("bwaux", self.aux == "bw_input"),
+            ("merged", self.merge_outputs),
         )
         return "_".join([sizes, *flags])
 
@@ -70,15 +78,19 @@ class LSTMCase:
     @property
     def options(self) -> LSTMOptions:
         return LSTMOptions(
-            fused_activation_function=self.activation, cell_clip=self.cell_clip,
-            proj_clip=self.proj_clip, time_major=self.time_major,
+            fused_activation_function=self.activation,
+            cell_clip=self.cell_clip,
+            proj_clip=self.proj_clip,
+            time_major=self.time_major,
             asymmetric_quantize_inputs=self.asymmetric,
         )
 
     @property
     def reference_options(self) -> dict:
         return dict(
-            activation=self.activation, cell_clip=self.cell_clip, proj_clip=self.proj_clip,
+            activation=self.activation,
+            cell_clip=self.cell_clip,
+            proj_clip=self.proj_clip,
             asymmetric_quantize_inputs=self.asymmetric,
         )
 
@@ -97,7 +109,10 @@ def structural_lstm_cases(**fixed) -> list[LSTMCase]:
     cases = []
     for cifg, peephole, projection, layer_norm in itertools.product((False, True), repeat=4):
         settings = dict(
-            cifg=cifg, peephole=peephole, projection=projection, layer_norm=layer_norm,
+            cifg=cifg,
+            peephole=peephole,
+            projection=projection,
+            layer_norm=layer_norm,
             n_output=3 if projection else 4,
             projection_bias=projection and not layer_norm,
             proj_clip=0.1 if projection and cifg else 0.0,
@@ -127,8 +142,11 @@ class RNNCase:
     def name(self) -> str:
         sizes = f"b{self.batch}_t{self.time}_i{self.n_input}_u{self.n_units}_{self.activation.lower()}"
         flags = _flags(
-            ("tm", self.time_major), ("asym", self.asymmetric), (f"aux{self.n_aux}", self.aux == "cross"),
-            ("bwaux", self.aux == "bw_input"), ("merged", self.merge_outputs),
+            ("tm", self.time_major),
+            ("asym", self.asymmetric),
+            (f"aux{self.n_aux}", self.aux == "cross"),
+            ("bwaux", self.aux == "bw_input"),
+            ("merged", self.merge_outputs),
         )
         return "_".join([sizes, *flags])
 
@@ -199,11 +217,13 @@ def quantize_weights(weights):
             or (name.startswith("recurrent_to") and np.ndim(value) == 1)
         )
 
-    return weights.replace(**{
-        field.name: quantize_symmetric(getattr(weights, field.name))
-        for field in dataclasses.fields(weights)
-        if not stays_float(field.name, getattr(weights, field.name))
-    })
+    return weights.replace(
+        **{
+            field.name: quantize_symmetric(getattr(weights, field.name))
+            for field in dataclasses.fields(weights)
+            if not stays_float(field.name, getattr(weights, field.name))
+        }
+    )
 
 
 def dot_generals(jaxpr) -> list:

@@ -48,8 +48,12 @@ def _lstm(case: LSTMCase):
 def _bidirectional_lstm():
     case = LSTMCase(batch=8, time_major=True, aux="cross", projection=True, n_output=3)
     rng = np.random.default_rng(1)
-    args = (normal(rng, *case.input_shape), normal(rng, case.time, case.batch, case.n_aux),
-            lstm_weights(case, rng, n_aux=case.n_aux), lstm_weights(case, rng, n_aux=case.n_aux))
+    args = (
+        normal(rng, *case.input_shape),
+        normal(rng, case.time, case.batch, case.n_aux),
+        lstm_weights(case, rng, n_aux=case.n_aux),
+        lstm_weights(case, rng, n_aux=case.n_aux),
+    )
     return lambda x, aux, fw, bw: bidirectional_sequence_lstm(x, fw, bw, aux_input=aux, options=case.options), args
 
 
@@ -97,7 +101,9 @@ def _model():
     x = b.add_input("x", (2, 3))
     h = b.add_basic_lstm_cell(x, normal(rng, 16, 7), normal(rng, 16))
     y = b.add_intermediate("y", (2, 5))
-    b.add_operator("FULLY_CONNECTED", [h, b.add_constant("w", normal(rng, 5, 4)), b.add_constant("b", normal(rng, 5))], [y])
+    b.add_operator(
+        "FULLY_CONNECTED", [h, b.add_constant("w", normal(rng, 5, 4)), b.add_constant("b", normal(rng, 5))], [y]
+    )
     model = b.build([y])
     state = model.init_state()
     return lambda params, x: model.apply(params, state, x)[0], (model.params, normal(rng, 2, 3))

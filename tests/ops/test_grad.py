@@ -15,8 +15,14 @@ import numpy as np
 import pytest
 
 from jaxlstm.ops import (
-    LSTMState, basic_lstm_cell, bidirectional_sequence_lstm, bidirectional_sequence_rnn, lstm, rnn,
-    unidirectional_sequence_lstm, unidirectional_sequence_rnn,
+    LSTMState,
+    basic_lstm_cell,
+    bidirectional_sequence_lstm,
+    bidirectional_sequence_rnn,
+    lstm,
+    rnn,
+    unidirectional_sequence_lstm,
+    unidirectional_sequence_rnn,
 )
 
 from .cases import LSTMCase, RNNCase, lstm_state, lstm_weights, normal, rnn_weights
@@ -57,8 +63,8 @@ def check_gradients(loss, params: dict, groups: dict[str, tuple], rng):
         direction = jax.tree.map(lambda a: rng.standard_normal(np.shape(a)), value)
 
         def shifted(sign):
-            moved = jax.tree.map(lambda a, d: a + sign * EPS * d, value, direction)
-            return loss(_replace_at(params, path, moved))
+            moved = jax.tree.map(lambda a, d: a + sign * EPS * d, value, direction)  # noqa: B023 (called at once)
+            return loss(_replace_at(params, path, moved))  # noqa: B023
 
         numeric = (float(shifted(1)) - float(shifted(-1))) / (2 * EPS)
         analytic = sum(float(np.vdot(g, d)) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction)))
@@ -77,9 +83,17 @@ def _weight_groups(weights, names) -> dict[str, tuple]:
 
 
 LSTM_WEIGHT_NAMES = (
-    "input_to_forget_weights", "recurrent_to_cell_weights", "input_gate_bias", "output_gate_bias",
-    "cell_to_input_weights", "cell_to_forget_weights", "cell_to_output_weights", "projection_weights",
-    "projection_bias", "forget_layer_norm_coefficients", "output_layer_norm_coefficients",
+    "input_to_forget_weights",
+    "recurrent_to_cell_weights",
+    "input_gate_bias",
+    "output_gate_bias",
+    "cell_to_input_weights",
+    "cell_to_forget_weights",
+    "cell_to_output_weights",
+    "projection_weights",
+    "projection_bias",
+    "forget_layer_norm_coefficients",
+    "output_layer_norm_coefficients",
 )
 
 USEQ_CASES = [  # clipped entries have derivative 0; the clips are active in these cases
@@ -96,8 +110,11 @@ def _lstm_params(case: LSTMCase, rng, n_aux: int = 0):
     params = {
         "input": normal(rng, *case.input_shape, scale=1.0).astype(np.float64),
         "state": dict(zip(("h", "c"), _f64(lstm_state(case, rng)))),
-        "weights": {f.name: getattr(weights, f.name) for f in dataclasses.fields(weights)
-                    if getattr(weights, f.name) is not None},
+        "weights": {
+            f.name: getattr(weights, f.name)
+            for f in dataclasses.fields(weights)
+            if getattr(weights, f.name) is not None
+        },
     }
     return weights, params
 
@@ -109,17 +126,18 @@ def test_unidirectional_sequence_lstm_gradients(case: LSTMCase):
 
     def loss(p):
         w = weights.replace(**p["weights"])
-        return _weighted_sum(unidirectional_sequence_lstm(
-            p["input"], w, LSTMState(p["state"]["h"], p["state"]["c"]), options=case.options
-        ))
+        return _weighted_sum(
+            unidirectional_sequence_lstm(
+                p["input"], w, LSTMState(p["state"]["h"], p["state"]["c"]), options=case.options
+            )
+        )
 
     groups = {"input": ("input",), "state": ("state",), **_weight_groups(weights, LSTM_WEIGHT_NAMES)}
     check_gradients(loss, params, groups, rng)
 
 
 def test_lstm_step_gradients():
-    case = LSTMCase(peephole=True, projection=True, projection_bias=True, n_output=3, layer_norm=True,
-                    cell_clip=0.3)
+    case = LSTMCase(peephole=True, projection=True, projection_bias=True, n_output=3, layer_norm=True, cell_clip=0.3)
     rng = np.random.default_rng(31)
     weights, params = _lstm_params(case, rng)
     params["input"] = params["input"][:, 0]
@@ -132,10 +150,14 @@ def test_lstm_step_gradients():
     check_gradients(loss, params, groups, rng)
 
 
-@pytest.mark.parametrize("case", [
-    LSTMCase(time=4, time_major=True, aux="cross", n_aux=2, peephole=True, merge_outputs=True),
-    LSTMCase(time=4, aux="bw_input", projection=True, n_output=3, cifg=True),
-], ids=str)
+@pytest.mark.parametrize(
+    "case",
+    [
+        LSTMCase(time=4, time_major=True, aux="cross", n_aux=2, peephole=True, merge_outputs=True),
+        LSTMCase(time=4, aux="bw_input", projection=True, n_output=3, cifg=True),
+    ],
+    ids=str,
+)
 def test_bidirectional_sequence_lstm_gradients(case: LSTMCase):
     rng = np.random.default_rng(32)
     n_aux = case.n_aux if case.aux == "cross" else 0
@@ -143,20 +165,36 @@ def test_bidirectional_sequence_lstm_gradients(case: LSTMCase):
     bw, bw_params = _lstm_params(case, rng, n_aux)
     aux_shape = (*case.input_shape[:2], case.n_aux) if case.aux == "cross" else case.input_shape
     params = {
-        "input": fw_params["input"], "aux": normal(rng, *aux_shape, scale=1.0).astype(np.float64),
-        "fw_state": fw_params["state"], "bw_state": bw_params["state"],
-        "fw": fw_params["weights"], "bw": bw_params["weights"],
+        "input": fw_params["input"],
+        "aux": normal(rng, *aux_shape, scale=1.0).astype(np.float64),
+        "fw_state": fw_params["state"],
+        "bw_state": bw_params["state"],
+        "fw": fw_params["weights"],
+        "bw": bw_params["weights"],
     }
 
     def loss(p):
-        return _weighted_sum(bidirectional_sequence_lstm(
-            p["input"], fw.replace(**p["fw"]), bw.replace(**p["bw"]),
-            LSTMState(p["fw_state"]["h"], p["fw_state"]["c"]), LSTMState(p["bw_state"]["h"], p["bw_state"]["c"]),
-            p["aux"], options=case.options, merge_outputs=case.merge_outputs,
-        ))
+        return _weighted_sum(
+            bidirectional_sequence_lstm(
+                p["input"],
+                fw.replace(**p["fw"]),
+                bw.replace(**p["bw"]),
+                LSTMState(p["fw_state"]["h"], p["fw_state"]["c"]),
+                LSTMState(p["bw_state"]["h"], p["bw_state"]["c"]),
+                p["aux"],
+                options=case.options,
+                merge_outputs=case.merge_outputs,
+            )
+        )
 
-    groups = {"input": ("input",), "aux_input": ("aux",), "fw_state": ("fw_state",), "bw_state": ("bw_state",),
-              "fw_weights": ("fw",), "bw_weights": ("bw",)}
+    groups = {
+        "input": ("input",),
+        "aux_input": ("aux",),
+        "fw_state": ("fw_state",),
+        "bw_state": ("bw_state",),
+        "fw_weights": ("fw",),
+        "bw_weights": ("bw",),
+    }
     if case.aux == "cross":
         groups["bw_aux_input_to_forget_weights"] = ("bw", "aux_input_to_forget_weights")
     check_gradients(loss, params, groups, rng)
@@ -167,8 +205,9 @@ def test_basic_lstm_cell_gradients():
     names = ("input", "prev_activation", "weights", "bias", "prev_state")
     shapes = ((2, 3), (2, 4), (16, 7), (16,), (2, 4))
     params = {n: normal(rng, *s).astype(np.float64) for n, s in zip(names, shapes)}
-    check_gradients(lambda p: _weighted_sum(basic_lstm_cell(*(p[n] for n in names))), params,
-                    {n: (n,) for n in names}, rng)
+    check_gradients(
+        lambda p: _weighted_sum(basic_lstm_cell(*(p[n] for n in names))), params, {n: (n,) for n in names}, rng
+    )
 
 
 def _rnn_params(case: RNNCase, rng, units: int, n_aux: int = 0):
@@ -180,27 +219,34 @@ def _rnn_params(case: RNNCase, rng, units: int, n_aux: int = 0):
 def test_unidirectional_sequence_rnn_and_rnn_gradients(case: RNNCase):
     rng = np.random.default_rng(34)
     weights, weight_params = _rnn_params(case, rng, case.n_units)
-    params = {"input": normal(rng, *case.input_shape, scale=1.0).astype(np.float64),
-              "h": normal(rng, case.batch, case.n_units).astype(np.float64), "weights": weight_params}
+    params = {
+        "input": normal(rng, *case.input_shape, scale=1.0).astype(np.float64),
+        "h": normal(rng, case.batch, case.n_units).astype(np.float64),
+        "weights": weight_params,
+    }
 
     def sequence_loss(p):
-        return _weighted_sum(unidirectional_sequence_rnn(p["input"], weights.replace(**p["weights"]), p["h"],
-                                                         options=case.options))
+        return _weighted_sum(
+            unidirectional_sequence_rnn(p["input"], weights.replace(**p["weights"]), p["h"], options=case.options)
+        )
 
     def step_loss(p):
         x = p["input"][0] if case.time_major else p["input"][:, 0]
         return _weighted_sum(rnn(x, weights.replace(**p["weights"]), p["h"], options=case.options))
 
-    groups = {"input": ("input",), "hidden_state": ("h",),
-              **{name: ("weights", name) for name in weight_params}}
+    groups = {"input": ("input",), "hidden_state": ("h",), **{name: ("weights", name) for name in weight_params}}
     check_gradients(sequence_loss, params, groups, rng)
     check_gradients(step_loss, params, groups, rng)
 
 
-@pytest.mark.parametrize("case", [
-    RNNCase(activation="TANH", aux="cross", n_aux=2, merge_outputs=True),
-    RNNCase(activation="TANH", aux="bw_input", time_major=True),
-], ids=str)
+@pytest.mark.parametrize(
+    "case",
+    [
+        RNNCase(activation="TANH", aux="cross", n_aux=2, merge_outputs=True),
+        RNNCase(activation="TANH", aux="bw_input", time_major=True),
+    ],
+    ids=str,
+)
 def test_bidirectional_sequence_rnn_gradients(case: RNNCase):
     rng = np.random.default_rng(35)
     n_aux = case.n_aux if case.aux == "cross" else 0
@@ -212,14 +258,23 @@ def test_bidirectional_sequence_rnn_gradients(case: RNNCase):
         "aux": normal(rng, *aux_shape, scale=1.0).astype(np.float64),
         "fw_h": normal(rng, case.batch, case.n_units).astype(np.float64),
         "bw_h": normal(rng, case.batch, case.n_units + 1).astype(np.float64),
-        "fw": fw_params, "bw": bw_params,
+        "fw": fw_params,
+        "bw": bw_params,
     }
 
     def loss(p):
-        return _weighted_sum(bidirectional_sequence_rnn(
-            p["input"], fw.replace(**p["fw"]), bw.replace(**p["bw"]), p["fw_h"], p["bw_h"], p["aux"],
-            options=case.options, merge_outputs=case.merge_outputs,
-        ))
+        return _weighted_sum(
+            bidirectional_sequence_rnn(
+                p["input"],
+                fw.replace(**p["fw"]),
+                bw.replace(**p["bw"]),
+                p["fw_h"],
+                p["bw_h"],
+                p["aux"],
+                options=case.options,
+                merge_outputs=case.merge_outputs,
+            )
+        )
 
     groups = {name: (name,) for name in params}
     check_gradients(loss, params, groups, rng)

@@ -79,8 +79,13 @@ def _check_against_keras_layer(layer, case, x, h0, rng, time_major=False, as_ten
 def test_matches_keras3(case, rng):
     keras = _keras3()
     layer = keras.layers.GRU(
-        H, reset_after=case.reset_after, go_backwards=case.go_backwards, use_bias=case.use_bias,
-        activation=case.activation, return_sequences=True, return_state=True,
+        H,
+        reset_after=case.reset_after,
+        go_backwards=case.go_backwards,
+        use_bias=case.use_bias,
+        activation=case.activation,
+        return_sequences=True,
+        return_state=True,
     )
     x = _random(rng, B, T, I, scale=1.0)
     layer.build(x.shape)
@@ -95,8 +100,12 @@ def test_matches_keras3(case, rng):
 def test_matches_tf_keras(case, time_major, rng):
     tf_keras = pytest.importorskip("tf_keras")
     layer = tf_keras.layers.GRU(
-        H, reset_after=case.reset_after, go_backwards=case.go_backwards, time_major=time_major,
-        return_sequences=True, return_state=True,
+        H,
+        reset_after=case.reset_after,
+        go_backwards=case.go_backwards,
+        time_major=time_major,
+        return_sequences=True,
+        return_state=True,
     )
     x = _random(rng, B, T, I, scale=1.0)
     layer.build((T, B, I) if time_major else (B, T, I))
@@ -187,7 +196,7 @@ def test_jit_equals_eager_and_time_major_equals_batch_major(reset_after, rng):
     options = GRUOptions(reset_after=reset_after)
     y, h = gru(x, w, h0, options=options)
     with jax.disable_jit():
-        y_eager, h_eager = gru(x, w, h0, options=options)
+        y_eager, _ = gru(x, w, h0, options=options)
     y_tm, h_tm = gru(np.swapaxes(x, 0, 1), w, h0, options=options.replace(time_major=True))
     np.testing.assert_allclose(y_eager, y, atol=1e-6, rtol=0)  # same math, XLA may fuse differently
     np.testing.assert_allclose(np.swapaxes(y_tm, 0, 1), y, atol=1e-6, rtol=0)
@@ -198,7 +207,7 @@ def test_reverse_order_conventions(rng):
     """keep_order puts each output at its input's index; without it, processing order."""
     w, x = _weights(rng), _random(rng, B, T, I)
     processing, h1 = gru(x, w, reverse=True)
-    kept, h2 = gru(x, w, reverse=True, keep_order=True)
+    kept, _ = gru(x, w, reverse=True, keep_order=True)
     flipped, h3 = gru(x[:, ::-1], w)
     np.testing.assert_allclose(processing, flipped, atol=1e-6, rtol=0)
     np.testing.assert_allclose(kept, flipped[:, ::-1], atol=1e-6, rtol=0)

@@ -10,16 +10,29 @@ import dataclasses
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
-
-from jaxlstm.ops import (
-    bidirectional_sequence_lstm, bidirectional_sequence_rnn, lstm, rnn, unidirectional_sequence_lstm,
-    unidirectional_sequence_rnn,
-)
 from reference import np_lstm, np_rnn
 
+from jaxlstm.ops import (
+    bidirectional_sequence_lstm,
+    bidirectional_sequence_rnn,
+    lstm,
+    rnn,
+    unidirectional_sequence_lstm,
+    unidirectional_sequence_rnn,
+)
+
 from .cases import (
-    FLOAT_ATOL, HYBRID_ATOL, LSTM_HYBRID_VS_FLOAT_ATOL, LSTMCase, RNNCase,
-    lstm_state, lstm_weights, normal, quantize_weights, rnn_weights, structural_lstm_cases,
+    FLOAT_ATOL,
+    HYBRID_ATOL,
+    LSTM_HYBRID_VS_FLOAT_ATOL,
+    LSTMCase,
+    RNNCase,
+    lstm_state,
+    lstm_weights,
+    normal,
+    quantize_weights,
+    rnn_weights,
+    structural_lstm_cases,
 )
 
 # Half of the 16 structural combinations (those of odd feature parity: each feature is on in
@@ -31,8 +44,18 @@ USEQ_CASES = [
 ] + [
     LSTMCase(diagonal=True, peephole=True),  # diagonal recurrent weights stay float
     LSTMCase(diagonal=True, cifg=True, asymmetric=True, time_major=True),
-    LSTMCase(batch=3, time=7, n_input=6, n_cell=6, n_output=3, peephole=True, projection=True,
-             projection_bias=True, layer_norm=True, asymmetric=True),
+    LSTMCase(
+        batch=3,
+        time=7,
+        n_input=6,
+        n_cell=6,
+        n_output=3,
+        peephole=True,
+        projection=True,
+        projection_bias=True,
+        layer_norm=True,
+        asymmetric=True,
+    ),
 ]
 BIDI_LSTM_CASES = [
     LSTMCase(time_major=True, aux="cross", n_aux=2, peephole=True, merge_outputs=True),
@@ -64,10 +87,15 @@ def test_unidirectional_sequence_lstm_hybrid(case: LSTMCase):
 
     y, (h, c) = unidirectional_sequence_lstm(x, hybrid, state, options=case.options)
     kwargs = dict(time_major=case.time_major, **case.reference_options)
-    _assert_all_close((y, h, c), np_lstm.unidirectional_sequence_lstm(x, hybrid, *state, **kwargs),
-                      HYBRID_ATOL, "hybrid reference")
-    _assert_all_close((y, h, c), np_lstm.unidirectional_sequence_lstm(x, weights, *state, **kwargs),
-                      LSTM_HYBRID_VS_FLOAT_ATOL, "float reference")
+    _assert_all_close(
+        (y, h, c), np_lstm.unidirectional_sequence_lstm(x, hybrid, *state, **kwargs), HYBRID_ATOL, "hybrid reference"
+    )
+    _assert_all_close(
+        (y, h, c),
+        np_lstm.unidirectional_sequence_lstm(x, weights, *state, **kwargs),
+        LSTM_HYBRID_VS_FLOAT_ATOL,
+        "float reference",
+    )
 
 
 def test_lstm_step_hybrid():
@@ -94,15 +122,27 @@ def test_bidirectional_sequence_lstm_hybrid(case: LSTMCase):
     aux = normal(rng, *aux_shape, scale=1.0)
 
     outputs, (fw_final, bw_final) = bidirectional_sequence_lstm(
-        x, quantize_weights(fw), quantize_weights(bw), fw_state, bw_state, aux,
-        options=case.options, merge_outputs=case.merge_outputs,
+        x,
+        quantize_weights(fw),
+        quantize_weights(bw),
+        fw_state,
+        bw_state,
+        aux,
+        options=case.options,
+        merge_outputs=case.merge_outputs,
     )
     actual = (*outputs, *fw_final, *bw_final)
 
     def reference(*weights):
         ref_outputs, ref_fw, ref_bw = np_lstm.bidirectional_sequence_lstm(
-            x, *weights, fw_state, bw_state, aux, time_major=case.time_major,
-            merge_outputs=case.merge_outputs, **case.reference_options,
+            x,
+            *weights,
+            fw_state,
+            bw_state,
+            aux,
+            time_major=case.time_major,
+            merge_outputs=case.merge_outputs,
+            **case.reference_options,
         )
         return (*ref_outputs, *ref_fw, *ref_bw)
 
@@ -119,8 +159,11 @@ def test_rnn_and_unidirectional_sequence_rnn_hybrid(case: RNNCase):
     x = normal(rng, *case.input_shape, scale=1.0)
 
     y, h = unidirectional_sequence_rnn(x, hybrid, h0, options=case.options)
-    _assert_all_close((y, h), np_rnn.unidirectional_sequence_rnn(
-        x, hybrid, h0, time_major=case.time_major, **case.reference_options), HYBRID_ATOL)
+    _assert_all_close(
+        (y, h),
+        np_rnn.unidirectional_sequence_rnn(x, hybrid, h0, time_major=case.time_major, **case.reference_options),
+        HYBRID_ATOL,
+    )
 
     y_step, _ = rnn(x[0] if case.time_major else x[:, 0], hybrid, h0, options=case.options)
     y_ref, _ = np_rnn.rnn(x[0] if case.time_major else x[:, 0], hybrid, h0, **case.reference_options)
@@ -142,7 +185,13 @@ def test_bidirectional_sequence_rnn_hybrid(case: RNNCase):
     kwargs = dict(time_major=case.time_major, merge_outputs=case.merge_outputs)
 
     outputs, finals = bidirectional_sequence_rnn(
-        x, quantize_weights(fw), quantize_weights(bw), fw_h, bw_h, aux, options=case.options,
+        x,
+        quantize_weights(fw),
+        quantize_weights(bw),
+        fw_h,
+        bw_h,
+        aux,
+        options=case.options,
         merge_outputs=case.merge_outputs,
     )
     ref_outputs, ref_finals = np_rnn.bidirectional_sequence_rnn(
@@ -183,9 +232,9 @@ def test_quantized_peephole_is_dequantized():
     rng = np.random.default_rng(25)
     weights, state = lstm_weights(case, rng), lstm_state(case, rng)
     hybrid = quantize_weights(weights)
-    float_peephole = hybrid.replace(**{
-        name: getattr(hybrid, name).dequantize() for name in ("cell_to_forget_weights", "cell_to_output_weights")
-    })
+    float_peephole = hybrid.replace(
+        **{name: getattr(hybrid, name).dequantize() for name in ("cell_to_forget_weights", "cell_to_output_weights")}
+    )
     x = normal(rng, *case.input_shape)
     a, _ = unidirectional_sequence_lstm(x, hybrid, state, options=case.options)
     with pytest.raises(TypeError, match="cell_to_forget_weights is float"):

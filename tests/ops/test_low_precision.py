@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 from numpy.testing import assert_allclose
 
 from jaxlstm.ops._low_precision import low_precision_contract
@@ -27,8 +28,9 @@ EXACT_ATOL = 1e-6  # the same bfloat16 products in float32, possibly summed in a
 
 
 def _cast_dot(a, b, contracting):
-    return jax.lax.dot_general(a.astype(BF16), b.astype(BF16), (contracting, ((), ())),
-                               preferred_element_type=jnp.float32)
+    return jax.lax.dot_general(
+        a.astype(BF16), b.astype(BF16), (contracting, ((), ())), preferred_element_type=jnp.float32
+    )
 
 
 def _plain(x, w):
@@ -75,9 +77,7 @@ def test_reverse_mode_matmuls_have_bfloat16_operands():
     assert ("float32", "bfloat16") in dot_operand_dtypes(plain.jaxpr)
 
 
-@pytest.mark.parametrize(
-    "axes", [(0, None), (1, None), (None, 0), (0, 0)], ids=["x", "x_axis1", "w", "both"]
-)
+@pytest.mark.parametrize("axes", [(0, None), (1, None), (None, 0), (0, 0)], ids=["x", "x_axis1", "w", "both"])
 def test_vmap_of_value_and_gradient(axes):
     """vmap over an axis of x [T, B, k] (the ops' layout) and/or of w equals a Python loop."""
     x, w = _inputs(3, 5, 8, 16)  # the vmapped axis first
@@ -92,8 +92,7 @@ def test_vmap_of_value_and_gradient(axes):
         # jit, as the ops run: XLA:CPU runs some batched dots op by op with a kernel that
         # has no bfloat16 (an eager `lax.dot_general` fails the same way).
         batched = jax.jit(jax.vmap(fn, axes))(x, w)
-        looped = [fn(x if x_axis is None else jnp.take(x, i, x_axis), w if w_axis is None else w[i])
-                  for i in range(3)]
+        looped = [fn(x if x_axis is None else jnp.take(x, i, x_axis), w if w_axis is None else w[i]) for i in range(3)]
         for b, l in zip(jax.tree.leaves(batched), map(jnp.stack, zip(*map(jax.tree.leaves, looped)))):
             assert_allclose(b, l, rtol=0, atol=EXACT_ATOL)
 

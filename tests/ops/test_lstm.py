@@ -11,15 +11,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-
-from jaxlstm.ops import (
-    LSTMOptions, LSTMState, basic_lstm_cell, bidirectional_sequence_lstm, lstm,
-    unidirectional_sequence_lstm,
-)
 from reference import np_lstm
 
+from jaxlstm.ops import (
+    LSTMOptions,
+    LSTMState,
+    basic_lstm_cell,
+    bidirectional_sequence_lstm,
+    lstm,
+    unidirectional_sequence_lstm,
+)
+
 from .cases import (
-    FLOAT_ATOL, JIT_EAGER_ATOL, LSTMCase, lstm_state, lstm_weights, normal, structural_lstm_cases,
+    FLOAT_ATOL,
+    JIT_EAGER_ATOL,
+    LSTMCase,
+    lstm_state,
+    lstm_weights,
+    normal,
+    structural_lstm_cases,
 )
 
 USEQ_CASES = structural_lstm_cases() + [
@@ -30,14 +40,47 @@ USEQ_CASES = structural_lstm_cases() + [
     LSTMCase(cifg=True, layer_norm=True, activation="RELU_N1_TO_1"),
     LSTMCase(peephole=True, activation="SIGN_BIT"),
     LSTMCase(batch=1, time=1, n_input=1, n_cell=1, n_output=1),
-    LSTMCase(batch=3, time=7, n_input=5, n_cell=6, n_output=2, peephole=True, projection=True,
-             projection_bias=True, layer_norm=True, cell_clip=0.3, proj_clip=0.1),
+    LSTMCase(
+        batch=3,
+        time=7,
+        n_input=5,
+        n_cell=6,
+        n_output=2,
+        peephole=True,
+        projection=True,
+        projection_bias=True,
+        layer_norm=True,
+        cell_clip=0.3,
+        proj_clip=0.1,
+    ),
     # batch >= 8 runs the batch-minor loop (`_float_matmuls`)
     LSTMCase(batch=8, time=5, n_input=3, n_cell=8, n_output=8),
-    LSTMCase(batch=8, time=5, n_input=3, n_cell=6, n_output=4, peephole=True, projection=True,
-             projection_bias=True, layer_norm=True, cell_clip=0.3, proj_clip=0.1),
-    LSTMCase(batch=9, time=5, n_input=3, n_cell=6, n_output=6, cifg=True, peephole=True, layer_norm=True, cell_clip=0.3,
-             time_major=True, activation="RELU6"),
+    LSTMCase(
+        batch=8,
+        time=5,
+        n_input=3,
+        n_cell=6,
+        n_output=4,
+        peephole=True,
+        projection=True,
+        projection_bias=True,
+        layer_norm=True,
+        cell_clip=0.3,
+        proj_clip=0.1,
+    ),
+    LSTMCase(
+        batch=9,
+        time=5,
+        n_input=3,
+        n_cell=6,
+        n_output=6,
+        cifg=True,
+        peephole=True,
+        layer_norm=True,
+        cell_clip=0.3,
+        time_major=True,
+        activation="RELU6",
+    ),
 ]
 # The step op shares the sequence op's code: half of the combinations (odd feature parity).
 LSTM_STEP_CASES = [dataclasses.replace(c, time_major=False) for c in structural_lstm_cases(time=3) if c.time_major]
@@ -49,8 +92,16 @@ BIDI_CASES = [
     LSTMCase(aux="cross", n_aux=2, projection=True, n_output=3, proj_clip=0.1),
     LSTMCase(aux="bw_input", peephole=True, cell_clip=0.3),
     LSTMCase(cifg=True, projection=True, n_output=3, merge_outputs=True),
-    LSTMCase(time_major=True, cifg=True, peephole=True, projection=True, n_output=3, merge_outputs=True,
-             aux="bw_input", activation="RELU"),
+    LSTMCase(
+        time_major=True,
+        cifg=True,
+        peephole=True,
+        projection=True,
+        n_output=3,
+        merge_outputs=True,
+        aux="bw_input",
+        activation="RELU",
+    ),
 ]
 
 
@@ -109,8 +160,11 @@ def test_lstm_step_matches_reference(case: LSTMCase):
 def test_basic_lstm_cell_matches_reference(batch, n_input, units):
     rng = np.random.default_rng(4)
     args = (
-        normal(rng, batch, n_input, scale=1.0), normal(rng, batch, units),
-        normal(rng, 4 * units, n_input + units), normal(rng, 4 * units, scale=0.2), normal(rng, batch, units),
+        normal(rng, batch, n_input, scale=1.0),
+        normal(rng, batch, units),
+        normal(rng, 4 * units, n_input + units),
+        normal(rng, 4 * units, scale=0.2),
+        normal(rng, batch, units),
     )
     for actual, expected in zip(basic_lstm_cell(*args), np_lstm.basic_lstm_cell(*args)):
         assert_allclose(actual, expected, rtol=0, atol=FLOAT_ATOL)
@@ -139,12 +193,25 @@ def test_bidirectional_sequence_lstm_matches_reference(case: LSTMCase):
     x, fw_weights, bw_weights, fw_state, bw_state, aux = _bidirectional_inputs(case, rng)
 
     outputs, (fw_final, bw_final) = bidirectional_sequence_lstm(
-        x, fw_weights, bw_weights, fw_state, bw_state, aux,
-        options=case.options, merge_outputs=case.merge_outputs,
+        x,
+        fw_weights,
+        bw_weights,
+        fw_state,
+        bw_state,
+        aux,
+        options=case.options,
+        merge_outputs=case.merge_outputs,
     )
     ref_outputs, ref_fw, ref_bw = np_lstm.bidirectional_sequence_lstm(
-        x, fw_weights, bw_weights, fw_state, bw_state, aux,
-        time_major=case.time_major, merge_outputs=case.merge_outputs, **case.reference_options,
+        x,
+        fw_weights,
+        bw_weights,
+        fw_state,
+        bw_state,
+        aux,
+        time_major=case.time_major,
+        merge_outputs=case.merge_outputs,
+        **case.reference_options,
     )
     assert len(outputs) == len(ref_outputs) == (1 if case.merge_outputs else 2)
     for actual, expected in zip(outputs, ref_outputs):
@@ -155,8 +222,9 @@ def test_bidirectional_sequence_lstm_matches_reference(case: LSTMCase):
 
 # ----------------------------------------------------------------------------- jit, vmap, property
 
-FULL_CASE = LSTMCase(peephole=True, projection=True, n_output=3, projection_bias=True, layer_norm=True,
-                     cell_clip=0.3, proj_clip=0.1)
+FULL_CASE = LSTMCase(
+    peephole=True, projection=True, n_output=3, projection_bias=True, layer_norm=True, cell_clip=0.3, proj_clip=0.1
+)
 
 
 def test_jit_matches_eager():
@@ -214,6 +282,7 @@ def test_unroll_matches_plain_scan(batch: int):
         def loss(w):
             y, (h, c) = unidirectional_sequence_lstm(x, w, state, options=case.options, unroll=unroll)
             return jax.numpy.sum(y * y) + jax.numpy.sum(c), (y, h, c)
+
         return jax.grad(loss, has_aux=True)(weights)
 
     for actual, expected in zip(jax.tree.leaves(run(3)), jax.tree.leaves(run(1)), strict=True):
@@ -226,11 +295,18 @@ def lstm_cases(draw) -> LSTMCase:
     n_cell = draw(st.integers(1, 5))
     diagonal = not projection and draw(st.booleans())
     return LSTMCase(
-        batch=draw(st.integers(1, 3)), time=draw(st.integers(1, 4)), n_input=draw(st.integers(1, 4)),
-        n_cell=n_cell, n_output=draw(st.integers(1, 4)) if projection else n_cell,
-        cifg=draw(st.booleans()), peephole=draw(st.booleans()), projection=projection,
-        projection_bias=projection and draw(st.booleans()), layer_norm=draw(st.booleans()),
-        diagonal=diagonal, cell_clip=draw(st.sampled_from([0.0, 0.5])),
+        batch=draw(st.integers(1, 3)),
+        time=draw(st.integers(1, 4)),
+        n_input=draw(st.integers(1, 4)),
+        n_cell=n_cell,
+        n_output=draw(st.integers(1, 4)) if projection else n_cell,
+        cifg=draw(st.booleans()),
+        peephole=draw(st.booleans()),
+        projection=projection,
+        projection_bias=projection and draw(st.booleans()),
+        layer_norm=draw(st.booleans()),
+        diagonal=diagonal,
+        cell_clip=draw(st.sampled_from([0.0, 0.5])),
         proj_clip=draw(st.sampled_from([0.0, 0.2])) if projection else 0.0,
         time_major=draw(st.booleans()),
         activation=draw(st.sampled_from(["TANH", "RELU", "RELU6", "RELU_N1_TO_1"])),

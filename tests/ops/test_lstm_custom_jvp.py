@@ -124,15 +124,23 @@ def _bidirectional(case: LSTMCase, rng: np.random.Generator):
 
     def fn(op, p):
         return op(
-            p["input"], p["fw"], p["bw"], p["fw_state"], p["bw_state"],
-            p.get("aux"), options=case.options, merge_outputs=case.merge_outputs,
+            p["input"],
+            p["fw"],
+            p["bw"],
+            p["fw_state"],
+            p["bw_state"],
+            p.get("aux"),
+            options=case.options,
+            merge_outputs=case.merge_outputs,
         )
 
     return _f64(params), fn, bidirectional_sequence_lstm
 
 
-_SETUPS = {"unidirectional": (_unidirectional, UNIDIRECTIONAL_CASES),
-           "bidirectional": (_bidirectional, BIDIRECTIONAL_CASES)}
+_SETUPS = {
+    "unidirectional": (_unidirectional, UNIDIRECTIONAL_CASES),
+    "bidirectional": (_bidirectional, BIDIRECTIONAL_CASES),
+}
 _CASES = [pytest.param(op, case, id=f"{op}-{case}") for op, (_, cases) in _SETUPS.items() for case in cases]
 
 

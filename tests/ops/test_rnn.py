@@ -9,18 +9,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
+from reference import np_rnn
 
 from jaxlstm.ops import bidirectional_sequence_rnn, rnn, unidirectional_sequence_rnn
-from reference import np_rnn
 
 from .cases import FLOAT_ATOL, JIT_EAGER_ATOL, RNNCase, normal, rnn_weights
 
-ACTIVATION_CASES = [
-    RNNCase(activation=name) for name in ("NONE", "RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
-]
+ACTIVATION_CASES = [RNNCase(activation=name) for name in ("NONE", "RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")]
 USEQ_CASES = [
-    RNNCase(), RNNCase(time_major=True), RNNCase(activation="TANH"),
-    RNNCase(activation="TANH", time_major=True), RNNCase(batch=1, time=1, n_input=1, n_units=1),
+    RNNCase(),
+    RNNCase(time_major=True),
+    RNNCase(activation="TANH"),
+    RNNCase(activation="TANH", time_major=True),
+    RNNCase(batch=1, time=1, n_input=1, n_units=1),
 ]
 BIDI_CASES = [
     RNNCase(),
@@ -144,10 +145,14 @@ def test_vmap_over_inputs_states_and_weights():
 @st.composite
 def rnn_cases(draw) -> RNNCase:
     return RNNCase(
-        batch=draw(st.integers(1, 3)), time=draw(st.integers(1, 4)), n_input=draw(st.integers(1, 4)),
-        n_units=draw(st.integers(1, 5)), time_major=draw(st.booleans()),
+        batch=draw(st.integers(1, 3)),
+        time=draw(st.integers(1, 4)),
+        n_input=draw(st.integers(1, 4)),
+        n_units=draw(st.integers(1, 5)),
+        time_major=draw(st.booleans()),
         activation=draw(st.sampled_from(["RELU", "TANH", "RELU6", "RELU_N1_TO_1", "NONE"])),
-        aux=draw(st.sampled_from(["none", "cross", "bw_input"])), n_aux=draw(st.integers(1, 4)),
+        aux=draw(st.sampled_from(["none", "cross", "bw_input"])),
+        n_aux=draw(st.integers(1, 4)),
         merge_outputs=draw(st.booleans()),
     )
 

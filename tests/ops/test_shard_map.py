@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from jaxlstm.ops import (
     GRUWeights,
@@ -47,17 +48,23 @@ def _ops(rng) -> dict:
     h = normal(rng, B, N)
     return {
         "unidirectional_sequence_lstm": (lambda x, s: unidirectional_sequence_lstm(x, lstm_w, s), lstm_s),
-        "unidirectional_sequence_lstm_hybrid": (
-            lambda x, s: unidirectional_sequence_lstm(x, hybrid_w, s), lstm_s),
+        "unidirectional_sequence_lstm_hybrid": (lambda x, s: unidirectional_sequence_lstm(x, hybrid_w, s), lstm_s),
         "unidirectional_sequence_lstm_bf16": (
-            lambda x, s: unidirectional_sequence_lstm(x, lstm_w, s, matmul_dtype=jnp.bfloat16), lstm_s),
+            lambda x, s: unidirectional_sequence_lstm(x, lstm_w, s, matmul_dtype=jnp.bfloat16),
+            lstm_s,
+        ),
         "bidirectional_sequence_lstm": (
             lambda x, s: bidirectional_sequence_lstm(
-                x, lstm_w, lstm_w, *(s or (None, None)), options=LSTMOptions(time_major=False)), (lstm_s, lstm_s)),
+                x, lstm_w, lstm_w, *(s or (None, None)), options=LSTMOptions(time_major=False)
+            ),
+            (lstm_s, lstm_s),
+        ),
         "lstm": (lambda x, s: lstm(x[:, 0], lstm_w, s), lstm_s),
         "unidirectional_sequence_rnn": (lambda x, s: unidirectional_sequence_rnn(x, rnn_w, s), h),
         "bidirectional_sequence_rnn": (
-            lambda x, s: bidirectional_sequence_rnn(x, rnn_w, rnn_w, *(s or (None, None))), (h, h)),
+            lambda x, s: bidirectional_sequence_rnn(x, rnn_w, rnn_w, *(s or (None, None))),
+            (h, h),
+        ),
         "rnn": (lambda x, s: rnn(x[:, 0], rnn_w, s), h),
         "gru": (lambda x, s: gru(x, gru_w, s), h),
     }
@@ -79,7 +86,9 @@ def test_op_under_shard_map_matches_plain_call(name: str, with_state: bool):
 
     sharded = jax.shard_map(
         lambda x, state: (fn(x, state), jax.lax.psum(jax.grad(loss)(x, state), "data")),
-        mesh=MESH, in_specs=(P("data"), P("data")), out_specs=(P("data"), P()),
+        mesh=MESH,
+        in_specs=(P("data"), P("data")),
+        out_specs=(P("data"), P()),
     )
     outputs, grad = jax.jit(sharded)(x, state)
     # Same computation on the same device: only XLA's fusion choices may differ (float32 ulps).
@@ -101,7 +110,9 @@ def test_lstm_weight_gradient_under_shard_map_at_batch_64():
 
     sharded = jax.shard_map(
         lambda w, x: jax.lax.psum(jax.grad(loss)(w, x), "data"),
-        mesh=MESH, in_specs=(P(), P("data")), out_specs=P(),
+        mesh=MESH,
+        in_specs=(P(), P("data")),
+        out_specs=P(),
     )
     got, want = jax.jit(sharded)(weights, x), jax.grad(loss)(weights, x)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):

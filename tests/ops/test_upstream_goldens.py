@@ -14,12 +14,20 @@ import dataclasses
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
+from reference import np_lstm, np_rnn
 
 from jaxlstm.ops import (
-    LSTMOptions, LSTMWeights, RNNOptions, RNNWeights, bidirectional_sequence_lstm,
-    bidirectional_sequence_rnn, lstm, rnn, unidirectional_sequence_lstm, unidirectional_sequence_rnn,
+    LSTMOptions,
+    LSTMWeights,
+    RNNOptions,
+    RNNWeights,
+    bidirectional_sequence_lstm,
+    bidirectional_sequence_rnn,
+    lstm,
+    rnn,
+    unidirectional_sequence_lstm,
+    unidirectional_sequence_rnn,
 )
-from reference import np_lstm, np_rnn
 
 from . import upstream_data as data
 from .cases import quantize_weights
@@ -48,8 +56,13 @@ def _time_major(per_batch, n: int) -> np.ndarray:
     return rows.reshape(rows.shape[0], -1, n).transpose(1, 0, 2)
 
 
-_INPUT_GATE = ("input_to_input_weights", "recurrent_to_input_weights", "cell_to_input_weights",
-               "input_gate_bias", "input_layer_norm_coefficients")
+_INPUT_GATE = (
+    "input_to_input_weights",
+    "recurrent_to_input_weights",
+    "cell_to_input_weights",
+    "input_gate_bias",
+    "input_layer_norm_coefficients",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,29 +86,54 @@ _CIFG_PEEPHOLE = _lstm_weights(data.CIFG_PEEPHOLE, 4, 4)
 
 # unidirectional_sequence_lstm_test.cc and lstm_test.cc (same vectors; see upstream_data.py).
 LSTM_GOLDENS = [
-    LSTMGolden("NoCifgNoPeepholeNoProjection", _lstm_weights(data.NO_CIFG_NO_PEEPHOLE, 4, 4), _SMALL_X,
-               _time_major([data.NO_CIFG_NO_PEEPHOLE_GOLDEN], 4), 0.0157651),
-    LSTMGolden("CifgPeepholeNoProjection", _CIFG_PEEPHOLE, _SMALL_X,
-               _time_major([data.CIFG_PEEPHOLE_GOLDEN], 4), 0.03573),
+    LSTMGolden(
+        "NoCifgNoPeepholeNoProjection",
+        _lstm_weights(data.NO_CIFG_NO_PEEPHOLE, 4, 4),
+        _SMALL_X,
+        _time_major([data.NO_CIFG_NO_PEEPHOLE_GOLDEN], 4),
+        0.0157651,
+    ),
+    LSTMGolden(
+        "CifgPeepholeNoProjection", _CIFG_PEEPHOLE, _SMALL_X, _time_major([data.CIFG_PEEPHOLE_GOLDEN], 4), 0.03573
+    ),
     # Hybrid: lstm_test.cc NoCifg_Peephole_Projection_NoLayerNorm's INT8 tolerance 0.0015 (the
     # USEQ test allows 0.00467 and skips the asymmetric variant).
-    LSTMGolden("NoCifgPeepholeProjection", _PROJECTION,
-               _time_major(data.PEEPHOLE_PROJECTION_INPUT, 5), _time_major(data.PEEPHOLE_PROJECTION_GOLDEN, 16),
-               0.0015),
-    LSTMGolden("NoCifgPeepholeProjectionAndBias", _PROJECTION.replace(
-                   projection_bias=np.asarray(data.PROJECTION_BIAS, np.float32)),
-               _time_major(data.PEEPHOLE_PROJECTION_INPUT, 5),
-               _time_major(data.PEEPHOLE_PROJECTION_BIAS_GOLDEN, 16), None),
-    LSTMGolden("CifgPeepholeNoProjectionLayerNorm", _CIFG_PEEPHOLE.replace(
-                   **{k: np.asarray(v, np.float32) for k, v in data.CIFG_PEEPHOLE_LAYER_NORM.items()}),
-               _SMALL_X, _time_major([data.CIFG_PEEPHOLE_LAYER_NORM_GOLDEN], 4), None),
+    LSTMGolden(
+        "NoCifgPeepholeProjection",
+        _PROJECTION,
+        _time_major(data.PEEPHOLE_PROJECTION_INPUT, 5),
+        _time_major(data.PEEPHOLE_PROJECTION_GOLDEN, 16),
+        0.0015,
+    ),
+    LSTMGolden(
+        "NoCifgPeepholeProjectionAndBias",
+        _PROJECTION.replace(projection_bias=np.asarray(data.PROJECTION_BIAS, np.float32)),
+        _time_major(data.PEEPHOLE_PROJECTION_INPUT, 5),
+        _time_major(data.PEEPHOLE_PROJECTION_BIAS_GOLDEN, 16),
+        None,
+    ),
+    LSTMGolden(
+        "CifgPeepholeNoProjectionLayerNorm",
+        _CIFG_PEEPHOLE.replace(**{k: np.asarray(v, np.float32) for k, v in data.CIFG_PEEPHOLE_LAYER_NORM.items()}),
+        _SMALL_X,
+        _time_major([data.CIFG_PEEPHOLE_LAYER_NORM_GOLDEN], 4),
+        None,
+    ),
     # lstm_test.cc, LSTM op; inputs and goldens are published [step][batch].
-    LSTMGolden("NoCifg_Peephole_Projection_LayerNorm", _LN_PROJECTION,
-               np.asarray(data.LAYER_NORM_PROJECTION_INPUT, np.float32),
-               np.asarray(data.LAYER_NORM_PROJECTION_GOLDEN, np.float32), 0.00106),
-    LSTMGolden("Cifg_Peephole_Projection_LayerNorm", _LN_PROJECTION.replace(**dict.fromkeys(_INPUT_GATE)),
-               np.asarray(data.LAYER_NORM_PROJECTION_INPUT, np.float32),
-               np.asarray(data.CIFG_LAYER_NORM_PROJECTION_GOLDEN, np.float32), 0.001),
+    LSTMGolden(
+        "NoCifg_Peephole_Projection_LayerNorm",
+        _LN_PROJECTION,
+        np.asarray(data.LAYER_NORM_PROJECTION_INPUT, np.float32),
+        np.asarray(data.LAYER_NORM_PROJECTION_GOLDEN, np.float32),
+        0.00106,
+    ),
+    LSTMGolden(
+        "Cifg_Peephole_Projection_LayerNorm",
+        _LN_PROJECTION.replace(**dict.fromkeys(_INPUT_GATE)),
+        np.asarray(data.LAYER_NORM_PROJECTION_INPUT, np.float32),
+        np.asarray(data.CIFG_LAYER_NORM_PROJECTION_GOLDEN, np.float32),
+        0.001,
+    ),
 ]
 HYBRID_LSTM_GOLDENS = [
     pytest.param(golden, asymmetric, id=f"{golden.name}-{'asym' if asymmetric else 'sym'}")
@@ -163,11 +201,24 @@ BIDI_LSTM_GOLDENS = [
     # weights (fw = bw), aux_input, merge_outputs, n_batch, fw golden, bw golden
     pytest.param(_SMALL, None, False, 1, _BIDI_FW, _BIDI_BW, id="BlackBoxTestNoCifgNoPeepholeNoProjectionNoClipping"),
     pytest.param(_SMALL, None, True, 2, _BIDI_FW, _BIDI_BW, id="BlackBoxTestMergedOutput"),
-    pytest.param(_aux_weights({k: np.zeros(8) for k in data.BIDI_AUX_WEIGHTS}), _SMALL_X, False, 1,
-                 _BIDI_FW, _BIDI_BW, id="BlackBoxTestWithAuxInputZeroAuxWeight"),
-    pytest.param(_aux_weights(data.BIDI_AUX_WEIGHTS), _SMALL_X, False, 1,
-                 _time_major([data.BIDI_AUX_FW_GOLDEN], 4), _time_major([data.BIDI_AUX_BW_GOLDEN], 4),
-                 id="BlackBoxTestWithAuxInput"),
+    pytest.param(
+        _aux_weights({k: np.zeros(8) for k in data.BIDI_AUX_WEIGHTS}),
+        _SMALL_X,
+        False,
+        1,
+        _BIDI_FW,
+        _BIDI_BW,
+        id="BlackBoxTestWithAuxInputZeroAuxWeight",
+    ),
+    pytest.param(
+        _aux_weights(data.BIDI_AUX_WEIGHTS),
+        _SMALL_X,
+        False,
+        1,
+        _time_major([data.BIDI_AUX_FW_GOLDEN], 4),
+        _time_major([data.BIDI_AUX_BW_GOLDEN], 4),
+        id="BlackBoxTestWithAuxInput",
+    ),
 ]
 
 
@@ -197,15 +248,19 @@ def _aux_size1_inputs(batch: int, time_major: bool):
     return x, aux
 
 
-@pytest.mark.parametrize("time_major, batch", [
-    pytest.param(True, 1, id="BlackBoxTestWithAuxInputDifferentSize"),
-    pytest.param(False, 2, id="BlackBoxTestWithAuxInputBatchMajorDifferentSize"),
-])
+@pytest.mark.parametrize(
+    "time_major, batch",
+    [
+        pytest.param(True, 1, id="BlackBoxTestWithAuxInputDifferentSize"),
+        pytest.param(False, 2, id="BlackBoxTestWithAuxInputBatchMajorDifferentSize"),
+    ],
+)
 def test_bidirectional_sequence_lstm_aux_of_different_size_golden(time_major, batch):
     weights = _aux_weights(data.BIDI_AUX_SIZE1_WEIGHTS)
     x, aux = _aux_size1_inputs(batch, time_major)
-    (fw, bw), _ = bidirectional_sequence_lstm(x, weights, weights, aux_input=aux,
-                                               options=LSTMOptions(time_major=time_major))
+    (fw, bw), _ = bidirectional_sequence_lstm(
+        x, weights, weights, aux_input=aux, options=LSTMOptions(time_major=time_major)
+    )
     fw_golden = np.asarray(data.BIDI_AUX_SIZE1_FW_GOLDEN[:batch], np.float32).reshape(batch, 3, 4)
     bw_golden = np.asarray(data.BIDI_AUX_SIZE1_BW_GOLDEN[:batch], np.float32).reshape(batch, 3, 4)
     if time_major:
@@ -290,7 +345,7 @@ def test_bidirectional_sequence_rnn_time_major_golden(quantized, asymmetric):
     x = RNN_X.transpose(1, 0, 2)
     weights = _rnn_weights(quantized)
     options = RNNOptions("RELU", True, asymmetric)
-    (fw, bw), _ = bidirectional_sequence_rnn(x, weights, weights, options=options)
+    (fw, _), _ = bidirectional_sequence_rnn(x, weights, weights, options=options)
     assert_allclose(fw, RNN_FW.transpose(1, 0, 2), rtol=0, atol=3.57e-1 if quantized else FLOAT_TOLERANCE)
     if not quantized:
         (merged,), _ = bidirectional_sequence_rnn(x, weights, weights, options=options, merge_outputs=True)

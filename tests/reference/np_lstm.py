@@ -68,7 +68,15 @@ def _gate(name, peephole_cell, weights, x, aux, h, asymmetric, dtype):
 
 
 def lstm_step(
-    x, aux, h, c, weights, *, activation="TANH", cell_clip=0.0, proj_clip=0.0,
+    x,
+    aux,
+    h,
+    c,
+    weights,
+    *,
+    activation="TANH",
+    cell_clip=0.0,
+    proj_clip=0.0,
     asymmetric_quantize_inputs=False,
 ):
     """One step for one batch row: x [n_input], aux [n_aux] or None, h [n_output], c [n_cell].
@@ -159,8 +167,16 @@ def lstm(x, weights, h0=None, c0=None, **options):
 
 
 def bidirectional_sequence_lstm(
-    x, fw_weights, bw_weights, fw_state=(None, None), bw_state=(None, None), aux_input=None, *,
-    time_major=True, merge_outputs=False, **options,
+    x,
+    fw_weights,
+    bw_weights,
+    fw_state=(None, None),
+    bw_state=(None, None),
+    aux_input=None,
+    *,
+    time_major=True,
+    merge_outputs=False,
+    **options,
 ):
     """BIDIRECTIONAL_SEQUENCE_LSTM: both directions share `options`.
 

@@ -72,8 +72,16 @@ def unidirectional_sequence_rnn(x, weights, h0=None, *, time_major=False, **opti
 
 
 def bidirectional_sequence_rnn(
-    x, fw_weights, bw_weights, fw_h0=None, bw_h0=None, aux_input=None, *,
-    time_major=False, merge_outputs=False, **options,
+    x,
+    fw_weights,
+    bw_weights,
+    fw_h0=None,
+    bw_h0=None,
+    aux_input=None,
+    *,
+    time_major=False,
+    merge_outputs=False,
+    **options,
 ):
     """BIDIRECTIONAL_SEQUENCE_RNN with the kernel's three quirks (bidirectional_sequence_rnn.cc).
 

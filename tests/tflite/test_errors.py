@@ -23,6 +23,7 @@ def _tensor_index(model, name: bytes) -> int:
 
 def _set(attr_path: str, value):
     """An edit that sets e.g. ``subgraphs[0].operators[0].opcodeIndex``."""
+
     def edit(model):
         *parents, last = attr_path.split(".")
         obj = model
@@ -32,6 +33,7 @@ def _set(attr_path: str, value):
             if index:
                 obj = obj[int(index[:-1])]
         setattr(obj, last, value)
+
     return edit
 
 
@@ -39,6 +41,7 @@ def _drop_input(position: int):
     def edit(model):
         op = model.subgraphs[0].operators[0]
         op.inputs = [-1 if p == position else i for p, i in enumerate(op.inputs)]
+
     return edit
 
 
@@ -85,15 +88,27 @@ def _int8_activation_input(model):
 
 MALFORMED = {
     "buffer_out_of_range": (_set("subgraphs[0].tensors[1].buffer", 999), "refers to buffer 999, out of range"),
-    "tensor_shape_vs_buffer_size": (_wrong_buffer_size, "buffer holds 80 bytes but shape \\[4, 6\\] of float32 needs 96"),
+    "tensor_shape_vs_buffer_size": (
+        _wrong_buffer_size,
+        "buffer holds 80 bytes but shape \\[4, 6\\] of float32 needs 96",
+    ),
     "missing_required_lstm_input": (_drop_input(2), "missing required input input_to_forget_weights \\(position 2\\)"),
     "state_not_a_variable_tensor": (_unset_variable, "cell_state \\(position 19.*must be a variable tensor"),
-    "operator_tensor_out_of_range": (_set("subgraphs[0].operators[2].outputs", [12345]), "refers to tensors \\[12345\\]"),
+    "operator_tensor_out_of_range": (
+        _set("subgraphs[0].operators[2].outputs", [12345]),
+        "refers to tensors \\[12345\\]",
+    ),
     "opcode_index_out_of_range": (_set("subgraphs[0].operators[1].opcodeIndex", 77), "opcode index 77, out of range"),
     "read_before_write": (_read_before_write, "reads tensors \\[.*\\] before any operator computes them"),
-    "options_of_another_op": (_options_mismatch, "has builtin options SoftmaxOptions, expected UnidirectionalSequenceLSTMOptions"),
+    "options_of_another_op": (
+        _options_mismatch,
+        "has builtin options SoftmaxOptions, expected UnidirectionalSequenceLSTMOptions",
+    ),
     "schema_version": (_set("version", 2), "schema version 2; expected 3"),
-    "subgraph_output_out_of_range": (_set("subgraphs[0].outputs", [4242]), "subgraph outputs refer to tensors \\[4242\\]"),
+    "subgraph_output_out_of_range": (
+        _set("subgraphs[0].outputs", [4242]),
+        "subgraph outputs refer to tensors \\[4242\\]",
+    ),
 }
 
 
@@ -118,8 +133,11 @@ def test_unsupported_model(data, edit, message):
 
 @pytest.mark.parametrize(
     "blob,message",
-    [(b"", "shorter than a flatbuffer header"), (b"\x00" * 64, "file identifier"),
-     (b"\x10\x00\x00\x00TFL3" + b"\xff" * 8, "malformed .tflite flatbuffer")],
+    [
+        (b"", "shorter than a flatbuffer header"),
+        (b"\x00" * 64, "file identifier"),
+        (b"\x10\x00\x00\x00TFL3" + b"\xff" * 8, "malformed .tflite flatbuffer"),
+    ],
     ids=["empty", "bad_identifier", "garbage_after_identifier"],
 )
 def test_not_a_model(blob, message):
@@ -128,7 +146,7 @@ def test_not_a_model(blob, message):
 
 
 def test_truncated_file(data):
-    with pytest.raises(ValueError, match="malformed .tflite flatbuffer"):
+    with pytest.raises(ValueError, match=r"malformed \.tflite flatbuffer"):
         load_tflite(data[: len(data) // 2])
 
 

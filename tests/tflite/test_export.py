@@ -106,8 +106,9 @@ def test_init_state_follows_the_batch(model, rng):
 
 @pytest.mark.parametrize("asymmetric", [False, True], ids=["symmetric", "asymmetric"])
 def test_dynamic_range_quantization_matches_quantize_symmetric(model, asymmetric):
-    back = load_tflite(export_tflite(model, quantize="dynamic", quantize_min_elements=0,
-                                     asymmetric_quantize_inputs=asymmetric))
+    back = load_tflite(
+        export_tflite(model, quantize="dynamic", quantize_min_elements=0, asymmetric_quantize_inputs=asymmetric)
+    )
     consts = {t.name: back.constant(t.name) for t in back.tensors}
     for op_index in (0, 1):
         op = back.operators[op_index]
@@ -132,11 +133,13 @@ def test_dynamic_range_quantization_matches_quantize_symmetric(model, asymmetric
 def test_quantization_threshold_applies_per_op(model):
     """An op turns hybrid only if every weight matrix reaches the threshold (else the hybrid
     kernel would see mixed int8/float weights)."""
+
     # layer 0: 8x5 = 40 and 8x8 = 64 elements; layer 1: 6x8 = 48 and 6x6 = 36.
     def hybrid_ops(**kw):
         back = load_tflite(export_tflite(model, quantize="dynamic", **kw))
-        return [isinstance(back.constant(back.tensors[op.inputs[2]].name), QuantizedTensor)
-                for op in back.operators[:2]]
+        return [
+            isinstance(back.constant(back.tensors[op.inputs[2]].name), QuantizedTensor) for op in back.operators[:2]
+        ]
 
     assert hybrid_ops(quantize_min_elements=36) == [True, True]
     assert hybrid_ops(quantize_min_elements=37) == [True, False]
@@ -162,10 +165,15 @@ def test_shared_weight_is_duplicated_not_changed(rng):
     m = stacked_lstm(rng, units=(4,), softmax=False)
     weight = next(i for i, t in enumerate(m.tensors) if t.name == "lstm_0/input_to_cell_weights")
     out = next(i for i, t in enumerate(m.tensors) if t.name == "logits")
-    other = [op for op in m.operators] + [Operator("ADD", (weight, weight), (len(m.tensors),),
-                                                   (("fused_activation_function", "NONE"),))]
-    m = m.replace(tensors=list(m.tensors) + [jaxlstm.model.Tensor("doubled", (4, 5))], operators=other,
-                  outputs=[out, len(m.tensors)], signature_names=None)
+    other = [op for op in m.operators] + [
+        Operator("ADD", (weight, weight), (len(m.tensors),), (("fused_activation_function", "NONE"),))
+    ]
+    m = m.replace(
+        tensors=list(m.tensors) + [jaxlstm.model.Tensor("doubled", (4, 5))],
+        operators=other,
+        outputs=[out, len(m.tensors)],
+        signature_names=None,
+    )
     back = load_tflite(export_tflite(m, quantize="dynamic", quantize_min_elements=0))
     assert back.constant("lstm_0/input_to_cell_weights").dtype == np.float32
     assert isinstance(back.constant("lstm_0/input_to_cell_weights/int8"), QuantizedTensor)

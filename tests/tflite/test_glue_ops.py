@@ -23,6 +23,7 @@ def _unary(opcode, **options):
         y = b.add_intermediate("y", (2, 3, 4))
         b.add_operator(opcode, [x], [y], **options)
         return [y], [_f32(rng, 2, 3, 4) * 3]
+
     return build
 
 
@@ -33,6 +34,7 @@ def _binary(opcode, activation, constant_shape=None):
         y = b.add_intermediate("y", (2, 3, 4))
         b.add_operator(opcode, [x, other], [y], fused_activation_function=activation)
         return [y], [_f32(rng, 2, 3, 4)] + ([] if constant_shape else [_f32(rng, 2, 3, 4)])
+
     return build
 
 
@@ -47,9 +49,16 @@ def _fully_connected(keep_num_dims, weights="float", activation="RELU", asymmetr
             w = QuantizedTensor(np.round(w / scale).astype(np.int8), scale.astype(np.float32))
         wr, br = b.add_constant("w", w), b.add_constant("b", _f32(rng, 5))
         y = b.add_intermediate("y", (2, 3, 5) if keep_num_dims else (6, 5))
-        b.add_operator("FULLY_CONNECTED", [x, wr, br], [y], fused_activation_function=activation,
-                       keep_num_dims=keep_num_dims, asymmetric_quantize_inputs=asymmetric)
+        b.add_operator(
+            "FULLY_CONNECTED",
+            [x, wr, br],
+            [y],
+            fused_activation_function=activation,
+            keep_num_dims=keep_num_dims,
+            asymmetric_quantize_inputs=asymmetric,
+        )
         return [y], [_f32(rng, 2, 3, 6)]
+
     return build
 
 
@@ -60,6 +69,7 @@ def _with_constants(opcode, in_shape, out_shape, constants, **options):
         y = b.add_intermediate("y", out_shape)
         b.add_operator(opcode, [x, *refs], [y], **options)
         return [y], [_f32(rng, *in_shape)]
+
     return build
 
 
@@ -72,6 +82,7 @@ def _dequantize(source):
         b.add_operator("DEQUANTIZE", [c], [d])
         b.add_operator("ADD", [x, d], [y], fused_activation_function="NONE")
         return [y], [_f32(rng, 3, 4)]
+
     return build
 
 
@@ -109,8 +120,13 @@ def _fill_from_shape(b, rng):
     batch = b.add_intermediate("batch", (1,), "int32")
     b.add_operator("STRIDED_SLICE", [shape, *consts], [batch], begin_mask=0, end_mask=0, shrink_axis_mask=0)
     dims = b.add_intermediate("dims", (2,), "int32")
-    b.add_operator("CONCATENATION", [batch, b.add_constant("rest", np.asarray([5], np.int32))], [dims],
-                   axis=0, fused_activation_function="NONE")
+    b.add_operator(
+        "CONCATENATION",
+        [batch, b.add_constant("rest", np.asarray([5], np.int32))],
+        [dims],
+        axis=0,
+        fused_activation_function="NONE",
+    )
     y = b.add_intermediate("y", (2, 5))
     b.add_operator("FILL", [dims, b.add_constant("value", np.asarray(1.5, np.float32))], [y])
     return [y], [_f32(rng, 2, 3, 4)]
@@ -132,11 +148,20 @@ CASES = {
     "transpose": _with_constants("TRANSPOSE", (2, 3, 4), (3, 2, 4), [np.asarray([1, 0, 2], np.int32)]),
     "reverse_v2": _with_constants("REVERSE_V2", (2, 3, 4), (2, 3, 4), [np.asarray([1], np.int32)]),
     "strided_slice": _with_constants(
-        "STRIDED_SLICE", (2, 5, 4), (2, 2, 4),
+        "STRIDED_SLICE",
+        (2, 5, 4),
+        (2, 2, 4),
         [np.asarray([0, 1, 0], np.int32), np.asarray([0, 5, 0], np.int32), np.asarray([1, 2, 1], np.int32)],
-        begin_mask=5, end_mask=5, shrink_axis_mask=0, ellipsis_mask=0, new_axis_mask=0, offset=False),
-    "concatenation": _with_constants("CONCATENATION", (2, 3), (2, 5), [np.ones((2, 2), np.float32)],
-                                     axis=-1 % 2, fused_activation_function="NONE"),
+        begin_mask=5,
+        end_mask=5,
+        shrink_axis_mask=0,
+        ellipsis_mask=0,
+        new_axis_mask=0,
+        offset=False,
+    ),
+    "concatenation": _with_constants(
+        "CONCATENATION", (2, 3), (2, 5), [np.ones((2, 2), np.float32)], axis=-1 % 2, fused_activation_function="NONE"
+    ),
     "dequantize_int8": _dequantize("int8"),
     "dequantize_float16": _dequantize("float16"),
     "gather": _gather,

@@ -99,7 +99,9 @@ def test_round_trip_through_litert(export, rng):
     data = export_tflite(bidirectional_lstm(rng, batch=2, time=5), **EXPORTS[export])
     again = export_tflite(load_tflite(data))
     x = rng.normal(size=(2, 5, 5)).astype(np.float32)
-    for a, b in zip(run_litert(data, [x], invocations=2, reset=False), run_litert(again, [x], invocations=2, reset=False)):
+    for a, b in zip(
+        run_litert(data, [x], invocations=2, reset=False), run_litert(again, [x], invocations=2, reset=False)
+    ):
         np.testing.assert_array_equal(a[0], b[0])
 
 

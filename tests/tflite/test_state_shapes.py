@@ -69,8 +69,10 @@ _STATES = {
     "bidirectional_lstm": [
         ("BIDIRECTIONAL_SEQUENCE_LSTM", f"bidirectional_lstm/{name}", name, p, size_name, size)
         for name, p, size_name, size in (
-            ("fw_output_state", 35, "n_output", N_OUTPUT), ("fw_cell_state", 36, "n_cell", N_CELL),
-            ("bw_output_state", 37, "n_output", N_OUTPUT), ("bw_cell_state", 38, "n_cell", N_CELL),
+            ("fw_output_state", 35, "n_output", N_OUTPUT),
+            ("fw_cell_state", 36, "n_cell", N_CELL),
+            ("bw_output_state", 37, "n_output", N_OUTPUT),
+            ("bw_cell_state", 38, "n_cell", N_CELL),
         )
     ],
     "bidirectional_lstm_tm": [
@@ -86,7 +88,14 @@ _STATES = {
         ("RNN", "rnn_cell/hidden_state", "hidden_state", 4, "n_units", N_UNITS),
     ],
     "bidirectional_rnn": [
-        ("BIDIRECTIONAL_SEQUENCE_RNN", f"bidirectional_rnn/{d}_hidden_state", f"{d}_hidden_state", p, "n_units", N_UNITS)
+        (
+            "BIDIRECTIONAL_SEQUENCE_RNN",
+            f"bidirectional_rnn/{d}_hidden_state",
+            f"{d}_hidden_state",
+            p,
+            "n_units",
+            N_UNITS,
+        )
         for d, p in (("fw", 4), ("bw", 8))
     ],
 }
@@ -100,7 +109,9 @@ _CORRUPTIONS = {
 }
 _CASES = [
     pytest.param(kind, state, corruption, id=f"{kind}-{state[2]}-{corruption}")
-    for kind, states in _STATES.items() for state in states for corruption in _CORRUPTIONS
+    for kind, states in _STATES.items()
+    for state in states
+    for corruption in _CORRUPTIONS
 ]
 
 
@@ -135,8 +146,14 @@ def test_corrupt_state_shape_is_rejected(exported, kind, state, corruption):
     with pytest.raises(ValueError) as info:
         load_tflite(data)
     message = str(info.value)
-    for part in (f"operator 0 ({opcode})", f"{input_name} (position {position},", repr(tensor),
-                 f"shape {bad}", f"expected {[B, size]}", f"{size_name} from"):
+    for part in (
+        f"operator 0 ({opcode})",
+        f"{input_name} (position {position},",
+        repr(tensor),
+        f"shape {bad}",
+        f"expected {[B, size]}",
+        f"{size_name} from",
+    ):
         assert part in message, f"{part!r} missing from: {message}"
 
 
