@@ -169,7 +169,7 @@ def _reduce(op: Operator, args: list):
     allowed), keeping them as size 1 with keep_dims."""
     xp, (x,) = _operands(args[0])
     if op.opcode == "MEAN" and not jnp.issubdtype(x.dtype, jnp.floating):
-        raise NotImplementedError(f"MEAN of a {x.dtype} tensor (only float means are supported)")
+        raise NotImplementedError(f"MEAN of {x.dtype} values (only float means are supported)")
     axes = _axes(args[1], np.ndim(x), f"{op.opcode} axis")
     return [getattr(xp, _REDUCERS[op.opcode])(x, axis=axes, keepdims=op.option("keep_dims", False))], {}
 
