@@ -364,3 +364,7 @@ def _gather(op: Operator, args: list):
 def _split(op: Operator, args: list):
     axis = int(_static(args[0], "SPLIT axis"))
     return list(jnp.split(args[1], op.option("num_splits", len(op.outputs)), axis=axis)), {}
+
+
+# The kernels of the front-end and glue operators register themselves on import.
+from jaxlstm.model import array_kernels, conv_kernels  # noqa: E402, F401

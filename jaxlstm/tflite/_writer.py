@@ -514,4 +514,28 @@ def op_version(model: Model, op: Operator) -> int:
         return 1
     if name == "DEQUANTIZE":
         return {"int8": 2, "float16": 3}.get(dtype(0), 1)
-    return 1
+    if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        x, w = (model.tensors[op.inputs[s]] for s in (0, 1))
+        channels = w.shape[0 if name == "CONV_2D" else 3]  # op_signature.cc: per-channel = a scale per filter
+        per_channel = len(w.scale) == channels if isinstance(w.scale, tuple) else channels == 1
+        if name == "CONV_2D":
+            if x.shape[-1] != w.shape[3]:
+                return 6  # grouped
+            return (5 if per_channel else 2) if w.dtype == "int8" else 1
+        if w.dtype == "int8":
+            return 6 if per_channel else 4
+        return 2 if (op.option("dilation_h_factor", 1), op.option("dilation_w_factor", 1)) != (1, 1) else 1
+    rank = len(model.tensors[op.inputs[0]].shape) if op.inputs and op.inputs[0] != NO_TENSOR else 0
+    if name in ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND") and rank != 4:
+        return 3
+    if name in ("PAD", "PADV2") and rank > 4:
+        return 4
+    if name == "SLICE" and rank > 4:
+        return 5
+    if name == "BROADCAST_TO":
+        return 2  # version 1 was withdrawn
+    return _BOOL_INPUT_VERSIONS.get(name, 1) if dtype(0) == "bool" else 1
+
+
+# Versions of the ops that take a bool first input (op_version.cc).
+_BOOL_INPUT_VERSIONS = {"GATHER": 3, "TRANSPOSE": 3, "STRIDED_SLICE": 3, "REVERSE_V2": 2, "UNPACK": 3}
