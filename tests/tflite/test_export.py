@@ -222,16 +222,20 @@ def test_atomic_write(model, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model.tflite"]  # no partial or temporary file
 
 
-def test_stateless_export_zeroes_the_state_with_fill(model, rng):
-    back = load_tflite(export_tflite(model, stateful=False))
-    assert back.opcodes.count("FILL") == 4
-    for op in back.operators:
-        if op.opcode == "FILL":
-            assert back.tensors[op.outputs[0]].is_variable
+def test_predict_export_zeroes_the_state_with_fill(model, rng):
+    """The default export writes one FILL per state tensor; `load_tflite` reads the resets as
+    the model's semantics (`Model.stateful` False) rather than as operators."""
+    data = export_tflite(model)
+    sg = schema.ModelT.InitFromPackedBuf(data, 0).subgraphs[0]
+    fills = [op.outputs[0] for op in sg.operators if len(op.inputs) == 2 and sg.tensors[op.outputs[0]].isVariable]
+    assert sorted(sg.tensors[i].name.decode() for i in fills) == sorted(t.name for t in model.tensors if t.is_variable)
+    back = load_tflite(data)
+    assert back.stateful is False and back.opcodes == model.opcodes
     x = rng.normal(size=(2, 4, 5)).astype(np.float32)
-    stale = {k: v + 1.0 for k, v in back.init_state(2).items()}
-    outputs, _ = back.apply(back.params, stale, x)  # the FILLs overwrite any carried state
-    np.testing.assert_allclose(outputs[0], model(x)[0], atol=1e-6)
+    np.testing.assert_allclose(back(x)[0], model(x)[0], atol=1e-6)
+    streaming = load_tflite(export_tflite(model, stateful=True))
+    assert streaming.stateful is True and streaming.opcodes == model.opcodes
+    assert load_tflite(export_tflite(streaming, stateful=False)).stateful is False
 
 
 def test_batch_major_merged_bidirectional_lstm_is_split(rng):
