@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
+from jaxlstm.ops import LSTMOptions
 from jaxlstm.parity.litert import run_litert, variable_tensors
 from jaxlstm.tflite import export_tflite, load_tflite
 from tests.tflite.models import bidirectional_lstm, stacked_lstm
@@ -120,3 +121,45 @@ def test_xnnpack_quantizes_hybrid_fully_connected_asymmetrically(rng):
         ((delegated,),) = run_litert(data, [x])
         np.testing.assert_allclose(builtin, ours, atol=ATOL)
         assert (np.max(np.abs(delegated - ours)) <= ATOL) == asymmetric
+
+
+def _cell_model(kind: str, rng):
+    """One LSTM (FULL kernel), BASIC LSTM or RNN cell on [batch, 5]: a single-step model."""
+    from jaxlstm.model import ModelBuilder
+    from jaxlstm.ops import RNNOptions, RNNWeights
+    from tests.tflite.models import lstm_weights
+
+    b = ModelBuilder()
+    x = b.add_input("input", (-1, 5))
+    if kind == "lstm":
+        y = b.add_lstm_cell(x, lstm_weights(rng, 5, 4), LSTMOptions())
+    elif kind == "basic_lstm":
+        y = b.add_basic_lstm_cell(x, rng.normal(size=(16, 9)).astype(np.float32) * 0.4, np.zeros(16, np.float32))
+    else:
+        w = RNNWeights(*(rng.normal(size=s).astype(np.float32) * 0.4 for s in ((4, 5), (4, 4), (4,))))
+        y = b.add_rnn_cell(x, w, RNNOptions("TANH"))
+    return b.build([y])
+
+
+@pytest.mark.parametrize("stateful", [False, True], ids=["predict", "streaming"])
+@pytest.mark.parametrize("kind", ["lstm", "basic_lstm", "rnn", "sequence"])
+def test_reexported_file_runs_as_the_original_over_several_invokes(kind, stateful, rng):
+    """export_tflite(load_tflite(b)) with the defaults runs in LiteRT exactly as b, one step
+    (or one chunk) per invoke without a reset, and the loaded model streams like the file."""
+    model = stacked_lstm(rng) if kind == "sequence" else _cell_model(kind, rng)
+    data = export_tflite(model, stateful=stateful, batch_size=2)
+    loaded = load_tflite(data)
+    assert loaded.stateful is stateful
+    again = export_tflite(loaded)
+    shape = (2, 3, 5) if kind == "sequence" else (2, 5)
+    x = rng.normal(size=shape).astype(np.float32)
+    original = run_litert(data, [x], invocations=3, reset=False, xnnpack=False)
+    for a, b in zip(original, run_litert(again, [x], invocations=3, reset=False, xnnpack=False)):
+        np.testing.assert_array_equal(a[0], b[0])
+    carried = bool(np.abs(original[0][0] - original[2][0]).max() > 1e-4)
+    assert carried == stateful
+    state = None
+    for invoke in original:  # jaxlstm: apply threads the state of a streaming model
+        outputs, new_state = loaded.apply(loaded.params, state, x)
+        state = new_state if stateful else None
+        np.testing.assert_allclose(outputs[0], invoke[0], atol=ATOL)
