@@ -126,7 +126,7 @@ def _load_warnings(data: bytes) -> list[dict[str, Any]]:
             f"the recurrent state carries over from one invoke to the next (variable tensors {states}): "
             "call reset_all_variables() between independent inputs, and to run another batch resize "
             "these tensors too (the input alone fails); `jaxlstm convert MODEL.tflite --no-stateful "
-            "-o predict.tflite` writes a file that starts every invoke from zero state at any batch",
+            "-o predict.tflite` writes a file that starts every invoke from zero state",
         )
     ]
 

@@ -226,8 +226,9 @@ def test_predict_export_zeroes_the_state_with_fill(model, rng):
     """The default export writes one FILL per state tensor; `load_tflite` reads the resets as
     the model's semantics (`Model.stateful` False) rather than as operators."""
     data = export_tflite(model)
-    sg = schema.ModelT.InitFromPackedBuf(data, 0).subgraphs[0]
-    fills = [op.outputs[0] for op in sg.operators if len(op.inputs) == 2 and sg.tensors[op.outputs[0]].isVariable]
+    m = schema.ModelT.InitFromPackedBuf(data, 0)
+    sg, codes = m.subgraphs[0], m.operatorCodes
+    fills = [op.outputs[0] for op in sg.operators if codes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.FILL]
     assert sorted(sg.tensors[i].name.decode() for i in fills) == sorted(t.name for t in model.tensors if t.is_variable)
     back = load_tflite(data)
     assert back.stateful is False and back.opcodes == model.opcodes
