@@ -10,6 +10,8 @@ import argparse
 import importlib
 import json
 import os
+import re
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -19,8 +21,16 @@ SRC kinds:
   .h5     a tf_keras / Keras model file (loaded with tf_keras, then from_keras)
   .tflite a TFLite model, re-exported (optionally rewritten, see --strip-cell-clip,
           --fuse-bidirectional, and quantized with --quantize)
-  .pt     a PyTorch nn.LSTM / nn.RNN saved with torch.save(module), or its state_dict
-          (jaxlstm.convert.from_torch; sizes are read from the weight shapes)
+  .pt     a PyTorch nn.LSTM / nn.RNN / nn.GRU saved with torch.save(module), or its
+          state_dict (jaxlstm.convert.from_torch; sizes are read from the weight shapes)
+
+The written file behaves like Keras predict: every invoke starts from zero state, and
+resizing the input alone (resize_tensor_input, or the signature runner) runs it at any
+batch and length. --stateful writes a streaming file instead (the state carries over
+between invokes until reset_all_variables(); fix the batch with --batch N, or resize the
+variable tensors with the input). A .tflite SRC keeps its own behaviour unless
+--stateful / --no-stateful is given. GRU layers need --time-steps T (TFLite has no GRU
+operator: the layer is unrolled over T steps).
 """
 
 _INSPECT_DESCRIPTION = """\
@@ -41,13 +51,19 @@ _INSPECT_EPILOG = """\
    "warnings":   [{"code", "subgraph", "operator", "message"}, ...]}
 "slots" (input name -> tensor index or null) and "features" are set for the fused LSTM/RNN
 ops only. Warning codes: while_loop, flex_op, custom_op, unsupported_op, keras_cell_clip,
-activation_none, merged_batch_major.
+activation_none, merged_batch_major, and for the whole file (operator null): not_loadable
+(jaxlstm.load_tflite refuses the file; the message is its error), streaming_state (the
+recurrent state carries over from one invoke to the next).
 """
 
 _PARITY_EPILOG = """\
 Inputs: "random" (standard normal) and two adversarial cases of magnitude 10 that drive
 LSTM cell states past 10 ("adversarial_flip": every feature's sign flips halfway;
-"adversarial_rotation": the input direction turns once over the sequence).
+"adversarial_rotation": the input direction turns once over the sequence), each at batch 1
+and batch 3 (or the model's fixed batch) and invoked twice, as a LiteRT user would. The
+report says which semantics the file has: "predict" (every invoke starts from zero state:
+the second invoke must equal the first) or "streaming" (the second invoke continues from
+the state the first left, in LiteRT and in jaxlstm alike).
 An element passes when |a - b| <= tolerance * max(1, |b|). For hybrid (int8-weight) models
 the jaxlstm side is its emulation of LiteRT's hybrid arithmetic, so the same tolerance
 applies to jaxlstm vs LiteRT; pairs with the (float) source use --source-tolerance.
@@ -85,16 +101,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _exit_code(e)
         command, run = args.command, lambda: args.run(args)
     try:
-        return run()
+        code = run()
+        sys.stdout.flush()  # a closed pipe shows up here, not at exit
+        return code
+    except BrokenPipeError:  # `jaxlstm inspect x.tflite | head`: the reader has gone
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
     except SystemExit as e:  # the demo's own argument parsing
         return _exit_code(e)
     except _USER_ERRORS as e:
-        if isinstance(e, FileNotFoundError) and e.filename:
-            message = f"no such file: {e.filename}"
-        else:
-            message = " ".join(str(e).split()) or type(e).__name__
-        print(f"jaxlstm {command}: error: {message}", file=sys.stderr)
+        print(f"jaxlstm {command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _one_line(e: BaseException) -> str:
+    """The error as one line of plain text: no newlines, and no terminal colour codes (Keras
+    wraps the errors of its layers in bold, ``\\x1b[1m``)."""
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        text = f"{e.strerror.lower()}: {e.filename}"  # "no such file or directory: out/x.tflite"
+    else:
+        text = str(e)
+    return " ".join(_ANSI_ESCAPE.sub("", text).split()) or type(e).__name__
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null, so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (a captured stdout)
+        pass
 
 
 def _exit_code(e: SystemExit) -> int:
@@ -128,18 +167,28 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument(
         "--stateful",
-        action="store_true",
-        help="carry the LSTM/RNN state from one invoke to the next (TFLite "
-        "variable tensors, until reset_all_variables()); default: the state "
-        "starts at zero in every invoke, like Keras predict",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--stateful: carry the recurrent state from one invoke to the next (TFLite variable "
+        "tensors, until reset_all_variables()); --no-stateful: start every invoke from zero "
+        "state, like Keras predict. Default: predict for Keras and PyTorch sources, the file's "
+        "own behaviour for a .tflite source",
     )
     convert.add_argument(
         "--batch",
         type=_batch,
         default=None,
         metavar="N|dynamic",
-        help="the batch size of input and state, or 'dynamic' (resizable with "
-        "resize_tensor_input); default: the source's, 1 for Keras and PyTorch",
+        help="a fixed batch size of input and state, or 'dynamic' (resize the input with "
+        "resize_tensor_input); default: dynamic for Keras and PyTorch sources, the file's for .tflite",
+    )
+    convert.add_argument(
+        "--time-steps",
+        type=_positive_int,
+        default=None,
+        metavar="T",
+        help="a fixed sequence length; required for GRU layers (TFLite has no GRU operator: "
+        "the layer is unrolled over T steps). Default: the source's (dynamic when it declares none)",
     )
     convert.add_argument(
         "--strip-cell-clip",
@@ -264,6 +313,7 @@ def _convert(args: argparse.Namespace) -> int:
         quantize=args.quantize,
         stateful=args.stateful,
         batch_size=None if args.batch in (None, -1) else args.batch,
+        time_steps=args.time_steps,
     )
     report = inspect_tflite(data)
     ops = ", ".join(op["opcode"] for op in report["operators"] if op["subgraph"] == 0)
@@ -288,7 +338,7 @@ def _load_source(path: str, batch: int | None, batch_first: bool):
     if not os.path.exists(path):
         raise _UserError(f"no such file: {path}")
     kind = os.path.splitext(path)[1].lower()
-    batch_size = {} if batch is None else {"batch_size": batch}
+    batch_size = {} if batch in (None, -1) else {"batch_size": batch}
     if kind == ".tflite":
         from jaxlstm.tflite import load_tflite
 
@@ -323,14 +373,15 @@ def _check_batch_change(model, batch: int | None) -> None:
 
 
 def _load_torch(path: str, batch_size: dict, batch_first: bool):
-    """An nn.LSTM / nn.RNN saved whole (torch.save(module)) or as its state_dict."""
+    """An nn.LSTM / nn.RNN / nn.GRU saved whole (torch.save(module)) or as its state_dict."""
     import torch
 
     from jaxlstm.convert import from_torch
 
-    # weights_only keeps torch.load from running arbitrary pickled code; the two module
+    # weights_only keeps torch.load from running arbitrary pickled code; the three module
     # classes are allowed explicitly.
-    with torch.serialization.safe_globals([torch.nn.LSTM, torch.nn.RNN]):
+    modules = (torch.nn.LSTM, torch.nn.RNN, torch.nn.GRU)
+    with torch.serialization.safe_globals(list(modules)):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises UnpicklingError or RuntimeError variants
@@ -340,8 +391,10 @@ def _load_torch(path: str, batch_size: dict, batch_first: bool):
             ) from None
     if isinstance(obj, dict):
         return from_torch(obj, batch_first=batch_first, **batch_size)
-    if not isinstance(obj, (torch.nn.LSTM, torch.nn.RNN)):
-        raise _UserError(f"{path}: expected a saved torch.nn.LSTM / nn.RNN or its state_dict, got {type(obj).__name__}")
+    if not isinstance(obj, modules):
+        raise _UserError(
+            f"{path}: expected a saved torch.nn.LSTM / nn.RNN / nn.GRU or its state_dict, got {type(obj).__name__}"
+        )
     return from_torch(obj, **batch_size)
 
 

@@ -1,7 +1,8 @@
 """Inspect a .tflite file: operators, fused-op features, tensors, signatures, portability warnings.
 
 Reads the flatbuffer directly with LiteRT's generated schema (object API), so it works on any
-model, including ones that `jaxlstm.load_tflite` cannot import (WHILE loops, Flex ops).
+model, including ones that `jaxlstm.load_tflite` cannot import (WHILE loops, Flex ops); it
+also runs `load_tflite` on the file and reports what that does (``not_loadable``).
 
 `inspect_tflite(path_or_bytes)` returns a JSON-ready dict with exactly four keys; this is the
 schema of ``jaxlstm inspect --json`` and it is stable (new keys may be added inside entries,
@@ -15,13 +16,17 @@ existing ones keep their meaning):
      "options": {"fused_activation_function": "TANH", "cell_clip": 10.0, ...},  # snake_case
      "slots": {"input": 0, "input_to_input_weights": 2, ..., "cell_to_input_weights": None},
      "features": {"cifg": False, "peephole": False, "projection": False,
-                  "diagonal_recurrent": False, "layer_norm": False, "hybrid": False}}
+                  "diagonal_recurrent": False, "layer_norm": False, "hybrid": False,
+                  "quantization": "float"}}
 
   ``slots`` (input name -> tensor index or None when absent) and ``features`` are present for the
   fused recurrent ops only (LSTM, UNIDIRECTIONAL_SEQUENCE_LSTM, BIDIRECTIONAL_SEQUENCE_LSTM, RNN,
   UNIDIRECTIONAL_SEQUENCE_RNN, BIDIRECTIONAL_SEQUENCE_RNN) and are ``None`` otherwise. For the
   bidirectional ops the per-direction features carry a ``fw_`` / ``bw_`` prefix and
-  ``aux_input`` replaces ``layer_norm``; the RNN ops have ``hybrid`` (and ``aux_input``) only.
+  ``aux_input`` replaces ``layer_norm``; the RNN ops have ``hybrid``, ``quantization`` (and
+  ``aux_input``) only. ``quantization`` is ``"float"``, ``"hybrid"`` (int8 weights, float
+  activations: dynamic-range quantization) or ``"integer"`` (int8/int16 activations or state:
+  full-integer quantization); ``hybrid`` is ``quantization == "hybrid"``.
 
 ``"tensors"``: ``{"subgraph", "index", "name", "shape", "shape_signature", "dtype",
 "is_variable", "is_constant", "quantization"}``; ``shape_signature`` has -1 for dynamic
@@ -30,13 +35,17 @@ dimensions; ``quantization`` is ``{"scale": [...], "zero_point": [...],
 
 ``"signatures"``: ``{"key", "subgraph", "inputs": [{"name", "tensor"}], "outputs": [...]}``.
 
-``"warnings"``: ``{"code", "subgraph", "operator", "message"}`` (the operator's index), codes:
+``"warnings"``: ``{"code", "subgraph", "operator", "message"}`` (the operator's index, or
+``None`` for both when the warning is about the whole file), codes:
 ``while_loop``, ``flex_op``, ``custom_op`` (the model needs more than a plain builtin-op runtime
 and jaxlstm cannot import it), ``unsupported_op`` (a builtin jaxlstm has no kernel for),
 ``keras_cell_clip`` (an LSTM with cell_clip=10, which TFLiteConverter writes for Keras LSTMs
 although Keras never clips), ``activation_none`` (an LSTM with activation NONE, ill-defined in
 TFLite's kernels), ``merged_batch_major`` (a BIDIRECTIONAL_SEQUENCE_LSTM with merged outputs in
-batch-major layout and batch > 1, which TFLite's kernel mis-indexes).
+batch-major layout and batch > 1, which TFLite's kernel mis-indexes), and for the whole file:
+``not_loadable`` (`jaxlstm.load_tflite` refuses the file; the message is its error),
+``streaming_state`` (the recurrent state carries over from one invoke to the next: what a
+LiteRT user must do about it).
 """
 
 from __future__ import annotations
@@ -48,13 +57,14 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from jaxlstm import _spec
-from jaxlstm.tflite._format import ENUM_FIELDS, FILE_IDENTIFIER, enum_names, snake_case
+from jaxlstm.tflite._format import ENUM_FIELDS, FILE_IDENTIFIER, enum_names, read_model, snake_case
 
 KERAS_CELL_CLIP = 10.0  # written by TFLiteConverter's Keras LSTM fusion (lstm_utils.cc)
 
 _LSTM_OPS = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM")
 _RNN_OPS = ("RNN", "UNIDIRECTIONAL_SEQUENCE_RNN")
 _INPUT_TABLES = _spec.INPUTS_BY_OPERATOR
+_INTEGER_TYPES = ("int8", "uint8", "int16")
 
 
 def read_tflite_bytes(model: str | os.PathLike | bytes) -> bytes:
@@ -89,14 +99,36 @@ def inspect_tflite(model: str | os.PathLike | bytes) -> dict[str, list[dict[str,
       ValueError: not a TFLite flatbuffer.
     """
     data = read_tflite_bytes(model)
+    m = read_model(data)
     try:
-        m = schema.ModelT.InitFromPackedBuf(data, 0)
-    except Exception as e:  # a corrupt flatbuffer fails anywhere inside the generated code
-        raise ValueError(f"cannot parse the .tflite flatbuffer: {type(e).__name__}: {e}") from None
-    try:
-        return _describe(m)
+        report = _describe(m)
     except (IndexError, KeyError, TypeError) as e:  # indices that point outside their tables
-        raise ValueError(f"malformed .tflite file: {type(e).__name__}: {e}") from None
+        raise ValueError(f"malformed .tflite file: {type(e).__name__}: {e}") from e
+    report["warnings"] += _load_warnings(data)
+    return report
+
+
+def _load_warnings(data: bytes) -> list[dict[str, Any]]:
+    """What `jaxlstm.load_tflite` does with the file: its error (``not_loadable``), or what
+    a streaming model asks of a LiteRT user (``streaming_state``)."""
+    from jaxlstm.tflite import load_tflite
+
+    try:
+        model = load_tflite(data)
+    except Exception as e:  # any failure is reported, not raised: inspect describes the file
+        return [_file_warning("not_loadable", f"jaxlstm.load_tflite refuses this file: {type(e).__name__}: {e}")]
+    if not model.stateful:
+        return []
+    states = ", ".join(f"{t.name!r} {list(t.shape)}" for t in model.tensors if t.is_variable)
+    return [
+        _file_warning(
+            "streaming_state",
+            f"the recurrent state carries over from one invoke to the next (variable tensors {states}): "
+            "call reset_all_variables() between independent inputs, and to run another batch resize "
+            "these tensors too (the input alone fails); `jaxlstm convert MODEL.tflite --no-stateful "
+            "-o predict.tflite` writes a file that starts every invoke from zero state",
+        )
+    ]
 
 
 def _describe(m: Any) -> dict[str, list[dict[str, Any]]]:
@@ -147,7 +179,9 @@ def format_report(report: dict[str, list[dict[str, Any]]], title: str = "") -> s
         outs = ", ".join(tensor(s, i) for i in op["outputs"])
         lines.append(f"  [{s}:{op['index']}] {name} v{op['version']}: {ins} -> {outs}")
         if op["features"] is not None:
-            flags = " ".join(f"{k}={'yes' if v else 'no'}" for k, v in op["features"].items())
+            flags = " ".join(
+                f"{k}={v if isinstance(v, str) else 'yes' if v else 'no'}" for k, v in op["features"].items()
+            )
             lines.append(f"      features: {flags}")
             variables = [
                 f"{slot}={tensor(s, i)}"
@@ -171,7 +205,8 @@ def format_report(report: dict[str, list[dict[str, Any]]], title: str = "") -> s
         )
     lines.append(f"warnings ({len(report['warnings'])}):" if report["warnings"] else "warnings: none")
     for w in report["warnings"]:
-        lines.append(f"  {w['code']} at operator [{w['subgraph']}:{w['operator']}]: {w['message']}")
+        where = "" if w["operator"] is None else f" at operator [{w['subgraph']}:{w['operator']}]"
+        lines.append(f"  {w['code']}{where}: {w['message']}")
     return "\n".join(lines)
 
 
@@ -269,19 +304,28 @@ def _operator(
     return entry
 
 
-def _features(opcode: str, slots: dict[str, int | None], tensors: list[dict[str, Any]]) -> dict[str, bool]:
+def _features(opcode: str, slots: dict[str, int | None], tensors: list[dict[str, Any]]) -> dict[str, Any]:
     def present(name: str) -> bool:
         return slots.get(name) is not None
 
-    def quantized(name: str) -> bool:
-        return present(name) and tensors[slots[name]]["dtype"] in ("int8", "uint8")
+    def dtype(name: str) -> str | None:
+        return tensors[slots[name]]["dtype"] if present(name) else None
 
+    prefixes = ("",) if opcode in (*_LSTM_OPS, *_RNN_OPS) else ("fw_", "bw_")
+    weight = "input_weights" if "RNN" in opcode else "input_to_forget_weights"
+    states = _spec.VARIABLE_INPUTS[opcode]
+    if dtype("input") in _INTEGER_TYPES or any(dtype(s) in _INTEGER_TYPES for s in states):
+        quantization = "integer"  # full-integer: int8 activations, int8/int16 state
+    elif dtype(prefixes[0] + weight) in _INTEGER_TYPES:
+        quantization = "hybrid"  # int8 weights, float activations
+    else:
+        quantization = "float"
+    quantized = {"hybrid": quantization == "hybrid", "quantization": quantization}
     if opcode in _RNN_OPS:
-        return {"hybrid": quantized("input_weights")}
+        return quantized
     if opcode == "BIDIRECTIONAL_SEQUENCE_RNN":
-        return {"aux_input": present("aux_input"), "hybrid": quantized("fw_input_weights")}
-    prefixes = ("",) if opcode in _LSTM_OPS else ("fw_", "bw_")
-    features: dict[str, bool] = {}
+        return {"aux_input": present("aux_input"), **quantized}
+    features: dict[str, Any] = {}
     for p in prefixes:
         recurrent = slots[f"{p}recurrent_to_output_weights"]
         features.update(
@@ -296,12 +340,15 @@ def _features(opcode: str, slots: dict[str, int | None], tensors: list[dict[str,
         features["layer_norm"] = present("forget_layer_norm_coefficients")
     else:
         features["aux_input"] = present("aux_input")
-    features["hybrid"] = quantized(f"{prefixes[0]}input_to_forget_weights")
-    return features
+    return {**features, **quantized}
 
 
 def _warning(op: dict[str, Any], code: str, message: str) -> dict[str, Any]:
     return {"code": code, "subgraph": op["subgraph"], "operator": op["index"], "message": message}
+
+
+def _file_warning(code: str, message: str) -> dict[str, Any]:
+    return {"code": code, "subgraph": None, "operator": None, "message": message}
 
 
 _PER_OPCODE = ("unsupported_op", "flex_op", "custom_op")

@@ -113,8 +113,24 @@ def test_export_error_touches_nothing(model, tmp_path):
 
 
 def test_missing_directory_is_an_error_and_creates_nothing(model, tmp_path):
-    with pytest.raises(FileNotFoundError):
-        export_tflite(model, tmp_path / "no_such_dir" / "model.tflite")
+    path = tmp_path / "no_such_dir" / "model.tflite"
+    with pytest.raises(FileNotFoundError) as error:
+        export_tflite(model, path)
+    assert error.value.filename == str(path)  # the destination, not the temporary file
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_rename_names_the_destination(model, tmp_path, monkeypatch):
+    path = tmp_path / "model.tflite"
+
+    def replace(src, dst):
+        raise PermissionError(13, "Permission denied", src)
+
+    monkeypatch.setattr(_writer.os, "replace", replace)
+    with pytest.raises(PermissionError) as error:
+        export_tflite(model, path)
+    assert error.value.filename == str(path) and ".tmp" not in str(error.value)
+    monkeypatch.undo()
     assert os.listdir(tmp_path) == []
 
 

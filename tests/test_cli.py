@@ -52,7 +52,8 @@ def _warning_codes(report: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> str:
-    """A jaxlstm-made model: LSTM (3 -> 4, no clip) + FULLY_CONNECTED, input [1, 10, 3]."""
+    """A jaxlstm-made model: LSTM (3 -> 4, no clip) + FULLY_CONNECTED, input [1, 10, 3];
+    exported with the defaults (predict: FILL operators zero the LSTM state first)."""
     rng = np.random.default_rng(0)
     b = ModelBuilder()
     x = b.add_input("input", (1, 10, 3))
@@ -61,6 +62,14 @@ def tiny(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("tiny") / "tiny.tflite")
     export_tflite(b.build([y]), path)
     return path
+
+
+def _lstm_operator(m):
+    """The UNIDIRECTIONAL_SEQUENCE_LSTM `OperatorT` of an unpacked model."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    code = schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM
+    return next(op for op in m.subgraphs[0].operators if m.operatorCodes[op.opcodeIndex].builtinCode == code)
 
 
 def _edit_flatbuffer(src: str, dst: str, edit) -> None:
@@ -160,7 +169,7 @@ def test_help_is_complete(capsys, argv, expected):
 def test_inspect_json_schema_on_a_jaxlstm_model(capsys, tiny):
     report = _json(capsys, "inspect", tiny)
     assert set(report) == {"operators", "tensors", "signatures", "warnings"}
-    lstm, dense = report["operators"]
+    lstm, dense = (op for op in report["operators"] if op["opcode"] not in ("FILL", "SHAPE", "STRIDED_SLICE"))
     assert set(lstm) == {
         "subgraph",
         "index",
@@ -182,6 +191,7 @@ def test_inspect_json_schema_on_a_jaxlstm_model(capsys, tiny):
         "diagonal_recurrent": False,
         "layer_norm": False,
         "hybrid": False,
+        "quantization": "float",
     }
     assert lstm["slots"]["cell_to_forget_weights"] is None
     assert lstm["slots"]["input_to_forget_weights"] == lstm["inputs"][2]
@@ -202,7 +212,7 @@ def test_inspect_json_schema_on_a_jaxlstm_model(capsys, tiny):
     assert tensors[lstm["slots"]["input_to_forget_weights"]]["is_constant"]
     (signature,) = report["signatures"]
     assert signature["key"] == "serving_default" and signature["inputs"][0]["tensor"] == lstm["inputs"][0]
-    assert report["warnings"] == []  # no cell_clip=10 quirk on a jaxlstm-made model
+    assert report["warnings"] == []  # no cell_clip=10 quirk on a jaxlstm-made model; it loads; predict
 
 
 def test_inspect_human_readable(capsys, tiny):
@@ -214,7 +224,10 @@ def test_inspect_human_readable(capsys, tiny):
 
 def test_inspect_flags_what_keeps_a_model_off_a_plain_runtime(capsys, unsupported):
     report = _json(capsys, "inspect", unsupported)
-    assert _warning_codes(report) == ["while_loop", "flex_op", "custom_op"]
+    assert _warning_codes(report) == ["while_loop", "flex_op", "custom_op", "not_loadable"]
+    not_loadable = report["warnings"][-1]
+    assert (not_loadable["subgraph"], not_loadable["operator"]) == (None, None)
+    assert "load_tflite refuses this file: NotImplementedError" in not_loadable["message"]
     assert [op["custom_code"] for op in report["operators"][-2:]] == ["FlexTensorListReserve", "MyCustomOp"]
 
 
@@ -232,7 +245,7 @@ def test_inspect_flags_merged_batch_major_bidirectional(capsys, tmp_path, merge_
     x = b.add_input("input", (batch, 5, 3))
     fw, bw = b.add_bidirectional_lstm(x, _weights(rng, 3, 4), _weights(rng, 3, 4), LSTMOptions(), merge_outputs=False)
     path = str(tmp_path / "bidi.tflite")
-    export_tflite(b.build([fw, bw]), path)
+    export_tflite(b.build([fw, bw]), path, stateful=True)  # one operator: the LSTM
 
     def merge(m) -> None:  # the exporter never writes merged batch-major outputs itself
         (op,) = m.subgraphs[0].operators
@@ -249,7 +262,7 @@ def test_inspect_flags_merged_batch_major_bidirectional(capsys, tmp_path, merge_
 
 def test_inspect_flags_activation_none_on_an_lstm(capsys, tmp_path, tiny):
     def no_activation(m) -> None:
-        m.subgraphs[0].operators[0].builtinOptions.fusedActivationFunction = 0  # NONE
+        _lstm_operator(m).builtinOptions.fusedActivationFunction = 0  # NONE
 
     path = str(tmp_path / "none.tflite")
     _edit_flatbuffer(tiny, path, no_activation)
@@ -302,13 +315,115 @@ def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, tiny, unsup
 
 def test_out_of_range_indices_are_a_user_error(capsys, tmp_path, tiny):
     def break_input(m) -> None:
-        op = m.subgraphs[0].operators[0]
+        op = _lstm_operator(m)
         op.inputs = [999 if k == 2 else i for k, i in enumerate(op.inputs)]  # input_to_forget_weights
 
     path = str(tmp_path / "broken.tflite")
     _edit_flatbuffer(tiny, path, break_input)
     assert "malformed .tflite file" in _one_line_error(capsys, "inspect", path)
     _one_line_error(capsys, "parity", path)
+
+
+def test_a_truncated_file_says_so_in_inspect_convert_and_load_tflite(capsys, tmp_path, tiny):
+    from jaxlstm.tflite import load_tflite
+
+    with open(tiny, "rb") as f:
+        data = f.read()
+    path = tmp_path / "cut.tflite"
+    path.write_bytes(data[: len(data) * 2 // 3])  # an interrupted download
+    with pytest.raises(ValueError) as error:
+        load_tflite(path)
+    expected = str(error.value)
+    assert expected.startswith("truncated .tflite file:")
+    for argv in (["inspect", str(path)], ["convert", str(path), "-o", str(tmp_path / "o.tflite")]):
+        assert _one_line_error(capsys, *argv) == f"jaxlstm {argv[0]}: error: {expected}"
+
+
+def test_a_failed_write_names_the_destination(capsys, tmp_path, tiny):
+    out = tmp_path / "no_such_dir" / "o.tflite"
+    message = _one_line_error(capsys, "convert", tiny, "-o", str(out))
+    assert message == f"jaxlstm convert: error: no such file or directory: {out}"
+
+
+def test_inspect_piped_into_head_exits_quietly(tiny):
+    """`jaxlstm inspect MODEL | head`: the reader closes the pipe; no traceback, exit 141 (SIGPIPE)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jaxlstm", "inspect", tiny], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    process.stdout.close()  # the reader has gone before the first line is written
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and "Error" not in stderr and "Traceback" not in stderr, stderr
+
+
+def test_inspect_reports_what_load_tflite_does(capsys, tmp_path, tiny):
+    """A fully integer LSTM (int8 input, int16 state) is not hybrid, and a file that
+    load_tflite refuses is not "warnings: none"."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from jaxlstm.tflite import load_tflite
+
+    def integer(m) -> None:
+        op = _lstm_operator(m)
+        m.subgraphs[0].tensors[op.inputs[0]].type = schema.TensorType.INT8
+        for slot in (18, 19):
+            m.subgraphs[0].tensors[op.inputs[slot]].type = schema.TensorType.INT16
+
+    path = str(tmp_path / "integer.tflite")
+    _edit_flatbuffer(tiny, path, integer)
+    report = _json(capsys, "inspect", path)
+    (lstm,) = [op for op in report["operators"] if op["features"]]
+    assert lstm["features"]["quantization"] == "integer" and lstm["features"]["hybrid"] is False
+    with pytest.raises((ValueError, NotImplementedError)) as error:
+        load_tflite(path)
+    (warning,) = [w for w in report["warnings"] if w["code"] == "not_loadable"]
+    assert warning["message"].endswith(f"{type(error.value).__name__}: {error.value}")
+    code, out, _ = _run(capsys, "inspect", path)
+    assert code == 0 and "warnings: none" not in out and "not_loadable: jaxlstm.load_tflite refuses" in out
+
+
+def test_inspect_says_when_the_state_carries_over(capsys, tmp_path):
+    rng = np.random.default_rng(7)
+    b = ModelBuilder()
+    x = b.add_input("input", (-1, -1, 3))
+    model = b.build([b.add_lstm(x, _weights(rng, 3, 4), LSTMOptions(), name="lstm")])
+    paths = {stateful: str(tmp_path / f"{stateful}.tflite") for stateful in (False, True)}
+    for stateful, path in paths.items():
+        export_tflite(model, path, stateful=stateful)
+    assert _warning_codes(_json(capsys, "inspect", paths[False])) == []
+    (warning,) = _json(capsys, "inspect", paths[True])["warnings"]
+    assert warning["code"] == "streaming_state" and "reset_all_variables()" in warning["message"]
+    assert "'lstm/output_state' [-1, 4]" in warning["message"]
+
+
+def test_convert_keeps_or_changes_the_semantics_of_a_tflite_file(capsys, tmp_path):
+    from jaxlstm.tflite import load_tflite
+
+    rng = np.random.default_rng(8)
+    b = ModelBuilder()
+    x = b.add_input("input", (-1, -1, 3))
+    src = str(tmp_path / "streaming.tflite")
+    export_tflite(b.build([b.add_lstm(x, _weights(rng, 3, 4), LSTMOptions())]), src, stateful=True)
+    for flags, stateful in (([], True), (["--no-stateful"], False), (["--stateful"], True)):
+        out = str(tmp_path / "out.tflite")
+        assert _run(capsys, "convert", src, "-o", out, *flags)[0] == 0
+        assert load_tflite(out).stateful is stateful, flags
+
+
+def test_convert_a_torch_gru_needs_time_steps(capsys, tmp_path):
+    torch = pytest.importorskip("torch")
+    from jaxlstm.parity.litert import run_litert
+
+    torch.manual_seed(1)
+    gru = torch.nn.GRU(3, 4, batch_first=True)
+    src, out = str(tmp_path / "gru.pt"), str(tmp_path / "gru.tflite")
+    torch.save(gru, src)
+    assert "--time-steps T" in _one_line_error(capsys, "convert", src, "-o", out)
+    code, stdout, _ = _run(capsys, "convert", src, "-o", out, "--time-steps", "6")
+    assert code == 0 and "UNPACK" in stdout
+    x = np.random.default_rng(9).normal(size=(2, 6, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = gru(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(run_litert(out, [x])[0][0], expected, atol=1e-5, rtol=0)
 
 
 def test_unknown_source_type_is_a_user_error(capsys, tmp_path):
@@ -348,6 +463,13 @@ def test_convert_a_keras3_file_and_check_parity_against_it(capsys, tmp_path):
     assert code == 0 and "UNIDIRECTIONAL_SEQUENCE_LSTM" in stdout and "FULLY_CONNECTED" in stdout
     report = _json(capsys, "parity", out, "--source", src)
     assert report["passed"] and {e["pair"] for e in report["errors"]} >= {"source vs litert"}
+    assert report["semantics"] == "predict" and {e["batch"] for e in report["errors"]} == {1, 3}
+    # A source that cannot take the file's inputs: Keras' bold error text arrives plain.
+    other = keras.Sequential([keras.Input((12, 4)), keras.layers.LSTM(5, return_sequences=True)])
+    other_src = str(tmp_path / "other.keras")
+    other.save(other_src)
+    message = _one_line_error(capsys, "parity", out, "--source", other_src, "--json")  # --json: no progress bar
+    assert "\x1b" not in message and "dot_general" in message
 
 
 def test_convert_a_torch_state_dict(capsys, tmp_path):
@@ -460,4 +582,4 @@ def test_console_script_smoke(tiny):
         pytest.skip("the jaxlstm console script is not installed (pip install -e .)")
     result = subprocess.run([script, "inspect", tiny, "--json"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["operators"][0]["opcode"] == "UNIDIRECTIONAL_SEQUENCE_LSTM"
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in [op["opcode"] for op in json.loads(result.stdout)["operators"]]

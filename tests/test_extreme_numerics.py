@@ -77,8 +77,8 @@ CASES = [
 
 
 def _compare(model, x: np.ndarray, quantize: bool) -> None:
-    data = export_tflite(model, quantize="dynamic" if quantize else None, quantize_min_elements=0)
-    # Two invokes: the second starts from the (extreme) state the first left.
+    # Streaming, two invokes: the second starts from the (extreme) state the first left.
+    data = export_tflite(model, quantize="dynamic" if quantize else None, quantize_min_elements=0, stateful=True)
     lite = run_litert(data, [x], invocations=2, reset=False, state_batch=x.shape[0], xnnpack=False)
     model = load_tflite(data)  # with the int8 weights when quantized
     state = model.init_state(x.shape[0])

@@ -1,4 +1,4 @@
-"""GRU export (`ModelBuilder.add_gru`): Keras vs the JAX model vs LiteRT on the unrolled graph.
+"""GRU export (`ModelBuilder.add_gru` -> `unroll_gru`): Keras vs the JAX model vs LiteRT on the unrolled graph.
 
 The expected values come from Keras 3 (KERAS_BACKEND=jax) and tf_keras layers; the exported
 `.tflite` runs in the LiteRT interpreter. The graph must hold only builtin operators that
@@ -13,7 +13,7 @@ import pytest
 
 import jaxlstm
 from jaxlstm.model import ModelBuilder
-from jaxlstm.ops import GRUOptions, GRUWeights
+from jaxlstm.ops import GRUOptions, GRUWeights, gru
 from jaxlstm.parity.litert import run_litert
 
 # float32 GRU steps whose matmuls and activations each framework orders differently: the
@@ -21,6 +21,9 @@ from jaxlstm.parity.litert import run_litert
 TOL = 1e-5
 B, T, I, H = 3, 6, 4, 5
 BUILTIN_GLUE = {"FULLY_CONNECTED", "ADD", "MUL", "SUB", "LOGISTIC", "TANH", "SPLIT", "UNPACK", "PACK", "CONCATENATION"}
+# A predict export (the default) zeroes the state at each invoke with FILL, its batch read by
+# SHAPE -> STRIDED_SLICE (-> CONCATENATION) from the input.
+STATE_RESET = {"FILL", "SHAPE", "STRIDED_SLICE"}
 ACTIVATIONS = {"tanh": "TANH", "sigmoid": "SIGMOID", "relu": "RELU", "linear": "NONE"}
 
 
@@ -71,7 +74,7 @@ def _check_jax_and_litert(model, x, expected):
     (y,) = model(x)
     _assert_close(y, expected)
     data = jaxlstm.export_tflite(model)
-    assert _opcodes(data) <= BUILTIN_GLUE
+    assert _opcodes(data) <= BUILTIN_GLUE | STATE_RESET
     ((y_litert,),) = run_litert(data, [x])
     _assert_close(y_litert, expected)
     return data
@@ -199,14 +202,16 @@ def test_stateful_export_streams_chunks_like_one_long_sequence(keras, rng):
     expected = np.asarray(layer(x))
     builder = ModelBuilder(batch_size=B)
     inp = builder.add_input("input", (B, T, I))
-    model = builder.build([builder.add_gru(inp, _gru_weights(layer), _gru_options(layer), stateful=True)])
+    model = builder.build([builder.add_gru(inp, _gru_weights(layer), _gru_options(layer))])
 
     state = model.init_state()
     for k in range(2):  # JAX: the state returned by apply carries over
         (y,), state = model.apply(model.params, state, x[:, k * T : (k + 1) * T])
         _assert_close(y, expected[:, k * T : (k + 1) * T])
 
-    interpreter = Interpreter(model_content=jaxlstm.export_tflite(model))
+    data = jaxlstm.export_tflite(model, stateful=True)
+    assert _opcodes(data) <= BUILTIN_GLUE
+    interpreter = Interpreter(model_content=data)
     interpreter.allocate_tensors()
     (inp_detail,), (out_detail,) = interpreter.get_input_details(), interpreter.get_output_details()
     for k in (0, 1, "reset"):
@@ -239,13 +244,17 @@ def test_imported_export_runs_the_same_graph_in_jax(rng):
     )
     builder = ModelBuilder(batch_size=B)
     inp = builder.add_input("input", (B, T, I))
-    model = builder.build([builder.add_gru(inp, weights, GRUOptions(), stateful=True)])
+    model = builder.build([builder.add_gru(inp, weights, GRUOptions())])
     x = _random(rng, B, T, I, scale=1.0)
     for quantize in (None, "dynamic"):
-        data = jaxlstm.export_tflite(model, quantize=quantize, quantize_min_elements=0)
-        imported = jaxlstm.load_tflite(data)
-        ((expected,),) = run_litert(data, [x])
-        _assert_close(imported(x)[0], expected)
+        for stateful in (False, True):
+            data = jaxlstm.export_tflite(model, quantize=quantize, quantize_min_elements=0, stateful=stateful)
+            imported = jaxlstm.load_tflite(data)
+            assert imported.stateful is stateful
+            # Builtin kernels: XNNPACK quantizes hybrid FULLY_CONNECTED inputs asymmetrically
+            # whatever the op says (tests/tflite/test_litert.py).
+            ((expected,),) = run_litert(data, [x], xnnpack=False)
+            _assert_close(imported(x)[0], expected)
     _assert_close(model(x)[0], jaxlstm.load_tflite(jaxlstm.export_tflite(model))(x)[0])
 
 
@@ -255,10 +264,26 @@ def test_imported_export_runs_the_same_graph_in_jax(rng):
 def test_add_gru_errors_name_the_problem(rng):
     weights = GRUWeights.from_torch(_random(rng, 3 * H, I), _random(rng, 3 * H, H))
     builder = ModelBuilder()
-    with pytest.raises(ValueError, match=r"add_gru 'gru': x has shape \(1, -1, 4\) with a dynamic time dimension"):
-        builder.add_gru(builder.add_input("a", (1, -1, I)), weights, GRUOptions())
     expected = r"input_to_update_weights has shape \(5, 4\), expected \(n_units=5, n_input=3\)"
     with pytest.raises(ValueError, match=expected):
         builder.add_gru(builder.add_input("b", (1, T, 3)), weights, GRUOptions())
     with pytest.raises(ValueError, match="activation='SOFTPLUS' is not supported"):
         builder.add_gru(builder.add_input("c", (1, T, I)), weights, GRUOptions(activation="SOFTPLUS"))
+
+
+def test_dynamic_length_runs_in_jax_and_export_asks_for_time_steps(rng):
+    """The GRU operator runs at any length; the export unrolls it over `time_steps`, and the
+    unrolled file takes exactly that many steps (a clear ValueError otherwise)."""
+    weights = GRUWeights.from_torch(_random(rng, 3 * H, I), _random(rng, 3 * H, H))
+    builder = ModelBuilder()
+    model = builder.build([builder.add_gru(builder.add_input("input", (-1, -1, I)), weights, GRUOptions())])
+    for time in (2, 9):
+        x = _random(rng, B, time, I, scale=1.0)
+        _assert_close(model(x)[0], gru(x, weights)[0])
+    with pytest.raises(ValueError, match=r"dynamic time dimension .* export_tflite\(\.\.\., time_steps=T\)"):
+        jaxlstm.export_tflite(model)
+    unrolled = jaxlstm.load_tflite(jaxlstm.export_tflite(model, time_steps=T))
+    assert "GRU" not in unrolled.opcodes and unrolled.tensors[unrolled.inputs[0]].shape == (-1, T, I)
+    message = r"input 'input' has shape \[-1, 6, 4\] .* got an array of shape \(3, 5, 4\): 5 time steps, expected 6"
+    with pytest.raises(ValueError, match=message):
+        unrolled(_random(rng, B, T - 1, I))

@@ -1,7 +1,8 @@
 """Op parity against the real LiteRT interpreter, for every fused recurrent op and feature.
 
-Each case builds a one-operator model with `ModelBuilder`, exports it, invokes it twice in
-LiteRT without resetting (so the second run also checks the carried state), and compares
+Each case builds a one-operator model with `ModelBuilder`, exports it streaming
+(``stateful=True``), invokes it twice in LiteRT without resetting (so the second run also
+checks the carried state), and compares
 with the `jaxlstm.ops` function applied twice with the state threaded through, and with
 the exported file loaded back (`load_tflite`) and applied twice. Hybrid
 cases quantize the weights here with `quantize_symmetric` (TFLite's dynamic-range rule),
@@ -77,7 +78,7 @@ def _apply_twice(model, inputs):
 def _compare(family, model, inputs, reference, hybrid):
     """Runs `model` twice in LiteRT, `reference()` (two lists of outputs) and the re-imported
     file twice through `Model.apply`; asserts that both match LiteRT."""
-    data = export_tflite(model)
+    data = export_tflite(model, stateful=True)
     lite = run_litert(data, inputs, invocations=2, reset=False)
     with jax.disable_jit():  # eager is far cheaper than compiling each small case
         ours = reference()

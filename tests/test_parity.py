@@ -1,4 +1,5 @@
-"""jaxlstm.parity.compare: LiteRT vs jaxlstm vs a source model, on random and adversarial inputs.
+"""jaxlstm.parity.compare: LiteRT vs jaxlstm vs a source model, on random and adversarial inputs,
+at batch 1 and a batch > 1, two invokes each, for predict and streaming files.
 
 Sources here are independent of jaxlstm: the loop-based NumPy reference (tests/reference),
 with and without the cell clip, so the cell_clip=10 quirk is reproduced without TensorFlow
@@ -8,6 +9,7 @@ with and without the cell clip, so the cell_clip=10 quirk is reproduced without 
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -51,9 +53,11 @@ def test_float_model_passes_on_every_case(clipped):
     data, _ = clipped
     report = compare(data)
     assert isinstance(report, ParityReport)
-    assert report.passed and not report.hybrid and report.steps == TIME
-    assert [(e.case, e.pair, e.output) for e in report.errors] == [
-        (case, "jaxlstm vs litert", "sequence") for case in ("random", "adversarial_flip", "adversarial_rotation")
+    assert report.passed and not report.hybrid and report.steps == TIME and report.semantics == "predict"
+    assert [(e.case, e.batch, e.invoke, e.pair, e.output) for e in report.errors] == [
+        (case, 1, invoke, "jaxlstm vs litert", "sequence")
+        for case in ("random", "adversarial_flip", "adversarial_rotation")
+        for invoke in (1, 2)
     ]
     assert all(len(e.per_step) == TIME and e.tolerance == DEFAULT_TOLERANCE for e in report.errors)
 
@@ -96,7 +100,7 @@ def test_given_inputs_run_as_one_case(clipped):
     x = np.random.default_rng(1).normal(size=(1, TIME, N_INPUT)).astype(np.float32)
     report = compare(data, inputs=[x], source=_reference(weights, cell_clip=10.0))
     assert report.passed and report.steps is None
-    assert {e.case for e in report.errors} == {"given"}
+    assert {(e.case, e.batch) for e in report.errors} == {("given", 1)}
 
 
 @pytest.mark.parametrize(
@@ -132,9 +136,11 @@ def test_accepts_a_model_object_and_reports_as_json_and_plot(tmp_path):
     weights = _weights(np.random.default_rng(3), N_INPUT, 4, 0.5)
     report = compare(_lstm_model(weights, (1, 6, N_INPUT), cell_clip=0.0), seed=5)
     d = json.loads(json.dumps(report.to_dict()))
-    assert set(d) == {"passed", "hybrid", "steps", "notes", "errors"}
+    assert set(d) == {"passed", "hybrid", "steps", "semantics", "notes", "errors"}
     assert set(d["errors"][0]) == {
         "case",
+        "batch",
+        "invoke",
         "pair",
         "output",
         "max_abs",
@@ -144,6 +150,68 @@ def test_accepts_a_model_object_and_reports_as_json_and_plot(tmp_path):
         "per_step",
         "note",
     }
-    assert d["passed"] is True and len(d["errors"]) == 3
+    assert d["passed"] is True and d["semantics"] == "predict" and len(d["errors"]) == 3 * 2  # cases x invokes
     plot_errors(report, tmp_path / "errors.png")
     assert (tmp_path / "errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def dynamic_model():
+    """One LSTM [-1, -1, 3] -> [B, T, 4]: any batch and length."""
+    return _lstm_model(_weights(np.random.default_rng(4), N_INPUT, 4, 0.5), (-1, -1, N_INPUT), cell_clip=0.0)
+
+
+@pytest.mark.parametrize("stateful", [False, True], ids=["predict", "streaming"])
+def test_runs_batch_1_and_3_twice_and_names_the_semantics(dynamic_model, stateful):
+    """Predict files give the same outputs on the second invoke, streaming files continue from
+    the state of the first; LiteRT and jaxlstm agree either way, at both batches."""
+    report = compare(export_tflite(dynamic_model, stateful=stateful), steps=5)
+    assert report.passed, report.format()
+    assert report.semantics == ("streaming" if stateful else "predict")
+    assert report.format().splitlines()[0].startswith(f"semantics: {report.semantics}")
+    assert {(e.batch, e.invoke) for e in report.errors} == {(1, 1), (1, 2), (3, 1), (3, 2)}
+
+
+def test_streaming_second_invoke_continues_from_the_state(dynamic_model):
+    """The second invoke of a streaming file is not the first one again (the state carried), and
+    the source, a stateless call, is held to the first invoke only."""
+    from jaxlstm.parity.litert import run_litert
+
+    data = export_tflite(dynamic_model, stateful=True)
+    x = np.random.default_rng(2).normal(size=(3, 5, N_INPUT)).astype(np.float32)
+    first, second = run_litert(data, [x], invocations=2, reset=False, state_batch=3)
+    assert np.abs(first[0] - second[0]).max() > 1e-3
+    report = compare(data, inputs=[x], source=lambda x: np.asarray(dynamic_model(x)[0]))
+    assert report.passed, report.format()
+    pairs = sorted((e.invoke, e.pair) for e in report.errors)
+    assert pairs == [
+        (1, "jaxlstm vs litert"),
+        (1, "source vs jaxlstm"),
+        (1, "source vs litert"),
+        (2, "jaxlstm vs litert"),
+    ]
+
+
+def _classifier():
+    """LSTM -> last step -> FULLY_CONNECTED -> SOFTMAX: outputs without a time axis."""
+    rng = np.random.default_rng(6)
+    b = ModelBuilder()
+    x = b.add_input("input", (-1, -1, N_INPUT))
+    h = b.add_last_time_step(b.add_lstm(x, _weights(rng, N_INPUT, 4, 0.5), LSTMOptions(), name="lstm"))
+    y = b.add_softmax(b.add_fully_connected(h, rng.normal(size=(3, 4)).astype(np.float32), None))
+    return b.build([y], ["probabilities"])
+
+
+@pytest.mark.parametrize("kind", ["classifier", "sequence"])
+def test_plot_has_no_empty_panel_and_no_warning(kind, dynamic_model, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    report = compare(_classifier() if kind == "classifier" else dynamic_model, steps=4)
+    drawn = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: drawn.append(fig))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_errors(report, tmp_path / "errors.png")
+    (fig,) = drawn
+    assert fig.axes and all(ax.has_data() for ax in fig.axes)
+    assert len(fig.axes) == (1 if kind == "classifier" else 2)  # the per-step panel only with a time axis

@@ -11,8 +11,9 @@ Layouts (SPEC_LAYOUTS §5), all kernels [in, H] used as ``x @ kernel``:
   ``dense_h``. ``residual=True`` adds h to the pre-activation: folded in as R + I.
 * ``GRUCell`` (reset-after, gates r, z, n): linen ``ir, iz, in`` (kernel + bias), ``hr, hz``
   (kernel) and ``hn`` (kernel + bias, inside the reset product); nnx ``dense_i`` [D, 3H]
-  with bias and ``dense_h`` [H, 3H] without. TFLite has no GRU operator: it is unrolled
-  into builtin operators (`ModelBuilder.add_gru`), which needs a static ``time_steps``.
+  with bias and ``dense_h`` [H, 3H] without. It becomes the model's GRU operator
+  (`ModelBuilder.add_gru`): any length in JAX; TFLite has no GRU operator, so the export
+  unrolls it over ``export_tflite(..., time_steps=T)`` steps.
 
 The carry of the LSTM cells is ``(c, h)``; the converted ops start from zero state, as
 ``nn.RNN`` does by default. Per-row ``seq_lengths`` have no fused equivalent.
@@ -66,12 +67,14 @@ def rnn_weights_from_flax(cell: Any, params: Any = None) -> tuple[RNNWeights, RN
     return weights, options
 
 
-def from_flax(module: Any, params: Any = None, *, batch_size: int = 1, time_steps: int | None = None) -> Model:
+def from_flax(
+    module: Any, params: Any = None, *, batch_size: int | None = None, time_steps: int | None = None
+) -> Model:
     """Converts a flax recurrent module to a `Model` of TFLite fused ops.
 
     * a cell (``LSTMCell``, ``OptimizedLSTMCell``, ``SimpleCell``, ``GRUCell``): the cell
       run over the sequence, like ``nn.RNN(cell)`` -> UNIDIRECTIONAL_SEQUENCE_LSTM / _RNN
-      (GRU: unrolled builtin operators);
+      (GRU: the model's GRU operator);
     * ``RNN``: the same, with ``time_major``, ``reverse`` (REVERSE_V2 on the input) and
       ``keep_order`` (REVERSE_V2 on the output);
     * ``Bidirectional`` with the default concatenating ``merge_fn`` ->
@@ -80,18 +83,19 @@ def from_flax(module: Any, params: Any = None, *, batch_size: int = 1, time_step
     Args:
       module: a linen or nnx module of the kinds above.
       params: the linen module's variables (``{"params": ...}``); None for nnx.
-      batch_size: static batch of the input and state tensors (-1: dynamic, JAX only).
-      time_steps: static sequence length, or None for a dynamic one (not with GRUCell).
+      batch_size: None (default) keeps the batch dynamic, like flax; an int fixes the batch
+        of the input and state tensors.
+      time_steps: a fixed sequence length, or None (default) for a dynamic one.
 
     Returns:
       A `Model` from ``input`` [B, T, D] (or [T, B, D] if time-major) to ``output``.
 
     Raises:
       NotImplementedError: MGU and other cells, custom gate or activation functions, a
-        custom ``merge_fn``, ``return_carry=True``, a custom ``carry_init``, or a GRUCell
-        without `time_steps`.
+        custom ``merge_fn``, ``return_carry=True``, a custom ``carry_init``.
     """
     tree = _params(module, params)
+    batch_size = _graph.check_batch_size(batch_size)
     kind = type(module).__name__
     if kind in _CELLS:
         weights, options = _cell_weights(module, tree)

@@ -1,7 +1,11 @@
 """ModelBuilder recipes shared by the converters: directions, bidirectional merges, one-layer models.
 
-LSTM and RNN layers become TFLite's fused operators; GRU layers (no TFLite operator) are
-unrolled into builtin operators by `ModelBuilder.add_gru`, which needs a static time length.
+LSTM and RNN layers become TFLite's fused operators; GRU layers (no TFLite operator) become
+the model's GRU operator (`ModelBuilder.add_gru`), which runs at any length in JAX and is
+unrolled into builtin operators over a fixed length when exported.
+
+Batch: None (the converters' default) keeps the batch dynamic, as the source frameworks do;
+an int fixes it for the input and the state tensors.
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ def add_recurrent(
       return_sequences: False keeps only the last processed step (STRIDED_SLICE).
     """
     if isinstance(weights, GRUWeights):
-        _check_static_time(x, options, name)
         return b.add_gru(
             x, weights, options, reverse=reverse, keep_order=keep_order, return_sequences=return_sequences, name=name
         )
@@ -89,7 +92,7 @@ def add_bidirectional(
     """
     if merge_mode not in MERGE_MODES:
         raise NotImplementedError(f"{name}: merge mode {merge_mode!r} is not supported; use one of {MERGE_MODES}")
-    if isinstance(fw, GRUWeights):  # add_gru slices the last steps itself
+    if isinstance(fw, GRUWeights):  # add_gru takes the last steps itself
         merged = False
         outs = [
             add_recurrent(b, x, fw, options, name=f"{name}/fw", return_sequences=return_sequences),
@@ -128,36 +131,41 @@ def add_bidirectional(
     return [y]
 
 
-def _check_static_time(x: Ref, options: GRUOptions, name: str) -> None:
-    time = x.shape[0 if options.time_major else 1]
-    if time < 1:
-        raise NotImplementedError(
-            f"GRU layer {name!r}: the input {x.shape} has a dynamic time dimension, but TFLite has "
-            "no GRU operator and the GRU is unrolled over a fixed number of steps. Workaround: pass "
-            "a fixed sequence length (time_steps=T, or declare the model input with T steps)."
-        )
-
-
 def n_input(weights: Weights) -> int:
     """The input size of one direction's weights."""
     return int(weights.input_weights.shape[1]) if isinstance(weights, RNNWeights) else weights.n_input
 
 
-def input_shape(n_input: int, *, batch_size: int, time_steps: int | None, time_major: bool) -> tuple[int, ...]:
+def check_batch_size(batch_size: int | None) -> int | None:
+    """`batch_size` as the converters take it: None (or -1) for a dynamic batch, else a positive int.
+
+    Raises:
+      ValueError: anything else.
+    """
+    if batch_size is None or batch_size == -1:
+        return None
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, or None for a dynamic batch; got {batch_size!r}")
+    return batch_size
+
+
+def input_shape(n_input: int, *, batch_size: int | None, time_steps: int | None, time_major: bool) -> tuple[int, ...]:
     """The subgraph input shape [B, T, I] (or [T, B, I]); -1 marks a dynamic dimension."""
+    b = -1 if batch_size is None else batch_size
     t = -1 if time_steps is None else time_steps
-    return (t, batch_size, n_input) if time_major else (batch_size, t, n_input)
+    return (t, b, n_input) if time_major else (b, t, n_input)
 
 
 def single_layer_model(
     weights: Weights,
     options: Options,
     *,
-    batch_size: int,
+    batch_size: int | None,
     time_steps: int | None,
     name: str,
 ) -> Model:
     """A model running one cell over a sequence: input [B, T, n_input] -> output [B, T, n_output]."""
+    batch_size = check_batch_size(batch_size)
     b = ModelBuilder(batch_size)
     x = b.add_input(
         "input",

@@ -61,7 +61,7 @@ class _Layer:
         return self.config.get("name", self.class_name.lower())
 
 
-def from_keras(obj: Any, *, batch_size: int = 1, time_steps: int | None = None) -> Model:
+def from_keras(obj: Any, *, batch_size: int | None = None, time_steps: int | None = None) -> Model:
     """Converts a Keras recurrent layer or model to a `Model` of TFLite fused ops.
 
     Accepts a Keras 3 or tf_keras layer, a ``Sequential``, a functional model whose
@@ -71,11 +71,12 @@ def from_keras(obj: Any, *, batch_size: int = 1, time_steps: int | None = None) 
     * ``LSTM`` / ``SimpleRNN`` -> UNIDIRECTIONAL_SEQUENCE_LSTM / _RNN (time_major as the
       tf_keras layer says); ``go_backwards`` -> REVERSE_V2 on the input (outputs stay in
       processing order, like Keras); ``return_sequences=False`` -> STRIDED_SLICE.
-    * ``GRU`` (reset_after True or False) -> `ModelBuilder.add_gru`: TFLite has no GRU
-      operator, so the layer is unrolled into builtin operators over a static number of
-      time steps (the model's declared input length, or `time_steps`).
-    * ``Bidirectional`` -> BIDIRECTIONAL_SEQUENCE_LSTM / _RNN (GRU: two unrolled
-      directions); merge_mode concat ->
+    * ``GRU`` (reset_after True or False) -> the model's GRU operator
+      (`ModelBuilder.add_gru`), which runs at any length in JAX; TFLite has no GRU
+      operator, so the export unrolls it into builtin operators over a fixed number of
+      steps (the model's declared input length, or ``export_tflite(..., time_steps=T)``).
+    * ``Bidirectional`` -> BIDIRECTIONAL_SEQUENCE_LSTM / _RNN (GRU: two GRU operators);
+      merge_mode concat ->
       ``merge_outputs`` (a CONCATENATION for batch-major LSTMs, whose merged LiteRT kernel
       is wrong past batch row 0), None -> two model outputs, sum / mul / ave -> ADD / MUL.
     * ``Dense`` -> FULLY_CONNECTED (activation linear, relu, relu6 fused; softmax, tanh,
@@ -84,11 +85,11 @@ def from_keras(obj: Any, *, batch_size: int = 1, time_steps: int | None = None) 
 
     Args:
       obj: a Keras layer or model, or a path to a ``.keras`` file.
-      batch_size: the static batch of the input and of the state tensors (TFLite variable
-        tensors need one); -1 keeps it dynamic (runs in JAX, not exportable).
-      time_steps: the static sequence length, for a model that declares none (a bare
-        layer, or ``keras.Input((None, n_input))``); None keeps the declared one. A GRU
-        needs one of the two.
+      batch_size: None (default) keeps the batch dynamic, as Keras does; an int fixes the
+        batch of the input and of the state tensors.
+      time_steps: a fixed sequence length, for a model that declares none (a bare layer,
+        or ``keras.Input((None, n_input))``); None keeps the declared one (or a dynamic
+        length).
 
     Returns:
       A `Model` with input ``input`` [B, T, n_input] ([T, B, n_input] when the first
@@ -97,13 +98,13 @@ def from_keras(obj: Any, *, batch_size: int = 1, time_steps: int | None = None) 
     Raises:
       NotImplementedError: a layer or option the fused ops cannot express (masking,
         stateful, return_state, non-sigmoid recurrent activation, other activations,
-        unknown layer types, non-chain topologies, a GRU over a dynamic time length);
-        the message names a workaround.
+        unknown layer types, non-chain topologies); the message names a workaround.
       ValueError: `time_steps` contradicts the model's declared sequence length.
     """
     layers, shape = _read(obj)
     recurrent = [_inner_config(layer) for layer in layers if layer.class_name in (*_RECURRENT, "Bidirectional")]
     time_major = bool(recurrent and recurrent[0].get("time_major", False))
+    batch_size = _graph.check_batch_size(batch_size)
     b = ModelBuilder(batch_size)
     x: Ref | list[Ref] = b.add_input("input", _input_shape(shape, layers, batch_size, time_steps, time_major))
     for layer in layers:
@@ -261,7 +262,7 @@ def _declared_input_shape(layer_configs: list[dict]) -> tuple | None:
 
 
 def _input_shape(
-    shape: tuple | None, layers: list[_Layer], batch_size: int, time_steps: int | None, time_major: bool
+    shape: tuple | None, layers: list[_Layer], batch_size: int | None, time_steps: int | None, time_major: bool
 ) -> tuple:
     first = next((layer for layer in layers if layer.class_name not in _SKIPPED), None)
     if first is None:
@@ -320,12 +321,12 @@ def _activation_name(value: Any) -> Any:
 def _recurrent_weights(layer_name: str, kind: str, config: dict, weights: list[np.ndarray]):
     """(weights, options) of one LSTM / SimpleRNN / GRU layer after checking every option."""
     what = f"{kind} layer {layer_name!r}"
-    if kind == "GRU":
-        streaming = "build the streaming model with ModelBuilder.add_gru(..., stateful=True)"
-    else:
-        streaming = "TFLite's variable state tensors already persist across invokes until reset_all_variables()"
     for option, workaround in (
-        ("stateful", f"convert a stateful=False copy; {streaming}"),
+        (
+            "stateful",
+            "convert a stateful=False copy; export_tflite(model, stateful=True) writes a file whose "
+            "state persists across invokes until reset_all_variables()",
+        ),
         (
             "return_state",
             "set return_state=False; the final h is the last output step "

@@ -115,14 +115,15 @@ def from_lingvo(
     enable_lstm_bias: bool = True,
     output_nonlinearity: bool = True,
     zo_prob: float = 0.0,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     time_steps: int | None = None,
 ) -> Model:
     """A `Model` running the Lingvo cell over a sequence (its FProp at every step, no padding).
 
     One UNIDIRECTIONAL_SEQUENCE_LSTM from ``input`` [B, T, num_input_nodes] to ``output``
     [B, T, num_output_nodes], from zero state. Arguments as `lstm_weights_from_lingvo`,
-    plus the static `batch_size` (-1: dynamic, JAX only) and `time_steps` (None: dynamic).
+    plus `batch_size` and `time_steps`: None (default) keeps that dimension dynamic, an int
+    fixes it.
     """
     weights, options = lstm_weights_from_lingvo(
         params,

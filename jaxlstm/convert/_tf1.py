@@ -99,15 +99,15 @@ def from_tf_v1_lstm_cell(
     proj_clip: float | None = None,
     forget_bias: float = 1.0,
     basic: bool = False,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     time_steps: int | None = None,
 ) -> Model:
     """A `Model` running the TF1 cell over a sequence (``tf.compat.v1.nn.dynamic_rnn``).
 
     One UNIDIRECTIONAL_SEQUENCE_LSTM from ``input`` [B, T, n_input] to ``output``
     [B, T, num_proj or num_units], starting from zero state. Arguments as
-    `lstm_weights_from_tf_v1_cell`, plus the static `batch_size` (-1: dynamic, JAX
-    only) and `time_steps` (None: dynamic).
+    `lstm_weights_from_tf_v1_cell`, plus `batch_size` and `time_steps`: None (default)
+    keeps that dimension dynamic, an int fixes it.
     """
     weights, options = lstm_weights_from_tf_v1_cell(
         variables,

@@ -1,4 +1,4 @@
-"""PyTorch ``nn.LSTM`` / ``nn.RNN`` / ``nn.GRU`` -> a `Model` of TFLite fused ops (GRU unrolled).
+"""PyTorch ``nn.LSTM`` / ``nn.RNN`` / ``nn.GRU`` -> a `Model` of TFLite fused ops (and GRU operators).
 
 Layout (SPEC_LAYOUTS §6), per layer k and direction (suffix ``_reverse`` backward):
 ``weight_ih_l{k}`` [G*H, D_k] and ``weight_hh_l{k}`` [G*H, P] used as ``W @ x`` (TFLite's
@@ -29,16 +29,16 @@ def from_torch(
     *,
     batch_first: bool | None = None,
     nonlinearity: str | None = None,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     time_steps: int | None = None,
 ) -> Model:
     """Converts ``torch.nn.LSTM`` / ``nn.RNN`` / ``nn.GRU`` (or its state dict) to fused ops.
 
     Each layer becomes one UNIDIRECTIONAL_SEQUENCE_LSTM / _RNN, or with
     ``bidirectional=True`` one BIDIRECTIONAL_SEQUENCE_LSTM / _RNN with ``merge_outputs``
-    ([fw | bw] on the feature axis, like PyTorch). TFLite has no GRU operator: each GRU
-    direction is unrolled into builtin operators (`ModelBuilder.add_gru`), which needs a
-    static `time_steps`. Only the output sequence is produced
+    ([fw | bw] on the feature axis, like PyTorch). Each GRU direction is the model's GRU
+    operator (`ModelBuilder.add_gru`): any length in JAX; TFLite has no GRU operator, so
+    the export unrolls it (``export_tflite(..., time_steps=T)``). Only the output sequence is produced
     (no h_n / c_n); the state starts at zero (no ``(h_0, c_0)`` argument). Inter-layer
     dropout is training-only and ignored.
 
@@ -48,14 +48,15 @@ def from_torch(
       batch_first: for a state dict: the input layout (default False, [T, B, D] like
         PyTorch). A module carries its own.
       nonlinearity: for an RNN state dict: "tanh" (default) or "relu".
-      batch_size: static batch of the input and state tensors (-1: dynamic, JAX only).
-      time_steps: static sequence length, or None for a dynamic one (LSTM / RNN only).
+      batch_size: None (default) keeps the batch dynamic, like PyTorch; an int fixes the
+        batch of the input and state tensors.
+      time_steps: a fixed sequence length, or None (default) for a dynamic one.
 
     Returns:
       A `Model` from ``input`` ([T, B, D], or [B, T, D] if batch_first) to ``output``.
 
     Raises:
-      NotImplementedError: a GRU without `time_steps`, or another module type.
+      NotImplementedError: another module type.
       ValueError: a state dict with missing or inconsistent tensors.
     """
     state, batch_first, nonlinearity = _read(module_or_state_dict, batch_first, nonlinearity)
@@ -74,6 +75,7 @@ def from_torch(
         )
         options = RNNOptions(activation, time_major=time_major)
     bidirectional = "weight_ih_l0_reverse" in state
+    batch_size = _graph.check_batch_size(batch_size)
     b = ModelBuilder(batch_size)
     n_input = state["weight_ih_l0"].shape[1]
     x = b.add_input(

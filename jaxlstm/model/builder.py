@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from jaxlstm import _spec
-from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Tensor, options_tuple
+from jaxlstm.model.graph import GRU, GRU_INPUTS, NO_TENSOR, Model, Operator, Tensor, options_tuple
+from jaxlstm.model.kernels import gru_options
+from jaxlstm.model.rewrite import prune_unused_tensors
 from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.ops.gru import GRUOptions, GRUWeights
 from jaxlstm.ops.gru import check_weights as check_gru_weights
@@ -363,7 +365,7 @@ class ModelBuilder:
             tensors[ref.index] = dataclasses.replace(tensors[ref.index], name=new)
         return Model(tensors, self._operators, self._inputs, [r.index for r in outputs], self._constants)
 
-    # -- GRU: unrolled builtin operators -------------------------------------------------
+    # -- GRU ---------------------------------------------------------------------------
 
     def add_gru(
         self,
@@ -374,54 +376,78 @@ class ModelBuilder:
         reverse: bool = False,
         keep_order: bool = False,
         return_sequences: bool = True,
-        stateful: bool = False,
         runtime_recurrent_weights: bool = False,
         name: str = "gru",
     ) -> Ref:
-        """A GRU layer (`jaxlstm.ops.gru`) unrolled over the input's static time length.
+        """A GRU layer (`jaxlstm.ops.gru`): one ``GRU`` operator, which runs at any length in JAX.
 
-        TFLite has no GRU operator and TensorFlow's converter emits a WHILE loop. Here the
-        input projections of all steps are two FULLY_CONNECTED + UNPACK, and each step is
-        11 builtin operators with the default activations (FULLY_CONNECTED, ADD, LOGISTIC,
-        SPLIT, MUL, TANH, SUB; RELU-like activations fuse into ADD), all in the op sets of
-        every LiteRT build and of TFLite Micro; PACK gathers the output sequence.
+        TFLite has no GRU operator: `export_tflite` unrolls it into builtin operators over
+        a fixed number of steps (`unroll_gru`), the input's static time length or the
+        export's ``time_steps``. The state h is the variable tensor ``<name>/hidden_state``.
 
         Args:
-          x: [B, T, I] (or [T, B, I] if ``options.time_major``); T must be static: it is
-            the fixed sequence length of the exported model.
-          weights: `GRUWeights` (one direction).
+          x: [B, T, I] (or [T, B, I] if ``options.time_major``).
+          weights: `GRUWeights` (one direction); tensors ``<name>/<field>``.
           options: `GRUOptions`.
           reverse, keep_order: as in `jaxlstm.ops.gru` (a bidirectional layer is
             ``add_gru(x, fw)``, ``add_gru(x, bw, reverse=True, keep_order=True)`` and
             `add_concatenation`).
           return_sequences: return the sequence [B, T, H]; else h_T [B, H].
-          stateful: streaming mode: h lives in a variable tensor ``<name>/h``, so each
-            invocation continues from the previous h_T (LiteRT ``reset_all_variables()``
-            zeroes it, as for the fused LSTM ops). Its batch is x's (or the builder's
-            `batch_size` if x's is dynamic). Otherwise each invocation starts from a zero
-            constant ``<name>/h0`` (a float constant, so it is in `Model.params`). This
-            choice is made here: `export_tflite`'s ``stateful`` option acts on the fused
-            recurrent ops only.
-          runtime_recurrent_weights: feed the T recurrent FULLY_CONNECTEDs one runtime copy
-            of the recurrent matrices (a CONCATENATION per invoke) instead of the constants.
-            XNNPACK, LiteRT's default CPU delegate, packs constant weights once per
-            operator, i.e. T copies, which thrashes the cache for large T * H (see
-            experiments/bench_gru.py); a runtime tensor is used in place. Costs one copy
-            of the recurrent weights in RAM per invoke and keeps them float under
-            dynamic-range quantization; leave False for TFLite Micro (weights in flash).
+          runtime_recurrent_weights: for the export: feed the T recurrent FULLY_CONNECTEDs
+            one runtime copy of the recurrent matrices (a CONCATENATION per invoke) instead
+            of the constants. XNNPACK, LiteRT's default CPU delegate, packs constant weights
+            once per operator, i.e. T copies, which thrashes the cache for large T * H (see
+            experiments/bench_gru.py); a runtime tensor is used in place. Costs one copy of
+            the recurrent weights in RAM per invoke and keeps them float under dynamic-range
+            quantization; leave False for TFLite Micro (weights in flash).
           name: prefix of the tensor names.
 
         Returns:
           The output sequence in x's layout, or h_T.
         """
-        op = "add_gru"
-        batch, time = self._batch_time(x, options.time_major)
-        check_gru_weights(f"{op} {name!r}", weights, options, x.shape[-1])
-        if time < 1:
+        batch, _ = self._batch_time(x, options.time_major)
+        check_gru_weights(f"add_gru {name!r}", weights, options, x.shape[-1])
+        units = weights.n_units
+        w = self._weights(name, weights, GRU_INPUTS[1:-1])
+        h = self.add_variable(f"{name}/hidden_state", (self._state_batch(batch), units))
+        y = self.add_intermediate(f"{name}/output", x.shape[:-1] + (units,) if return_sequences else (batch, units))
+        self.add_operator(
+            GRU,
+            [x, *w, h],
+            [y],
+            reset_after=options.reset_after,
+            activation=options.activation,
+            recurrent_activation=options.recurrent_activation,
+            time_major=options.time_major,
+            reverse=reverse,
+            keep_order=keep_order,
+            return_sequences=return_sequences,
+            runtime_recurrent_weights=runtime_recurrent_weights,
+        )
+        return y
+
+    def _unroll_gru(self, position: int, op: Operator, time_steps: int | None, stateful: bool) -> None:
+        """Appends the builtin operators of GRU operator `op` (see `unroll_gru`)."""
+        x, h_state, out = (Ref(i, self._tensors[i].shape) for i in (op.inputs[0], op.inputs[-1], op.outputs[0]))
+        options = gru_options(op)
+        name = self._tensors[h_state.index].name.rpartition("/")[0] or "gru"
+        weights = GRUWeights(
+            **{n: self._constants[i] for n, i in zip(GRU_INPUTS[1:-1], op.inputs[1:-1]) if i != NO_TENSOR}
+        )
+        _, time = self._batch_time(x, options.time_major)
+        where = f"operator {position} (GRU {name!r})"
+        if time >= 0 and time_steps is not None and time != time_steps:
             raise ValueError(
-                f"{op} {name!r}: x has shape {x.shape} with a dynamic time dimension; unrolling "
-                "needs a static length: declare the input with the (maximum) sequence length"
+                f"{where}: its input has {time} time steps (shape {list(x.shape)}), not time_steps={time_steps}"
             )
+        if time < 0:
+            if time_steps is None:
+                raise ValueError(
+                    f"{where}: its input {self._tensors[x.index].name!r} has a dynamic time dimension "
+                    f"(shape {list(x.shape)}); TFLite has no GRU operator, so the export unrolls it over a "
+                    "fixed number of steps: pass export_tflite(..., time_steps=T) (jaxlstm convert --time-steps T)"
+                )
+            time = time_steps
         units, t_axis = weights.n_units, 0 if options.time_major else 1
 
         def constant(suffix: str, fields: list[str]) -> Ref | None:
@@ -440,7 +466,7 @@ class ModelBuilder:
         rb_zr = constant("recurrent_update_reset_gate_bias", [f"recurrent_{g}_gate_bias" for g in zr])
         r_n = constant("recurrent_to_candidate_weights", ["recurrent_to_candidate_weights"])
         rb_n = constant("recurrent_candidate_gate_bias", ["recurrent_candidate_gate_bias"])
-        if runtime_recurrent_weights:
+        if op.option("runtime_recurrent_weights", False):
             r_zr, r_n = (
                 self._copy(w, self.add_intermediate(f"{self._tensors[w.index].name}/runtime", w.shape))
                 for w in (r_zr, r_n)
@@ -455,32 +481,38 @@ class ModelBuilder:
 
         x_zr = unpack(self._fully_connected(x, w_zr, b_zr, "NONE", f"{name}/input_update_reset"), "x_update_reset")
         x_n = unpack(self._fully_connected(x, w_n, b_n, "NONE", f"{name}/input_candidate"), "x_candidate")
-        if stateful:
-            h = self.add_variable(f"{name}/h", (self._state_batch(batch), units))
-        else:  # [1, H] broadcasts against any batch
-            h = self.add_constant(f"{name}/h0", np.zeros((batch if batch > 0 else 1, units), np.float32))
-        state = h
-        order = range(time - 1, -1, -1) if reverse else range(time)
+        h = h_state
+        order = list(range(time - 1, -1, -1) if op.option("reverse", False) else range(time))
+        return_sequences = op.option("return_sequences", True)
         outputs = []
         for t in order:
-            h = self._gru_step(x_zr[t], x_n[t], h, (r_zr, rb_zr, r_n, rb_n), split_axis, options, f"{name}/t{t}")
+            last = t == order[-1] and not return_sequences
+            recurrent = (r_zr, rb_zr, r_n, rb_n)
+            h = self._gru_step(
+                x_zr[t], x_n[t], h, recurrent, split_axis, options, f"{name}/t{t}", out if last else None
+            )
             outputs.append(h)
         if stateful:
-            self._copy(h, state)
-        if not return_sequences:
-            return h
-        if reverse and keep_order:
-            outputs.reverse()
-        y = self.add_intermediate(f"{name}/output", x.shape[:-1] + (units,))
-        self.add_operator("PACK", outputs, [y], values_count=time, axis=t_axis)
-        return y
+            self._copy(h, h_state)
+        if return_sequences:
+            if op.option("reverse", False) and op.option("keep_order", False):
+                outputs.reverse()
+            self.add_operator("PACK", outputs, [out], values_count=time, axis=t_axis)
 
     def _gru_step(
-        self, x_zr: Ref, x_n: Ref, h: Ref, recurrent: tuple, split_axis: Ref, options: GRUOptions, name: str
+        self,
+        x_zr: Ref,
+        x_n: Ref,
+        h: Ref,
+        recurrent: tuple,
+        split_axis: Ref,
+        options: GRUOptions,
+        name: str,
+        out: Ref | None = None,
     ) -> Ref:
-        """One GRU step: ``h' = n + z * (h - n)``."""
+        """One GRU step: ``h' = n + z * (h - n)``, into `out` if given."""
         r_zr, rb_zr, r_n, rb_n = recurrent
-        step_shape = x_n.shape  # [B, H]; h may be the [1, H] zero state, which broadcasts
+        step_shape = x_n.shape  # [B, H]
 
         def binary(opcode: str, a: Ref, b: Ref, suffix: str) -> Ref:
             out = self.add_intermediate(f"{name}/{suffix}", step_shape)
@@ -503,7 +535,10 @@ class ModelBuilder:
             rec_n = self._fully_connected(reset_h, r_n, rb_n, "NONE", f"{name}/recurrent_candidate")
         n = self._add_activated(x_n, rec_n, options.activation, f"{name}/candidate")
         keep = binary("MUL", z, binary("SUB", h, n, "h_minus_candidate"), "keep")
-        return binary("ADD", n, keep, "h")
+        if out is None:
+            return binary("ADD", n, keep, "h")
+        self.add_operator("ADD", [n, keep], [out], fused_activation_function="NONE")
+        return out
 
     def _add_activated(self, a: Ref, b: Ref, act: str, name: str) -> Ref:
         """act(a + b): fused into ADD (NONE, RELU, ...) or a separate TANH / LOGISTIC."""
@@ -538,6 +573,41 @@ class ModelBuilder:
             asymmetric_quantize_inputs=False,
         )
         return y
+
+
+def unroll_gru(model: Model, *, time_steps: int | None, stateful: bool) -> Model:
+    """`model` with each GRU operator replaced by builtin operators over a fixed length.
+
+    TFLite has no GRU operator and TensorFlow's converter emits a WHILE loop. Here the input
+    projections of all steps are two FULLY_CONNECTED + UNPACK, and each step is 11 builtin
+    operators with the default activations (FULLY_CONNECTED, ADD, LOGISTIC, SPLIT, MUL, TANH,
+    SUB; RELU-like activations fuse into ADD), all in the op sets of every LiteRT build and
+    of TFLite Micro; PACK gathers the output sequence. The weights are re-packed per gate
+    pair (``<name>/input_to_update_reset_weights``, ...).
+
+    Args:
+      model: a model with GRU operators (others are returned unchanged).
+      time_steps: the number of steps for a GRU whose input has a dynamic time dimension.
+      stateful: write h_T back into the operator's variable tensor ``<name>/hidden_state``
+        (one CONCATENATION), so that it carries over to the next invoke (LiteRT
+        ``reset_all_variables()`` zeroes it, as for the fused LSTM ops). The steps read h
+        from that tensor either way: a predict export zeroes it first (a FILL, as for the
+        fused ops), and then h_T need not be kept.
+
+    Raises:
+      ValueError: a GRU over a dynamic time length without `time_steps`, or one whose
+        static length differs from `time_steps`.
+    """
+    if GRU not in model.opcodes:
+        return model
+    b = ModelBuilder()
+    b._tensors, b._constants, b._inputs = list(model.tensors), model.constants, list(model.inputs)
+    for position, op in enumerate(model.operators):
+        if op.opcode == GRU:
+            b._unroll_gru(position, op, time_steps, stateful)
+        else:
+            b._operators.append(op)
+    return prune_unused_tensors(model.replace(tensors=b._tensors, operators=b._operators, constants=b._constants))
 
 
 def _lstm_option_dict(options: LSTMOptions) -> dict[str, Any]:

@@ -5,9 +5,14 @@ converters and Flax modules build one (`ModelBuilder`), the exporter serializes 
 `apply` runs it with the `jaxlstm.ops` kernels, purely and differentiably.
 
     m.params                       # {tensor name: array | QuantizedTensor}, the constants
-    state = m.init_state()         # {tensor name: array}, the variable tensors (RNN/LSTM state)
-    outputs, state = m.apply(m.params, state, *inputs)
-    outputs = m(*inputs)           # fresh state, like a newly allocated interpreter
+    outputs = m(*inputs)           # any batch: the state starts at zero, like Keras predict
+    outputs, state = m.apply(m.params, None, *inputs)     # the same, pure: returns the new state
+    outputs, state = m.apply(m.params, state, *inputs)    # continues from `state` (streaming)
+    state = m.init_state(batch_size=B)                    # {tensor name: zeros}, the variable tensors
+
+Besides the TFLite builtin operators, a model may hold a ``GRU`` operator (`GRU_INPUTS`):
+TFLite has no GRU, so the exporter unrolls it into builtin operators over a fixed length
+(`jaxlstm.model.builder.unroll_gru`), while in JAX it runs `jaxlstm.ops.gru` at any length.
 """
 
 from __future__ import annotations
@@ -21,9 +26,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlstm import _spec
 from jaxlstm.ops._quant import QuantizedTensor
+from jaxlstm.ops.gru import GRUWeights
 
 NO_TENSOR = -1  # an absent optional operator input
+# The GRU operator (no TFLite builtin): its inputs by position, the `GRUWeights` fields
+# between the sequence and the state; absent recurrent biases are NO_TENSOR.
+GRU = "GRU"
+GRU_INPUTS = ("input", *(f.name for f in dataclasses.fields(GRUWeights)), "hidden_state")
 # The most elements `Model.init_state` allocates for one state tensor (1 GiB of float32),
 # far beyond any real recurrent state: a larger one comes from a corrupt shape or batch_size.
 MAX_STATE_ELEMENTS = 2**28
@@ -89,6 +100,10 @@ class Model:
       signature_key: name of the signature def ("serving_default").
       signature_names: (input names, output names) of the signature def, in subgraph
         order; None uses the tensor names.
+      stateful: what `export_tflite` writes by default: False (predict) zeroes the
+        recurrent state at the start of every invoke; True (streaming) keeps it from one
+        invoke to the next. Built and converted models are predict models; `load_tflite`
+        sets it to what the file does.
     """
 
     def __init__(
@@ -100,8 +115,10 @@ class Model:
         constants: Mapping[int, Any],
         signature_key: str = "serving_default",
         signature_names: tuple[Sequence[str], Sequence[str]] | None = None,
+        stateful: bool = False,
     ):
         self.tensors = tuple(tensors)
+        self.stateful = bool(stateful)
         self.operators = tuple(operators)
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
@@ -151,7 +168,7 @@ class Model:
         """The variable tensors at their initial values (zeros unless the file stores any).
 
         Args:
-          batch_size: the batch for state tensors whose first dimension is dynamic (-1);
+          batch_size: the batch for state tensors whose batch dimension is dynamic (-1);
             defaults to 1, the size TFLite allocates for a dynamic dimension.
 
         Raises:
@@ -174,22 +191,31 @@ class Model:
         return state
 
     def apply(
-        self, params: Mapping[str, Any], state: Mapping[str, jax.Array], *inputs: jax.Array
+        self, params: Mapping[str, Any], state: Mapping[str, jax.Array] | None, *inputs: jax.Array
     ) -> tuple[list[jax.Array], dict[str, jax.Array]]:
         """Runs the subgraph; pure and jittable.
 
         Args:
           params: the constant tensors by name (as `Model.params`).
-          state: the variable tensors by name (as `Model.init_state()`).
-          *inputs: the subgraph inputs in `input_names` order.
+          state: the variable tensors by name, sized for the inputs' batch (as
+            ``init_state(batch_size=B)`` or a previous call's new state); None starts
+            from the initial state at the inputs' batch.
+          *inputs: the subgraph inputs in `input_names` order; dimensions that are -1 in
+            the input tensor's shape take any size.
 
         Returns:
           (outputs in `output_names` order, the updated state), like one LiteRT `invoke`.
+
+        Raises:
+          TypeError: the wrong number of inputs.
+          ValueError: an input that does not fit its tensor's shape (rank or a static
+            dimension), or a state whose batch is not the inputs'.
         """
         from jaxlstm.model.kernels import run_operator
 
-        if len(inputs) != len(self.inputs):
-            raise TypeError(f"the model takes {len(self.inputs)} inputs {self.input_names}, got {len(inputs)}")
+        self.check_inputs(*inputs)
+        if state is None:
+            state = self.init_state(self.input_batch(*inputs))
         values: dict[int, Any] = {}
         for i, v in self._constants.items():
             if i in self._weight_indices:
@@ -202,6 +228,7 @@ class Model:
             values[i] = jnp.asarray(x)
         for position, op in enumerate(self.operators):
             args = [None if i == NO_TENSOR else values[i] for i in op.inputs]
+            self._check_state_batch(position, op, args)
             try:
                 outputs, updates = run_operator(op, args)
             except (ValueError, TypeError, NotImplementedError) as e:
@@ -216,28 +243,82 @@ class Model:
         return [values[i] for i in self.outputs], new_state
 
     def __call__(self, *inputs: jax.Array) -> list[jax.Array]:
-        """Runs from a fresh state (zeros), like a newly allocated interpreter."""
-        batch = None
-        if inputs and self.inputs:
-            first = self.inputs[0]
-            axis = self.batch_axes().get(first, 0)
-            if len(self.tensors[first].shape) > axis and self.tensors[first].shape[axis] < 0:
-                batch = int(np.shape(inputs[0])[axis])
-        outputs, _ = self.apply(self.params, self.init_state(batch), *inputs)
+        """Runs from the initial (zero) state at the inputs' batch, like Keras ``predict``."""
+        outputs, _ = self.apply(self.params, None, *inputs)
         return outputs
+
+    def check_inputs(self, *inputs: jax.Array) -> None:
+        """Checks `inputs` against the input tensors: count, rank and static dimensions.
+
+        Raises:
+          TypeError: the wrong number of inputs.
+          ValueError: an input of the wrong rank, or a size that differs from a static
+            (not -1) dimension; the message names the input tensor and the dimension.
+        """
+        if len(inputs) != len(self.inputs):
+            raise TypeError(f"the model takes {len(self.inputs)} inputs {self.input_names}, got {len(inputs)}")
+        axes = self.batch_axes()
+        for i, x in zip(self.inputs, inputs):
+            t, shape = self.tensors[i], tuple(int(d) for d in np.shape(x))
+            expected = f"input {t.name!r} has shape {list(t.shape)} (-1: any size), got an array of shape {shape}"
+            if len(shape) != len(t.shape):
+                raise ValueError(f"{expected}: rank {len(shape)}, expected rank {len(t.shape)}")
+            for axis, (want, got) in enumerate(zip(t.shape, shape)):
+                if want >= 0 and want != got:
+                    got_text = _dimension_text(axis, len(shape), axes.get(i, 0), got)
+                    raise ValueError(f"{expected}: {got_text}, expected {want}")
+
+    def input_batch(self, *inputs: jax.Array) -> int | None:
+        """The batch size of `inputs` (the first input's batch axis), or None if it has none."""
+        if not inputs or not self.inputs:
+            return None
+        axis = self.batch_axes().get(self.inputs[0], 0)
+        shape = np.shape(inputs[0])
+        return int(shape[axis]) if len(shape) > axis else None
+
+    def _check_state_batch(self, position: int, op: Operator, args: list) -> None:
+        """A recurrent operator's state must hold one row per batch row of its input."""
+        slots = state_slots(op)
+        if not slots or args[0] is None:
+            return
+        x = args[0]
+        axis = 1 if op.opcode in _SEQUENCE_OPS and op.option("time_major", False) else 0
+        if np.ndim(x) <= axis:
+            return
+        n_batch = int(np.shape(x)[axis])
+        for slot in slots:
+            s = args[slot] if slot < len(args) else None
+            if s is None or np.ndim(s) != 2 or np.shape(s)[0] == n_batch:
+                continue  # a flat (1-D) state is checked by the kernel
+            t = self.tensors[op.inputs[slot]]
+            if t.shape[0] >= 0:
+                fix = (
+                    f"the model fixes this state at batch {t.shape[0]}: feed batch {t.shape[0]}, or "
+                    "convert the model again with a dynamic batch (the converters' default)"
+                )
+            else:
+                fix = (
+                    f"pass a state sized for the batch, model.init_state(batch_size={n_batch}), or "
+                    "state=None to start from zeros"
+                )
+            raise ValueError(
+                f"state tensor {t.name!r} has batch {np.shape(s)[0]} (shape {list(np.shape(s))}) but "
+                f"operator {position} ({op.opcode}) runs on batch {n_batch} (its input "
+                f"{self.tensors[op.inputs[0]].name!r} has shape {list(np.shape(x))}); {fix}"
+            )
 
     def batch_axes(self) -> dict[int, int]:
         """{tensor index: batch axis} for tensors whose batch axis is not 0.
 
         The batch is axis 1 only for the sequence tensors of time-major recurrent ops
-        (their input, aux input and outputs); every other tensor has it first.
+        (their input, aux input and sequence outputs); every other tensor has it first.
         """
         axes = {}
         for op in self.operators:
             if op.opcode in _SEQUENCE_OPS and op.option("time_major", False):
                 aux = _SEQUENCE_OPS[op.opcode]
                 for i in (op.inputs[0], *(op.inputs[a] for a in aux if a < len(op.inputs)), *op.outputs):
-                    if i != NO_TENSOR:
+                    if i != NO_TENSOR and len(self.tensors[i].shape) == 3:
                         axes[i] = 1
         return axes
 
@@ -256,6 +337,7 @@ class Model:
             "constants": self._constants,
             "signature_key": self.signature_key,
             "signature_names": self.signature_names,
+            "stateful": self.stateful,
         }
         args.update(changes)
         return Model(**args)
@@ -289,7 +371,32 @@ _SEQUENCE_OPS = {
     "BIDIRECTIONAL_SEQUENCE_LSTM": (39,),
     "UNIDIRECTIONAL_SEQUENCE_RNN": (),
     "BIDIRECTIONAL_SEQUENCE_RNN": (9,),
+    GRU: (),
 }
+
+
+def state_slots(op: Operator) -> tuple[int, ...]:
+    """The input positions of the recurrent state `op` reads and updates (variable tensors)."""
+    if op.opcode == "LSTM" and op.option("kernel_type", "FULL") == "BASIC":
+        return tuple(_spec.BASIC_LSTM_INPUTS.index(n) for n in ("prev_activation", "prev_state"))
+    if op.opcode == GRU:
+        return (GRU_INPUTS.index("hidden_state"),)
+    names = _spec.INPUTS_BY_OPERATOR.get(op.opcode)
+    return () if names is None else tuple(names.index(n) for n in _spec.VARIABLE_INPUTS[op.opcode])
+
+
+def _dimension_text(axis: int, rank: int, batch_axis: int, size: int) -> str:
+    """An input dimension in words: the batch, time steps or features of a sequence
+    [B, T, F] (or [T, B, F]) or of a step [B, F], else the axis number."""
+    names = {3: {batch_axis: "batch", 1 - batch_axis: "time", 2: "features"}, 2: {0: "batch", 1: "features"}}
+    name = names.get(rank, {}).get(axis)
+    if name == "batch":
+        return f"batch {size}"
+    if name == "time":
+        return f"{size} time steps"
+    if name == "features":
+        return f"{size} features"
+    return f"axis {axis} of size {size}"
 
 
 def is_quantized(value: Any) -> bool:

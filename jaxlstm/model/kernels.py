@@ -15,10 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm import _spec
-from jaxlstm.model.graph import Operator
+from jaxlstm.model.graph import GRU, GRU_INPUTS, Operator
 from jaxlstm.ops._activations import activation
 from jaxlstm.ops._precision import FLOAT32
 from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
+from jaxlstm.ops.gru import GRUOptions, GRUWeights, gru
 from jaxlstm.ops.lstm import (
     LSTMOptions,
     LSTMState,
@@ -206,6 +207,37 @@ def _bidirectional_rnn(op: Operator, args: list):
     }
 
 
+def gru_options(op: Operator) -> GRUOptions:
+    """The `GRUOptions` of a GRU operator."""
+    return GRUOptions(
+        reset_after=bool(op.option("reset_after", True)),
+        activation=op.option("activation", "TANH"),
+        recurrent_activation=op.option("recurrent_activation", "SIGMOID"),
+        time_major=bool(op.option("time_major", False)),
+    )
+
+
+def gru_weights(args: list) -> GRUWeights:
+    """The `GRUWeights` of a GRU operator's input values (absent recurrent biases: None)."""
+    return GRUWeights(**{n: a for n, a in zip(GRU_INPUTS[1:-1], args[1:-1]) if a is not None})
+
+
+@kernel(GRU)
+def _gru(op: Operator, args: list):
+    """`jaxlstm.ops.gru` at any length; the output is the sequence, or h_T without
+    ``return_sequences``."""
+    h0 = args[-1]
+    y, h = gru(
+        args[0],
+        gru_weights(args),
+        h0,
+        options=gru_options(op),
+        reverse=bool(op.option("reverse", False)),
+        keep_order=bool(op.option("keep_order", False)),
+    )
+    return [y if op.option("return_sequences", True) else h], {len(args) - 1: h}
+
+
 # ----------------------------------------------------------------------------- glue ops
 
 
@@ -284,11 +316,16 @@ def _static(v: Any, what: str) -> np.ndarray:
 
 @kernel("RESHAPE")
 def _reshape(op: Operator, args: list):
+    """The shape input when it is an int32 vector, else the ``new_shape`` option (reshape.cc
+    GetOutputShape / ShapeIsVector); a ``new_shape`` of [0] is a scalar (legacy files)."""
     x = args[0]
-    if len(args) > 1 and args[1] is not None:
-        shape = [int(d) for d in _static(args[1], "RESHAPE shape")]
+    shape_input = args[1] if len(args) > 1 else None
+    if shape_input is not None and np.ndim(shape_input) == 1 and shape_input.dtype == np.int32:
+        shape = [int(d) for d in _static(shape_input, "RESHAPE shape")]
     else:
         shape = list(op.option("new_shape", ()))
+        if shape == [0]:
+            shape = []
     return [x.reshape(shape)], {}
 
 
@@ -337,7 +374,10 @@ def _pack(op: Operator, args: list):
 @kernel("UNPACK")
 def _unpack(op: Operator, args: list):
     axis = op.option("axis", 0)
-    return [jnp.take(args[0], i, axis=axis) for i in range(args[0].shape[axis])], {}
+    size = args[0].shape[axis]
+    if size != len(op.outputs):  # unpack.cc Prepare: the axis holds exactly `num` slices
+        raise ValueError(f"UNPACK has {len(op.outputs)} outputs, but its input has {size} along axis {axis}")
+    return [jnp.take(args[0], i, axis=axis) for i in range(size)], {}
 
 
 @kernel("SHAPE")

@@ -1,13 +1,16 @@
-"""Model rewrites for re-exporting converted models: strip cell_clip, fuse TF's bidirectional LSTM.
+"""Model rewrites: strip cell_clip and fuse TF's bidirectional LSTM (for re-exporting converted
+models), remove the per-invoke state resets of a predict file, prune unused tensors.
 
-Both return a new `Model` and the number of operators changed; numerics change only where the
-docstring says so.
+`strip_cell_clip` and `fuse_bidirectional_lstm` return a new `Model` and the number of
+operators changed; numerics change only where the docstring says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+
+import numpy as np
 
 from jaxlstm.model.graph import NO_TENSOR, Model, Operator, options_tuple
 
@@ -73,7 +76,36 @@ def fuse_bidirectional_lstm(model: Model) -> tuple[Model, int]:
         fused += 1
     if not fused:
         return model, 0
-    return _prune_unused_tensors(model.replace(operators=operators)), fused
+    return prune_unused_tensors(model.replace(operators=operators)), fused
+
+
+def remove_state_resets(model: Model) -> Model:
+    """Drops the operators that zero a state tensor at each invoke, and what only they used.
+
+    A predict file (``export_tflite``'s default) writes each state (variable) tensor with a
+    FILL of the constant 0 before it is read, its dims computed by SHAPE -> STRIDED_SLICE ->
+    CONCATENATION of the input. Without them the state carries over from one invoke to the
+    next (a streaming file), and the `Model` holds its recurrence alone: `Model.stateful`
+    records the semantics. Other operators whose outputs nothing reads any more go too.
+    """
+    variables = {i for i, t in enumerate(model.tensors) if t.is_variable}
+
+    def is_reset(op: Operator) -> bool:
+        if op.opcode != "FILL" or not set(op.outputs) <= variables or len(op.inputs) != 2:
+            return False
+        value = model.constant(model.tensors[op.inputs[1]].name)
+        return value is not None and not np.any(np.asarray(value))
+
+    kept = [op for op in model.operators if not is_reset(op)]
+    if len(kept) == len(model.operators):
+        return model
+    needed = set(model.outputs) | variables
+    live: list[Operator] = []
+    for op in reversed(kept):
+        if needed.intersection(op.outputs):
+            live.append(op)
+            needed.update(op.inputs)
+    return prune_unused_tensors(model.replace(operators=live[::-1]))
 
 
 # ----------------------------------------------------------------------------- internals
@@ -149,7 +181,7 @@ def _find_bidirectional_pair(model: Model, operators: list[Operator]):
     return None
 
 
-def _prune_unused_tensors(model: Model) -> Model:
+def prune_unused_tensors(model: Model) -> Model:
     """Drops tensors no operator, input or output refers to, renumbering the rest."""
     used = {t for op in model.operators for t in (*op.inputs, *op.outputs) if t != NO_TENSOR}
     used.update(model.inputs)

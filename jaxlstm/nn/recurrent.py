@@ -7,15 +7,16 @@ it exports to, so a trained layer *is* the reference for its exported model::
     layer = LSTM(8, 64, rngs=nnx.Rngs(0))
     y = layer(x)                           # x: [B, T, 8] -> y: [B, T, 64]
     layer.weights()                        # LSTMWeights
-    model = layer.to_model(batch_size=1)   # one UNIDIRECTIONAL_SEQUENCE_LSTM
+    model = layer.to_model()               # one UNIDIRECTIONAL_SEQUENCE_LSTM, any batch and length
+    jaxlstm.export_tflite(layer)           # .tflite: every invoke starts from zero state, any batch
 
 Initialization follows Keras: the packed input kernel [n_input, G * n_cell] is glorot-uniform,
 the packed recurrent kernel [n_output, G * n_cell] orthogonal, biases are zero except the
 forget gate's, which is one with ``unit_forget_bias`` (G = 4 gates, 3 under CIFG); the
 packed matrices are then split per gate and transposed to TFLite's [n_cell, k] layout.
-GRU layers (no TFLite operator; exported unrolled into builtin operators by
-`ModelBuilder.add_gru`) initialize like Keras ``GRU``: glorot-uniform / orthogonal kernels,
-zero biases.
+GRU layers (a GRU operator in the model; TFLite has none, so the export unrolls it into
+builtin operators over ``export_tflite(..., time_steps=T)`` steps) initialize like Keras
+``GRU``: glorot-uniform / orthogonal kernels, zero biases.
 Projection weights are glorot-uniform, peephole weights glorot-uniform over [n_cell] (as TF1
 ``LSTMCell``, limit sqrt(3 / n_cell)), layer-norm coefficients one.
 
@@ -28,7 +29,8 @@ Variable-length sequences (``seq_lengths`` [B], right padding):
     only comes after them); its outputs at padded steps and its final variable state do
     not, so read ``output[b, seq_lengths[b] - 1]`` rather than the last step. A
     bidirectional layer's backward direction reads the padding first, so its exported
-    outputs match only on full-length rows: run shorter sequences unpadded (batch 1).
+    outputs match only on full-length rows: run shorter sequences unpadded (in a batch
+    of their own length).
 
 Long sequences (``remat=True``): the time axis is cut into chunks of ``remat_chunk_size``
 steps (default ceil(sqrt(T))) and each chunk runs under `jax.checkpoint`, so training keeps
@@ -329,7 +331,6 @@ class _Exportable:
     in_features: int
     time_major: bool = False
     _export_name: str  # the default layer name, prefix of the tensor names
-    _needs_time_steps = False  # unrolled layers (GRU) export only a static length
 
     def add_to(self, builder: ModelBuilder, x: Ref, name: str) -> Ref:
         raise NotImplementedError
@@ -340,21 +341,17 @@ class _Exportable:
         """This layer as a `jaxlstm.model.Model` (what `jaxlstm.export_tflite` serializes).
 
         Args:
-          batch_size: a static batch, or None for a dynamic one (-1; `export_tflite`'s
-            ``batch_size`` or LiteRT's ``resize_tensor_input`` fix it later).
-          time_steps: a static sequence length, or None for a dynamic one.
+          batch_size: a fixed batch, or None (default) for a dynamic one: the model runs
+            at any batch in JAX, and its .tflite file at any batch after LiteRT's
+            ``resize_tensor_input`` of the input.
+          time_steps: a fixed sequence length, or None (default) for a dynamic one (a GRU
+            then needs ``export_tflite(..., time_steps=T)``).
           name: the layer name that prefixes the tensor names (default ``_export_name``).
 
         Returns:
           A `Model` with one input ``input`` ([B, T, in_features], or [T, B, ...] when
           time-major) and one output ``output``.
         """
-        if self._needs_time_steps and time_steps is None:
-            raise ValueError(
-                f"{type(self).__name__}.to_model: time_steps is required: TFLite has no GRU operator, "
-                "so the layer is unrolled over a fixed number of steps; pass time_steps=T "
-                "(export with export_tflite(layer.to_model(time_steps=T)))"
-            )
         batch, time = batch_size or -1, time_steps or -1
         builder = ModelBuilder(batch)
         x = builder.add_input("input", ((time, batch) if self.time_major else (batch, time)) + (self.in_features,))
@@ -819,9 +816,9 @@ class GRU(_Unidirectional):
     ``x: [B, T, in_features] -> [B, T, units]``. Parameters are named like the
     `GRUWeights` fields: ``input_to_{update,reset,candidate}_weights`` [units, in_features],
     ``recurrent_to_*_weights`` [units, units], ``*_gate_bias`` [units] and, with
-    ``reset_after``, ``recurrent_*_gate_bias`` [units] (Keras' second bias row). TFLite has
-    no GRU operator: `to_model` unrolls the layer into builtin operators
-    (`ModelBuilder.add_gru`), so it needs ``time_steps``.
+    ``reset_after``, ``recurrent_*_gate_bias`` [units] (Keras' second bias row). `to_model`
+    gives the model's GRU operator (`ModelBuilder.add_gru`, any length in JAX); TFLite has
+    no GRU operator, so ``export_tflite(layer, time_steps=T)`` unrolls it over T steps.
 
     Args:
       in_features: n_input.
@@ -839,13 +836,12 @@ class GRU(_Unidirectional):
       >>> layer = GRU(3, 4, rngs=nnx.Rngs(0))
       >>> layer(jnp.ones((2, 5, 3))).shape
       (2, 5, 4)
-      >>> layer.to_model(batch_size=2, time_steps=5).output_names
-      ['output']
+      >>> layer.to_model().opcodes
+      ['GRU']
     """
 
     _family = _GRU
     _export_name = "gru"
-    _needs_time_steps = True
 
     def __init__(
         self,
@@ -882,7 +878,7 @@ class GRU(_Unidirectional):
         return GRUWeights(**_get_params(self, GRU_PARAM_NAMES))
 
     def add_to(self, builder: ModelBuilder, x: Ref, name: str = "gru") -> Ref:
-        """Adds the unrolled GRU over `x` (static time length) to `builder`."""
+        """Adds one GRU operator over `x` to `builder`."""
         return builder.add_gru(x, self.weights(), self.options, name=name)
 
 
@@ -891,7 +887,7 @@ class BidirectionalGRU(_Bidirectional):
 
     The backward outputs are time-aligned with the input ([fw | bw], as PyTorch's
     ``bidirectional=True`` and Keras' ``Bidirectional`` with merge_mode "concat"); arguments
-    as `GRU`, shared by both directions. `to_model` needs ``time_steps``.
+    as `GRU`, shared by both directions; exported as `GRU` is.
 
     Example usage::
 
@@ -903,7 +899,6 @@ class BidirectionalGRU(_Bidirectional):
 
     _family = _GRU
     _export_name = "bidirectional_gru"
-    _needs_time_steps = True
 
     def __init__(
         self,
@@ -935,7 +930,7 @@ class BidirectionalGRU(_Bidirectional):
         return (fw_y, bw_y), (fw_h, bw_h)
 
     def add_to(self, builder: ModelBuilder, x: Ref, name: str = "bidirectional_gru") -> Ref:
-        """Adds both unrolled directions and their concatenation over `x` to `builder`."""
+        """Adds both directions (two GRU operators) and their concatenation over `x` to `builder`."""
         fw, bw = self.weights()
         outputs = [
             builder.add_gru(x, fw, self.options, name=f"{name}/fw"),

@@ -65,7 +65,9 @@ def _add_linear(builder: ModelBuilder, layer: nnx.Linear, x: Ref, name: str) -> 
     return builder.add_fully_connected(x, layer.kernel[...].T, bias, name=name)
 
 
-_EXPORTABLE = "LSTM, BidirectionalLSTM, SimpleRNN, BidirectionalRNN, nnx.Linear, LastTimeStep, Softmax"
+_EXPORTABLE = (
+    "LSTM, BidirectionalLSTM, SimpleRNN, BidirectionalRNN, GRU, BidirectionalGRU, nnx.Linear, LastTimeStep, Softmax"
+)
 
 
 class Sequential(nnx.Module, _Exportable):

@@ -2,11 +2,19 @@
 
 `compare` runs a .tflite model in the LiteRT interpreter and in jaxlstm (`load_tflite`), and
 the framework model it came from when given, on the same inputs: random ones, and adversarial
-ones with large magnitudes that drive LSTM cell states past 10. It reports, per input case,
-pair of runtimes and model output, the max abs / max rel error and pass/fail:
+ones with large magnitudes that drive LSTM cell states past 10. Each input runs the way a LiteRT
+user runs the file: at batch 1 and at a batch > 1 (resizing the input only, plus the state
+tensors of a streaming file), and invoked twice without a reset. It reports, per input case,
+batch, invoke, pair of runtimes and model output, the max abs / max rel error and pass/fail:
 
     report = compare("model.tflite", source="model.keras")
-    print(report.format()); report.passed; report.to_dict()
+    print(report.format()); report.passed; report.semantics; report.to_dict()
+
+The file's semantics decide what the second invoke gives: "predict" (every invoke starts from
+zero state) the same as the first, in every runtime; "streaming" (the state carries over) the
+continuation of the first, in LiteRT and in jaxlstm (`Model.apply` with the state it returned).
+The source, a stateless framework call, is compared with the first invoke (and, for a predict
+file, the second).
 
 An element passes when ``|a - b| <= tolerance * max(1, |b|)`` (absolute error for values up to
 1, relative beyond; `b` is the reference: LiteRT, or jaxlstm for source-vs-jaxlstm).
@@ -38,16 +46,24 @@ DEFAULT_TOLERANCE = 1e-5
 HYBRID_SOURCE_TOLERANCE = 2e-2
 DEFAULT_STEPS = 64  # time steps when the model's time dimension is dynamic
 ADVERSARIAL_MAGNITUDE = 10.0  # saturates the gates: |cell state| grows by up to 1 per step
+BATCHES = (1, 3)  # the batches of generated inputs when the model's batch is dynamic
+INVOKES = 2  # invokes per input, without a reset in between
 
 _RECURRENT_OPCODES = (*LSTM_OPCODES, "RNN", "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN")
+SEMANTICS = {
+    "predict": "every invoke starts from zero state",
+    "streaming": "the state carries over from one invoke to the next until reset_all_variables()",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class OutputError:
-    """The error of one model output, for one input case and one pair of runtimes.
+    """The error of one model output, for one input, invoke and pair of runtimes.
 
     Attributes:
       case: the input case ("random", "adversarial_flip", "adversarial_rotation", "given").
+      batch: the batch size of the input.
+      invoke: 1 or 2: the first invoke, or the second on the same input without a reset.
       pair: "<runtime> vs <reference runtime>", e.g. "jaxlstm vs litert".
       output: the model output's name.
       max_abs: max |a - b|.
@@ -59,6 +75,8 @@ class OutputError:
     """
 
     case: str
+    batch: int
+    invoke: int
     pair: str
     output: str
     max_abs: float
@@ -71,18 +89,20 @@ class OutputError:
 
 @dataclasses.dataclass(frozen=True)
 class ParityReport:
-    """The result of `compare`: one `OutputError` per (case, pair, output).
+    """The result of `compare`: one `OutputError` per (case, batch, invoke, pair, output).
 
     Attributes:
       errors: all comparisons.
       hybrid: the model has int8 weights (TFLite's hybrid path).
       steps: the number of time steps of the generated inputs (None for given inputs).
+      semantics: "predict" or "streaming" (`SEMANTICS`), as the file runs.
       notes: findings about the model, e.g. the cell_clip quirk.
     """
 
     errors: tuple[OutputError, ...]
     hybrid: bool
     steps: int | None
+    semantics: str = "predict"
     notes: tuple[str, ...] = ()
 
     @property
@@ -90,11 +110,12 @@ class ParityReport:
         return all(e.passed for e in self.errors)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: passed, hybrid, steps, notes and the list of errors."""
+        """A JSON-ready dict: passed, hybrid, steps, semantics, notes and the list of errors."""
         return {
             "passed": self.passed,
             "hybrid": self.hybrid,
             "steps": self.steps,
+            "semantics": self.semantics,
             "notes": list(self.notes),
             "errors": [
                 {**dataclasses.asdict(e), "per_step": None if e.per_step is None else list(e.per_step)}
@@ -103,11 +124,13 @@ class ParityReport:
         }
 
     def format(self) -> str:
-        """A table with one line per comparison, the notes and the verdict."""
-        header = ("case", "pair", "output", "max_abs", "max_rel", "tolerance", "result")
+        """The file's semantics, a table with one line per comparison, the notes and the verdict."""
+        header = ("case", "batch", "invoke", "pair", "output", "max_abs", "max_rel", "tolerance", "result")
         rows = [header] + [
             (
                 e.case,
+                str(e.batch),
+                str(e.invoke),
                 e.pair,
                 e.output,
                 f"{e.max_abs:.3g}",
@@ -118,7 +141,8 @@ class ParityReport:
             for e in self.errors
         ]
         widths = [max(len(r[k]) for r in rows) for k in range(len(header) - 1)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+        lines = [f"semantics: {self.semantics} ({SEMANTICS[self.semantics]})"]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
         lines += [f"note: {n}" for n in self.notes]
         lines.append("PASSED" if self.passed else "FAILED")
         return "\n".join(lines)
@@ -139,14 +163,15 @@ def compare(
 
     Args:
       model: a .tflite path or its bytes, or a jaxlstm `Model` (or an object with
-        ``to_model()``), which is exported first.
+        ``to_model()``), which is exported first (`export_tflite`'s defaults).
       source: the framework model it came from: a ``.keras`` / ``.h5`` path (Keras 3 or
         tf_keras), a Keras model, or any callable taking the inputs as NumPy arrays
         [B, T, F] and returning the output(s) in the model's output order.
-      inputs: the model inputs (one array per model input); default: generated cases
-        "random" (standard normal), "adversarial_flip" (+-10 per feature, the sign of every
-        feature flipping halfway) and "adversarial_rotation" (magnitude 10, the direction
-        turning once over the sequence); the adversarial ones push LSTM cell states past 10.
+      inputs: the model inputs (one array per model input), run as case "given"; default:
+        generated cases "random" (standard normal), "adversarial_flip" (+-10 per feature,
+        the sign of every feature flipping halfway) and "adversarial_rotation" (magnitude
+        10, the direction turning once over the sequence), each at the batches `BATCHES`
+        (or the model's fixed batch); the adversarial ones push LSTM cell states past 10.
       steps: time steps of generated inputs; default: the model's static time dimension,
         else `DEFAULT_STEPS`. Must equal a static time dimension.
       seed: seed of the generated inputs.
@@ -173,40 +198,66 @@ def compare(
     else:
         data = export_tflite(model)
     jax_model = load_tflite(data)
+    semantics = "streaming" if jax_model.stateful else "predict"
     hybrid = _is_hybrid(jax_model)
     if source_tolerance is None:
         source_tolerance = HYBRID_SOURCE_TOLERANCE if hybrid else tolerance
     source_fn = None if source is None else _source_callable(source)
     unclipped = _unclipped(jax_model) if source_fn is not None else None
     time_axis = 0 if _time_major(jax_model) else 1
+    runs: dict[tuple[str, int], list[np.ndarray]] = {}  # (case, batch) -> inputs
     if inputs is None:
-        shapes, steps = _input_shapes(jax_model, steps, time_axis)
-        cases = _generated_cases(shapes, time_axis, seed)
+        for batch in _batches(jax_model):
+            shapes, steps = _input_shapes(jax_model, steps, time_axis, batch)
+            for case, xs in _generated_cases(shapes, time_axis, seed).items():
+                runs[(case, batch)] = xs
     else:
         arrays = [np.asarray(x, np.float32) for x in ([inputs] if isinstance(inputs, np.ndarray) else inputs)]
-        _check_given(jax_model, arrays)
-        cases, steps = {"given": arrays}, None
+        if len(arrays) != len(jax_model.inputs):
+            raise ValueError(
+                f"the model takes {len(jax_model.inputs)} inputs {jax_model.input_names}, got {len(arrays)}"
+            )
+        jax_model.check_inputs(*arrays)
+        runs[("given", jax_model.input_batch(*arrays) or 1)] = arrays
+        steps = None
 
     output_names = list(jax_model.signature_names[1])
-    runners = {"litert": lambda xs: run_litert(data, xs)[0], "jaxlstm": lambda xs: jax_model(*xs)}
+    state_batch = (lambda batch: batch) if jax_model.stateful else (lambda batch: None)
+
+    def litert(xs: list[np.ndarray], batch: int) -> list[list[np.ndarray]]:
+        return run_litert(data, xs, invocations=INVOKES, reset=False, state_batch=state_batch(batch))
+
+    def jaxlstm(xs: list[np.ndarray], batch: int) -> list[list[np.ndarray]]:
+        """One output list per invoke: the state carried (streaming) or zero each time (predict)."""
+        outputs, state = jax_model.apply(jax_model.params, None, *xs)
+        invokes = [outputs]
+        for _ in range(INVOKES - 1):
+            if jax_model.stateful:
+                outputs, state = jax_model.apply(jax_model.params, state, *xs)
+            invokes.append(outputs)  # predict: the same computation from zero state again
+        return invokes
+
+    runners: dict[str, Callable] = {"litert": litert, "jaxlstm": jaxlstm}
     if source_fn is not None:
-        runners["source"] = source_fn
+        runners["source"] = lambda xs, batch: [source_fn(xs)]
     errors: list[OutputError] = []
-    with _progress(len(cases) * len(runners), progress) as bar:
-        for case, xs in cases.items():
+    with _progress(len(runs) * len(runners), progress) as bar:
+        for (case, batch), xs in runs.items():
             results = {}
             for name, run in runners.items():
-                bar.set_description(f"{case}: {name}")
-                results[name] = _as_outputs(run(xs), output_names, name)
+                bar.set_description(f"{case}, batch {batch}: {name}")
+                results[name] = [_as_outputs(r, output_names, name) for r in run(xs, batch)]
                 bar.update()
             errors += _case_errors(
                 case,
+                batch,
                 results,
                 output_names,
                 time_axis,
                 tolerance,
                 source_tolerance,
                 None if unclipped is None else lambda xs=xs: unclipped(*xs),
+                source_on_every_invoke=not jax_model.stateful,
             )
     notes = ()
     if any(e.note for e in errors):
@@ -215,30 +266,53 @@ def compare(
             "TFLiteConverter's cell_clip=10 on LSTMs from Keras (Keras never clips). "
             "`jaxlstm convert MODEL.tflite --strip-cell-clip -o fixed.tflite` matches Keras.",
         )
-    return ParityReport(tuple(errors), hybrid, steps, notes)
+    return ParityReport(tuple(errors), hybrid, steps, semantics=semantics, notes=notes)
 
 
 def plot_errors(report: ParityReport, path: str | os.PathLike) -> None:
-    """Draws max abs error per time step (log scale), one panel per input case, to `path`."""
+    """Draws the parity of every comparison to `path` (PNG).
+
+    Top: the max relative error of each comparison (case, batch, invoke, pair and output) as
+    a bar, log scale, against its tolerance: every model has one, whatever its outputs. Below,
+    when outputs have a time axis: the max abs error per time step, one line per input case,
+    pair and output (the largest over batches and invokes).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cases = list(dict.fromkeys(e.case for e in report.errors))
-    fig, axes = plt.subplots(len(cases), 1, figsize=(8, 2.6 * len(cases)), squeeze=False, sharex=True)
-    for ax, case in zip(axes[:, 0], cases):
-        rows = [e for e in report.errors if e.case == case]
-        for e in rows:
-            if e.per_step is not None:
-                ax.semilogy(np.maximum(e.per_step, 1e-12), label=f"{e.pair}: {e.output}")
-        for tol in sorted({e.tolerance for e in rows}):
-            ax.axhline(tol, color="gray", linestyle="--", linewidth=0.8)
-        ax.set_title(case)
+    floor = 1e-12  # zero errors on a log scale
+    errors = list(report.errors)
+    per_step = [e for e in errors if e.per_step is not None]
+    heights = [0.25 * len(errors) + 1.2] + ([3.0] if per_step else [])
+    fig, axes = plt.subplots(len(heights), 1, figsize=(9, sum(heights)), height_ratios=heights, squeeze=False)
+    ax = axes[0, 0]
+    pairs = list(dict.fromkeys(e.pair for e in errors))
+    colours = {p: f"C{k}" for k, p in enumerate(pairs)}
+    rows = np.arange(len(errors))[::-1]
+    ax.barh(rows, [max(e.max_rel, floor) for e in errors], color=[colours[e.pair] for e in errors])
+    ax.set_yticks(rows, [f"{e.case} b{e.batch} #{e.invoke}: {e.pair} [{e.output}]" for e in errors], fontsize=7)
+    for tol in sorted({e.tolerance for e in errors}):
+        ax.axvline(tol, color="gray", linestyle="--", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("max |a - b| / max(1, |b|)   (dashed: tolerance)")
+    verdict = "PASSED" if report.passed else "FAILED"
+    ax.set_title(f"parity: {verdict}; semantics {report.semantics} ({SEMANTICS[report.semantics]})", fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[p]) for p in pairs]
+    ax.legend(handles, pairs, fontsize="small", loc="lower right")
+    if per_step:
+        ax = axes[1, 0]
+        lines: dict[tuple[str, str, str], np.ndarray] = {}
+        for e in per_step:
+            key = (e.case, e.pair, e.output)
+            step = np.maximum(np.asarray(e.per_step), floor)
+            lines[key] = step if key not in lines else np.maximum(lines[key], step)
+        for (case, pair, output), values in lines.items():
+            ax.semilogy(values, label=f"{case}: {pair} [{output}]", linewidth=0.9)
+        ax.set_xlabel("time step")
         ax.set_ylabel("max |error|")
-        if ax.has_data():
-            ax.legend(fontsize="small")
-    axes[-1, 0].set_xlabel("time step")
+        ax.legend(fontsize="x-small", ncol=2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -251,9 +325,23 @@ def _time_major(model: Model) -> bool:
     return any(op.option("time_major", False) for op in model.operators if op.opcode in _RECURRENT_OPCODES)
 
 
-def _input_shapes(model: Model, steps: int | None, time_axis: int) -> tuple[list[tuple[int, ...]], int]:
-    """Concrete input shapes: dynamic batch -> 1, dynamic time -> `steps`."""
+def _batches(model: Model) -> tuple[int, ...]:
+    """The batches to run: the first input's fixed batch, or a state tensor's fixed batch, or `BATCHES`."""
+    first = model.inputs[0]
+    axis = model.batch_axes().get(first, 0)
+    shape = model.tensors[first].shape
+    if len(shape) > axis and shape[axis] >= 0:
+        return (shape[axis],)
+    fixed = {t.shape[0] for t in model.tensors if t.is_variable and len(t.shape) == 2 and t.shape[0] >= 0}
+    return tuple(sorted(fixed)) if fixed else BATCHES
+
+
+def _input_shapes(
+    model: Model, steps: int | None, time_axis: int, batch: int
+) -> tuple[list[tuple[int, ...]], int | None]:
+    """Concrete input shapes: dynamic batch -> `batch`, dynamic time -> `steps`."""
     shapes, chosen = [], steps
+    axes = model.batch_axes()
     for i in model.inputs:
         t = model.tensors[i]
         shape = list(t.shape)
@@ -266,6 +354,9 @@ def _input_shapes(model: Model, steps: int | None, time_axis: int) -> tuple[list
                 )
             shape[time_axis] = static if static >= 0 else (steps or DEFAULT_STEPS)
             chosen = shape[time_axis]
+        batch_axis = axes.get(i, 0)
+        if len(shape) > batch_axis and shape[batch_axis] < 0:
+            shape[batch_axis] = batch
         shapes.append(tuple(1 if d < 0 else d for d in shape))
     return shapes, chosen
 
@@ -292,15 +383,6 @@ def _generated_cases(shapes: list[tuple[int, ...]], time_axis: int, seed: int) -
             x = (ADVERSARIAL_MAGNITUDE * x).astype(np.float32)  # [T, B, F]
             cases[name].append(x if time_axis == 0 else np.swapaxes(x, 0, 1))
     return cases
-
-
-def _check_given(model: Model, arrays: list[np.ndarray]) -> None:
-    if len(arrays) != len(model.inputs):
-        raise ValueError(f"the model takes {len(model.inputs)} inputs {model.input_names}, got {len(arrays)}")
-    for i, x in zip(model.inputs, arrays):
-        t = model.tensors[i]
-        if len(t.shape) != x.ndim or any(d >= 0 and d != n for d, n in zip(t.shape, x.shape)):
-            raise ValueError(f"input {t.name!r} has shape {t.shape} (-1 = any), got an array of shape {x.shape}")
 
 
 # ----------------------------------------------------------------------------- runtimes
@@ -394,19 +476,28 @@ def _error(a: np.ndarray, b: np.ndarray, time_axis: int) -> tuple[float, float, 
 
 def _case_errors(
     case: str,
-    results: dict[str, list[np.ndarray]],
+    batch: int,
+    results: dict[str, list[list[np.ndarray]]],
     names: list[str],
     time_axis: int,
     tolerance: float,
     source_tolerance: float,
     unclipped: Callable[[], list] | None,
+    *,
+    source_on_every_invoke: bool,
 ) -> list[OutputError]:
-    pairs = [("jaxlstm", "litert", tolerance)]
-    if "source" in results:
-        pairs += [("source", "litert", source_tolerance), ("source", "jaxlstm", source_tolerance)]
+    """The comparisons of one input: each invoke of jaxlstm vs LiteRT, and the source (one
+    stateless call) vs the first invoke, or every invoke of a predict file."""
+    comparisons = []
+    for invoke in range(1, len(results["litert"]) + 1):
+        comparisons.append(("jaxlstm", invoke, "litert", invoke, tolerance))
+        if "source" in results and (invoke == 1 or source_on_every_invoke):
+            comparisons.append(("source", 1, "litert", invoke, source_tolerance))
+            if invoke == 1:
+                comparisons.append(("source", 1, "jaxlstm", 1, source_tolerance))
     errors, unclipped_outputs = [], None
-    for a, b, tol in pairs:
-        for k, (name, ya, yb) in enumerate(zip(names, results[a], results[b])):
+    for a, a_invoke, b, invoke, tol in comparisons:
+        for k, (name, ya, yb) in enumerate(zip(names, results[a][a_invoke - 1], results[b][invoke - 1])):
             if ya.shape != yb.shape:
                 raise ValueError(f"output {name!r}: {a} gives shape {ya.shape}, {b} gives {yb.shape}")
             max_abs, max_rel, per_step = _error(ya, yb, time_axis)
@@ -419,7 +510,9 @@ def _case_errors(
                     note = (
                         f"cell_clip=10 quirk: jaxlstm without the clip matches the source (max_rel {rel_unclipped:.2g})"
                     )
-            errors.append(OutputError(case, f"{a} vs {b}", name, max_abs, max_rel, tol, passed, per_step, note))
+            errors.append(
+                OutputError(case, batch, invoke, f"{a} vs {b}", name, max_abs, max_rel, tol, passed, per_step, note)
+            )
     return errors
 
 

@@ -8,6 +8,7 @@ which options table each operator uses, which option fields are enums, and dtype
 from __future__ import annotations
 
 import re
+import struct
 from typing import Any
 
 import numpy as np
@@ -120,6 +121,43 @@ TENSOR_TYPES: dict[int, str] = {
     schema.TensorType.BOOL: "bool",
 }
 DTYPES: dict[str, int] = {v: k for k, v in TENSOR_TYPES.items()}
+
+
+def read_model(data: bytes) -> Any:
+    """The schema's `ModelT` of .tflite `data`, for every reader of files (`load_tflite`,
+    `jaxlstm inspect`): checks the identifier, and that the tables' element counts fit in the
+    file (which bounds the unpacking work for hostile offsets) before unpacking.
+
+    Raises:
+      ValueError: not a .tflite file, a truncated file (`truncated_message`), or a
+        malformed flatbuffer.
+    """
+    if len(data) < 8:
+        raise ValueError(f"not a .tflite file: {len(data)} bytes is shorter than a flatbuffer header")
+    if data[4:8] != FILE_IDENTIFIER:
+        raise ValueError(f"not a .tflite file: file identifier {data[4:8]!r}, expected {FILE_IDENTIFIER!r}")
+    try:
+        root = schema.Model.GetRootAs(data, 0)
+        counts = [root.BuffersLength(), root.OperatorCodesLength(), root.SubgraphsLength()]
+        for i in range(root.SubgraphsLength()):
+            sg = root.Subgraphs(i)
+            counts += [sg.TensorsLength(), sg.OperatorsLength()]
+        if sum(counts) * 4 <= len(data):
+            return schema.ModelT.InitFromPackedBuf(data, 0)
+        detail = f"its tables list {sum(counts):,} entries"
+    except (IndexError, struct.error, ValueError) as e:  # an offset or a vector past the end
+        detail = f"{type(e).__name__}: {e}"
+    except (TypeError, OverflowError, UnicodeDecodeError, AttributeError) as e:
+        raise ValueError(f"malformed .tflite flatbuffer: {type(e).__name__}: {e}") from e
+    raise ValueError(truncated_message(len(data), detail))
+
+
+def truncated_message(size: int, detail: str) -> str:
+    """The one wording of a .tflite file that ends before the data its tables point to."""
+    return (
+        f"truncated .tflite file: its {size:,} bytes end before the data it refers to ({detail}); "
+        "the file was cut short (an interrupted download or copy?) or is corrupt"
+    )
 
 
 def enum_names(enum: type) -> dict[int, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from ai_edge_litert import schema_py_generated as schema
 from jaxlstm import _spec
 from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Tensor, options_tuple
 from jaxlstm.model.kernels import KERNELS
+from jaxlstm.model.rewrite import remove_state_resets
 from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.tflite import _format
 
@@ -69,6 +69,10 @@ _TYPE_NAMES = _format.enum_names(schema.TensorType)
 def load_tflite(data: bytes | bytearray | memoryview | str | os.PathLike) -> Model:
     """Parses a .tflite flatbuffer (bytes or a path) into a `Model`.
 
+    The model's `Model.stateful` says whether the file keeps its recurrent state from one
+    invoke to the next (no operator zeroes a state tensor before it is read), so that
+    ``export_tflite(load_tflite(data))`` runs in LiteRT as `data` does.
+
     Raises:
       ValueError: the data is not a valid .tflite model (the message says what is wrong).
       NotImplementedError: a valid model that uses an operator or feature jaxlstm lacks.
@@ -79,34 +83,12 @@ def load_tflite(data: bytes | bytearray | memoryview | str | os.PathLike) -> Mod
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"load_tflite takes bytes or a path, got {type(data).__name__}")
     buf = bytes(data)
-    model = _unpack(buf)
+    model = _format.read_model(buf)
     if model.version != _format.SCHEMA_VERSION:
         raise ValueError(f"schema version {model.version}; expected {_format.SCHEMA_VERSION}")
     if not model.subgraphs:
         raise ValueError("the model has no subgraphs")
     return _Importer(model, buf).build()
-
-
-def _unpack(buf: bytes) -> Any:
-    """`ModelT` from `buf`, after checking the identifier and that the tables' element
-    counts fit in the file (which bounds the unpacking work for hostile offsets)."""
-    if len(buf) < 8:
-        raise ValueError(f"not a .tflite file: {len(buf)} bytes is shorter than a flatbuffer header")
-    if buf[4:8] != _format.FILE_IDENTIFIER:
-        raise ValueError(f"not a .tflite file: file identifier {buf[4:8]!r}, expected {_format.FILE_IDENTIFIER!r}")
-    try:
-        root = schema.Model.GetRootAs(buf, 0)
-        counts = [root.BuffersLength(), root.OperatorCodesLength(), root.SubgraphsLength()]
-        for i in range(root.SubgraphsLength()):
-            sg = root.Subgraphs(i)
-            counts += [sg.TensorsLength(), sg.OperatorsLength()]
-        if sum(counts) * 4 > len(buf):
-            raise ValueError(f"table sizes {counts} exceed the {len(buf)}-byte file")
-        return schema.ModelT.InitFromPackedBuf(buf, 0)
-    except ValueError as e:
-        raise ValueError(f"malformed .tflite flatbuffer: {e}") from None
-    except (IndexError, struct.error, TypeError, OverflowError, UnicodeDecodeError, AttributeError) as e:
-        raise ValueError(f"malformed .tflite flatbuffer (offset out of range): {e!r}") from None
 
 
 def _ints(values: Any) -> tuple[int, ...]:
@@ -138,7 +120,7 @@ class _Importer:
         if missing:
             raise ValueError(f"subgraph outputs {missing} are never computed")
         operators = _fold_state_initializers(operators, tensors, constants)
-        return Model(
+        model = Model(
             tensors,
             operators,
             inputs,
@@ -146,7 +128,11 @@ class _Importer:
             constants,
             signature_key=self._signature_key(),
             signature_names=self._signature_names(inputs, outputs),
+            stateful=_carries_state(operators, tensors),
         )
+        # A predict file zeroes its states at every invoke: the Model keeps the recurrence
+        # alone and `stateful=False` says so (export_tflite writes the resets again).
+        return model if model.stateful else remove_state_resets(model)
 
     # -- opcodes and tensors ---------------------------------------------------------------
 
@@ -220,7 +206,7 @@ class _Importer:
             end = buffer.offset + buffer.size
             if end > len(self.buf):
                 raise ValueError(
-                    f"buffer {index} spans bytes [{buffer.offset}, {end}), past the end of the {len(self.buf)}-byte file"
+                    _format.truncated_message(len(self.buf), f"buffer {index} spans [{buffer.offset}, {end})")
                 )
             return self.buf[buffer.offset : end]
         return b"" if buffer.data is None else np.asarray(buffer.data, np.uint8).tobytes()
@@ -418,6 +404,17 @@ def _state_fits(shape: tuple[int, ...], n_batch: int, size: int, flat_ok: bool) 
     if flat_ok and len(shape) == 1 and shape[0] >= 0 and size > 0 and shape[0] % size == 0:
         shape = (shape[0] // size, size)
     return len(shape) == 2 and shape[1] == size and (shape[0] == n_batch or -1 in (shape[0], n_batch))
+
+
+def _carries_state(operators: list[Operator], tensors: list[Tensor]) -> bool:
+    """Whether the file keeps state across invokes: an operator reads a variable tensor that
+    no earlier operator of the same invoke wrote (a predict file zeroes its states first)."""
+    written: set[int] = set()
+    for op in operators:
+        if any(i != NO_TENSOR and tensors[i].is_variable and i not in written for i in op.inputs):
+            return True
+        written.update(op.outputs)
+    return False
 
 
 def _fold_state_initializers(

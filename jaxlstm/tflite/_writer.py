@@ -1,18 +1,22 @@
 """Exporter: `jaxlstm.model.Model` -> .tflite bytes with fused recurrent operators.
 
-Export runs three graph rewrites on a copy of the model, then serializes it with the
-schema's object API (`ModelT.Pack`):
+Export runs graph rewrites on a copy of the model, then serializes it with the schema's
+object API (`ModelT.Pack`):
 
-1. ``quantize="dynamic"``: int8 weights exactly as TFLite's dynamic-range quantizer
-   (`jaxlstm.ops.quantize_symmetric`), turning the recurrent ops and FULLY_CONNECTED hybrid.
+1. ``time_steps``: fixes the time dimension of the sequence inputs.
 2. ``batch_size``: fixes the dynamic batch dimension (or keeps it dynamic, -1 in
    ``shape_signature``).
-3. ``stateful=False``: zeroes every recurrent state at the start of each invoke. LiteRT
-   requires the states to be variable tensors and never resets them itself, so a FILL
-   operator whose output *is* the variable tensor runs right before each recurrent op
+3. Predict (``stateful=False``): zeroes every recurrent state at the start of each invoke.
+   LiteRT requires the states to be variable tensors and never resets them itself, so a
+   FILL operator whose output *is* the variable tensor runs right before each recurrent op
    (the converter itself writes the same pattern with DEQUANTIZE in float16 models). With
    a dynamic batch the FILL dims come from SHAPE of the op's input, so the state follows
-   ``resize_tensor_input`` without touching the variable tensors.
+   ``resize_tensor_input`` of the input alone. Streaming (``stateful=True``) leaves the
+   variable tensors alone.
+4. GRU operators (no TFLite builtin) are unrolled into builtin operators over the input's
+   static length or ``time_steps`` (`jaxlstm.model.builder.unroll_gru`).
+5. ``quantize="dynamic"``: int8 weights exactly as TFLite's dynamic-range quantizer
+   (`jaxlstm.ops.quantize_symmetric`), turning the recurrent ops and FULLY_CONNECTED hybrid.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from jaxlstm import _spec
-from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Tensor, options_tuple
+from jaxlstm.model.builder import unroll_gru
+from jaxlstm.model.graph import GRU, NO_TENSOR, Model, Operator, Tensor, options_tuple, state_slots
+from jaxlstm.model.rewrite import remove_state_resets
 from jaxlstm.ops._quant import QuantizedTensor, quantize_symmetric
 from jaxlstm.tflite import _format
 
@@ -55,10 +61,22 @@ def export_tflite(
     quantize: str | None = None,
     quantize_min_elements: int = 1024,
     asymmetric_quantize_inputs: bool = False,
-    stateful: bool = True,
+    stateful: bool | None = None,
     batch_size: int | None = None,
+    time_steps: int | None = None,
 ) -> bytes:
     """Serializes a model to .tflite bytes (and writes `path` atomically if given).
+
+    By default the file behaves like Keras ``predict``: every ``invoke`` starts from zero
+    state, and resizing the input alone (``resize_tensor_input`` + ``allocate_tensors``, or
+    ``get_signature_runner()`` called with a new shape) runs it at any batch and length.
+
+    Streaming (``stateful=True``): the recurrent state (TFLite variable tensors) carries over
+    from one invoke to the next, so a long sequence can be fed in chunks; a LiteRT user must
+    call ``interpreter.reset_all_variables()`` to start a new sequence, and fix the batch:
+    either export with ``batch_size=N``, or resize every variable tensor (the state tensors,
+    ``is_variable`` in ``jaxlstm inspect``) to ``[B, n]`` together with the input before
+    ``allocate_tensors()`` (`jaxlstm.parity.litert.run_litert`'s ``state_batch`` does this).
 
     Args:
       model: a `jaxlstm.model.Model`, or any object with a ``to_model()`` method.
@@ -71,12 +89,15 @@ def export_tflite(
         peephole vectors follow the op. FULLY_CONNECTED weights are judged alone.
       asymmetric_quantize_inputs: the hybrid kernels quantize activations asymmetrically
         (per row, with a zero point) in the ops this export quantizes.
-      stateful: True keeps TFLite's default: the recurrent state (variable tensors)
-        carries over from one invoke to the next until ``reset_all_variables()``. False
-        zeroes the state at the start of every invoke, like Keras ``predict``.
+      stateful: False: predict (above); True: streaming (above); None (default): the
+        model's own `Model.stateful`, i.e. predict for models that jaxlstm builds or
+        converts, and what the file did for a model read by `load_tflite`.
       batch_size: None keeps the model's dynamic dimensions dynamic (-1 in
-        ``shape_signature``; resize with ``resize_tensor_input``); an int fixes the
-        dynamic batch dimension of every tensor, state included.
+        ``shape_signature``); an int fixes the dynamic batch dimension of every tensor,
+        state included.
+      time_steps: fixes the dynamic time dimension of the sequence inputs; required for a
+        GRU whose length is dynamic (TFLite has no GRU operator: it is unrolled over
+        this many steps).
 
     Returns:
       The .tflite flatbuffer (schema version 3, identifier "TFL3", signature
@@ -84,7 +105,9 @@ def export_tflite(
 
     Raises:
       NotImplementedError: the model has an operator jaxlstm cannot write.
-      ValueError / TypeError: invalid options or a malformed model.
+      ValueError / TypeError: invalid options (a GRU of dynamic length without
+        `time_steps`, say) or a malformed model.
+      OSError: `path` cannot be written (the message names `path`).
     """
     if not isinstance(model, Model):
         to_model = getattr(model, "to_model", None)
@@ -93,28 +116,52 @@ def export_tflite(
         model = to_model()
     if quantize not in (None, "dynamic"):
         raise ValueError(f"quantize must be None or 'dynamic', got {quantize!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    if quantize == "dynamic":
-        model = quantize_dynamic_range(model, quantize_min_elements, asymmetric_quantize_inputs)
+    for name, value in (("batch_size", batch_size), ("time_steps", time_steps)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+    _check_exportable(model)
+    if time_steps is not None:
+        model = fix_time(model, time_steps)
     if batch_size is not None:
         model = fix_batch(model, batch_size)
-    if not stateful:
+    if stateful is None and model.stateful:
+        pass  # a streaming file read by load_tflite: written as it was
+    elif stateful:
+        model = remove_state_resets(model)
+    else:
         model = zero_state_each_invoke(model)
+    model = unroll_gru(model, time_steps=time_steps, stateful=bool(stateful or model.stateful))
+    if quantize == "dynamic":
+        model = quantize_dynamic_range(model, quantize_min_elements, asymmetric_quantize_inputs)
     data = serialize(avoid_litert_defects(model))
     if path is not None:
         write_atomic(path, data)
     return data
 
 
+def _check_exportable(model: Model) -> None:
+    """Every operator can be written (GRU: unrolled), before rewrites renumber them."""
+    for position, op in enumerate(model.operators):
+        if op.opcode == GRU:
+            continue
+        try:
+            _format.dict_to_options(op.opcode, dict(op.options))
+        except (ValueError, NotImplementedError) as e:
+            raise type(e)(f"operator {position} ({op.opcode}): {e}") from None
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Writes `data` to a temporary file next to `path`, then renames it over `path`.
 
     The file gets the mode of the file it replaces, or the one ``open(path, "w")`` would
-    give (0666 & ~umask) rather than the temporary file's 0600.
+    give (0666 & ~umask) rather than the temporary file's 0600. An `OSError` names `path`,
+    not the temporary file.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".jaxlstm-", suffix=".tflite.tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".jaxlstm-", suffix=".tflite.tmp", dir=directory)
+    except OSError as e:
+        raise _naming(e, path) from e
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), _mode_for(path))
@@ -122,9 +169,16 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise _naming(e, path) from e
         raise
+
+
+def _naming(error: OSError, path: str | os.PathLike) -> OSError:
+    """The same error (type, errno, reason) about `path`."""
+    return type(error)(error.errno, error.strerror, os.fspath(path))
 
 
 def _mode_for(path: str | os.PathLike) -> int:
@@ -192,6 +246,29 @@ def _is_diagonal_recurrent(op: Operator, slot: int, tensors: Sequence[Tensor]) -
     return bool(names) and "recurrent_to" in names[slot] and len(tensors[op.inputs[slot]].shape) == 1
 
 
+def fix_time(model: Model, time_steps: int) -> Model:
+    """Sets the time dimension of every sequence input ([B, T, F], or [T, B, F] when
+    time-major) to `time_steps`.
+
+    Raises:
+      ValueError: an input whose time dimension is static and differs.
+    """
+    axes = model.batch_axes()
+    tensors = list(model.tensors)
+    for i in model.inputs:
+        t = tensors[i]
+        if len(t.shape) != 3:
+            continue
+        axis = 1 - axes.get(i, 0)
+        if t.shape[axis] >= 0 and t.shape[axis] != time_steps:
+            raise ValueError(
+                f"time_steps={time_steps}, but input {t.name!r} has a fixed time dimension of "
+                f"{t.shape[axis]} (shape {list(t.shape)})"
+            )
+        tensors[i] = dataclasses.replace(t, shape=t.shape[:axis] + (time_steps,) + t.shape[axis + 1 :])
+    return model.replace(tensors=tensors)
+
+
 def fix_batch(model: Model, batch_size: int) -> Model:
     """Replaces the dynamic batch dimension of every tensor by `batch_size`."""
     axes = model.batch_axes()
@@ -205,17 +282,20 @@ def fix_batch(model: Model, batch_size: int) -> Model:
 
 
 def zero_state_each_invoke(model: Model) -> Model:
-    """Inserts, before each recurrent op, a FILL whose output is that op's state tensor.
+    """Zeroes every state tensor at the start of each invoke (predict semantics).
 
-    Static state shapes get constant FILL dims; a dynamic batch gets dims built from
-    SHAPE(op input)[batch axis] and the state size, so the state follows input resizing.
-    States that some operator already writes (e.g. an imported stateless model) are kept.
+    A FILL whose output is the variable tensor runs right before the first operator that
+    reads it, unless an operator writes it first (an imported predict model). Static state
+    shapes get constant FILL dims; a dynamic batch gets dims built from SHAPE(x)[batch axis]
+    and the state size, where x is the recurrent op's input (or the model's first input for
+    a state read by other operators), so the state follows the resizing of the input alone.
     """
     tensors = list(model.tensors)
     constants = model.constants
-    written = {i for op in model.operators for i in op.outputs}
     axes = model.batch_axes()
     operators: list[Operator] = []
+    written: set[int] = set()
+    batches: dict[int, int] = {}  # tensor x -> the [1] int32 tensor SHAPE(x)[batch axis]
 
     def add(name: str, shape: tuple[int, ...], dtype: str = "float32", value: Any = None) -> int:
         tensors.append(Tensor(_fresh_name(tensors, name), shape, dtype))
@@ -225,39 +305,32 @@ def zero_state_each_invoke(model: Model) -> Model:
 
     zero = None
     for op in model.operators:
-        names = _RECURRENT_INPUTS.get(op.opcode)
-        if names is not None:
-            basic = op.opcode == "LSTM" and op.option("kernel_type", "FULL") == "BASIC"
-            states = ("prev_activation", "prev_state") if basic else _spec.VARIABLE_INPUTS[op.opcode]
-            positions = [(_spec.BASIC_LSTM_INPUTS if basic else names).index(s) for s in states]
-            batch = None
-            for p in positions:
-                state = op.inputs[p]
-                if state in written:
-                    continue
-                written.add(state)
-                if zero is None:
-                    zero = add("zero_state/value", (), value=np.zeros((), np.float32))
-                shape = tensors[state].shape
-                prefix = tensors[state].name
-                if all(d >= 0 for d in shape):
-                    dims = add(prefix + "/zero_dims", (len(shape),), "int32", np.asarray(shape, np.int32))
-                else:
-                    if batch is None:
-                        x = op.inputs[0]
-                        batch = _batch_of(operators, add, x, axes.get(x, 0), len(tensors[x].shape), prefix)
-                    rest = add(prefix + "/zero_dims_rest", (len(shape) - 1,), "int32", np.asarray(shape[1:], np.int32))
-                    dims = add(prefix + "/zero_dims", (len(shape),), "int32")
-                    operators.append(
-                        Operator(
-                            "CONCATENATION",
-                            (batch, rest),
-                            (dims,),
-                            options_tuple({"axis": 0, "fused_activation_function": "NONE"}),
-                        )
+        for state in op.inputs:
+            if state == NO_TENSOR or not tensors[state].is_variable or state in written:
+                continue
+            written.add(state)
+            if zero is None:
+                zero = add("zero_state/value", (), value=np.zeros((), np.float32))
+            shape, prefix = tensors[state].shape, tensors[state].name
+            if all(d >= 0 for d in shape):
+                dims = add(prefix + "/zero_dims", (len(shape),), "int32", np.asarray(shape, np.int32))
+            else:
+                x = op.inputs[0] if state_slots(op) else model.inputs[0]
+                if x not in batches:
+                    batches[x] = _batch_of(operators, add, x, axes.get(x, 0), len(tensors[x].shape), prefix)
+                rest = add(prefix + "/zero_dims_rest", (len(shape) - 1,), "int32", np.asarray(shape[1:], np.int32))
+                dims = add(prefix + "/zero_dims", (len(shape),), "int32")
+                operators.append(
+                    Operator(
+                        "CONCATENATION",
+                        (batches[x], rest),
+                        (dims,),
+                        options_tuple({"axis": 0, "fused_activation_function": "NONE"}),
                     )
-                operators.append(Operator("FILL", (dims, zero), (state,)))
+                )
+            operators.append(Operator("FILL", (dims, zero), (state,)))
         operators.append(op)
+        written.update(op.outputs)
     return model.replace(tensors=tensors, operators=operators, constants=constants)
 
 

@@ -28,6 +28,9 @@ FUSED_AND_GLUE = {
     "SOFTMAX",
     "TANH",
     "LOGISTIC",
+    # the predict export's state reset: FILL, its dims from SHAPE -> STRIDED_SLICE of the input
+    "FILL",
+    "SHAPE",
 }
 
 

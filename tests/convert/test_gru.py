@@ -1,6 +1,7 @@
-"""GRU layers -> unrolled builtin-operator graphs (`ModelBuilder.add_gru`): Keras 3, tf_keras,
-PyTorch and flax GRUs match their framework's own forward pass in JAX and, after export, in
-the LiteRT interpreter; the .tflite holds only builtin operators (no WHILE, no custom ops)."""
+"""GRU layers -> the model's GRU operator (`ModelBuilder.add_gru`), unrolled into builtin
+operators on export: Keras 3, tf_keras, PyTorch and flax GRUs match their framework's own
+forward pass in JAX and, after export, in the LiteRT interpreter; the .tflite holds only
+builtin operators (no WHILE, no custom ops)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ GRU_GRAPH_OPS = {
     "PACK",
     "CONCATENATION",
     "SOFTMAX",
+    # the predict export's state reset: FILL, its dims from SHAPE -> STRIDED_SLICE of the input
+    "FILL",
+    "SHAPE",
+    "STRIDED_SLICE",
 }
 
 
@@ -136,12 +141,15 @@ def test_keras3_gru_file_matches_live_model(keras, tmp_path):
     assert_outputs_close(from_keras(path, batch_size=BATCH)(x), _keras_outputs(model, x))
 
 
-def test_keras3_gru_with_dynamic_time_needs_time_steps(keras):
+def test_keras3_gru_with_dynamic_time_runs_in_jax_and_exports_with_time_steps(keras):
     layer = _gru(keras, 3, return_sequences=True)
     x = _x()
     expected = [np.asarray(layer(x))]
-    with pytest.raises(NotImplementedError, match="fixed sequence length"):
-        from_keras(layer, batch_size=BATCH)
+    model = from_keras(layer)
+    assert_outputs_close(model(x), expected)
+    assert_outputs_close(model(x[:, :2]), [np.asarray(layer(x[:, :2]))])
+    with pytest.raises(ValueError, match=r"time_steps=T"):
+        export_tflite(model)
     assert_gru_converted_matches(from_keras(layer, batch_size=BATCH, time_steps=TIME), x, expected)
 
 
@@ -239,10 +247,12 @@ def test_torch_gru_state_dict_matches_module():
     assert_outputs_close(converted(x), [_torch_output(torch, module, x)])
 
 
-def test_torch_gru_without_time_steps_raises():
-    _, module = _torch_gru()
-    with pytest.raises(NotImplementedError, match="time_steps"):
-        from_torch(module)
+def test_torch_gru_without_time_steps_runs_at_any_length():
+    torch, module = _torch_gru(batch_first=True)
+    model = from_torch(module)
+    for batch, time in ((1, 2), (3, 9)):
+        x = np.random.default_rng(time).normal(size=(batch, time, N_INPUT)).astype(np.float32)
+        assert_outputs_close(model(x), [_torch_output(torch, module, x)])
 
 
 # ----------------------------------------------------------------------------- flax

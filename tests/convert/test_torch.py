@@ -55,7 +55,9 @@ def test_headline_torch_projected_bidirectional_two_layer_lstm():
     x = _input(batch_first=False)
     converted = from_torch(module, batch_size=BATCH)
     assert converted.opcodes == ["BIDIRECTIONAL_SEQUENCE_LSTM"] * 2
-    assert tflite_opcodes(export_tflite(converted)) == ["BIDIRECTIONAL_SEQUENCE_LSTM"]
+    assert tflite_opcodes(export_tflite(converted, stateful=True)) == ["BIDIRECTIONAL_SEQUENCE_LSTM"]
+    # predict (the default): a FILL zeroes each state tensor before the op
+    assert tflite_opcodes(export_tflite(converted)) == ["FILL", "BIDIRECTIONAL_SEQUENCE_LSTM"]
     assert_converted_matches(converted, [x], [_torch_output(module, x)])
 
 

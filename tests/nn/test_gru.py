@@ -163,12 +163,22 @@ def test_remat_gives_the_same_outputs_and_gradients():
         _assert_close(g_chunked, g, atol=SAME_MATH_TOL)
 
 
-def test_export_needs_time_steps():
-    layer = GRU(I, H, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="time_steps"):
-        layer.to_model(batch_size=B)
-    with pytest.raises(ValueError, match="time_steps"):
+def test_any_length_in_jax_and_export_asks_for_time_steps():
+    """to_model needs no length (the GRU operator runs at any length in JAX); the export
+    unrolls it and asks for one; the file then runs at any batch after resizing the input."""
+    from jaxlstm.parity.litert import run_litert
+
+    layer = _randomized(GRU(I, H, rngs=nnx.Rngs(0)))
+    model = layer.to_model()
+    assert model.opcodes == ["GRU"]
+    for time in (3, 11):
+        x = np.random.default_rng(time).normal(size=(B, time, I)).astype(np.float32)
+        _assert_close(model(x)[0], layer(x))
+    with pytest.raises(ValueError, match=r"time_steps=T"):
         export_tflite(layer)
+    x = np.concatenate([_x(), _x()[:1]])  # batch B + 1
+    ((y,),) = run_litert(export_tflite(layer, time_steps=T), [x])
+    _assert_close(y, layer(x))
 
 
 @pytest.mark.parametrize(

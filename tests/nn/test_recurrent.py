@@ -327,6 +327,7 @@ def test_every_parameter_gets_a_gradient(kind):
 BF16_ATOL, BF16_GRAD_RTOL = 3e-2, 5e-2
 
 
+@pytest.mark.slow  # a bfloat16 and a float32 training step per case, compiled: ~60 s for the six
 @pytest.mark.parametrize("kind", ["lstm", "bidirectional_lstm"])
 @pytest.mark.parametrize("path", ["fused_op", "seq_lengths", "remat"])
 def test_matmul_dtype_reaches_every_path(kind, path):

@@ -222,16 +222,21 @@ def test_atomic_write(model, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model.tflite"]  # no partial or temporary file
 
 
-def test_stateless_export_zeroes_the_state_with_fill(model, rng):
-    back = load_tflite(export_tflite(model, stateful=False))
-    assert back.opcodes.count("FILL") == 4
-    for op in back.operators:
-        if op.opcode == "FILL":
-            assert back.tensors[op.outputs[0]].is_variable
+def test_predict_export_zeroes_the_state_with_fill(model, rng):
+    """The default export writes one FILL per state tensor; `load_tflite` reads the resets as
+    the model's semantics (`Model.stateful` False) rather than as operators."""
+    data = export_tflite(model)
+    m = schema.ModelT.InitFromPackedBuf(data, 0)
+    sg, codes = m.subgraphs[0], m.operatorCodes
+    fills = [op.outputs[0] for op in sg.operators if codes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.FILL]
+    assert sorted(sg.tensors[i].name.decode() for i in fills) == sorted(t.name for t in model.tensors if t.is_variable)
+    back = load_tflite(data)
+    assert back.stateful is False and back.opcodes == model.opcodes
     x = rng.normal(size=(2, 4, 5)).astype(np.float32)
-    stale = {k: v + 1.0 for k, v in back.init_state(2).items()}
-    outputs, _ = back.apply(back.params, stale, x)  # the FILLs overwrite any carried state
-    np.testing.assert_allclose(outputs[0], model(x)[0], atol=1e-6)
+    np.testing.assert_allclose(back(x)[0], model(x)[0], atol=1e-6)
+    streaming = load_tflite(export_tflite(model, stateful=True))
+    assert streaming.stateful is True and streaming.opcodes == model.opcodes
+    assert load_tflite(export_tflite(streaming, stateful=False)).stateful is False
 
 
 def test_batch_major_merged_bidirectional_lstm_is_split(rng):
@@ -243,3 +248,33 @@ def test_batch_major_merged_bidirectional_lstm_is_split(rng):
     assert back.operators[0].option("merge_outputs") is False
     x = rng.normal(size=(3, 4, 5)).astype(np.float32)
     np.testing.assert_array_equal(back(x)[0], m(x)[0])
+
+
+def test_inputs_are_checked_against_the_input_tensors(model):
+    """A wrong feature count is an input error that names the input, not a weight error."""
+    message = r"input 'input' has shape \[-1, -1, 5\] \(-1: any size\), got an array of shape \(2, 4, 6\): 6 features"
+    with pytest.raises(ValueError, match=message):
+        model(np.zeros((2, 4, 6), np.float32))
+    with pytest.raises(ValueError, match="got an array of shape \\(2, 5\\): rank 2, expected rank 3"):
+        model(np.zeros((2, 5), np.float32))
+    with pytest.raises(TypeError, match="takes 1 inputs"):
+        model()
+
+
+def test_a_state_for_another_batch_names_the_fix(model, rng):
+    x = rng.normal(size=(3, 4, 5)).astype(np.float32)
+    expected = np.asarray(model(x)[0])
+    message = r"state tensor 'lstm_0/output_state' has batch 1 \(shape \[1, 8\]\) but operator 0 .* batch 3"
+    with pytest.raises(ValueError, match=message) as error:
+        model.apply(model.params, model.init_state(), x)
+    assert "model.init_state(batch_size=3)" in str(error.value) and "state=None" in str(error.value)
+    for state in (None, model.init_state(batch_size=3)):
+        np.testing.assert_array_equal(model.apply(model.params, state, x)[0][0], expected)
+
+
+def test_a_state_fixed_by_the_model_says_so(rng):
+    b = jaxlstm.model.ModelBuilder(batch_size=1)  # dynamic input, state fixed at batch 1
+    x = b.add_input("input", (-1, -1, 5))
+    m = b.build([b.add_lstm(x, lstm_weights(rng, 5, 4), jaxlstm.LSTMOptions())])
+    with pytest.raises(ValueError, match="the model fixes this state at batch 1: feed batch 1"):
+        m(np.zeros((2, 3, 5), np.float32))

@@ -135,6 +135,9 @@ def _fill_from_shape(b, rng):
 CASES = {
     "logistic": _unary("LOGISTIC"),
     "tanh": _unary("TANH"),
+    "relu": _unary("RELU"),
+    "relu6": _unary("RELU6"),
+    "relu_n1_to_1": _unary("RELU_N1_TO_1"),
     "softmax": _unary("SOFTMAX", beta=0.5),
     "add_relu6": _binary("ADD", "RELU6"),
     "mul_broadcast_constant": _binary("MUL", "NONE", constant_shape=(1,)),
@@ -145,6 +148,12 @@ CASES = {
     "fully_connected_hybrid_asymmetric": _fully_connected(True, "per_tensor", asymmetric=True),
     "fully_connected_hybrid_per_channel": _fully_connected(False, "per_channel", asymmetric=True),
     "reshape": _with_constants("RESHAPE", (2, 3, 4), (6, 4), [np.asarray([6, 4], np.int32)]),
+    # reshape.cc reads the shape input only when it is an int32 vector, else new_shape: a
+    # [1, 2] shape tensor, as some public models have, and a legacy model with no shape input.
+    "reshape_2d_shape_input": _with_constants(
+        "RESHAPE", (2, 3, 4), (4, 6), [np.asarray([[6, 4]], np.int32)], new_shape=(4, 6)
+    ),
+    "reshape_new_shape_only": _with_constants("RESHAPE", (2, 3, 4), (8, 3), [], new_shape=(8, 3)),
     "transpose": _with_constants("TRANSPOSE", (2, 3, 4), (3, 2, 4), [np.asarray([1, 0, 2], np.int32)]),
     "reverse_v2": _with_constants("REVERSE_V2", (2, 3, 4), (2, 3, 4), [np.asarray([1], np.int32)]),
     "strided_slice": _with_constants(
@@ -181,3 +190,11 @@ def test_glue_op_matches_litert(build, rng):
     for a, c in zip(ours, lite, strict=True):
         assert np.shape(a) == c.shape
         np.testing.assert_allclose(np.asarray(a), c, atol=ATOL, rtol=0)
+
+
+def test_every_operator_the_writer_can_emit_loads():
+    """The reader accepts (has a kernel for) every operator the writer can serialize."""
+    from jaxlstm.model.kernels import KERNELS
+    from jaxlstm.tflite import _format
+
+    assert sorted(set(_format.OPTIONS) - set(KERNELS)) == []
