@@ -12,7 +12,7 @@ step (the gradient of ``mean(y)`` w.r.t. the weights and the input), it compiles
 not change the code: the source-location tables, ``metadata={...}`` (op names, source lines),
 the module name, and instruction, computation and parameter names (renamed in order of first
 appearance). Small extra cases cover the other paths (CIFG, layer norm, clips, diagonal, hybrid,
-aux input, the one-step op) at batch 1, 4, 16 and 64. Equal fingerprints mean the same
+aux input, the one-step op) at batch 1, 4, 16 and 64, and the RNN and GRU ops. Equal fingerprints mean the same
 instructions in the same schedule, so the same speed; `--compare` prints both fingerprints and
 the op counts of every case that differs. Weights and inputs are arguments of the compiled
 function (as in training), so their values do not enter the code.
@@ -34,12 +34,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm.ops import (
+    GRUOptions,
+    GRUWeights,
     LSTMOptions,
     LSTMWeights,
+    RNNOptions,
+    RNNWeights,
     bidirectional_sequence_lstm,
+    bidirectional_sequence_rnn,
+    gru,
     lstm,
     quantize_symmetric,
+    rnn,
     unidirectional_sequence_lstm,
+    unidirectional_sequence_rnn,
 )
 
 BENCH_SHAPES = ((1, 100, 64, 128), (32, 100, 128, 256), (8, 400, 40, 512), (128, 50, 256, 256), (64, 100, 128, 256))
@@ -162,6 +170,49 @@ def extra_cases() -> list[Case]:
     return cases
 
 
+def rnn_gru_cases() -> list[Case]:
+    """The RNN and GRU ops (float and hybrid RNN; GRU with the reset gate after and before)."""
+    B, T, I, H = 8, 20, 16, 32
+    rng = np.random.default_rng(2)
+    x = _normal(rng, B, T, I)
+    rnn_w = RNNWeights(_normal(rng, H, I), _normal(rng, H, H), _normal(rng, H))
+    hybrid = rnn_w.replace(
+        input_weights=quantize_symmetric(rnn_w.input_weights),
+        recurrent_weights=quantize_symmetric(rnn_w.recurrent_weights),
+    )
+    options = RNNOptions("TANH")
+
+    def sequence(w, x):
+        return unidirectional_sequence_rnn(x, w, options=options)[0]
+
+    def bidirectional(w, x):
+        return bidirectional_sequence_rnn(x, w, w, options=options, merge_outputs=True)[0][0]
+
+    def step(w, x):
+        return rnn(x[:, 0], w, options=options)[0]
+
+    cases = []
+    for name, fn in (("unidirectional_rnn", sequence), ("bidirectional_rnn", bidirectional), ("rnn_step", step)):
+        cases += [
+            Case(f"{name} f32 forward", fn, (rnn_w, x)),
+            Case(f"{name} f32 train", _train(fn), (rnn_w, x)),
+            Case(f"{name} hybrid forward", fn, (hybrid, x)),
+        ]
+    for reset_after in (True, False):
+        bias = _normal(rng, 2, 3 * H) if reset_after else _normal(rng, 3 * H)
+        gru_w = GRUWeights.from_keras(_normal(rng, I, 3 * H), _normal(rng, H, 3 * H), bias, reset_after)
+
+        def gru_forward(w, x, reset_after=reset_after):
+            return gru(x, w, options=GRUOptions(reset_after=reset_after))[0]
+
+        mode = "reset_after" if reset_after else "reset_before"
+        cases += [
+            Case(f"gru {mode} forward", gru_forward, (gru_w, x)),
+            Case(f"gru {mode} train", _train(gru_forward), (gru_w, x)),
+        ]
+    return cases
+
+
 # ----------------------------------------------------------------------------- fingerprint
 
 _TABLES = re.compile(r"^(FileNames|FunctionNames|FileLocations|StackFrames)$")
@@ -224,7 +275,7 @@ def main(argv=None) -> int:
     parser.add_argument("-k", help="only cases whose name contains this")
     args = parser.parse_args(argv)
 
-    cases = bench_cases() + ([] if args.no_extra else extra_cases())
+    cases = bench_cases() + ([] if args.no_extra else extra_cases() + rnn_gru_cases())
     cases = [c for c in cases if args.k is None or args.k in c.name]
     before = json.load(open(args.compare)) if args.compare else {}
     results, changed = {}, 0
