@@ -1,28 +1,30 @@
 """TFLite's LSTM family: LSTM (FULL and BASIC kernels), UNIDIRECTIONAL_SEQUENCE_LSTM and
 BIDIRECTIONAL_SEQUENCE_LSTM, float and hybrid (int8 weights).
 
-One step (tflite/kernels/lstm_eval.cc, LstmStepFloat), per batch row:
+One step (tflite/kernels/lstm_eval.cc, LstmStepFloat), per batch row, for each gate
+X in (i, f, c, o):
 
 .. math::
 
-    z_X &= W_{xX} x + W_{aX} a + W_{hX} h \\quad(X \\in \\{i, f, c, o\\};\\ \\text{aux input } a \\text{ optional})\\\\
-    i &= \\sigma(\\hat z_i)\\ (\\text{CIFG: } 1 - f),\\quad f = \\sigma(\\hat z_f),\\quad g = \\mathrm{act}(\\hat z_c),
-        \\quad \\hat z_X = z_X + p_X \\odot c + b_X\\\\
+    z_X &= W_{xX} x + W_{aX} a + W_{hX} h \\quad(\\text{the matmul half; aux input } a \\text{ optional})\\\\
+    \\hat z_X &= z_X + p_X \\odot c + b_X
+        \\quad(\\text{layer norm: } \\mathrm{LN}(z_X + p_X \\odot c) \\odot \\gamma_X + b_X)\\\\
+    i &= \\sigma(\\hat z_i)\\ (\\text{CIFG: } 1 - f),\\quad f = \\sigma(\\hat z_f),\\quad g = \\mathrm{act}(\\hat z_c)\\\\
     c' &= \\mathrm{clip}(f \\odot c + i \\odot g, \\text{cell\\_clip})\\\\
-    o &= \\sigma(z_o + p_o \\odot c' + b_o),\\quad m = o \\odot \\mathrm{act}(c')\\\\
-    h' &= \\mathrm{clip}(W_{proj} m + b_{proj}, \\text{proj\\_clip})\\ (\\text{or } m)
+    o &= \\sigma(\\hat z_o)\\ (\\text{its peephole reads } c'),\\quad m = o \\odot \\mathrm{act}(c')\\\\
+    h' &= \\mathrm{clip}(W_{proj} m + b_{proj}, \\text{proj\\_clip})\\ (\\text{or } m \\text{ without a projection})
 
-with peephole vectors p (input, forget and output gates) and, with layer norm,
-:math:`\\hat z_X = \\mathrm{LN}(z_X + p_X \\odot c) \\odot \\gamma_X + b_X`. Gate order everywhere
-is `GATES` = (input, forget, cell, output).
+with peephole vectors p for the input, forget and output gates only. Gate order everywhere is
+`GATES` = (input, forget, cell, output).
 
-This module is the spec: the step's matmul half and its three kernel functions,
-`lstm_gate`, `update_cell` and `lstm_output` (lstm_eval.cc CalculateLstmGateFloat,
-UpdateLstmCellFloat, CalculateLstmOutputFloat), composed by `lstm_cell`, one plain step. The
-sequence ops validate their arguments and run the same three functions in the loop layouts
-of `jaxlstm.ops._lstm_engine`, which lays out the matmul half for speed. A weight given as a
-`QuantizedTensor` switches to TFLite's hybrid path (see `_quant`). The NumPy loop the ops are
-checked against is `jaxlstm.reference.np_lstm`.
+This module is the spec. `lstm_cell` is one plain step: the matmul half, one matmul per gate
+in TFLite's layout, then the kernel's three functions `lstm_gate`, `update_cell` and
+`lstm_output` (lstm_eval.cc CalculateLstmGateFloat, UpdateLstmCellFloat,
+CalculateLstmOutputFloat, whose projection is `lstm_projection`). The sequence ops validate
+their arguments and run the same functions in the loops of `jaxlstm.ops._lstm_engine`, which
+lays out the matmul half for speed. A weight given as a `QuantizedTensor` switches to TFLite's
+hybrid path (see `_quant`). The NumPy loop the ops are checked against is
+`jaxlstm.reference.np_lstm`.
 """
 
 from __future__ import annotations
