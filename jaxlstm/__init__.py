@@ -1,20 +1,27 @@
 """jaxlstm: TensorFlow Lite's fused LSTM/RNN operators as exact, differentiable JAX functions."""
 
-from jaxlstm import ops as ops
-from jaxlstm.ops import *  # noqa: F403  (the op functions and weight types, see ops.__all__)
-from jaxlstm.ops import __all__ as _ops_all
+import importlib
 
 __version__ = "0.1.0"
 
+# The names load on first use: `import jaxlstm.reference` (the NumPy loops) needs no JAX, and
+# `import jaxlstm.ops` stays jax + numpy only (the flatbuffer IO loads with export/load_tflite).
+_TFLITE = ("export_tflite", "load_tflite")
+
 
 def __getattr__(name: str):
-    # The flatbuffer IO (flatbuffers, ai_edge_litert's schema) loads on first use, so that
-    # `import jaxlstm.ops` stays jax + numpy only.
-    if name in ("export_tflite", "load_tflite"):
-        from jaxlstm import tflite
-
-        return getattr(tflite, name)
+    if name in _TFLITE:
+        return getattr(importlib.import_module("jaxlstm.tflite"), name)
+    if name == "__all__" or not name.startswith("__"):
+        ops = importlib.import_module("jaxlstm.ops")  # also sets jaxlstm.ops
+        if name == "__all__":
+            return ("__version__", *_TFLITE, "ops", *ops.__all__)
+        if name == "ops":
+            return ops
+        if name in ops.__all__:
+            return getattr(ops, name)
     raise AttributeError(f"module 'jaxlstm' has no attribute {name!r}")
 
 
-__all__ = ("__version__", "export_tflite", "load_tflite", "ops", *_ops_all)  # noqa: F405, PLE0604
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__getattr__("__all__")})

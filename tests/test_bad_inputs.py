@@ -82,7 +82,7 @@ CATALOGUE = [
         "lstm_n_input_mismatch",
         lambda: U_LSTM(np.ones((2, 5, 7), f32), W),
         ValueError,
-        ("input_to_input_weights", "(4, 3)", "n_input=7"),
+        ("input has n_input=7 features", "(2, 5, 7)", "input_to_forget_weights is (4, 3)", "expect n_input=3"),
     ),
     Bad(
         "lstm_weight_shape",
@@ -135,10 +135,10 @@ CATALOGUE = [
         ("recurrent_weights", "(4, 3)", "n_units=4"),
     ),
     Bad(
-        "rnn_hidden_state_shape",
+        "rnn_state_shape",
         lambda: U_RNN(X, R, np.zeros((2, 5), f32)),
         ValueError,
-        ("hidden_state", "(2, 5)", "n_batch=2, n_units=4"),
+        ("state", "(2, 5)", "n_batch=2, n_units=4"),
     ),
     # -- dtypes
     Bad("lstm_int_input", lambda: U_LSTM(X.astype(np.int32), W), TypeError, ("input", "int32", "float")),

@@ -1,7 +1,7 @@
 """jaxlstm.parity.compare: LiteRT vs jaxlstm vs a source model, on random and adversarial inputs,
 at batch 1 and a batch > 1, two invokes each, for predict and streaming files.
 
-Sources here are independent of jaxlstm: the loop-based NumPy reference (tests/reference),
+Sources here are independent of jaxlstm: the loop-based NumPy reference (jaxlstm.reference),
 with and without the cell clip, so the cell_clip=10 quirk is reproduced without TensorFlow
 (test_cli.py checks it on a real TFLiteConverter model).
 """
@@ -13,13 +13,13 @@ import warnings
 
 import numpy as np
 import pytest
-from reference import np_lstm
 
 from jaxlstm import export_tflite
 from jaxlstm.model import ModelBuilder
 from jaxlstm.ops import LSTMOptions, LSTMWeights
 from jaxlstm.parity import ParityReport, compare
 from jaxlstm.parity.compare import DEFAULT_TOLERANCE, plot_errors
+from jaxlstm.reference import np_lstm
 
 N_INPUT, N_CELL, TIME = 3, 8, 48  # 48 steps: long enough for |cell state| to pass 10
 

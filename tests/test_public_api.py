@@ -41,3 +41,21 @@ def test_importing_ops_imports_no_heavy_framework():
     added = json.loads(result.stdout.strip().splitlines()[-1])
     heavy = sorted({name.split(".")[0] for name in added} & set(HEAVY))
     assert not heavy, f"import jaxlstm.ops imported {heavy}"
+
+
+def test_the_step_functions_are_public():
+    """Each sequence op's plain step, for `lax.scan` and for the nn layers' masked loops."""
+    assert {"lstm_cell", "rnn_cell", "gru_cell"} <= set(jaxlstm.ops.__all__)
+
+
+def test_importing_the_reference_loops_imports_no_jax():
+    """`jaxlstm.reference` is NumPy only: in a fresh interpreter it loads without JAX."""
+    code = (
+        "import json, sys\n"
+        "from jaxlstm.reference import np_common, np_gru, np_lstm, np_rnn\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = {name.split(".")[0] for name in json.loads(result.stdout.strip().splitlines()[-1])}
+    assert "numpy" in loaded
+    assert not loaded & {"jax", "jaxlib", *HEAVY}, sorted(loaded & {"jax", "jaxlib", *HEAVY})

@@ -31,6 +31,19 @@ def check_rank(op: str, name: str, value: Any, ranks: tuple[int, ...], meaning: 
         raise ValueError(f"{op}: {name} has shape {shape_of(value)} (rank {len(value.shape)}), expected {meaning}")
 
 
+def check_input_size(op: str, input: Any, weight_name: str, weight: Any) -> None:
+    """Raises ValueError when the last axis of `input` does not fit `weight` [n, n_input]: an
+    input error, raised before any weight shape is checked against the input's size."""
+    if weight is None or len(weight.shape) != 2:
+        return  # the weight checks name the problem
+    n_input, expected = input.shape[-1], weight.shape[1]
+    if n_input != expected:
+        raise ValueError(
+            f"{op}: input has n_input={n_input} features (shape {shape_of(input)}) but {weight_name} is "
+            f"{shape_of(weight)}: the weights expect n_input={expected}"
+        )
+
+
 def check_float(op: str, name: str, value: Any) -> None:
     if not jnp.issubdtype(value.dtype, jnp.floating):
         raise TypeError(f"{op}: {name} has dtype {value.dtype}, expected a float dtype")

@@ -4,9 +4,8 @@
 (reverse mode) into dots of the float32 cotangent with a bfloat16 operand, which XLA runs in
 float32: the forward matmuls of a training step run in bfloat16 and the backward ones do
 not. `low_precision_contract` is a primitive whose transposes cast the cotangent too, so
-every matmul of the step runs on bfloat16 operands with float32 accumulation. On XLA:CPU
-that made the LSTM training step with ``matmul_dtype=bfloat16`` 1.2-1.3x faster at batch 8
-to 128, 1.3-1.5x faster than float32 (experiments/README.md).
+every matmul of the step runs on bfloat16 operands with float32 accumulation (the training
+step's speed-up on XLA:CPU is measured in experiments/README.md).
 """
 
 from __future__ import annotations

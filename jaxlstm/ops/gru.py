@@ -14,7 +14,9 @@ batch row, with gates update z, reset r and candidate n (`GRU_GATES` order):
 
 `ra` is the recurrent activation (sigmoid), `act` the activation (tanh); the
 recurrent-side biases :math:`\\bar b` are optional (Keras reset_after and PyTorch have
-them, Keras reset_after=False and flax nnx have none).
+them, Keras reset_after=False and flax nnx have none). `gru_cell` is one step; `gru` runs the
+steps with the input terms of all of them computed before its loop. The NumPy loop it is
+checked against is `jaxlstm.reference.np_gru`.
 """
 
 from __future__ import annotations
@@ -277,27 +279,35 @@ def _dense(w: GRUWeights, kind: str, gates: tuple[str, ...], dtype) -> Callable[
     return lambda v: jnp.matmul(v, weight, precision=FLOAT32) + bias
 
 
+_ZR, _N = ("update", "reset"), ("candidate",)
+
+
+def _step(h: jax.Array, x_zr: jax.Array, x_n: jax.Array, recurrent_zr, recurrent_n, options: GRUOptions) -> jax.Array:
+    """h' from h and the step's input terms ``x_zr = [W_z; W_r] x + [b_z; b_r]`` and
+    ``x_n = W_n x + b_n`` (the math of this module's docstring); ``recurrent_zr`` and
+    ``recurrent_n`` are the recurrent affine maps (`_dense`)."""
+    act = activation(options.activation)
+    gate_act = activation(options.recurrent_activation)
+    z, r = jnp.split(gate_act(x_zr + recurrent_zr(h)), 2, axis=-1)
+    if options.reset_after:
+        candidate = act(x_n + r * recurrent_n(h))
+    else:
+        candidate = act(x_n + recurrent_n(r * h))
+    return candidate + z * (h - candidate)
+
+
 def _gru_scan(
     x: jax.Array, w: GRUWeights, h0: jax.Array, options: GRUOptions, reverse: bool
 ) -> tuple[jax.Array, jax.Array]:
-    """One direction over time-major `x` [T, B, I]; returns ([T, B, n_units], h_T)."""
-    act = activation(options.activation)
-    gate_act = activation(options.recurrent_activation)
-    zr, n = ("update", "reset"), ("candidate",)
-    # The input projections do not depend on the recurrence: one matmul over all steps.
-    x_zr = _dense(w, "input", zr, x.dtype)(x)
-    x_n = _dense(w, "input", n, x.dtype)(x)
-    recurrent_zr = _dense(w, "recurrent", zr, x.dtype)
-    recurrent_n = _dense(w, "recurrent", n, x.dtype)
+    """One direction over time-major `x` [T, B, I]: the steps of `gru_cell`, with the input
+    terms of all steps computed before the loop (one matmul each). Returns ([T, B, n_units], h_T)."""
+    x_zr = _dense(w, "input", _ZR, x.dtype)(x)
+    x_n = _dense(w, "input", _N, x.dtype)(x)
+    recurrent_zr = _dense(w, "recurrent", _ZR, x.dtype)
+    recurrent_n = _dense(w, "recurrent", _N, x.dtype)
 
     def step(h: jax.Array, xs: tuple[jax.Array, jax.Array]):
-        xzr_t, xn_t = xs
-        z, r = jnp.split(gate_act(xzr_t + recurrent_zr(h)), 2, axis=-1)
-        if options.reset_after:
-            candidate = act(xn_t + r * recurrent_n(h))
-        else:
-            candidate = act(xn_t + recurrent_n(r * h))
-        h_new = candidate + z * (h - candidate)
+        h_new = _step(h, *xs, recurrent_zr, recurrent_n, options)
         return h_new, h_new
 
     h0 = vary_like(h0, x_zr, x_n, w)
@@ -305,11 +315,56 @@ def _gru_scan(
     return y, h_final
 
 
+def _check_input(op: str, input: jax.Array, ranks: tuple[int, ...], meaning: str, w: GRUWeights) -> None:
+    """The input's rank and dtype, and its feature count against the weights' (before them)."""
+    _checks.check_rank(op, "input", input, ranks, meaning)
+    _checks.check_float(op, "input", input)
+    _checks.check_input_size(op, input, "input_to_update_weights", w.input_to_update_weights)
+
+
+def _check_state(op: str, state: jax.Array, batch: int, units: int) -> None:
+    _checks.check_shape(op, "state", state, (batch, units), f"(n_batch={batch}, n_units={units})")
+
+
+def gru_cell(
+    state: jax.Array, x_t: jax.Array, weights: GRUWeights, *, options: GRUOptions = GRUOptions()
+) -> tuple[jax.Array, jax.Array]:
+    """One GRU step (the math of this module's docstring).
+
+    ``(h: [B, n_units], x_t: [B, n_input]) -> (h', h')``, the carry and output of a `lax.scan`
+    step: ``lax.scan(functools.partial(gru_cell, weights=w, options=o), h, x)`` runs a
+    time-major sequence, as `gru` does (it computes the input terms of all steps before its
+    loop).
+
+    Args:
+      state: h [B, n_units].
+      x_t: float [B, n_input].
+      weights: `GRUWeights`.
+      options: static `GRUOptions` (``time_major`` does not apply).
+
+    Returns:
+      (h', h'), both [B, n_units].
+
+    References:
+      keras/src/layers/rnn/gru.py (GRUCell.call), torch.nn.GRU, flax GRUCell.
+    """
+    op = "gru_cell"
+    _check_input(op, x_t, (2,), "[n_batch, n_input]", weights)
+    check_weights(op, weights, options, x_t.shape[-1])
+    _check_state(op, state, x_t.shape[0], weights.n_units)
+    dtype = x_t.dtype
+    recurrent_zr = _dense(weights, "recurrent", _ZR, dtype)
+    recurrent_n = _dense(weights, "recurrent", _N, dtype)
+    x_zr, x_n = _dense(weights, "input", _ZR, dtype)(x_t), _dense(weights, "input", _N, dtype)(x_t)
+    h = _step(state, x_zr, x_n, recurrent_zr, recurrent_n, options)
+    return h, h
+
+
 @functools.partial(jax.jit, static_argnames=("options", "reverse", "keep_order"))
 def gru(
     input: jax.Array,
     weights: GRUWeights,
-    h0: jax.Array | None = None,
+    state: jax.Array | None = None,
     *,
     options: GRUOptions = GRUOptions(),
     reverse: bool = False,
@@ -318,10 +373,10 @@ def gru(
     """A GRU layer over a sequence (no TFLite builtin; exported unrolled by `add_gru`).
 
     ``input: [B, T, n_input] (or [T, B, n_input] if time_major) -> (output: [B, T, n_units]
-    (or [T, B, n_units]), h_T: [B, n_units])``. The math is in this module's docstring;
-    semantics are roughly this NumPy loop::
+    (or [T, B, n_units]), h_T: [B, n_units])``: `gru_cell` over the time steps. Semantics are
+    the NumPy loop `jaxlstm.reference.np_gru.gru`, roughly::
 
-        h = h0
+        h = state
         for t in (reversed(range(T)) if reverse else range(T)):
             h = step(x[:, t], h); out.append(h)
         output = stack(out[::-1] if reverse and keep_order else out, axis=1)
@@ -329,7 +384,7 @@ def gru(
     Args:
       input: float [B, T, n_input], or [T, B, n_input] when ``options.time_major``.
       weights: `GRUWeights`.
-      h0: initial state [B, n_units]; zeros if None.
+      state: initial state h [B, n_units]; zeros if None.
       options: static `GRUOptions`.
       reverse: process from the last time step to the first (Keras ``go_backwards``,
         the backward half of a bidirectional layer).
@@ -355,17 +410,14 @@ def gru(
       keras/src/layers/rnn/gru.py (GRUCell.call), torch.nn.GRU, flax GRUCell.
     """
     op = "gru"
-    _checks.check_rank(op, "input", input, (3,), "[B, T, n_input] (or [T, B, n_input] when time_major)")
-    _checks.check_float(op, "input", input)
+    _check_input(op, input, (3,), "[B, T, n_input] (or [T, B, n_input] when time_major)", weights)
     check_weights(op, weights, options, input.shape[-1])
     with jax.named_scope(f"jaxlstm.{op}"):
         x = input if options.time_major else jnp.swapaxes(input, 0, 1)
-        if h0 is None:
-            h0 = jnp.zeros((x.shape[1], weights.n_units), input.dtype)
-        _checks.check_shape(
-            op, "h0", h0, (x.shape[1], weights.n_units), f"(n_batch={x.shape[1]}, n_units={weights.n_units})"
-        )
-        y, h = _gru_scan(x, weights, h0, options, reverse)
+        if state is None:
+            state = jnp.zeros((x.shape[1], weights.n_units), input.dtype)
+        _check_state(op, state, x.shape[1], weights.n_units)
+        y, h = _gru_scan(x, weights, state, options, reverse)
         if reverse and not keep_order:
             y = y[::-1]
         return (y if options.time_major else jnp.swapaxes(y, 0, 1)), h

@@ -1,45 +1,47 @@
 """TFLite's LSTM family: LSTM (FULL and BASIC kernels), UNIDIRECTIONAL_SEQUENCE_LSTM and
-BIDIRECTIONAL_SEQUENCE_LSTM, float and hybrid (int8 weights), as jitted `lax.scan` loops.
+BIDIRECTIONAL_SEQUENCE_LSTM, float and hybrid (int8 weights).
 
-Float math of one step (tflite/kernels/lstm_eval.cc, LstmStepFloat), per batch row:
+One step (tflite/kernels/lstm_eval.cc, LstmStepFloat), per batch row, for each gate
+X in (i, f, c, o):
 
 .. math::
 
-    z_X &= b_X + W_{xX} x + W_{aX} a + W_{hX} h + p_X \\odot c  \\quad(\\text{peephole for } X \\in \\{i, f\\})\\\\
-    z_X &\\leftarrow \\mathrm{LN}(z_X - b_X) \\odot \\gamma_X + b_X  \\quad(\\text{layer norm: bias after})\\\\
-    i &= \\sigma(z_i)\\ (\\text{CIFG: } 1 - f),\\quad f = \\sigma(z_f),\\quad g = \\mathrm{act}(z_g)\\\\
+    z_X &= W_{xX} x + W_{aX} a + W_{hX} h \\quad(\\text{the matmul half; aux input } a \\text{ optional})\\\\
+    \\hat z_X &= z_X + p_X \\odot c + b_X
+        \\quad(\\text{layer norm: } \\mathrm{LN}(z_X + p_X \\odot c) \\odot \\gamma_X + b_X)\\\\
+    i &= \\sigma(\\hat z_i)\\ (\\text{CIFG: } 1 - f),\\quad f = \\sigma(\\hat z_f),\\quad g = \\mathrm{act}(\\hat z_c)\\\\
     c' &= \\mathrm{clip}(f \\odot c + i \\odot g, \\text{cell\\_clip})\\\\
-    o &= \\sigma(z_o + p_o \\odot c'),\\quad m = o \\odot \\mathrm{act}(c')\\\\
-    h' &= \\mathrm{clip}(W_{proj} m + b_{proj}, \\text{proj\\_clip})\\ (\\text{or } m)
+    o &= \\sigma(\\hat z_o)\\ (\\text{its peephole reads } c'),\\quad m = o \\odot \\mathrm{act}(c')\\\\
+    h' &= \\mathrm{clip}(W_{proj} m + b_{proj}, \\text{proj\\_clip})\\ (\\text{or } m \\text{ without a projection})
 
-Gate order everywhere is `GATES` = (input, forget, cell, output). A weight given as a
-`QuantizedTensor` switches the op to TFLite's hybrid path (see `_quant`).
+with peephole vectors p for the input, forget and output gates only. Gate order everywhere is
+`GATES` = (input, forget, cell, output).
+
+This module is the spec. `lstm_cell` is one plain step: the matmul half, one matmul per gate
+in TFLite's layout, then the kernel's three functions `lstm_gate`, `update_cell` and
+`lstm_output` (lstm_eval.cc CalculateLstmGateFloat, UpdateLstmCellFloat,
+CalculateLstmOutputFloat, whose projection is `lstm_projection`). The sequence ops validate
+their arguments and run the same functions in the loops of `jaxlstm.ops._lstm_engine`, which
+lays out the matmul half for speed. A weight given as a `QuantizedTensor` switches to TFLite's
+hybrid path (see `_quant`). The NumPy loop the ops are checked against is
+`jaxlstm.reference.np_lstm`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxlstm.ops import _checks
+from jaxlstm.ops import _checks, _lstm_engine
 from jaxlstm.ops._activations import activation, clip
-from jaxlstm.ops._low_precision import low_precision_contract
 from jaxlstm.ops._precision import FLOAT32
 from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
-from jaxlstm.ops._shard_map import vary_like
 
 GATES = ("input", "forget", "cell", "output")
-# Float LSTMs with full recurrent weights run their forward loop batch-minor from this batch
-# size on (`_Cell.batch_minor`, set in `_lstm_scan`).
-_BATCH_MINOR_FROM = 8
-# From this batch size on, the float custom JVP computes the terms linear in the weight,
-# input and bias tangents inside its tangent loop (`_float_recurrence_jvp`).
-_LINEAR_TERMS_PER_STEP_FROM = 64
 LSTM_ACTIVATIONS = ("RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
 
 
@@ -349,77 +351,85 @@ def _check_matmul_dtype(op: str, matmul_dtype, weights: tuple[LSTMWeights, ...])
     )
 
 
+def _check_input(op: str, input: jax.Array, ranks: tuple[int, ...], meaning: str, weights: dict) -> None:
+    """The input's rank and dtype, and its feature count against each direction's weights
+    (`weights`: prefix -> `LSTMWeights`), before the weights are checked."""
+    _checks.check_rank(op, "input", input, ranks, meaning)
+    _checks.check_float(op, "input", input)
+    for prefix, w in weights.items():
+        _checks.check_input_size(op, input, f"{prefix}input_to_forget_weights", w.input_to_forget_weights)
+
+
+def _check_aux_weights(op: str, prefix: str, w: LSTMWeights, aux_input: jax.Array) -> None:
+    n_aux = aux_input.shape[-1]
+    for g in w.gates:
+        a = getattr(w, f"aux_input_to_{g}_weights")
+        _checks.check_shape(
+            op, f"{prefix}aux_input_to_{g}_weights", a, (w.n_cell, n_aux), f"(n_cell={w.n_cell}, n_aux={n_aux})"
+        )
+
+
 # ----------------------------------------------------------------------------- the step
-#
-# Speed (measured with experiments/bench_ops.py and bench.py on XLA:CPU):
-# * inside the scan, a dot that contracts a weight's last axis (TFLite's [m, k] layout)
-#   made XLA transpose the whole matrix at every step once B > 1: the weights are made
-#   row-major [k, m] once, before the scan (B = 1 keeps TFLite's layout, see
-#   `_float_matmuls`);
-# * with B > 1 the input projection runs inside the step, fused with the recurrent one as
-#   ``[x_t, h] @ [W_x, W_h]^T``; with B = 1 it is hoisted out of the loop, one matmul per
-#   gate (see `_float_matmuls`);
-# * z travels through the loop as G per-gate arrays, never as slices of one stacked
-#   [T, B, G * n_cell] array: XLA:CPU's code for a dynamic slice (the step's row) of a
-#   slice (the gate) was several times slower than the gate math itself;
-# * the float path has a custom JVP (`_float_recurrence`) whose weight and input terms are
-#   computed for all steps at once, outside the loop, so reverse mode carries only
-#   (dh, dc) backwards, with one matmul per step.
 
 
-@dataclasses.dataclass(frozen=True)
-class _Cell:
-    """The static structure of one LSTM step (which gates and optional parts exist)."""
+class GateVectors(NamedTuple):
+    """The vectors of one gate, [n_cell] each: ``*_gate_bias``, the peephole
+    ``cell_to_*_weights`` and ``*_layer_norm_coefficients`` (None when absent)."""
 
-    gates: tuple[str, ...]
-    activation: str
-    cell_clip: float
-    proj_clip: float
-    layer_norm: bool
-    diagonal: bool  # recurrent weights are a [G * n_cell] vector
-    projection: bool
-    matmul_dtype: object = None  # operand dtype of the float weight matmuls; None: the input's
-    # The loop's arrays are [n, B] and vectors [n, 1] (see `_run`), not [B, n] and [n].
-    batch_minor: bool = False
+    bias: jax.Array
+    peephole: jax.Array | None = None
+    layer_norm: jax.Array | None = None
 
-    @property
-    def feature_axis(self) -> int:
-        """The units axis of the loop's arrays: 0 of [n, B] when `batch_minor`, else -1."""
-        return 0 if self.batch_minor else -1
 
-    def split(self, z: jax.Array) -> tuple[jax.Array, ...]:
-        """[..., G * n_cell] -> G arrays [..., n_cell] along `feature_axis`, in `gates` order."""
-        return tuple(jnp.split(z, len(self.gates), axis=self.feature_axis))
+class _StepVectors(NamedTuple):
+    """What a step reads besides its matrices, cast to the input's dtype: per gate, by gate
+    name, ``bias`` (``*_gate_bias``), ``layer_norm`` (``*_layer_norm_coefficients``; empty
+    without layer norm) and ``peephole`` (``cell_to_*_weights`` of the input, forget and
+    output gates; empty without peephole), all [n_cell]; ``projection_bias`` [n_output] or None."""
 
-    def gate_outputs(self, z: tuple, c: jax.Array, vecs: dict) -> tuple[jax.Array, jax.Array]:
-        """From the gates' matmul parts z (G arrays [B, n_cell]) and c [B, n_cell], returns
-        (m = o * act(c'), c') [B, n_cell]; bias, peephole, layer norm and clip come from `vecs`."""
-        act = activation(self.activation)
-        z = dict(zip(self.gates, z))
-        peephole = vecs["peephole"]
+    bias: dict[str, jax.Array]
+    layer_norm: dict[str, jax.Array]
+    peephole: dict[str, jax.Array]
+    projection_bias: jax.Array | None = None
 
-        def finish(g: str, z_g: jax.Array) -> jax.Array:
-            if g in peephole and g != "output":
-                z_g = z_g + peephole[g] * c
-            if self.layer_norm:
-                return _layer_norm(z_g, self.feature_axis) * vecs["layer_norm"][g] + vecs["bias"][g]
-            return z_g + vecs["bias"][g]
+    @classmethod
+    def of(cls, w: LSTMWeights, dtype) -> _StepVectors:
+        def vectors(name: str, gates: tuple[str, ...]) -> dict[str, jax.Array]:
+            present = {g: getattr(w, name.format(g)) for g in gates}
+            return {g: _float_vector(v).astype(dtype) for g, v in present.items() if v is not None}
 
-        f = jax.nn.sigmoid(finish("forget", z["forget"]))
-        g_cell = act(finish("cell", z["cell"]))
-        i = 1.0 - f if "input" not in z else jax.nn.sigmoid(finish("input", z["input"]))
-        c_new = clip(f * c + g_cell * i, self.cell_clip)
-        z_o = z["output"] + peephole["output"] * c_new if "output" in peephole else z["output"]
-        o = jax.nn.sigmoid(finish("output", z_o))
-        return o * act(c_new), c_new
+        gates = w.gates
+        return cls(
+            vectors("{}_gate_bias", gates),
+            vectors("{}_layer_norm_coefficients", gates),
+            vectors("cell_to_{}_weights", tuple(g for g in gates if g != "cell")),  # no cell_to_cell_weights
+            None if w.projection_bias is None else w.projection_bias.astype(dtype),
+        )
 
-    def output(self, p: jax.Array, vecs: dict) -> jax.Array:
-        """h [B, n_output] from the projection matmul p (bias and clip added here), or m itself."""
-        if not self.projection:
-            return p
-        if "projection_bias" in vecs:
-            p = vecs["projection_bias"] + p
-        return clip(p, self.proj_clip)
+    def gate(self, name: str) -> GateVectors:
+        """The vectors of the gate called `name`."""
+        return GateVectors(self.bias[name], self.peephole.get(name), self.layer_norm.get(name))
+
+
+class _StepMatrices(NamedTuple):
+    """The weight matrices of one step in TFLite's layout, one per gate in `gates` order;
+    int8 `QuantizedTensor`s on the hybrid path, except a diagonal recurrence, which TFLite
+    reads as float (it is dequantized here, to `dtype`)."""
+
+    inputs: tuple[tuple[jax.Array, ...], ...]  # per input (x, then aux): ``*_to_{gate}_weights`` [n_cell, k]
+    recurrent: tuple[jax.Array, ...]  # [n_cell, n_output], or the diagonal [n_cell]
+    projection: jax.Array | None  # [n_output, n_cell]
+
+    @classmethod
+    def of(cls, w: LSTMWeights, dtype, aux: bool = False) -> _StepMatrices:
+        def per_gate(name: str) -> tuple:
+            return tuple(getattr(w, name.format(g)) for g in w.gates)
+
+        inputs = (per_gate("input_to_{}_weights"),) + ((per_gate("aux_input_to_{}_weights"),) if aux else ())
+        recurrent = per_gate("recurrent_to_{}_weights")
+        if len(recurrent[0].shape) == 1:  # diagonal ("IndyLSTM")
+            recurrent = tuple(_float_vector(r).astype(dtype) for r in recurrent)
+        return cls(inputs, recurrent, w.projection_weights)
 
 
 def _float_vector(v):
@@ -433,394 +443,244 @@ def _layer_norm(z: jax.Array, axis: int = -1) -> jax.Array:
     return (z - mean) * (1.0 / jnp.sqrt(var + 1e-8))
 
 
-def _contract(x: jax.Array, w: jax.Array, matmul_dtype=None) -> jax.Array:
-    """``x [..., k] @ w.T`` for a weight in TFLite layout w [m, k]: [..., m]. With
-    `matmul_dtype`, a `low_precision_contract`: operands cast to it, in reverse mode too."""
-    if matmul_dtype is None:
-        return jax.lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())), precision=FLOAT32)
-    return low_precision_contract(x, w, matmul_dtype)
+def lstm_gate(z: jax.Array, c: jax.Array, v: GateVectors, activation_name: str, axis: int = -1) -> jax.Array:
+    r"""One gate from its matmul terms (lstm_eval.cc CalculateLstmGateFloat).
 
+    .. math::
 
-def _recurrent(h: jax.Array, r: jax.Array, matmul_dtype=None) -> jax.Array:
-    """h [..., n_output] times the recurrent weights r [G * n_cell, n_output] or the diagonal
-    [G * n_cell] (which needs n_output == n_cell): [..., G * n_cell]."""
-    if r.ndim == 1:
-        return jnp.tile(h, (1,) * (h.ndim - 1) + (r.shape[0] // h.shape[-1],)) * r
-    return _contract(h, r, matmul_dtype)
+        \mathrm{gate} = \mathrm{act}(z + p \odot c + b)
+        \quad\text{or, with layer norm,}\quad
+        \mathrm{act}(\mathrm{LN}(z + p \odot c) \odot \gamma + b)
 
-
-def _hybrid(mats: list, asymmetric: bool):
-    """Per-gate int8 matrices [n_cell, k] as one hybrid matmul ``x [N, k] -> [N, G * n_cell]``."""
-    values = jnp.concatenate([m.values for m in mats])
-    scales = jnp.concatenate([jnp.broadcast_to(jnp.asarray(m.scale, jnp.float32), m.shape[:1]) for m in mats])
-    return lambda x: hybrid_matmul(x, values, scales, asymmetric)
-
-
-def _run(
-    cell: _Cell,
-    preactivation,
-    project,
-    vecs: dict,
-    xs: tuple,
-    state: LSTMState,
-    reverse: bool,
-    unroll: int,
-    residuals: bool = False,
-):
-    """The time loop shared by the float and hybrid paths.
+    where :math:`z = W_x x + W_a a + W_h h` are the gate's matmuls (the caller's). The
+    peephole p reads the old cell state for the input and forget gates, the new one for the
+    output gate; the cell gate has none.
 
     Args:
-      preactivation: ``(xs_t, h) -> z``, the gates' matmuls: G arrays [B, n_cell]. With
-        ``cell.batch_minor`` the loop holds the state as [n, B] and the vectors of `vecs`
-        as [n, 1]: `preactivation` and `project` then take and return [n, B] arrays, and xs
-        and the residuals are [T, ..., B].
-      project: ``m -> p [B, n_output]``, the projection matmul (unused without projection).
-      xs: what `preactivation` reads per step, stacked over time (leading axis T).
-      residuals: also return what the derivative needs, stacked over steps: the step's
-        input state h_in [T, B, n_output] and c_in [T, B, n_cell], z (G arrays [T, B, n_cell]) and,
-        with a projection, m [T, B, n_cell] and p [T, B, n_output] (else None).
+      z: [B, n_cell] (or [n_cell, B] when `axis` is 0), the gate's matmul terms.
+      c: the cell state the peephole reads, shaped like `z`.
+      v: the gate's `GateVectors` ([n_cell], or [n_cell, 1] when `axis` is 0).
+      activation_name: "SIGMOID" for the input, forget and output gates; the op's
+        activation for the cell gate.
+      axis: the units axis of `z`, which layer norm normalizes.
 
     Returns:
-      (ys [T, B, n_output], final `LSTMState`, (h_in, z, c_in, m, p) or None).
+      The gate's activation, shaped like `z`.
     """
-
-    if cell.batch_minor:
-        vecs = jax.tree.map(lambda v: v[:, None], vecs)
-        state = jax.tree.map(jnp.transpose, state)
-
-    def step(carry: LSTMState, xs_t: tuple):
-        h, c = carry
-        z = preactivation(xs_t, h)
-        m, c_new = cell.gate_outputs(z, c, vecs)
-        p = project(m) if cell.projection else None
-        h_new = cell.output(m if p is None else p, vecs)
-        saved = (h, z, c, m if cell.projection else None, p) if residuals else None
-        return LSTMState(h_new, c_new), (h_new, saved)
-
-    final, (ys, per_step) = jax.lax.scan(step, state, xs, reverse=reverse, unroll=unroll)
-    if cell.batch_minor:
-        final, ys = jax.tree.map(jnp.transpose, final), jnp.swapaxes(ys, 1, 2)
-    return ys, final, per_step
-
-
-class _Matmuls(NamedTuple):
-    """The weight matmuls of the float loop (see `_float_matmuls`)."""
-
-    inputs: Callable  # xs -> what the loop reads per step (stacked over T)
-    preactivation: Callable  # (inputs_t, h) -> z: G arrays [B, n_cell], all gate matmuls
-    project: Callable  # m [B, n_cell] -> [B, n_output]
-    # The tangent loop's, used by the JVP only, whose cell is batch-major:
-    # dh [B, n_output] -> [B, G * n_cell] and dm [B, n_cell] -> [B, n_output]
-    tangent_recurrent: Callable
-    tangent_project: Callable
-
-
-def _float_matmuls(cell: _Cell, mats: dict, batch: int) -> _Matmuls:
-    """The matmuls from float weights in TFLite layout (see `_float_recurrence`).
-
-    With ``cell.batch_minor`` (batch >= 8, full recurrent weights) the loop runs batch-minor
-    (`_run`): one fused ``W @ [x_t; (aux_t;) h]`` per step, W in TFLite's layout
-    [G * n_cell, k] as it is, a [G * n_cell, k] @ [k, B] GEMM whose gates are contiguous row
-    blocks. On XLA:CPU (Intel) the forward pass was 1.05-1.45x faster at batch 8 to 128 than
-    with the batch-major loop, and slower at batch 2 (experiments/README.md).
-
-    Otherwise, with batch > 1, one fused ``[x_t, (aux_t,) h] @ W.T`` per step, its weights made
-    row-major [k, m] once, before the loop (a dot contracting a weight's last axis made XLA
-    transpose it at every step).
-
-    With batch 1, the step's dots are matrix-vector products, as fast on TFLite's layout
-    (and the copy would be the largest cost of short sequences); fusing the input ones
-    into them gains nothing, so the input terms of all steps are computed before the loop
-    instead, one [T, k] @ [k, n_cell] matmul per gate (1.2-1.4x faster). They enter the loop
-    as G separate arrays: read as slices of one [T, 1, G * n_cell] array, XLA:CPU's code for
-    the dynamic slice of a slice was several times slower than the step's gate math.
-
-    The custom JVP's loops are batch-major at any batch (`_float_recurrence_jvp`); its
-    tangent loop contracts the weights' last axis (TFLite's layout): reverse mode never runs
-    that loop but its transpose, whose ``dz @ W`` then reads the weights row-major.
-
-    With ``cell.matmul_dtype`` the weights and the activations entering each dot are cast
-    to it; the dot accumulates in the input's dtype. The JVP's matmuls (which reverse mode
-    transposes) are `low_precision_contract`, whose transposes are cast too. (XLA:CPU runs a
-    bfloat16 dot whose operand is a transposed array in float32: the row-major copies stay
-    plain dots.)
-    """
-    out_dtype = mats["inputs"][0].dtype
-    G = len(cell.gates)
-    batch_minor = cell.batch_minor
-    row_major = batch > 1 and not batch_minor  # the batch-major loop's weights are transposed copies
-
-    def cast(w: jax.Array) -> jax.Array:
-        return w if cell.matmul_dtype is None else w.astype(cell.matmul_dtype)
-
-    def times(w: jax.Array, transposed: bool = False) -> Callable:
-        """``a [..., k] -> a @ w.T`` for w [m, k] (TFLite's layout), or ``a @ w`` for a
-        transposed w [k, m]; when `batch_minor`, ``a [k, B] -> w @ a`` for w [m, k]: [m, B]."""
-
-        def matmul(a: jax.Array) -> jax.Array:
-            if batch_minor:
-                return jax.lax.dot_general(
-                    w, a.astype(w.dtype), (((1,), (0,)), ((), ())), precision=FLOAT32, preferred_element_type=out_dtype
-                )
-            if transposed:
-                return jax.lax.dot_general(
-                    a.astype(w.dtype),
-                    w,
-                    (((a.ndim - 1,), (0,)), ((), ())),
-                    precision=FLOAT32,
-                    preferred_element_type=out_dtype,
-                )
-            # TFLite's layout, the tangent loop's: with matmul_dtype, cast in reverse mode too
-            return _contract(a, w, cell.matmul_dtype).astype(out_dtype)
-
-        return matmul
-
-    def transposed(w: jax.Array) -> Callable:
-        return times(cast(w).T, transposed=True)
-
-    # Cached: where the loop and the tangent loop share a layout, they share one weight copy.
-    @functools.cache
-    def weight_matmul(name: str, is_transposed: bool) -> Callable:
-        return transposed(mats[name]) if is_transposed else times(cast(mats[name]))
-
-    if cell.diagonal:
-        recurrent = tangent_recurrent = functools.partial(_recurrent, r=mats["recurrent"])
+    if v.peephole is not None:
+        z = z + v.peephole * c
+    if v.layer_norm is not None:
+        z = _layer_norm(z, axis) * v.layer_norm + v.bias
     else:
-        recurrent, tangent_recurrent = weight_matmul("recurrent", row_major), weight_matmul("recurrent", False)
-    if cell.projection:
-        project, tangent_project = weight_matmul("projection", row_major), weight_matmul("projection", False)
-    else:
-        project = tangent_project = None
-
-    if batch == 1:
-        per_gate = [[transposed(w_g) for w_g in jnp.split(w, G)] for w in mats["inputs"]]
-
-        def inputs(xs: tuple) -> tuple[jax.Array, ...]:
-            return tuple(functools.reduce(jnp.add, [w[g](x) for x, w in zip(xs, per_gate)]) for g in range(G))
-
-        def preactivation(zx_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
-            return tuple(map(jnp.add, zx_t, cell.split(recurrent(h))))
-    elif batch_minor:
-
-        def inputs(xs: tuple) -> tuple[jax.Array, ...]:
-            return tuple(jnp.swapaxes(x, 1, 2) for x in xs)  # [T, k, B]: each step multiplies its own x_t
-
-        fused = times(cast(jnp.concatenate(mats["inputs"] + (mats["recurrent"],), axis=1)))
-
-        def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
-            return cell.split(fused(jnp.concatenate(xs_t + (h,))))
-    else:
-
-        def inputs(xs: tuple) -> tuple:
-            return xs  # each step multiplies its own x_t
-
-        if cell.diagonal:
-            input_matmul = transposed(jnp.concatenate(mats["inputs"], axis=1))
-
-            def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
-                return cell.split(input_matmul(jnp.concatenate(xs_t, axis=-1)) + recurrent(h))
-        else:
-            fused = transposed(jnp.concatenate(mats["inputs"] + (mats["recurrent"],), axis=1))
-
-            def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
-                return cell.split(fused(jnp.concatenate(xs_t + (h,), axis=-1)))
-
-    return _Matmuls(inputs, preactivation, project, tangent_recurrent, tangent_project)
+        z = z + v.bias
+    return activation(activation_name)(z)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _float_recurrence(
-    cell: _Cell, reverse: bool, unroll: int, mats: dict, vecs: dict, xs: tuple, state: LSTMState
-) -> tuple[jax.Array, LSTMState]:
-    """The float time loop; returns (ys [T, B, n_output], final state).
+def update_cell(c: jax.Array, f: jax.Array, g: jax.Array, i: jax.Array | None, cell_clip: float) -> jax.Array:
+    r"""The new cell state (lstm_eval.cc UpdateLstmCellFloat).
 
-    mats: ``inputs`` (one [G * n_cell, k] per entry of xs), ``recurrent`` ([G * n_cell,
-    n_output] or the diagonal [G * n_cell]) and ``projection`` ([n_output, n_cell] or None).
+    .. math::
+
+        c' = \mathrm{clip}(f \odot c + i \odot g, \text{cell\_clip}),
+        \quad i = 1 - f \text{ under CIFG (i is None)}
+
+    Args:
+      c: the cell state [B, n_cell] (any layout; all arguments alike).
+      f, g, i: the forget gate, the cell gate (candidate) and the input gate or None.
+      cell_clip: clip to [-cell_clip, cell_clip]; 0 means no clipping.
     """
-    matmuls = _float_matmuls(cell, mats, batch=xs[0].shape[1])
-    ys, final, _ = _run(cell, matmuls.preactivation, matmuls.project, vecs, matmuls.inputs(xs), state, reverse, unroll)
-    return ys, final
+    if i is None:
+        i = 1.0 - f
+    return clip(f * c + g * i, cell_clip)
 
 
-def _is_zero(tangent) -> bool:
-    return isinstance(tangent, jax.custom_derivatives.SymbolicZero)
+def lstm_output(o: jax.Array, c: jax.Array, activation_name: str) -> jax.Array:
+    r"""The output state before any projection (lstm_eval.cc CalculateLstmOutputFloat).
 
+    .. math::
 
-def _float_recurrence_jvp(cell: _Cell, reverse: bool, unroll: int, primals, tangents):
-    """JVP with the weight and input terms outside the loop.
+        m = o \odot \mathrm{act}(c')
 
-    The terms linear in the tangents of the weight matrices, of xs and (without layer norm)
-    of the gate biases are batched matmuls over all steps: their transposes, the weight,
-    input and bias gradients, are one matmul or sum each. The loop left carries (dh, dc)
-    through each step with the matrices held constant; transposed, it does one ``dz @ W_h``
-    per step. The steps' elementwise parts are recomputed from the saved z and state
-    (`_recomputed_jvp`), so only those, not every intermediate, are stacked over time.
-
-    From batch `_LINEAR_TERMS_PER_STEP_FROM` on (float32 matmuls), each step of the tangent
-    loop computes its own linear terms instead: reverse mode then accumulates the weight
-    gradients step by step, with B-deep matmuls, and never stacks z's cotangents over time
-    (on XLA:CPU the training step was 1.02-1.15x faster at batch 96 to 256 and on par at 64,
-    but slower below: up to 8x at batch 1; and 0.93x with bfloat16 matmuls;
-    experiments/README.md).
-
-    The loops run batch-major at any batch: with the batch-minor loop the training step was
-    up to 1.2x faster at n_cell >= 256 but 0.8-0.9x at n_cell = 128 (experiments/README.md).
+    It is the output state h' itself without a projection; with one, h' is
+    `lstm_projection` of :math:`W_{proj} m`.
     """
-    cell = dataclasses.replace(cell, batch_minor=False)
-    mats, vecs, xs, state = primals
-    d_mats, d_vecs, d_xs, d_state = tangents
-    matmuls = _float_matmuls(cell, mats, batch=xs[0].shape[1])
-    ys, final, (h_in, z, c, m, p) = _run(
-        cell,
-        matmuls.preactivation,
-        matmuls.project,
-        vecs,
-        matmuls.inputs(xs),
-        state,
-        reverse,
-        unroll,
-        residuals=True,
+    return o * activation(activation_name)(c)
+
+
+def lstm_projection(p: jax.Array, projection_bias: jax.Array | None, proj_clip: float) -> jax.Array:
+    r"""The output state with a projection (lstm_eval.cc CalculateLstmOutputFloat).
+
+    .. math::
+
+        h' = \mathrm{clip}(p + b_{proj}, \text{proj\_clip}), \quad p = W_{proj} m
+
+    where p is the caller's matmul; no bias when `projection_bias` is None.
+    """
+    if projection_bias is not None:
+        p = projection_bias + p
+    return clip(p, proj_clip)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cell:
+    """The static structure of one direction's step and its elementwise halves, split at the
+    projection matmul: what `lstm_cell` runs and every loop layout of `_lstm_engine` calls."""
+
+    gates: tuple[str, ...]
+    activation: str
+    cell_clip: float
+    proj_clip: float
+    layer_norm: bool
+    projection: bool
+    asymmetric_quantize_inputs: bool
+
+    @classmethod
+    def of(cls, w: LSTMWeights, options: LSTMOptions) -> _Cell:
+        return cls(
+            w.gates,
+            options.fused_activation_function,
+            options.cell_clip,
+            options.proj_clip,
+            w.use_layer_norm,
+            w.use_projection,
+            options.asymmetric_quantize_inputs,
+        )
+
+    def gates_and_cell(
+        self, z: tuple[jax.Array, ...], c: jax.Array, v: _StepVectors, axis: int = -1
+    ) -> tuple[jax.Array, jax.Array]:
+        """(m, c') from the gates' matmul terms z (one array per gate, in `gates` order) and c."""
+        z = dict(zip(self.gates, z))
+        f = lstm_gate(z["forget"], c, v.gate("forget"), "SIGMOID", axis)
+        g = lstm_gate(z["cell"], c, v.gate("cell"), self.activation, axis)
+        i = lstm_gate(z["input"], c, v.gate("input"), "SIGMOID", axis) if "input" in z else None
+        c_new = update_cell(c, f, g, i, self.cell_clip)
+        o = lstm_gate(z["output"], c_new, v.gate("output"), "SIGMOID", axis)
+        return lstm_output(o, c_new, self.activation), c_new
+
+    def output_state(self, p: jax.Array, v: _StepVectors) -> jax.Array:
+        """h' from the projection matmul p = W_proj m (used with a projection only)."""
+        return lstm_projection(p, v.projection_bias, self.proj_clip)
+
+
+def _matmul(a: jax.Array, w, asymmetric: bool, matmul_dtype=None) -> jax.Array:
+    """``a [B, k] @ w.T`` for w [m, k] in TFLite's layout, i.e. W a per row; a diagonal w [m]
+    multiplies elementwise; a `QuantizedTensor` takes the hybrid matmul; with `matmul_dtype`
+    the operands are cast to it and the products summed in a's dtype."""
+    if isinstance(w, QuantizedTensor):
+        scales = jnp.broadcast_to(jnp.asarray(w.scale, jnp.float32), w.shape[:1])
+        return hybrid_matmul(a, w.values, scales, asymmetric)
+    if w.ndim == 1:
+        return w.astype(a.dtype) * a
+    dtype = a.dtype if matmul_dtype is None else matmul_dtype
+    return jax.lax.dot_general(
+        a.astype(dtype),
+        w.astype(dtype),
+        (((1,), (1,)), ((), ())),
+        precision=FLOAT32,
+        preferred_element_type=a.dtype,
     )
-    d_vecs = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, vecs, d_vecs)
-    d_xs = tuple(None if _is_zero(d) else d for d in d_xs)
-    d_bias = d_vecs["bias"]
-    G = len(cell.gates)
-    # The weights and their tangents split into gates once, outside the loops.
-    inputs = [jnp.split(w, G) for w in mats["inputs"]]
-    d_inputs = [None if _is_zero(d_w) else jnp.split(d_w, G) for d_w in d_mats["inputs"]]
-    d_recurrent = None if _is_zero(d_mats["recurrent"]) else jnp.split(d_mats["recurrent"], G)
 
-    def linear_terms(xs, d_xs, h_in, m) -> tuple[tuple[jax.Array, ...], jax.Array | None]:
-        """The terms of z (G arrays [..., B, n_cell]) and of p ([..., B, n_output] or None)
-        that are linear in the tangents of the weight matrices, of xs and (without layer
-        norm) of the gate biases, from xs, h_in and m, all steps' [T, B, ...] or one step's."""
-        terms = [[] for _ in range(G)]  # per gate: kept as G arrays (see `_float_matmuls`)
-        pairs = [(x, d_w) for x, d_w in zip(xs, d_inputs) if d_w is not None]
-        pairs += [(d_x, w) for d_x, w in zip(d_xs, inputs) if d_x is not None]
-        for a, w in pairs:
-            for gate_terms, w_g in zip(terms, w):
-                gate_terms.append(_contract(a, w_g, cell.matmul_dtype))
-        if d_recurrent is not None:
-            for gate_terms, r_g in zip(terms, d_recurrent):
-                gate_terms.append(_recurrent(h_in, r_g, cell.matmul_dtype))
-        if not cell.layer_norm:  # the bias adds straight to z
-            for gate_terms, g in zip(terms, cell.gates):
-                gate_terms.append(d_bias[g])
-        zero = jnp.zeros(h_in.shape[:-1] + z[0].shape[-1:], z[0].dtype)
-        dz = tuple(functools.reduce(jnp.add, gate_terms, zero) for gate_terms in terms)
-        dp = None
-        if cell.projection and not _is_zero(d_mats["projection"]):
-            dp = _contract(m, d_mats["projection"], cell.matmul_dtype)
-        return dz, dp
 
-    if xs[0].shape[1] >= _LINEAR_TERMS_PER_STEP_FROM and cell.matmul_dtype is None:
-        linear_in, linear = (xs, d_xs, h_in, m), (None, None)  # computed by each step
-    else:
-        linear_in, linear = None, linear_terms(xs, d_xs, h_in, m)
-    if not cell.layer_norm:  # the gate bias tangents are in the linear terms
-        d_vecs = {**d_vecs, "bias": jax.tree.map(jnp.zeros_like, vecs["bias"])}
+def lstm_cell(
+    state: LSTMState,
+    x_t: jax.Array,
+    weights: LSTMWeights,
+    *,
+    options: LSTMOptions = LSTMOptions(),
+    aux_input: jax.Array | None = None,
+    matmul_dtype=None,
+) -> tuple[LSTMState, jax.Array]:
+    """One LSTM step, the plain way: one matmul per gate and weight, in TFLite's layout.
 
-    def tangent_step(d_carry: LSTMState, s: tuple):
-        (dz_t, dp_t), linear_in_t, z_t, c_t, p_t = s  # per step: linear terms, then saved primals
-        if linear_in_t is not None:
-            dz_t, dp_t = linear_terms(*linear_in_t)
-        dz = tuple(map(jnp.add, dz_t, cell.split(matmuls.tangent_recurrent(d_carry.output_state))))
-        dm, dc = _recomputed_jvp(cell.gate_outputs, (z_t, c_t, vecs), (dz, d_carry.cell_state, d_vecs))
-        dh = dm
-        if cell.projection:
-            dp = matmuls.tangent_project(dm)
-            dh = _recomputed_jvp(cell.output, (p_t, vecs), (dp if dp_t is None else dp + dp_t, d_vecs))
-        return LSTMState(dh, dc), dh
+    ``(LSTMState(h: [B, n_output], c: [B, n_cell]), x_t: [B, n_input]) -> (LSTMState(h', c'),
+    h')``, the carry and output of a `lax.scan` step: ``lax.scan(functools.partial(lstm_cell,
+    weights=w, options=o), state, x)`` runs a time-major sequence. The math is in this
+    module's docstring; the sequence ops compute the same steps with their matmuls laid out
+    for speed.
 
-    d_state = jax.tree.map(lambda v, d: jnp.zeros_like(v) if _is_zero(d) else d, state, d_state)
-    d_weights = [d for d in jax.tree.leaves(d_mats, is_leaf=_is_zero) if not _is_zero(d)]
-    d_state = vary_like(d_state, linear, linear_in, d_weights, d_vecs)
-    d_final, d_ys = jax.lax.scan(
-        tangent_step,
-        d_state,
-        (linear, linear_in, z, c, p),
-        reverse=reverse,
-        unroll=unroll,
+    Args:
+      state: `LSTMState` (h [B, n_output], c [B, n_cell]).
+      x_t: float [B, n_input].
+      weights: `LSTMWeights`; int8 `QuantizedTensor` matrices take TFLite's hybrid matmul.
+      options: static `LSTMOptions` (``time_major`` does not apply).
+      aux_input: [B, n_aux] read through the ``aux_input_to_*`` weights (which it needs).
+      matmul_dtype: as in `unidirectional_sequence_lstm`.
+
+    Returns:
+      (the new `LSTMState`, h' [B, n_output]).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> w = LSTMWeights.from_fused(jnp.ones((3, 8)) * .1, jnp.ones((2, 8)) * .1, jnp.zeros(8))
+      >>> state, h = lstm_cell(zero_state(w, 1), jnp.ones((1, 3)), w)
+      >>> h.shape, state.cell_state.shape
+      ((1, 2), (1, 2))
+
+    References:
+      tflite/kernels/lstm_eval.cc (LstmStepFloat, LstmStepHybrid).
+    """
+    op = "lstm_cell"
+    _check_input(op, x_t, (2,), "[n_batch, n_input]", {"": weights})
+    check_weights(op, weights, options, x_t.shape[-1])
+    _checks.require(
+        op,
+        weights.use_aux_weights == (aux_input is not None),
+        "aux_input and the aux_input_to_*_weights go together: give both or neither",
     )
-    return (ys, final), (d_ys, d_final)
+    if aux_input is not None:
+        _check_aux_weights(op, "", weights, aux_input)
+    _check_matmul_dtype(op, matmul_dtype, (weights,))
+    _check_state(op, "", state, x_t.shape[0], weights)
+    cell = _Cell.of(weights, options)
+    vectors = _StepVectors.of(weights, x_t.dtype)
+    matrices = _StepMatrices.of(weights, x_t.dtype, aux=aux_input is not None)
+    h, c = state
+
+    def times(a, w):
+        return _matmul(a, w, options.asymmetric_quantize_inputs, matmul_dtype)
+
+    inputs = (x_t,) if aux_input is None else (x_t, aux_input)
+
+    def gate_terms(k: int) -> jax.Array:  # W_x x (+ W_a a) + W_h h of the k-th gate
+        products = [times(a, w[k]) for a, w in zip(inputs, matrices.inputs)] + [times(h, matrices.recurrent[k])]
+        return functools.reduce(jnp.add, products)
+
+    z = tuple(gate_terms(k) for k in range(len(cell.gates)))
+    m, c_new = cell.gates_and_cell(z, c, vectors)
+    h_new = cell.output_state(times(m, matrices.projection), vectors) if cell.projection else m
+    return LSTMState(h_new, c_new), h_new
 
 
-_float_recurrence.defjvp(_float_recurrence_jvp, symbolic_zeros=True)
-
-
-def _recomputed_jvp(f: Callable, primals: tuple, tangents: tuple):
-    """``jax.jvp(f, primals, tangents)[1]``, recomputed from `primals` when transposed."""
-    return jax.checkpoint(lambda p, t: jax.jvp(f, p, t)[1])(primals, tangents)
-
-
-def _lstm_scan(
+def _direction(
     x: jax.Array,
     w: LSTMWeights,
     state: LSTMState,
     options: LSTMOptions,
     aux: jax.Array | None = None,
+    *,
     reverse: bool = False,
     unroll: int = 1,
     matmul_dtype=None,
+    plan: _lstm_engine.Plan | None = None,
 ) -> tuple[jax.Array, LSTMState]:
-    """Runs one direction over time-major `x` [T, B, I]; returns ([T, B, n_output], final state)."""
-    dtype = x.dtype
-    gates = w.gates
-
-    def stacked(kind: str) -> list:
-        return [getattr(w, kind.format(g)) for g in gates]
-
-    xs, inputs = (x,), [stacked("input_to_{}_weights")]
-    if aux is not None and w.use_aux_weights:
-        xs, inputs = (x, aux), inputs + [stacked("aux_input_to_{}_weights")]
-    recurrent = stacked("recurrent_to_{}_weights")
-    diagonal = len(recurrent[0].shape) == 1
-    cell = _Cell(
-        gates,
-        options.fused_activation_function,
-        options.cell_clip,
-        options.proj_clip,
-        w.use_layer_norm,
-        diagonal,
-        projection=w.use_projection,
+    """One direction over time-major `x` [T, B, I] (and `aux` [T, B, n_aux] through the aux
+    weights) in the engine's loops; returns ([T, B, n_output], final `LSTMState`). `plan`
+    forces a loop layout (tests); by default `_lstm_engine.plan` picks it."""
+    xs = (x,) if aux is None else (x, aux)
+    vectors = _StepVectors.of(w, x.dtype)
+    ys, final = _lstm_engine.run(
+        _Cell.of(w, options),
+        _StepMatrices.of(w, x.dtype, aux=aux is not None),
+        vectors,
+        xs,
+        state,
+        reverse=reverse,
+        unroll=unroll,
         matmul_dtype=matmul_dtype,
-        batch_minor=x.shape[1] >= _BATCH_MINOR_FROM and not (diagonal or w.is_hybrid),
+        _plan=plan,
     )
-    vecs = {
-        "bias": {g: getattr(w, f"{g}_gate_bias").astype(dtype) for g in gates},
-        "peephole": {
-            g: _float_vector(getattr(w, f"cell_to_{g}_weights")).astype(dtype)
-            for g in ("input", "forget", "output")
-            if w.use_peephole and g in gates
-        },
-        "layer_norm": {g: getattr(w, f"{g}_layer_norm_coefficients").astype(dtype) for g in gates}
-        if w.use_layer_norm
-        else {},
-    }
-    if w.projection_bias is not None:
-        vecs["projection_bias"] = w.projection_bias.astype(dtype)
-    if cell.diagonal:  # ("IndyLSTM") float even in hybrid models
-        recurrent = jnp.concatenate([_float_vector(r) for r in recurrent]).astype(dtype)
-
-    state = vary_like(state, xs, w)
-    if not w.is_hybrid:
-        mats = {
-            "inputs": tuple(jnp.concatenate(m).astype(dtype) for m in inputs),
-            "recurrent": recurrent if cell.diagonal else jnp.concatenate(recurrent).astype(dtype),
-            "projection": w.projection_weights.astype(dtype) if cell.projection else None,
-        }
-        return _float_recurrence(cell, reverse, unroll, mats, vecs, xs, state)
-
-    asym = options.asymmetric_quantize_inputs
-    input_matmuls = [_hybrid(m, asym) for m in inputs]
-    recurrent_matmul = functools.partial(_recurrent, r=recurrent) if cell.diagonal else _hybrid(recurrent, asym)
-
-    def preactivation(xs_t: tuple, h: jax.Array) -> tuple[jax.Array, ...]:
-        return cell.split(sum(f(x_t) for f, x_t in zip(input_matmuls, xs_t)) + recurrent_matmul(h))
-
-    project = _hybrid([w.projection_weights], asym) if cell.projection else None
-    ys, final, _ = _run(cell, preactivation, project, vecs, xs, state, reverse, unroll)
-    return ys, final
+    return ys, LSTMState(*final)
 
 
 def _to_time_major(x: jax.Array, time_major: bool) -> jax.Array:
@@ -843,8 +703,9 @@ def unidirectional_sequence_lstm(
     """TFLite UNIDIRECTIONAL_SEQUENCE_LSTM.
 
     ``input: [B, T, n_input] (or [T, B, n_input] if time_major) -> (output: [B, T, n_output],
-    LSTMState(h_T: [B, n_output], c_T: [B, n_cell]))``. Semantics are the NumPy loop in
-    ``tests/reference/np_lstm.py``; the math is in this module's docstring.
+    LSTMState(h_T: [B, n_output], c_T: [B, n_cell]))``: `lstm_cell` over the time steps (the
+    math is in this module's docstring); semantics are the NumPy loop
+    `jaxlstm.reference.np_lstm.unidirectional_sequence_lstm`.
 
     Args:
       input: float [B, T, n_input], or [T, B, n_input] when ``options.time_major``.
@@ -877,10 +738,8 @@ def unidirectional_sequence_lstm(
       tflite/kernels/unidirectional_sequence_lstm.cc, lstm_eval.cc (EvalFloat, EvalHybrid).
     """
     op = "unidirectional_sequence_lstm"
-    _checks.check_rank(op, "input", input, (3,), "[B, T, n_input] (or [T, B, n_input] when time_major)")
-    _checks.check_float(op, "input", input)
-    n_input = input.shape[-1]
-    check_weights(op, weights, options, n_input)
+    _check_input(op, input, (3,), "[B, T, n_input] (or [T, B, n_input] when time_major)", {"": weights})
+    check_weights(op, weights, options, input.shape[-1])
     _checks.require(op, not weights.use_aux_weights, "aux_input_to_*_weights belong to the bidirectional op")
     _check_matmul_dtype(op, matmul_dtype, (weights,))
     with jax.named_scope(f"jaxlstm.{op}"):
@@ -888,7 +747,7 @@ def unidirectional_sequence_lstm(
         if state is None:
             state = zero_state(weights, x.shape[1], input.dtype)
         _check_state(op, "", state, x.shape[1], weights)
-        y, final = _lstm_scan(x, weights, state, options, unroll=unroll, matmul_dtype=matmul_dtype)
+        y, final = _direction(x, weights, state, options, unroll=unroll, matmul_dtype=matmul_dtype)
         return _to_time_major(y, options.time_major), final
 
 
@@ -911,15 +770,14 @@ def lstm(
       tflite/kernels/lstm.cc (Eval, FULL kernel) and lstm_eval.cc.
     """
     op = "lstm"
-    _checks.check_rank(op, "input", input, (2,), "[n_batch, n_input]")
-    _checks.check_float(op, "input", input)
+    _check_input(op, input, (2,), "[n_batch, n_input]", {"": weights})
     check_weights(op, weights, options, input.shape[-1])
     _check_matmul_dtype(op, matmul_dtype, (weights,))
     with jax.named_scope(f"jaxlstm.{op}"):
         if state is None:
             state = zero_state(weights, input.shape[0], input.dtype)
         _check_state(op, "", state, input.shape[0], weights)
-        y, final = _lstm_scan(input[None], weights, state, options.replace(time_major=True), matmul_dtype=matmul_dtype)
+        y, final = _direction(input[None], weights, state, options.replace(time_major=True), matmul_dtype=matmul_dtype)
         return y[0], final
 
 
@@ -974,6 +832,7 @@ def bidirectional_sequence_lstm(
     or (merged,), (fw_state, bw_state))``. The backward direction runs t = T-1 .. 0 and
     writes each output at its own time index; ``merge_outputs`` concatenates
     [fw | bw] on the last axis. Both directions share `options`; there is no layer norm.
+    Semantics are the NumPy loop `jaxlstm.reference.np_lstm.bidirectional_sequence_lstm`.
 
     Aux input modes (bidirectional_sequence_lstm.cc):
       * no `aux_input`: both directions read `input`;
@@ -994,8 +853,7 @@ def bidirectional_sequence_lstm(
       (outputs, (fw_state, bw_state)); outputs is (fw, bw) or (merged,).
     """
     op = "bidirectional_sequence_lstm"
-    _checks.check_rank(op, "input", input, (3,), "[T, B, n_input] (or [B, T, n_input])")
-    _checks.check_float(op, "input", input)
+    _check_input(op, input, (3,), "[T, B, n_input] (or [B, T, n_input])", {"fw_": fw_weights, "bw_": bw_weights})
     for prefix, w in (("fw_", fw_weights), ("bw_", bw_weights)):
         _checks.require(op, not w.use_layer_norm, f"{prefix}weights: the bidirectional op has no layer norm inputs")
     _checks.require(
@@ -1035,17 +893,9 @@ def bidirectional_sequence_lstm(
         f"bw_weights have (n_cell, n_output) = {(bw_weights.n_cell, bw_weights.n_output)}, but TFLite "
         f"requires the forward sizes {(fw_weights.n_cell, fw_weights.n_output)}",
     )
-    for prefix, w in (("fw_", fw_weights), ("bw_", bw_weights)):
-        if cross_link:
-            for g in w.gates:
-                a = getattr(w, f"aux_input_to_{g}_weights")
-                _checks.check_shape(
-                    op,
-                    f"{prefix}aux_input_to_{g}_weights",
-                    a,
-                    (w.n_cell, aux_input.shape[-1]),
-                    f"(n_cell={w.n_cell}, n_aux={aux_input.shape[-1]})",
-                )
+    if cross_link:
+        for prefix, w in (("fw_", fw_weights), ("bw_", bw_weights)):
+            _check_aux_weights(op, prefix, w, aux_input)
 
     with jax.named_scope(f"jaxlstm.{op}"):
         x = _to_time_major(input, options.time_major)
@@ -1056,9 +906,9 @@ def bidirectional_sequence_lstm(
         _check_state(op, "fw_", fw_state, B, fw_weights)
         _check_state(op, "bw_", bw_state, B, bw_weights)
         speed = dict(unroll=unroll, matmul_dtype=matmul_dtype)
-        fw_y, fw_final = _lstm_scan(x, fw_weights, fw_state, options, a if cross_link else None, **speed)
+        fw_y, fw_final = _direction(x, fw_weights, fw_state, options, a if cross_link else None, **speed)
         bw_x = a if bw_reads_aux else x
-        bw_y, bw_final = _lstm_scan(
+        bw_y, bw_final = _direction(
             bw_x, bw_weights, bw_state, options, a if cross_link else None, reverse=True, **speed
         )
         fw_y = _to_time_major(fw_y, options.time_major)

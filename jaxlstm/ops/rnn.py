@@ -6,8 +6,10 @@ One step (tflite/kernels/internal/kernel_utils.cc, RnnBatchStep), per batch row:
 
     h' = \\mathrm{act}(b + W x + W_{aux} a + R h)
 
-accumulated in that order. Weights given as `QuantizedTensor`s select the hybrid path
-(per-row int8 re-quantization of x, a and h at every step).
+accumulated in that order (`rnn_cell`; the sequence ops compute the terms without h for all
+steps before their loop). Weights given as `QuantizedTensor`s select the hybrid path (per-row
+int8 re-quantization of x, a and h at every step). The NumPy loop the ops are checked against
+is `jaxlstm.reference.np_rnn`.
 """
 
 from __future__ import annotations
@@ -99,6 +101,26 @@ def _matmul(w):
     return lambda x, asym: jnp.matmul(x, w.T.astype(x.dtype), precision=FLOAT32)
 
 
+def _input_terms(x: jax.Array, w: RNNWeights, aux: jax.Array | None, asymmetric: bool) -> jax.Array:
+    """``b + W x (+ W_aux a)`` for rows x [N, n_input] (aux [N, n_aux]): a step's terms without h."""
+    z = w.bias.astype(x.dtype) + _matmul(w.input_weights)(x, asymmetric)
+    if aux is not None:
+        z = z + _matmul(w.aux_input_weights)(aux, asymmetric)
+    return z
+
+
+def _step(h: jax.Array, z_t: jax.Array, recurrent, options: RNNOptions) -> jax.Array:
+    """h' = act(z_t + R h), from the terms without h (`_input_terms`) and R's matmul."""
+    return activation(options.fused_activation_function)(z_t + recurrent(h, options.asymmetric_quantize_inputs))
+
+
+def _cell(h: jax.Array, x_t: jax.Array, w: RNNWeights, options: RNNOptions, aux_t: jax.Array | None = None):
+    h_new = _step(
+        h, _input_terms(x_t, w, aux_t, options.asymmetric_quantize_inputs), _matmul(w.recurrent_weights), options
+    )
+    return h_new, h_new
+
+
 def _rnn_scan(
     x: jax.Array,
     w: RNNWeights,
@@ -108,18 +130,16 @@ def _rnn_scan(
     reverse: bool = False,
     unroll: int = 1,
 ) -> tuple[jax.Array, jax.Array]:
-    """One direction over time-major `x` [T, B, I]; returns ([T, B, n_units], h_T)."""
-    act = activation(options.fused_activation_function)
-    asym = options.asymmetric_quantize_inputs
+    """One direction over time-major `x` [T, B, I]: the steps of `rnn_cell`, with the input
+    terms of all steps computed before the loop. Returns ([T, B, n_units], h_T)."""
     T, B = x.shape[:2]
-    z_in = w.bias.astype(x.dtype) + _matmul(w.input_weights)(x.reshape(T * B, x.shape[-1]), asym)
-    if aux is not None:
-        z_in = z_in + _matmul(w.aux_input_weights)(aux.reshape(T * B, aux.shape[-1]), asym)
+    flat_aux = None if aux is None else aux.reshape(T * B, aux.shape[-1])
+    z_in = _input_terms(x.reshape(T * B, x.shape[-1]), w, flat_aux, options.asymmetric_quantize_inputs)
     z_in = z_in.reshape(T, B, z_in.shape[-1])
     recurrent = _matmul(w.recurrent_weights)
 
     def step(h, z_t):
-        h_new = act(z_t + recurrent(h, asym))
+        h_new = _step(h, z_t, recurrent, options)
         return h_new, h_new
 
     h0 = vary_like(h0, z_in, w)
@@ -131,33 +151,90 @@ def _to_time_major(x: jax.Array, time_major: bool) -> jax.Array:
     return x if time_major else jnp.swapaxes(x, 0, 1)
 
 
+def _check_input(op: str, input: jax.Array, ranks: tuple[int, ...], meaning: str, weights: dict) -> None:
+    """The input's rank and dtype, and its feature count against each direction's weights
+    (`weights`: prefix -> `RNNWeights`), before the weights are checked."""
+    _checks.check_rank(op, "input", input, ranks, meaning)
+    _checks.check_float(op, "input", input)
+    for prefix, w in weights.items():
+        _checks.check_input_size(op, input, f"{prefix}input_weights", w.input_weights)
+
+
+def _check_aux_weights(op: str, prefix: str, w: RNNWeights, aux_input: jax.Array) -> None:
+    n_aux = aux_input.shape[-1]
+    meaning = f"(n_units={w.n_units}, n_aux={n_aux})"
+    _checks.check_shape(op, f"{prefix}aux_input_weights", w.aux_input_weights, (w.n_units, n_aux), meaning)
+
+
 def _check_state(op: str, name: str, h: jax.Array, batch: int, units: int) -> None:
     _checks.check_shape(op, name, h, (batch, units), f"(n_batch={batch}, n_units={units})")
+
+
+def rnn_cell(
+    state: jax.Array,
+    x_t: jax.Array,
+    weights: RNNWeights,
+    *,
+    options: RNNOptions = RNNOptions(),
+    aux_input: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """One basic RNN step, ``h' = act(b + W x + W_aux a + R h)`` (this module's docstring).
+
+    ``(h: [B, n_units], x_t: [B, n_input]) -> (h', h')``, the carry and output of a `lax.scan`
+    step: ``lax.scan(functools.partial(rnn_cell, weights=w, options=o), h, x)`` runs a
+    time-major sequence, as the sequence ops do (they compute the terms without h for all
+    steps before their loop).
+
+    Args:
+      state: h [B, n_units].
+      x_t: float [B, n_input].
+      weights: `RNNWeights`; int8 `QuantizedTensor` matrices take TFLite's hybrid matmul.
+      options: static `RNNOptions` (``time_major`` does not apply).
+      aux_input: [B, n_aux] read through ``aux_input_weights`` (which it needs).
+
+    Returns:
+      (h', h'), both [B, n_units].
+
+    References:
+      tflite/kernels/internal/kernel_utils.cc (RnnBatchStep).
+    """
+    op = "rnn_cell"
+    _check_input(op, x_t, (2,), "[n_batch, n_input]", {"": weights})
+    check_weights(op, "", weights, options, x_t.shape[-1])
+    _checks.require(
+        op,
+        (weights.aux_input_weights is None) == (aux_input is None),
+        "aux_input and aux_input_weights go together: give both or neither",
+    )
+    if aux_input is not None:
+        _check_aux_weights(op, "", weights, aux_input)
+    _check_state(op, "state", state, x_t.shape[0], weights.n_units)
+    return _cell(state, x_t, weights, options, aux_input)
 
 
 @functools.partial(jax.jit, static_argnames=("options",))
 def rnn(
     input: jax.Array,
     weights: RNNWeights,
-    hidden_state: jax.Array | None = None,
+    state: jax.Array | None = None,
     *,
     options: RNNOptions = RNNOptions(),
 ) -> tuple[jax.Array, jax.Array]:
-    """TFLite RNN: one step. ``input: [B, I] -> (output: [B, U], hidden_state: [B, U])``.
+    """TFLite RNN: one step, `rnn_cell`. ``input: [B, I] -> (output: [B, U], state: [B, U])``.
 
-    The output and the new hidden state are the same values (the kernel copies one into
-    the other). References: tflite/kernels/basic_rnn.cc.
+    The output and the new state are the same values (the kernel copies one into the
+    other); `state` is the op's variable tensor hidden_state (zeros if None).
+    References: tflite/kernels/basic_rnn.cc.
     """
     op = "rnn"
-    _checks.check_rank(op, "input", input, (2,), "[n_batch, n_input]")
-    _checks.check_float(op, "input", input)
+    _check_input(op, input, (2,), "[n_batch, n_input]", {"": weights})
     check_weights(op, "", weights, options, input.shape[-1])
     _checks.require(op, weights.aux_input_weights is None, "aux_input_weights belong to the bidirectional op")
-    if hidden_state is None:
-        hidden_state = jnp.zeros((input.shape[0], weights.n_units), input.dtype)
-    _check_state(op, "hidden_state", hidden_state, input.shape[0], weights.n_units)
+    if state is None:
+        state = jnp.zeros((input.shape[0], weights.n_units), input.dtype)
+    _check_state(op, "state", state, input.shape[0], weights.n_units)
     with jax.named_scope(f"jaxlstm.{op}"):
-        y, h = _rnn_scan(input[None], weights, hidden_state, options)
+        y, h = _rnn_scan(input[None], weights, state, options)
         return y[0], h
 
 
@@ -165,29 +242,29 @@ def rnn(
 def unidirectional_sequence_rnn(
     input: jax.Array,
     weights: RNNWeights,
-    hidden_state: jax.Array | None = None,
+    state: jax.Array | None = None,
     *,
     options: RNNOptions = RNNOptions(),
     unroll: int = 1,
 ) -> tuple[jax.Array, jax.Array]:
-    """TFLite UNIDIRECTIONAL_SEQUENCE_RNN.
+    """TFLite UNIDIRECTIONAL_SEQUENCE_RNN: `rnn_cell` over the time steps.
 
     ``input: [B, T, I] (or [T, B, I] if time_major) -> (output: [B, T, U] (or [T, B, U]),
-    h_T: [B, U])``. `hidden_state` is the op's variable tensor (zeros if None).
+    h_T: [B, U])``. `state` is the op's variable tensor hidden_state (zeros if None).
+    Semantics are the NumPy loop `jaxlstm.reference.np_rnn.unidirectional_sequence_rnn`.
 
     References: tflite/kernels/unidirectional_sequence_rnn.cc.
     """
     op = "unidirectional_sequence_rnn"
-    _checks.check_rank(op, "input", input, (3,), "[B, T, n_input] (or [T, B, n_input] when time_major)")
-    _checks.check_float(op, "input", input)
+    _check_input(op, input, (3,), "[B, T, n_input] (or [T, B, n_input] when time_major)", {"": weights})
     check_weights(op, "", weights, options, input.shape[-1])
     _checks.require(op, weights.aux_input_weights is None, "aux_input_weights belong to the bidirectional op")
     x = _to_time_major(input, options.time_major)
-    if hidden_state is None:
-        hidden_state = jnp.zeros((x.shape[1], weights.n_units), input.dtype)
-    _check_state(op, "hidden_state", hidden_state, x.shape[1], weights.n_units)
+    if state is None:
+        state = jnp.zeros((x.shape[1], weights.n_units), input.dtype)
+    _check_state(op, "state", state, x.shape[1], weights.n_units)
     with jax.named_scope(f"jaxlstm.{op}"):
-        y, h = _rnn_scan(x, weights, hidden_state, options, unroll=unroll)
+        y, h = _rnn_scan(x, weights, state, options, unroll=unroll)
         return _to_time_major(y, options.time_major), h
 
 
@@ -218,8 +295,8 @@ def bidirectional_sequence_rnn(
     input: jax.Array,
     fw_weights: RNNWeights,
     bw_weights: RNNWeights,
-    fw_hidden_state: jax.Array | None = None,
-    bw_hidden_state: jax.Array | None = None,
+    fw_state: jax.Array | None = None,
+    bw_state: jax.Array | None = None,
     aux_input: jax.Array | None = None,
     *,
     options: RNNOptions = RNNOptions(),
@@ -228,9 +305,10 @@ def bidirectional_sequence_rnn(
 ) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, jax.Array]]:
     """TFLite BIDIRECTIONAL_SEQUENCE_RNN.
 
-    ``input: [B, T, I] (or [T, B, I]) -> ((fw_output, bw_output) or (merged,), (fw_h, bw_h))``.
-    Aux modes as in `bidirectional_sequence_lstm`. The kernel's quirks are reproduced, as
-    the acceptance is parity with LiteRT:
+    ``input: [B, T, I] (or [T, B, I]) -> ((fw_output, bw_output) or (merged,), (fw_h, bw_h))``;
+    `fw_state` and `bw_state` [B, U] are the op's variable tensors fw_hidden_state and
+    bw_hidden_state (zeros if None). Aux modes as in `bidirectional_sequence_lstm`. The
+    kernel's quirks are reproduced, as the acceptance is parity with LiteRT:
 
     * aux rows are addressed with the input size as stride (time-major, and batch-major
       hybrid), see `_aux_as_read`;
@@ -238,11 +316,13 @@ def bidirectional_sequence_rnn(
     * hybrid time-major: the kernel runs the whole sequence max_time times, carrying the
       state, so outputs and final states are those of the last repetition.
 
+    Semantics are the NumPy loop `jaxlstm.reference.np_rnn.bidirectional_sequence_rnn`.
+
     References: tflite/kernels/bidirectional_sequence_rnn.cc (EvalFloat, EvalHybrid, Eval).
     """
     op = "bidirectional_sequence_rnn"
-    _checks.check_rank(op, "input", input, (3,), "[B, T, n_input] (or [T, B, n_input] when time_major)")
-    _checks.check_float(op, "input", input)
+    meaning = "[B, T, n_input] (or [T, B, n_input] when time_major)"
+    _check_input(op, input, (3,), meaning, {"fw_": fw_weights, "bw_": bw_weights})
     n_input = input.shape[-1]
     check_weights(op, "fw_", fw_weights, options, n_input)
     check_weights(op, "bw_", bw_weights, options, n_input)
@@ -267,23 +347,17 @@ def bidirectional_sequence_rnn(
                 input.shape,
                 f"{tuple(input.shape)} (the input's shape: bw reads it as its input)",
             )
-        for prefix, w in (("fw_", fw_weights), ("bw_", bw_weights)):
-            if cross_link:
-                _checks.check_shape(
-                    op,
-                    f"{prefix}aux_input_weights",
-                    w.aux_input_weights,
-                    (w.n_units, aux_input.shape[-1]),
-                    f"(n_units={w.n_units}, n_aux={aux_input.shape[-1]})",
-                )
+        if cross_link:
+            for prefix, w in (("fw_", fw_weights), ("bw_", bw_weights)):
+                _check_aux_weights(op, prefix, w, aux_input)
     time_major = options.time_major
     hybrid = fw_weights.is_hybrid
     x = _to_time_major(input, time_major)
     B = x.shape[1]
-    h_fw = jnp.zeros((B, fw_weights.n_units), input.dtype) if fw_hidden_state is None else fw_hidden_state
-    h_bw = jnp.zeros((B, bw_weights.n_units), input.dtype) if bw_hidden_state is None else bw_hidden_state
-    _check_state(op, "fw_hidden_state", h_fw, B, fw_weights.n_units)
-    _check_state(op, "bw_hidden_state", h_bw, B, bw_weights.n_units)
+    h_fw = jnp.zeros((B, fw_weights.n_units), input.dtype) if fw_state is None else fw_state
+    h_bw = jnp.zeros((B, bw_weights.n_units), input.dtype) if bw_state is None else bw_state
+    _check_state(op, "fw_state", h_fw, B, fw_weights.n_units)
+    _check_state(op, "bw_state", h_bw, B, bw_weights.n_units)
 
     with jax.named_scope(f"jaxlstm.{op}"):
         aux = _aux_as_read(aux_input, n_input, time_major, hybrid) if cross_link else None

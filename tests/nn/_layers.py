@@ -5,9 +5,9 @@ import dataclasses
 import jax
 import numpy as np
 from flax import nnx
-from reference import np_lstm, np_rnn
 
 from jaxlstm.nn import LSTM, BidirectionalLSTM, BidirectionalRNN, SimpleRNN
+from jaxlstm.reference import np_lstm, np_rnn
 
 # float32 over a few steps against a float64 (NumPy) or another framework's float32 loop:
 # differences are ~1e-7, so 1e-5 keeps two decades of margin (LiteRT's own float kernel

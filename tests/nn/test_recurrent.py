@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from reference import np_lstm
 
 from jaxlstm import export_tflite
 from jaxlstm.nn import LSTM, BidirectionalLSTM, SimpleRNN
 from jaxlstm.ops import LSTMWeights
+from jaxlstm.reference import np_lstm
 
 from ._layers import (
     BIDIRECTIONAL_CASES,

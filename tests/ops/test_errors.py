@@ -17,8 +17,10 @@ from jaxlstm.ops import (
     bidirectional_sequence_lstm,
     bidirectional_sequence_rnn,
     lstm,
+    lstm_cell,
     quantize_symmetric,
     rnn,
+    rnn_cell,
     unidirectional_sequence_lstm,
     unidirectional_sequence_rnn,
 )
@@ -57,7 +59,8 @@ LSTM_ERRORS = [
         "input_size",
         _useq(x=normal(RNG, 2, 5, 4)),
         ValueError,
-        r"input_to_\w+_weights has shape \(4, 3\), expected \(n_cell=4, n_input=4\)",
+        r"input has n_input=4 features \(shape \(2, 5, 4\)\) but input_to_forget_weights is \(4, 3\): "
+        r"the weights expect n_input=3",
     ),
     (
         "peephole_shape",
@@ -224,6 +227,24 @@ LSTM_ERRORS = [
         ValueError,
         r"prev_state has shape \(2, 3\), expected \(n_batch=2, n_output=4\)",
     ),
+    (
+        "cell_state_shape",
+        lambda: lstm_cell(LSTMState(Z((2, 4), np.float32), Z((2, 5), np.float32)), X[:, 0], W),
+        ValueError,
+        r"lstm_cell: cell_state has shape \(2, 5\), expected \(n_batch=2, n_cell=4\)",
+    ),
+    (
+        "cell_aux_without_aux_weights",
+        lambda: lstm_cell(LSTMState(Z((2, 4), np.float32), Z((2, 4), np.float32)), X[:, 0], W, aux_input=X[:, 0]),
+        ValueError,
+        r"lstm_cell: aux_input and the aux_input_to_\*_weights go together",
+    ),
+    (
+        "cell_input_size",
+        lambda: lstm_cell(LSTMState(Z((2, 4), np.float32), Z((2, 4), np.float32)), normal(RNG, 2, 5), W),
+        ValueError,
+        r"lstm_cell: input has n_input=5 features \(shape \(2, 5\)\) but input_to_forget_weights is \(4, 3\)",
+    ),
 ]
 
 TM = np.swapaxes(X, 0, 1)  # [T, B, n_input]: the bidirectional LSTM's default layout
@@ -277,14 +298,28 @@ BIDI_LSTM_ERRORS = [
         ValueError,
         r"bw_cell_state has shape \(1, 4\), expected \(n_batch=2, n_cell=4\)",
     ),
+    (
+        "bw_input_size",
+        lambda: bidirectional_sequence_lstm(TM, W, lstm_weights(LSTMCase(n_input=2), RNG)),
+        ValueError,
+        r"input has n_input=3 features \(shape \(5, 2, 3\)\) but bw_input_to_forget_weights is \(4, 2\): "
+        r"the weights expect n_input=2",
+    ),
 ]
 
 RNN_ERRORS = [
     (
-        "input_weights_shape",
+        "rnn_input_size",
         lambda: rnn(X[:, 0], RW.replace(input_weights=Z((4, 2), np.float32))),
         ValueError,
-        r"input_weights has shape \(4, 2\), expected \(n_units=4, n_input=3\)",
+        r"input has n_input=3 features \(shape \(2, 3\)\) but input_weights is \(4, 2\): "
+        r"the weights expect n_input=2",
+    ),
+    (
+        "input_weights_rows",
+        lambda: rnn(X[:, 0], RW.replace(input_weights=Z((5, 3), np.float32))),
+        ValueError,
+        r"recurrent_weights has shape \(4, 4\), expected \(n_units=5, n_units=5\)",
     ),
     (
         "recurrent_not_square",
@@ -299,10 +334,10 @@ RNN_ERRORS = [
         r"bias has shape \(5,\), expected \(n_units=4,\)",
     ),
     (
-        "hidden_state_shape",
+        "state_shape",
         lambda: rnn(X[:, 0], RW, Z((2, 5), np.float32)),
         ValueError,
-        r"hidden_state has shape \(2, 5\), expected \(n_batch=2, n_units=4\)",
+        r"state has shape \(2, 5\), expected \(n_batch=2, n_units=4\)",
     ),
     ("missing_bias", lambda: rnn(X[:, 0], RW.replace(bias=None)), ValueError, r"required weights \['bias'\] are None"),
     (
@@ -348,10 +383,22 @@ RNN_ERRORS = [
         r"fw_aux_input_weights has shape \(4, 2\), expected \(n_units=4, n_aux=3\)",
     ),
     (
-        "bidi_bw_hidden_state",
-        lambda: bidirectional_sequence_rnn(X, RW, RW, bw_hidden_state=Z((2, 3), np.float32)),
+        "bidi_bw_state",
+        lambda: bidirectional_sequence_rnn(X, RW, RW, bw_state=Z((2, 3), np.float32)),
         ValueError,
-        r"bw_hidden_state has shape \(2, 3\), expected \(n_batch=2, n_units=4\)",
+        r"bw_state has shape \(2, 3\), expected \(n_batch=2, n_units=4\)",
+    ),
+    (
+        "rnn_cell_state_shape",
+        lambda: rnn_cell(Z((2, 5), np.float32), X[:, 0], RW),
+        ValueError,
+        r"rnn_cell: state has shape \(2, 5\), expected \(n_batch=2, n_units=4\)",
+    ),
+    (
+        "rnn_cell_aux_without_aux_weights",
+        lambda: rnn_cell(Z((2, 4), np.float32), X[:, 0], RW, aux_input=X[:, 0]),
+        ValueError,
+        r"rnn_cell: aux_input and aux_input_weights go together",
     ),
 ]
 

@@ -1,6 +1,7 @@
 """`jaxlstm.ops.gru` against each framework's own GRU: Keras 3, tf_keras, PyTorch, flax linen and nnx."""
 
 import dataclasses
+import functools
 import os
 
 import jax
@@ -8,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlstm.ops import GRUOptions, GRUWeights, gru
+from jaxlstm.ops import GRUOptions, GRUWeights, gru, gru_cell
+from jaxlstm.reference import np_gru
 
 # float32 through ~10 steps of matmuls and tanh/sigmoid computed in a different order by
 # each framework: observed differences are ~1e-7, so 1e-5 leaves two decades of margin.
@@ -182,6 +184,85 @@ def test_matches_flax_nnx(time_major, rng):
     np.testing.assert_allclose(h, expected_h, atol=TOL, rtol=0)
 
 
+# ----------------------------------------------------------------------------- NumPy reference
+
+# float32 op vs the float64 reference loop over <= 7 steps: a few float32 ulps of O(1) values.
+REFERENCE_TOL = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceCase:
+    reset_after: bool = True
+    recurrent_bias: bool = True
+    activation: str = "TANH"
+    recurrent_activation: str = "SIGMOID"
+    reverse: bool = False
+    keep_order: bool = False
+    time_major: bool = False
+    initial_state: bool = True
+
+    def __str__(self):
+        flags = ["reset_after" if self.reset_after else "reset_before"]
+        flags += [] if self.recurrent_bias else ["no_recurrent_bias"]
+        flags += [a.lower() for a in (self.activation, self.recurrent_activation) if a not in ("TANH", "SIGMOID")]
+        flags += [f for f in ("reverse", "keep_order", "time_major") if getattr(self, f)]
+        return "_".join(flags + ([] if self.initial_state else ["zero_state"]))
+
+    @property
+    def options(self) -> GRUOptions:
+        return GRUOptions(self.reset_after, self.activation, self.recurrent_activation, self.time_major)
+
+    @property
+    def reference_options(self) -> dict:
+        return dict(
+            reset_after=self.reset_after, activation=self.activation, recurrent_activation=self.recurrent_activation
+        )
+
+
+REFERENCE_CASES = [
+    ReferenceCase(),  # Keras reset_after=True, PyTorch, flax linen
+    ReferenceCase(reset_after=False, recurrent_bias=False),  # Keras reset_after=False
+    ReferenceCase(reset_after=False, time_major=True),  # a recurrent bias with reset_after=False
+    ReferenceCase(recurrent_bias=False, reverse=True, initial_state=False),  # flax nnx: no recurrent bias
+    ReferenceCase(reverse=True, keep_order=True, time_major=True),  # PyTorch / Flax bidirectional
+    ReferenceCase(activation="RELU", recurrent_activation="RELU_N1_TO_1"),
+]
+
+
+def _packed_weights(rng, case: ReferenceCase) -> GRUWeights:
+    recurrent_bias = _random(rng, 3 * H) if case.recurrent_bias else None
+    return GRUWeights.from_packed(
+        _random(rng, 3 * H, I), _random(rng, 3 * H, H), _random(rng, 3 * H), recurrent_bias, "zrn"
+    )
+
+
+@pytest.mark.parametrize("case", REFERENCE_CASES, ids=str)
+def test_gru_matches_the_numpy_reference(case: ReferenceCase, rng):
+    weights = _packed_weights(rng, case)
+    x = _random(rng, *((T, B, I) if case.time_major else (B, T, I)))
+    h0 = _random(rng, B, H) if case.initial_state else None
+    y, h = gru(x, weights, h0, options=case.options, reverse=case.reverse, keep_order=case.keep_order)
+    flags = dict(time_major=case.time_major, reverse=case.reverse, keep_order=case.keep_order)
+    y_ref, h_ref = np_gru.gru(x, weights, h0, **flags, **case.reference_options)
+    np.testing.assert_allclose(y, y_ref, atol=REFERENCE_TOL, rtol=0)
+    np.testing.assert_allclose(h, h_ref, atol=REFERENCE_TOL, rtol=0)
+
+
+@pytest.mark.parametrize("case", REFERENCE_CASES[:3], ids=str)
+def test_gru_cell_matches_the_reference_step_and_scans_to_gru(case: ReferenceCase, rng):
+    """`gru_cell` is one `np_gru.gru_step` per batch row, and `lax.scan` of it is `gru`."""
+    weights, options = _packed_weights(rng, case), case.options.replace(time_major=True)
+    x, h0 = _random(rng, T, B, I), _random(rng, B, H)
+    h1, y1 = gru_cell(h0, x[0], weights, options=options)
+    expected = [np_gru.gru_step(x[0, b], h0[b], weights, **case.reference_options) for b in range(B)]
+    np.testing.assert_allclose(h1, np.stack(expected), atol=REFERENCE_TOL, rtol=0)
+    np.testing.assert_array_equal(y1, h1)
+    h, y = jax.lax.scan(functools.partial(gru_cell, weights=weights, options=options), h0, x)
+    y_op, h_op = gru(x, weights, h0, options=options)
+    np.testing.assert_allclose(y, y_op, atol=1e-6, rtol=0)  # the same math, matmuls in another shape
+    np.testing.assert_allclose(h, h_op, atol=1e-6, rtol=0)
+
+
 # ----------------------------------------------------------------------------- the op itself
 
 
@@ -223,11 +304,19 @@ def test_gradients_are_finite_and_nonzero(rng):
 
 def test_errors_name_the_tensor_and_shapes(rng):
     w = _weights(rng)
-    expected = r"input_to_update_weights has shape \(4, 3\), expected \(n_units=4, n_input=5\)"
+    expected = (
+        r"gru: input has n_input=5 features \(shape \(2, 7, 5\)\) but input_to_update_weights is \(4, 3\): "
+        r"the weights expect n_input=3"
+    )
     with pytest.raises(ValueError, match=expected):
         gru(_random(rng, B, T, 5), w)
-    with pytest.raises(ValueError, match=r"h0 has shape \(3, 4\), expected \(n_batch=2, n_units=4\)"):
+    expected = r"input_to_reset_weights has shape \(5, 3\), expected \(n_units=4, n_input=3\)"
+    with pytest.raises(ValueError, match=expected):
+        gru(_random(rng, B, T, I), w.replace(input_to_reset_weights=np.zeros((5, I), np.float32)))
+    with pytest.raises(ValueError, match=r"gru: state has shape \(3, 4\), expected \(n_batch=2, n_units=4\)"):
         gru(_random(rng, B, T, I), w, _random(rng, 3, H))
+    with pytest.raises(ValueError, match=r"gru_cell: state has shape \(3, 4\), expected \(n_batch=2, n_units=4\)"):
+        gru_cell(_random(rng, 3, H), _random(rng, B, I), w)
     with pytest.raises(ValueError, match=r"recurrent_reset_gate_bias has shape \(5,\)"):
         gru(_random(rng, B, T, I), w.replace(recurrent_reset_gate_bias=np.zeros(5, np.float32)))
     with pytest.raises(ValueError, match="recurrent_activation='HARD_SIGMOID' is not supported"):

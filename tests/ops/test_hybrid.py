@@ -10,7 +10,6 @@ import dataclasses
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
-from reference import np_lstm, np_rnn
 
 from jaxlstm.ops import (
     bidirectional_sequence_lstm,
@@ -20,6 +19,7 @@ from jaxlstm.ops import (
     unidirectional_sequence_lstm,
     unidirectional_sequence_rnn,
 )
+from jaxlstm.reference import np_lstm, np_rnn
 
 from .cases import (
     FLOAT_ATOL,

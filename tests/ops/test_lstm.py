@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from reference import np_lstm
 
 from jaxlstm.ops import (
     LSTMOptions,
@@ -21,6 +20,7 @@ from jaxlstm.ops import (
     lstm,
     unidirectional_sequence_lstm,
 )
+from jaxlstm.reference import np_lstm
 
 from .cases import (
     FLOAT_ATOL,
@@ -53,7 +53,7 @@ USEQ_CASES = structural_lstm_cases() + [
         cell_clip=0.3,
         proj_clip=0.1,
     ),
-    # batch >= 8 runs the batch-minor loop (`_float_matmuls`)
+    # batch >= 8: `_lstm_engine.plan` picks the batch-minor layout (test_lstm_plans.py forces every layout)
     LSTMCase(batch=8, time=5, n_input=3, n_cell=8, n_output=8),
     LSTMCase(
         batch=8,

@@ -1,6 +1,6 @@
-"""The float LSTM's custom JVP (`_float_recurrence`) against plain JAX autodiff, in float64.
+"""The float LSTM's custom JVP (`_lstm_engine._float_loop`) against plain JAX autodiff, in float64.
 
-The reference is the same op traced without the rule: `_float_recurrence` is swapped for its
+The reference is the same op traced without the rule: `_float_loop` is swapped for its
 undecorated function (`jax.custom_jvp.fun`, set in `custom_jvp.__init__` in JAX 0.10), so JAX
 differentiates the scan step by step. jax.grad, jax.jvp and jax.vjp must agree with it for
 every feature that enters the rule (CIFG, peephole, projection and its bias and clip, layer
@@ -12,17 +12,14 @@ a non-zero initial state) and for derivatives with respect to all or only some a
 from __future__ import annotations
 
 import dataclasses
-import importlib
 
 import jax
 import numpy as np
 import pytest
 
-from jaxlstm.ops import bidirectional_sequence_lstm, unidirectional_sequence_lstm
+from jaxlstm.ops import _lstm_engine, bidirectional_sequence_lstm, unidirectional_sequence_lstm
 
 from .cases import LSTMCase, lstm_state, lstm_weights, normal
-
-lstm_module = importlib.import_module("jaxlstm.ops.lstm")  # `jaxlstm.ops.lstm` names the op
 
 # Both sides evaluate the same float64 math and differ only in summation order (the rule sums
 # weight and input terms over all steps at once), so they agree to rounding: ~1e-16 per
@@ -30,9 +27,10 @@ lstm_module = importlib.import_module("jaxlstm.ops.lstm")  # `jaxlstm.ops.lstm` 
 # wide margin, while a missing or wrong term is off by far more than 1e-6.
 RTOL = 1e-10
 
-# B=2, T=4, I=3, n_cell=5; B=1 takes the matrix-vector layout of `_float_matmuls`. At B=8 the
+# B=2, T=4, I=3, n_cell=5; at B=1 `_lstm_engine.plan` picks the hoisted layout. At B=8 the
 # reference differentiates the batch-minor forward loop (the custom derivative's are batch-major);
 # at B=64 the custom derivative computes its weight and input terms step by step.
+# (tests/ops/test_lstm_plans.py forces every plan at small batches.)
 _SIZES = dict(batch=2, time=4, n_input=3, n_cell=5, n_output=5)
 _PROJ = dict(projection=True, n_output=3)
 PROJECTION = LSTMCase(**{**_SIZES, **_PROJ}, projection_bias=True, proj_clip=0.1)
@@ -53,7 +51,7 @@ UNIDIRECTIONAL_CASES = [
     LSTMCase(**{**_SIZES, "batch": 8}),
     LSTMCase(**{**_SIZES, "batch": 8}, cifg=True, layer_norm=True, peephole=True, cell_clip=0.3, time_major=True),
     dataclasses.replace(ALL_FEATURES, batch=8, projection_bias=True, proj_clip=0.1),
-    # batch 64: the linear terms are computed per step (`_LINEAR_TERMS_PER_STEP_FROM`)
+    # batch 64: the linear terms are computed per step (`Plan.linear_terms_per_step`)
     LSTMCase(**{**_SIZES, "batch": 64}),
     dataclasses.replace(ALL_FEATURES, batch=64, projection_bias=True, proj_clip=0.1),
     LSTMCase(**{**_SIZES, "batch": 64}, diagonal=True, peephole=True, time_major=True),
@@ -76,11 +74,11 @@ def x64():
 
 def _without_custom_jvp(op):
     """`op` traced un-jitted (so no cached trace of the custom version is reused) with
-    `_float_recurrence` replaced by its undecorated function."""
+    `_float_loop` replaced by its undecorated function."""
 
     def reference(*args, **kwargs):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(lstm_module, "_float_recurrence", lstm_module._float_recurrence.fun)
+            patch.setattr(_lstm_engine, "_float_loop", _lstm_engine._float_loop.fun)
             return op.__wrapped__(*args, **kwargs)
 
     return reference

@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
-from reference import np_lstm
 
 from jaxlstm.ops import bidirectional_sequence_lstm, lstm, unidirectional_sequence_lstm
+from jaxlstm.reference import np_lstm
 
 from .cases import LSTMCase, dot_operand_dtypes, lstm_state, lstm_weights, normal, quantize_weights
 

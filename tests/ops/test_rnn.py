@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from reference import np_rnn
 
-from jaxlstm.ops import bidirectional_sequence_rnn, rnn, unidirectional_sequence_rnn
+from jaxlstm.ops import bidirectional_sequence_rnn, rnn, rnn_cell, unidirectional_sequence_rnn
+from jaxlstm.reference import np_rnn
 
-from .cases import FLOAT_ATOL, JIT_EAGER_ATOL, RNNCase, normal, rnn_weights
+from .cases import FLOAT_ATOL, HYBRID_ATOL, JIT_EAGER_ATOL, RNNCase, normal, quantize_weights, rnn_weights
 
 ACTIVATION_CASES = [RNNCase(activation=name) for name in ("NONE", "RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")]
 USEQ_CASES = [
@@ -61,6 +61,43 @@ def test_unidirectional_sequence_rnn_matches_reference(case: RNNCase):
     )
     assert_allclose(y, y_ref, rtol=0, atol=FLOAT_ATOL)
     assert_allclose(h, h_ref, rtol=0, atol=FLOAT_ATOL)
+
+
+@pytest.mark.parametrize("hybrid", [False, True], ids=["float", "hybrid"])
+@pytest.mark.parametrize("aux", [False, True], ids=["no_aux", "aux"])
+def test_rnn_cell_matches_the_reference_step_and_scans_to_the_sequence_op(aux: bool, hybrid: bool):
+    """`rnn_cell` is one `np_rnn.rnn_step` per batch row; `lax.scan` of it computes what the
+    sequence ops compute (they take the input terms of all steps before their loop)."""
+    case = RNNCase(activation="TANH", asymmetric=hybrid, time_major=True)
+    rng = np.random.default_rng(15)
+    n_aux = case.n_input  # the kernel's aux stride quirk (`_aux_as_read`) is then a no-op
+    weights = rnn_weights(case.n_input, case.n_units, rng, n_aux=n_aux if aux else 0)
+    weights = quantize_weights(weights) if hybrid else weights
+    x = normal(rng, case.time, case.batch, case.n_input, scale=1.0)
+    a = normal(rng, case.time, case.batch, n_aux, scale=1.0) if aux else None
+    h0 = normal(rng, case.batch, case.n_units)
+    h1, y1 = rnn_cell(h0, x[0], weights, options=case.options, aux_input=None if a is None else a[0])
+    expected = [
+        np_rnn.rnn_step(x[0, b], None if a is None else a[0, b], h0[b], weights, **case.reference_options)
+        for b in range(case.batch)
+    ]
+    assert_allclose(h1, np.stack(expected), rtol=0, atol=HYBRID_ATOL if hybrid else FLOAT_ATOL)
+    assert_allclose(y1, h1, rtol=0, atol=0)
+
+    def step(h, inputs):
+        x_t, a_t = inputs
+        return rnn_cell(h, x_t, weights, options=case.options, aux_input=a_t)
+
+    h, y = jax.lax.scan(step, h0, (x, a))
+    # The ops run batch-major: time-major hybrid, the bidirectional kernel repeats the sequence.
+    options = case.options.replace(time_major=False)
+    x_bm, a_bm = (None if v is None else np.swapaxes(v, 0, 1) for v in (x, a))
+    if aux:  # the forward direction of the cross-linked bidirectional op
+        (y_op, _), (h_op, _) = bidirectional_sequence_rnn(x_bm, weights, weights, h0, h0, a_bm, options=options)
+    else:
+        y_op, h_op = unidirectional_sequence_rnn(x_bm, weights, h0, options=options)
+    assert_allclose(y, np.swapaxes(y_op, 0, 1), rtol=0, atol=JIT_EAGER_ATOL)  # the same products, summed alike
+    assert_allclose(h, h_op, rtol=0, atol=JIT_EAGER_ATOL)
 
 
 def _bidirectional_inputs(case: RNNCase, rng):

@@ -14,7 +14,6 @@ import dataclasses
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
-from reference import np_lstm, np_rnn
 
 from jaxlstm.ops import (
     LSTMOptions,
@@ -28,6 +27,7 @@ from jaxlstm.ops import (
     unidirectional_sequence_lstm,
     unidirectional_sequence_rnn,
 )
+from jaxlstm.reference import np_lstm, np_rnn
 
 from . import upstream_data as data
 from .cases import quantize_weights

@@ -1,7 +1,7 @@
 """Loop-based NumPy reference for TFLite's basic RNN family (no JAX): one row, one step at a time.
 
-Written from shared/SPEC_TFLITE_OPS.md §1.6-§1.8, §4 and §5 (kernel_utils.cc RnnBatchStep,
-unidirectional_sequence_rnn.cc, bidirectional_sequence_rnn.cc), not from jaxlstm.
+Written from TFLite's kernels (kernel_utils.cc RnnBatchStep, unidirectional_sequence_rnn.cc,
+bidirectional_sequence_rnn.cc), not from jaxlstm's ops.
 Float weights run in float64; int8 weights (`values` + `scale`) run the hybrid path in float32,
 as in `np_lstm`. Weights are looked up by name: `input_weights`, `recurrent_weights`, `bias`,
 `aux_input_weights`.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reference.np_common import ACTIVATIONS, is_int8, matvec, shape_of, tensor
+from jaxlstm.reference.np_common import ACTIVATIONS, is_int8, matvec, shape_of, tensor
 
 
 def _dtype(weights):

@@ -1,8 +1,9 @@
 """Pieces shared by the NumPy references: tensor lookup, activations and the hybrid arithmetic.
 
-Written from shared/SPEC_TFLITE_OPS.md §2, §3 and §5 (tensor_utils.h ApplyActivationToVector,
-portable_tensor_utils.cc PortableSymmetricQuantizeFloats / PortableAsymmetricQuantizeFloats /
-PortableMatrixBatchVectorMultiplyAccumulate), not from jaxlstm. No JAX here.
+Written from TFLite's kernels (tensor_utils.h ApplyActivationToVector, portable_tensor_utils.cc
+PortableSymmetricQuantizeFloats / PortableAsymmetricQuantizeFloats /
+PortableMatrixBatchVectorMultiplyAccumulate, neon_tensor_utils.cc NeonAsymmetricQuantizeFloats),
+not from jaxlstm. No JAX here.
 """
 
 from __future__ import annotations

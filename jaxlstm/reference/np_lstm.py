@@ -1,7 +1,7 @@
 """Loop-based NumPy reference for TFLite's LSTM family (no JAX): one batch row, one step at a time.
 
-Written from shared/SPEC_TFLITE_OPS.md §1.3-§1.5 and §2-§4 (lstm_eval.cc LstmStepFloat and
-LstmStepHybrid, bidirectional_sequence_lstm.cc, reference/lstm_cell.h), not from jaxlstm.
+Written from TFLite's kernels (lstm_eval.cc LstmStepFloat and LstmStepHybrid,
+bidirectional_sequence_lstm.cc, reference/lstm_cell.h), not from jaxlstm's ops.
 
 Precision: float weights run in float64, an oracle free of float32 rounding. Int8 weights
 (objects with `values` and `scale`, such as `jaxlstm.ops.QuantizedTensor`) run the hybrid path
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reference.np_common import ACTIVATIONS, as_float, is_int8, matvec, shape_of, sigmoid, tensor
+from jaxlstm.reference.np_common import ACTIVATIONS, as_float, is_int8, matvec, shape_of, sigmoid, tensor
 
 GATES = ("input", "forget", "cell", "output")
 LAYER_NORM_EPSILON = 1e-8
