@@ -15,6 +15,10 @@ from jaxlstm.ops.lstm import basic_lstm_cell as basic_lstm_cell
 from jaxlstm.ops.lstm import bidirectional_sequence_lstm as bidirectional_sequence_lstm
 from jaxlstm.ops.lstm import lstm as lstm
 from jaxlstm.ops.lstm import unidirectional_sequence_lstm as unidirectional_sequence_lstm
+from jaxlstm.ops.lstm_integer import LSTMQuantization as LSTMQuantization
+from jaxlstm.ops.lstm_integer import QuantParams as QuantParams
+from jaxlstm.ops.lstm_integer import lstm_integer as lstm_integer
+from jaxlstm.ops.lstm_integer import unidirectional_sequence_lstm_integer as unidirectional_sequence_lstm_integer
 from jaxlstm.ops.rnn import RNNOptions as RNNOptions
 from jaxlstm.ops.rnn import RNNWeights as RNNWeights
 from jaxlstm.ops.rnn import bidirectional_sequence_rnn as bidirectional_sequence_rnn
@@ -28,8 +32,10 @@ __all__ = (
     "GRUOptions",
     "GRUWeights",
     "LSTMOptions",
+    "LSTMQuantization",
     "LSTMState",
     "LSTMWeights",
+    "QuantParams",
     "QuantizedTensor",
     "RNNOptions",
     "RNNWeights",
@@ -38,8 +44,10 @@ __all__ = (
     "bidirectional_sequence_rnn",
     "gru",
     "lstm",
+    "lstm_integer",
     "quantize_symmetric",
     "rnn",
     "unidirectional_sequence_lstm",
+    "unidirectional_sequence_lstm_integer",
     "unidirectional_sequence_rnn",
 )
