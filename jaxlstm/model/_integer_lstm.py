@@ -92,6 +92,9 @@ def check(op: Operator, tensors: Sequence[Tensor], options: LSTMOptions, runtime
     Raises:
       ValueError: an invalid model (the reason); NotImplementedError: one the runtime lacks.
     """
+    if not op.outputs:
+        raise ValueError("the LSTM has no output tensor")
+    lstm_quantization = quantization(op, tensors)
     _check_types(op, tensors)
     for slot, name in enumerate(_spec.LSTM_INPUTS):
         index = op.inputs[slot] if slot < len(op.inputs) else NO_TENSOR
@@ -107,7 +110,7 @@ def check(op: Operator, tensors: Sequence[Tensor], options: LSTMOptions, runtime
     try:
         prepare(
             weights(op, tensors, shapes),
-            quantization(op, tensors),
+            lstm_quantization,
             options,
             runtime=runtime,
             activations=tensors[op.inputs[0]].dtype,

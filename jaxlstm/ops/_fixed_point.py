@@ -56,6 +56,8 @@ def quantize_multiplier(real: float) -> Multiplier:
     """
     if real == 0:
         return Multiplier(0, 0)
+    if not math.isfinite(real):
+        raise ValueError(f"a scale ratio of {real} has no quantized multiplier (the scales overflow)")
     q, shift = math.frexp(real)
     m = int(round_half_away(q * 2**31))  # exact: a double times a power of two
     if m == 2**31:

@@ -176,7 +176,7 @@ def prepare(
     # The structural rules of the float op, on the weights' shapes (the activation is checked per runtime).
     check_weights(op, _shape_view(weights), options.replace(fused_activation_function="TANH"), weights.n_input)
     if runtime == "litert":
-        return _prepare_litert(op, weights, quantization, options, activations)
+        return _prepare_litert(op, weights, quantization, options, activations, sequence)
     return _prepare_micro(op, weights, quantization, options, activations, sequence)
 
 
@@ -249,7 +249,9 @@ def _check_quantization(op: str, name: str, q: QuantParams, dtype: str) -> None:
         raise ValueError(f"{op}: {name} has zero point {q.zero_point}, outside the {dtype} range [{low}, {high}]")
 
 
-def _prepare_litert(op: str, w: LSTMWeights, q: LSTMQuantization, options: LSTMOptions, activations: str) -> LiteRTPlan:
+def _prepare_litert(
+    op: str, w: LSTMWeights, q: LSTMQuantization, options: LSTMOptions, activations: str, sequence: bool
+) -> LiteRTPlan:
     """lstm.cc PopulateQuantizedLstmParams8x8_16, with its float32/float64 arithmetic."""
     if activations != "int8":
         raise NotImplementedError(
@@ -259,12 +261,10 @@ def _prepare_litert(op: str, w: LSTMWeights, q: LSTMQuantization, options: LSTMO
     _check_types(op, w, "int32")
     for name in ("input", "output_state", "output"):
         _check_quantization(op, name, getattr(q, name), "int8")
+    if len(q.intermediates) == 12 and not sequence:
+        raise NotImplementedError(f"{op}: 12 intermediate tensors select LiteRT's experimental 8x8_8 kernel")
     if len(q.intermediates) != 5:
-        raise (NotImplementedError if len(q.intermediates) == 12 else ValueError)(
-            f"{op}: LiteRT's integer LSTM needs 5 intermediate tensors (8x8_16), got "
-            f"{len(q.intermediates)}"
-            + ("; the 12-intermediate 8x8_8 kernel is not supported" if q.intermediates else "")
-        )
+        raise ValueError(f"{op}: LiteRT's integer LSTM needs 5 intermediate tensors, got {len(q.intermediates)}")
     hidden = q.intermediates[4]
     if hidden is None:
         raise ValueError(f"{op}: intermediate 4 (the hidden o * tanh(c)) has no quantization; LiteRT requires it")
@@ -312,7 +312,7 @@ def _prepare_litert(op: str, w: LSTMWeights, q: LSTMQuantization, options: LSTMO
                     recurrent=quantize_multiplier(float(_scale(op, w, f"recurrent_to_{g}_weights") * s_h / inter)),
                     peephole=peephole,
                     layer_norm=quantize_multiplier(float(ln_scale)) if layer_norm else None,
-                    variance_guard=max(1, int(f32(10000) * ln_scale)),
+                    variance_guard=int(np.clip(f32(10000) * ln_scale, 1, fp.INT32[1])),
                 ),
             )
         )
