@@ -18,12 +18,13 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jaxlstm import _spec
 from jaxlstm.model import ModelBuilder
 from jaxlstm.ops import LSTMOptions, LSTMQuantization, LSTMWeights, QuantizedTensor, QuantParams
 from jaxlstm.ops._fixed_point import quantize_multiplier
 from jaxlstm.ops.lstm_integer import prepare
 from jaxlstm.parity.litert import variable_tensors
-from jaxlstm.quantization import quantize_lstm
+from jaxlstm.quantization import LSTMRanges, quantize_lstm
 from jaxlstm.tflite import export_tflite, load_tflite
 from tests.tflite.integer_models import (
     Config,
@@ -191,9 +192,10 @@ def test_litert_random_configurations(seed, cifg, peephole, projection, layer_no
 
 
 @pytest.fixture(scope="module")
-def converted() -> bytes:
+def converted() -> tuple[bytes, LSTMWeights]:
     """tf_keras LSTM(8), last step only, full-integer PTQ with int8 input and output:
-    UNIDIRECTIONAL_SEQUENCE_LSTM with 5 intermediates, then STRIDED_SLICE."""
+    UNIDIRECTIONAL_SEQUENCE_LSTM with 5 intermediates, then STRIDED_SLICE. Also returns
+    the layer's float weights."""
     tf = pytest.importorskip("tensorflow")
     tf_keras = pytest.importorskip("tf_keras")
     tf_keras.utils.set_random_seed(0)
@@ -205,10 +207,11 @@ def converted() -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return converter.convert()
+    return converter.convert(), LSTMWeights.from_fused(*model.layers[0].get_weights())
 
 
 def test_converter_made_model(converted):
+    converted, _ = converted
     model = load_tflite(converted)
     assert model.opcodes == ["UNIDIRECTIONAL_SEQUENCE_LSTM", "STRIDED_SLICE"]
     assert len(model.operators[0].intermediates) == 5
@@ -216,6 +219,31 @@ def test_converter_made_model(converted):
     ours, theirs = run_twice(model, [x]), _litert(converted, [x])
     _assert_runs_equal(model, ours, theirs)
     np.testing.assert_array_equal(model(x)[0], theirs[0][0][0])  # load_tflite(bytes)(x): a fresh state
+
+
+def test_quantizer_follows_the_converter(converted):
+    """quantize_lstm on the Keras layer's float weights, with the ranges the converter's
+    activation quantization implies, gives the converter's integers and scales."""
+    data, float_weights = converted
+    model = load_tflite(data)
+    op = model.operators[0]
+    tensors = [model.tensors[i] for i in op.inputs]
+
+    def implied_range(t):  # the real values of -128 and 127
+        scale = np.float32(t.scale)
+        return float(scale * np.float32(-128 - t.zero_point)), float(scale * np.float32(127 - t.zero_point))
+
+    ranges = LSTMRanges(input=implied_range(tensors[0]), output=implied_range(tensors[18]), cell_state=(-0.9, 0.7))
+    weights, quantization = quantize_lstm(float_weights, ranges)
+    for name, value in vars(weights).items():
+        if value is not None:
+            theirs = model.constants[op.inputs[_spec.LSTM_INPUTS.index(name)]]
+            np.testing.assert_array_equal(value.values, theirs.values, err_msg=name)
+            assert np.float32(value.scale) == np.float32(theirs.scale), name
+    assert quantization.cell_state == tensors[19].scale == 2.0**-15
+    hidden = model.tensors[op.intermediates[4]]
+    assert quantization.intermediates[4] == QuantParams(hidden.scale, hidden.zero_point)
+    assert quantization.intermediates[:4] == (None,) * 4
 
 
 # ----------------------------------------------------------------------------- TFLite Micro
