@@ -228,7 +228,7 @@ class Model:
         return [values[i] for i in self.outputs], new_state
 
     def __call__(self, *inputs: jax.Array) -> list[jax.Array]:
-        """Runs from a fresh state (zeros), like a newly allocated interpreter."""
+        """Runs from a fresh state (`init_state`), like a newly allocated interpreter."""
         batch = None
         if inputs and self.inputs:
             first = self.inputs[0]

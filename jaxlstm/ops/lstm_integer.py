@@ -32,7 +32,10 @@ Micro's int16 activations) as integer arrays or `QuantizedTensor`. The activatio
 quantization is a static `LSTMQuantization`; `prepare` turns both into the kernel's
 integer multipliers on the host, with the float precision of the kernels' Prepare.
 
-Integer kernels are not differentiable: `jax.grad` refuses their integer inputs.
+Integer kernels are not differentiable: `jax.grad` refuses their integer inputs. They
+compute 64-bit products under a local ``jax.enable_x64``; under a caller's `jax.jit` without
+x64, JAX narrows int64 *arguments* (TFLite Micro's 16x8 biases) to int32, so keep those as
+constants (closed over, as `Model.__call__` does) or enable x64.
 """
 
 from __future__ import annotations
