@@ -34,8 +34,8 @@ integer multipliers on the host, with the float precision of the kernels' Prepar
 
 Integer kernels are not differentiable: `jax.grad` refuses their integer inputs. They
 compute 64-bit products under a local ``jax.enable_x64``; under a caller's `jax.jit` without
-x64, JAX narrows int64 *arguments* (TFLite Micro's 16x8 biases) to int32, so keep those as
-constants (closed over, as `Model.__call__` does) or enable x64.
+x64, JAX narrows int64 *arguments* (TFLite Micro's 16x8 biases) to int32: close over them
+(or call without an outer jit, as `Model.__call__` does) or enable x64.
 """
 
 from __future__ import annotations
@@ -134,7 +134,6 @@ class MicroPlan:
     forget_times_cell: Multiplier  # f * c -> cell
     input_times_cell_gate: Multiplier  # i * g -> cell
     hidden: Multiplier  # o * tanh(c) -> h
-    activations: str  # "int8" or "int16"
 
     def gate(self, name: str) -> tuple[Multiplier, Multiplier]:
         return dict(self.gates)[name]
@@ -401,7 +400,6 @@ def _prepare_micro(
         forget_times_cell=quantize_multiplier(2.0**-15 * s_c / s_c),
         input_times_cell_gate=quantize_multiplier(2.0**-15 * 2.0**-15 / s_c),
         hidden=quantize_multiplier(2.0**-15 * 2.0**-15 / float(f32(q.output_state.scale))),
-        activations=activations,
     )
 
 
