@@ -57,8 +57,7 @@ def _litert(data: bytes, inputs: list[np.ndarray]) -> list[tuple[list[np.ndarray
 
 def _tflite_micro(data: bytes, inputs: list[np.ndarray], n_outputs: int):
     """Like `_litert`, in TFLite Micro's interpreter."""
-    from tflite_micro.python.tflite_micro import runtime
-
+    runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
     interpreter = runtime.Interpreter.from_bytes(data, intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
     states = [i for i, _ in variable_tensors(data)]
     runs = []
