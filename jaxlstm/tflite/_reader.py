@@ -67,7 +67,7 @@ _STATE_SIZES = {
 }
 _TYPE_NAMES = _format.enum_names(schema.TensorType)
 # Types a quantization scale applies to (float tensors may carry calibration ranges, unused).
-_QUANTIZED_TYPES = ("int8", "int16", "int32", "int64")
+_QUANTIZED_TYPES = ("int8", "uint8", "int16", "int32", "int64")
 _STATE_TYPES = ("float32", "int8", "int16")  # variable tensors: float state, integer LSTM state
 
 
