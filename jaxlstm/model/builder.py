@@ -28,6 +28,7 @@ from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.ops.gru import GRUOptions, GRUWeights
 from jaxlstm.ops.gru import check_weights as check_gru_weights
 from jaxlstm.ops.lstm import GATES, LSTMOptions, LSTMWeights
+from jaxlstm.ops.lstm_integer import LSTMQuantization, QuantParams
 from jaxlstm.ops.rnn import RNNOptions, RNNWeights
 
 
@@ -72,36 +73,55 @@ class ModelBuilder:
             self._constants[index] = value
         return Ref(index, tensor.shape)
 
-    def add_input(self, name: str, shape: tuple[int, ...], dtype: str = "float32") -> Ref:
-        """A subgraph input; -1 marks a dynamic dimension."""
-        ref = self._add_tensor(Tensor(name, tuple(shape), dtype))
+    def add_input(
+        self, name: str, shape: tuple[int, ...], dtype: str = "float32", quantization: QuantParams | None = None
+    ) -> Ref:
+        """A subgraph input; -1 marks a dynamic dimension. Integer inputs take their
+        `quantization` (scale, zero point)."""
+        scale, zero_point = (None, 0) if quantization is None else quantization
+        ref = self._add_tensor(Tensor(name, tuple(shape), dtype, scale, zero_point))
         self._inputs.append(ref.index)
         return ref
 
     def add_constant(self, name: str, value: Any) -> Ref:
-        """A constant tensor: a float/int array or a `QuantizedTensor` (int8 weights; a
-        per-channel scale broadcasts against the values, e.g. [n_out, 1])."""
+        """A constant tensor: a float/int array or a `QuantizedTensor` (integer weights or
+        biases; a per-channel scale broadcasts against the values, e.g. [n_out, 1])."""
         if isinstance(value, QuantizedTensor):
             scale = np.asarray(value.scale, np.float32)
             scale = float(scale) if scale.size == 1 else tuple(scale.ravel().tolist())
-            return self._add_tensor(Tensor(name, value.shape, "int8", scale=scale), value)
+            dtype = np.asarray(value.values).dtype.name
+            return self._add_tensor(Tensor(name, value.shape, dtype, scale=scale), value)
         value = np.asarray(value)
         return self._add_tensor(Tensor(name, value.shape, value.dtype.name), value)
 
-    def add_variable(self, name: str, shape: tuple[int, ...], dtype: str = "float32") -> Ref:
-        """A zero-initialized variable tensor (LSTM/RNN state)."""
-        return self._add_tensor(Tensor(name, tuple(shape), dtype, is_variable=True))
+    def add_variable(
+        self, name: str, shape: tuple[int, ...], dtype: str = "float32", quantization: QuantParams | None = None
+    ) -> Ref:
+        """A variable tensor (LSTM/RNN state), initially real zero."""
+        scale, zero_point = (None, 0) if quantization is None else quantization
+        return self._add_tensor(Tensor(name, tuple(shape), dtype, scale, zero_point, is_variable=True))
 
-    def add_intermediate(self, name: str, shape: tuple[int, ...], dtype: str = "float32") -> Ref:
-        return self._add_tensor(Tensor(name, tuple(shape), dtype))
+    def add_intermediate(
+        self, name: str, shape: tuple[int, ...], dtype: str = "float32", quantization: QuantParams | None = None
+    ) -> Ref:
+        scale, zero_point = (None, 0) if quantization is None else quantization
+        return self._add_tensor(Tensor(name, tuple(shape), dtype, scale, zero_point))
 
-    def add_operator(self, opcode: str, inputs: list[Ref | None], outputs: list[Ref], **options) -> None:
+    def add_operator(
+        self,
+        opcode: str,
+        inputs: list[Ref | None],
+        outputs: list[Ref],
+        intermediates: tuple[Ref, ...] = (),
+        **options,
+    ) -> None:
         self._operators.append(
             Operator(
                 opcode,
                 tuple(NO_TENSOR if r is None else r.index for r in inputs),
                 tuple(r.index for r in outputs),
                 options_tuple(options),
+                tuple(r.index for r in intermediates),
             )
         )
 
@@ -120,8 +140,20 @@ class ModelBuilder:
 
     # -- recurrent layers ----------------------------------------------------------------
 
-    def add_lstm(self, x: Ref, weights: LSTMWeights, options: LSTMOptions, name: str = "lstm") -> Ref:
-        """UNIDIRECTIONAL_SEQUENCE_LSTM over `x` [B, T, I] (or [T, B, I]); returns the sequence."""
+    def add_lstm(
+        self,
+        x: Ref,
+        weights: LSTMWeights,
+        options: LSTMOptions,
+        name: str = "lstm",
+        quantization: LSTMQuantization | None = None,
+    ) -> Ref:
+        """UNIDIRECTIONAL_SEQUENCE_LSTM over `x` [B, T, I] (or [T, B, I]); returns the sequence.
+
+        With `quantization`, a fully integer LSTM: `weights` integer (see
+        `jaxlstm.ops.lstm_integer`), `x` an integer input quantized as
+        ``quantization.input``; states, output and intermediates take their quantization.
+        """
         batch, _ = self._batch_time(x, options.time_major)
         return self._lstm_op(
             "UNIDIRECTIONAL_SEQUENCE_LSTM",
@@ -129,24 +161,61 @@ class ModelBuilder:
             batch,
             weights,
             name,
+            quantization,
             **_lstm_option_dict(options),
             time_major=options.time_major,
             diagonal_recurrent_tensors=len(weights.recurrent_to_output_weights.shape) == 1,
         )
 
-    def add_lstm_cell(self, x: Ref, weights: LSTMWeights, options: LSTMOptions, name: str = "lstm_cell") -> Ref:
-        """LSTM (FULL kernel): one step over `x` [B, I]; returns h [B, n_output]."""
-        return self._lstm_op("LSTM", x, x.shape[0], weights, name, **_lstm_option_dict(options))
+    def add_lstm_cell(
+        self,
+        x: Ref,
+        weights: LSTMWeights,
+        options: LSTMOptions,
+        name: str = "lstm_cell",
+        quantization: LSTMQuantization | None = None,
+    ) -> Ref:
+        """LSTM (FULL kernel): one step over `x` [B, I]; returns h [B, n_output]. See
+        `add_lstm` for `quantization`."""
+        return self._lstm_op("LSTM", x, x.shape[0], weights, name, quantization, **_lstm_option_dict(options))
 
-    def _lstm_op(self, opcode: str, x: Ref, batch: int, weights: LSTMWeights, name: str, **options) -> Ref:
+    def _lstm_op(
+        self,
+        opcode: str,
+        x: Ref,
+        batch: int,
+        weights: LSTMWeights,
+        name: str,
+        quantization: LSTMQuantization | None,
+        **options,
+    ) -> Ref:
         sb = self._state_batch(batch)
         w = self._weights(name, weights, _spec.LSTM_INPUTS[1:18])
-        h = self.add_variable(f"{name}/output_state", (sb, weights.n_output))
-        c = self.add_variable(f"{name}/cell_state", (sb, weights.n_cell))
+        q = quantization
+        activations = "float32" if q is None else self._tensors[x.index].dtype
+        h = self.add_variable(
+            f"{name}/output_state", (sb, weights.n_output), activations, None if q is None else q.output_state
+        )
+        c = self.add_variable(
+            f"{name}/cell_state", (sb, weights.n_cell), "float32" if q is None else "int16", _cell_quantization(q)
+        )
         ln = self._weights(name, weights, _spec.LSTM_INPUTS[20:24])
-        y = self.add_intermediate(f"{name}/output", x.shape[:-1] + (weights.n_output,))
-        self.add_operator(opcode, [x, *w, h, c, *ln], [y], **options)
+        y = self.add_intermediate(
+            f"{name}/output", x.shape[:-1] + (weights.n_output,), activations, None if q is None else q.output
+        )
+        intermediates = () if q is None else tuple(self._lstm_intermediates(name, q))
+        self.add_operator(opcode, [x, *w, h, c, *ln], [y], intermediates, **options)
         return y
+
+    def _lstm_intermediates(self, name: str, q: LSTMQuantization) -> list[Ref]:
+        """An integer LSTM's intermediate tensors: shape [0], no buffer (TFLite Micro refuses
+        others). The gates' are int16 when quantized, else unquantized float32 placeholders
+        (as the converter writes them); the hidden's int8."""
+        refs = []
+        for k, params in enumerate(q.intermediates):
+            dtype = "int8" if k == 4 else "int16" if params is not None else "float32"
+            refs.append(self.add_intermediate(f"{name}/intermediate_{k}", (0,), dtype, params))
+        return refs
 
     def add_basic_lstm_cell(self, x: Ref, weights: Any, bias: Any, name: str = "basic_lstm_cell") -> Ref:
         """LSTM with kernel_type BASIC over `x` [B, I]: `weights` [4D, I + D], `bias` [4D]
@@ -625,3 +694,7 @@ def _rnn_option_dict(options: RNNOptions) -> dict[str, Any]:
         "time_major": options.time_major,
         "asymmetric_quantize_inputs": options.asymmetric_quantize_inputs,
     }
+
+
+def _cell_quantization(q: LSTMQuantization | None) -> QuantParams | None:
+    return None if q is None else QuantParams(q.cell_state, 0)

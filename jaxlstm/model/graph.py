@@ -29,6 +29,7 @@ import numpy as np
 from jaxlstm import _spec
 from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.ops.gru import GRUWeights
+from jaxlstm.ops.lstm_integer import RUNTIMES
 
 NO_TENSOR = -1  # an absent optional operator input
 # The GRU operator (no TFLite builtin): its inputs by position, the `GRUWeights` fields
@@ -48,9 +49,9 @@ class Tensor:
       name: unique name; the key of `Model.params` / `Model.init_state()`.
       shape: the shape signature; -1 marks a dynamic dimension (batch or time).
       dtype: numpy dtype name ("float32", "int8", "int32", ...).
-      scale: the quantization scale of an int8 tensor (a float, or a tuple of floats for
-        per-channel weights), else None.
-      zero_point: the quantization zero point (0 for weights).
+      scale: the quantization scale of an integer tensor (a float, or a tuple of floats
+        for per-channel weights), else None.
+      zero_point: the quantization zero point (0 for weights): real = scale * (q - zero_point).
       is_variable: a state tensor that operators update in place (TFLite variable tensor).
     """
 
@@ -71,12 +72,15 @@ class Operator:
       inputs: tensor indices; `NO_TENSOR` (-1) for an absent optional input.
       outputs: tensor indices.
       options: the builtin options as sorted (snake_case schema field, value) pairs.
+      intermediates: tensor indices of the operator's intermediate tensors, which carry
+        only quantization parameters (the integer LSTM kernels read their scales).
     """
 
     opcode: str
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     options: tuple[tuple[str, Any], ...] = ()
+    intermediates: tuple[int, ...] = ()
 
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.options).get(key, default)
@@ -104,6 +108,8 @@ class Model:
         recurrent state at the start of every invoke; True (streaming) keeps it from one
         invoke to the next. Built and converted models are predict models; `load_tflite`
         sets it to what the file does.
+      runtime: whose integer kernels `apply` reproduces where runtimes differ:
+        ``"litert"`` or ``"tflite-micro"``. Float and hybrid models run the same in both.
     """
 
     def __init__(
@@ -116,7 +122,11 @@ class Model:
         signature_key: str = "serving_default",
         signature_names: tuple[Sequence[str], Sequence[str]] | None = None,
         stateful: bool = False,
+        runtime: str = "litert",
     ):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        self.runtime = runtime
         self.tensors = tuple(tensors)
         self.stateful = bool(stateful)
         self.operators = tuple(operators)
@@ -165,7 +175,8 @@ class Model:
         return {self.tensors[i].name: self._constants[i] for i in self._weight_indices}
 
     def init_state(self, batch_size: int | None = None) -> dict[str, jax.Array]:
-        """The variable tensors at their initial values (zeros unless the file stores any).
+        """The variable tensors at their initial values: zeros (an int8 tensor's zero point,
+        real 0, as LiteRT and TFLite Micro reset them) unless the file stores any.
 
         Args:
           batch_size: the batch for state tensors whose batch dimension is dynamic (-1);
@@ -186,7 +197,7 @@ class Model:
                 )
             init = self._constants.get(i)
             if init is None or tuple(np.shape(init)) != shape:
-                init = np.zeros(shape, t.dtype)
+                init = np.full(shape, t.zero_point if t.dtype == "int8" else 0, t.dtype)
             state[t.name] = jnp.asarray(init)
         return state
 
@@ -211,7 +222,7 @@ class Model:
           ValueError: an input that does not fit its tensor's shape (rank or a static
             dimension), or a state whose batch is not the inputs'.
         """
-        from jaxlstm.model.kernels import run_operator
+        from jaxlstm.model.kernels import KernelContext, run_operator
 
         self.check_inputs(*inputs)
         if state is None:
@@ -226,11 +237,12 @@ class Model:
             values[i] = state[self.tensors[i].name]
         for i, x in zip(self.inputs, inputs):
             values[i] = jnp.asarray(x)
+        context = KernelContext(self.tensors, self.runtime)
         for position, op in enumerate(self.operators):
             args = [None if i == NO_TENSOR else values[i] for i in op.inputs]
             self._check_state_batch(position, op, args)
             try:
-                outputs, updates = run_operator(op, args)
+                outputs, updates = run_operator(op, args, context)
             except (ValueError, TypeError, NotImplementedError) as e:
                 raise type(e)(f"operator {position} ({op.opcode}): {e}") from None
             except (IndexError, KeyError, ArithmeticError) as e:  # malformed operands
@@ -338,6 +350,7 @@ class Model:
             "signature_key": self.signature_key,
             "signature_names": self.signature_names,
             "stateful": self.stateful,
+            "runtime": self.runtime,
         }
         args.update(changes)
         return Model(**args)

@@ -2,12 +2,14 @@
 
 Each kernel takes the `Operator` (for its options) and its input values by position
 (None for an absent optional input) and returns ``(outputs, updates)``, where `updates`
-maps an input position to the new value of that variable tensor.
+maps an input position to the new value of that variable tensor. Kernels registered with
+``context=True`` also take a `KernelContext` (tensor metadata, the runtime).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import jax
@@ -15,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm import _spec
-from jaxlstm.model.graph import GRU, GRU_INPUTS, Operator
+from jaxlstm.model import _integer_lstm
+from jaxlstm.model.graph import GRU, GRU_INPUTS, NO_TENSOR, Operator, Tensor
 from jaxlstm.ops._activations import activation
 from jaxlstm.ops._precision import FLOAT32
 from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
@@ -37,20 +40,34 @@ from jaxlstm.ops.rnn import (
     unidirectional_sequence_rnn,
 )
 
-Kernel = Callable[[Operator, list], tuple[list, dict[int, Any]]]
+Kernel = Callable[..., tuple[list, dict[int, Any]]]
 KERNELS: dict[str, Kernel] = {}
+_WITH_CONTEXT: set[str] = set()  # opcodes whose kernel takes a KernelContext
+_INTEGER_LSTM_OPS = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM")
 
 
-def kernel(*opcodes: str):
+@dataclasses.dataclass(frozen=True)
+class KernelContext:
+    """What a kernel may read beyond its operands: the model's tensors (quantization
+    parameters are static metadata, even when the values are traced) and the runtime
+    (``"litert"`` or ``"tflite-micro"``) whose integer kernels to reproduce."""
+
+    tensors: Sequence[Tensor]
+    runtime: str = "litert"
+
+
+def kernel(*opcodes: str, context: bool = False):
     def register(fn: Kernel) -> Kernel:
         for code in opcodes:
             KERNELS[code] = fn
+            if context:
+                _WITH_CONTEXT.add(code)
         return fn
 
     return register
 
 
-def run_operator(op: Operator, args: list) -> tuple[list, dict[int, Any]]:
+def run_operator(op: Operator, args: list, context: KernelContext | None = None) -> tuple[list, dict[int, Any]]:
     """Runs one operator; raises NotImplementedError for an opcode without a kernel."""
     try:
         fn = KERNELS[op.opcode]
@@ -58,7 +75,61 @@ def run_operator(op: Operator, args: list) -> tuple[list, dict[int, Any]]:
         raise NotImplementedError(
             f"operator {op.opcode} is not supported by jaxlstm; supported: {sorted(KERNELS)}"
         ) from None
+    if op.opcode in _WITH_CONTEXT:
+        return fn(op, args, context or KernelContext(()))
     return fn(op, args)
+
+
+# Kernels that only move values (reshape, slice, fill, ...): exact on quantized integer
+# tensors whose quantization the op keeps, as LiteRT requires of them.
+_MOVES_VALUES = frozenset(
+    {
+        "RESHAPE",
+        "STRIDED_SLICE",
+        "TRANSPOSE",
+        "REVERSE_V2",
+        "GATHER",
+        "PACK",
+        "UNPACK",
+        "SPLIT",
+        "CONCATENATION",
+        "FILL",
+    }
+)
+
+
+def check_operator(op: Operator, tensors: Sequence[Tensor], runtime: str, constants: Collection[int] = ()) -> None:
+    """The checks a kernel makes before it runs, at load time (`constants`: the indices of
+    constant tensors, which are weights rather than activations).
+
+    Integer LSTMs validate their quantization (the kernel's Prepare); other operators on
+    quantized integer activations must only move them.
+
+    Raises:
+      ValueError: an invalid integer LSTM (the reason).
+      NotImplementedError: integer activations an operator has no integer kernel for.
+    """
+    if op.opcode in _INTEGER_LSTM_OPS and tensors[op.inputs[0]].dtype in _integer_lstm.ACTIVATIONS:
+        _integer_lstm.check(op, tensors, _lstm_options(op, time_major_default=False), runtime)
+        return
+    offset = [i for i in op.inputs if i in constants and tensors[i].zero_point != 0]
+    if offset and op.opcode not in _MOVES_VALUES:
+        t = tensors[offset[0]]
+        raise NotImplementedError(
+            f"{op.opcode} reads the constant {t.name!r} with zero point {t.zero_point}; jaxlstm's kernel "
+            "for it assumes symmetric constants (zero point 0)"
+        )
+    quantized = {
+        (tensors[i].dtype, tensors[i].scale, tensors[i].zero_point)
+        for i in (*op.inputs, *op.outputs)
+        if i != NO_TENSOR and i not in constants and tensors[i].scale is not None
+    }
+    if quantized and not (op.opcode in _MOVES_VALUES and len(quantized) == 1):
+        raise NotImplementedError(
+            f"{op.opcode} on quantized integer activations {sorted(quantized)} has no integer kernel in "
+            "jaxlstm; integer kernels cover LSTM and UNIDIRECTIONAL_SEQUENCE_LSTM, and ops that only move "
+            "values with one quantization"
+        )
 
 
 def _named(names: tuple[str, ...], args: list) -> dict[str, Any]:
@@ -104,10 +175,13 @@ def _lstm_weights(named: dict[str, Any], prefix: str = "") -> LSTMWeights:
     return LSTMWeights(**fields)
 
 
-@kernel("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")
-def _lstm(op: Operator, args: list):
+@kernel("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM", context=True)
+def _lstm(op: Operator, args: list, context: KernelContext):
     if op.opcode == "LSTM" and op.option("kernel_type", "FULL") == "BASIC":
         return _basic_lstm(op, args)
+    if jnp.dtype(args[0].dtype).name in _integer_lstm.ACTIVATIONS:
+        options = _lstm_options(op, time_major_default=False)
+        return _integer_lstm.run(op, args, options, context.runtime, context.tensors)
     named = _named(_spec.LSTM_INPUTS, args)
     weights = _lstm_weights(named)
     state = LSTMState(
@@ -389,7 +463,7 @@ def _shape(op: Operator, args: list):
 @kernel("FILL")
 def _fill(op: Operator, args: list):
     dims = tuple(int(d) for d in _static(args[0], "FILL dims"))
-    value = args[1]
+    value = args[1].values if isinstance(args[1], QuantizedTensor) else args[1]  # moved as is
     return [jnp.full(dims, value, dtype=jnp.asarray(value).dtype)], {}
 
 

@@ -23,6 +23,10 @@ from jaxlstm.ops.lstm import lstm_projection as lstm_projection
 from jaxlstm.ops.lstm import unidirectional_sequence_lstm as unidirectional_sequence_lstm
 from jaxlstm.ops.lstm import update_cell as update_cell
 from jaxlstm.ops.lstm import zero_state as zero_state
+from jaxlstm.ops.lstm_integer import LSTMQuantization as LSTMQuantization
+from jaxlstm.ops.lstm_integer import QuantParams as QuantParams
+from jaxlstm.ops.lstm_integer import lstm_integer as lstm_integer
+from jaxlstm.ops.lstm_integer import unidirectional_sequence_lstm_integer as unidirectional_sequence_lstm_integer
 from jaxlstm.ops.rnn import RNNOptions as RNNOptions
 from jaxlstm.ops.rnn import RNNWeights as RNNWeights
 from jaxlstm.ops.rnn import bidirectional_sequence_rnn as bidirectional_sequence_rnn
@@ -38,8 +42,10 @@ __all__ = (
     "GRUWeights",
     "GateVectors",
     "LSTMOptions",
+    "LSTMQuantization",
     "LSTMState",
     "LSTMWeights",
+    "QuantParams",
     "QuantizedTensor",
     "RNNOptions",
     "RNNWeights",
@@ -51,12 +57,14 @@ __all__ = (
     "lstm",
     "lstm_cell",
     "lstm_gate",
+    "lstm_integer",
     "lstm_output",
     "lstm_projection",
     "quantize_symmetric",
     "rnn",
     "rnn_cell",
     "unidirectional_sequence_lstm",
+    "unidirectional_sequence_lstm_integer",
     "unidirectional_sequence_rnn",
     "update_cell",
     "zero_state",

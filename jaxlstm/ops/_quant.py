@@ -22,11 +22,13 @@ import numpy as np
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class QuantizedTensor:
-    """An int8 tensor with one float scale (TFLite per-tensor symmetric quantization).
+    """An integer tensor with its float scale (TFLite symmetric quantization): int8
+    weights, and in fully integer models int16 weights and int32/int64 biases.
 
     Attributes:
-      values: int8 array, any shape.
-      scale: float32 scalar; the real value is ``values * scale``.
+      values: integer array (int8 for the hybrid path), any shape.
+      scale: float32 scalar (or per-channel array broadcasting against `values`); the
+        real value is ``values * scale``.
     """
 
     values: jax.Array

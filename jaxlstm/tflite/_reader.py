@@ -17,10 +17,12 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from jaxlstm import _spec
+from jaxlstm.model import _integer_lstm
 from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Tensor, options_tuple
-from jaxlstm.model.kernels import KERNELS
+from jaxlstm.model.kernels import KERNELS, check_operator
 from jaxlstm.model.rewrite import remove_state_resets
 from jaxlstm.ops._quant import QuantizedTensor
+from jaxlstm.ops.lstm_integer import RUNTIMES
 from jaxlstm.tflite import _format
 
 # Recurrent ops: accepted input counts and the input positions that must be present.
@@ -64,19 +66,33 @@ _STATE_SIZES = {
     "hidden_state": ("n_units", "input_weights", 0, False),
 }
 _TYPE_NAMES = _format.enum_names(schema.TensorType)
+# Types a quantization scale applies to (float tensors may carry calibration ranges, unused).
+_QUANTIZED_TYPES = ("int8", "uint8", "int16", "int32", "int64")
+_STATE_TYPES = ("float32", "int8", "int16")  # variable tensors: float state, integer LSTM state
 
 
-def load_tflite(data: bytes | bytearray | memoryview | str | os.PathLike) -> Model:
+def load_tflite(data: bytes | bytearray | memoryview | str | os.PathLike, *, runtime: str = "litert") -> Model:
     """Parses a .tflite flatbuffer (bytes or a path) into a `Model`.
 
     The model's `Model.stateful` says whether the file keeps its recurrent state from one
     invoke to the next (no operator zeroes a state tensor before it is read), so that
     ``export_tflite(load_tflite(data))`` runs in LiteRT as `data` does.
 
+    Args:
+      data: the file's bytes, or its path.
+      runtime: whose integer kernels the model reproduces where they differ: ``"litert"``
+        (LiteRT, the default) or ``"tflite-micro"`` (TensorFlow Lite Micro, which alone
+        runs int16-activation LSTMs). Float and hybrid models run the same in both.
+
     Raises:
-      ValueError: the data is not a valid .tflite model (the message says what is wrong).
-      NotImplementedError: a valid model that uses an operator or feature jaxlstm lacks.
+      ValueError: the data is not a valid .tflite model (the message says what is wrong),
+        including integer models the runtime would run wrongly (e.g. an LSTM cell state
+        scale that is not a power of two).
+      NotImplementedError: a valid model that uses an operator or feature jaxlstm (or the
+        runtime) lacks.
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if isinstance(data, (str, os.PathLike)):
         with open(data, "rb") as f:
             data = f.read()
@@ -88,7 +104,7 @@ def load_tflite(data: bytes | bytearray | memoryview | str | os.PathLike) -> Mod
         raise ValueError(f"schema version {model.version}; expected {_format.SCHEMA_VERSION}")
     if not model.subgraphs:
         raise ValueError("the model has no subgraphs")
-    return _Importer(model, buf).build()
+    return _Importer(model, buf, runtime).build()
 
 
 def _ints(values: Any) -> tuple[int, ...]:
@@ -98,9 +114,10 @@ def _ints(values: Any) -> tuple[int, ...]:
 class _Importer:
     """Turns one unpacked `ModelT` into a `Model` (subgraph 0, the signature's)."""
 
-    def __init__(self, model: Any, buf: bytes):
+    def __init__(self, model: Any, buf: bytes, runtime: str):
         self.model = model
         self.buf = buf
+        self.runtime = runtime
         self.subgraph = model.subgraphs[0]
         self.raw_tensors = self.subgraph.tensors or []
         self.n = len(self.raw_tensors)
@@ -113,7 +130,7 @@ class _Importer:
         available = set(constants) | set(inputs) | {i for i, t in enumerate(tensors) if t.is_variable}
         operators = []
         for position, raw in enumerate(self.subgraph.operators or []):
-            op = self._operator(position, raw, opcodes, tensors, available)
+            op = self._operator(position, raw, opcodes, tensors, available, constants)
             operators.append(op)
             available.update(op.outputs)
         missing = [i for i in outputs if i not in available]
@@ -129,6 +146,7 @@ class _Importer:
             signature_key=self._signature_key(),
             signature_names=self._signature_names(inputs, outputs),
             stateful=_carries_state(operators, tensors),
+            runtime=self.runtime,
         )
         # A predict file zeroes its states at every invoke: the Model keeps the recurrence
         # alone and `stateful=False` says so (export_tflite writes the resets again).
@@ -169,10 +187,12 @@ class _Importer:
             if not 0 <= t.buffer < len(buffers):
                 raise ValueError(f"{what} ({name!r}) refers to buffer {t.buffer}, out of range [0, {len(buffers)})")
             raw = self._buffer_bytes(buffers[t.buffer], t.buffer)
-            scale = self._scale(what, t, dtype, shape)
+            scale, zero_point = self._quantization(what, t, dtype, shape)
             is_variable = bool(t.isVariable)
-            if is_variable and dtype != "float32":
-                raise NotImplementedError(f"{what} ({name!r}) is a {dtype} variable; only float32 state is supported")
+            if is_variable and dtype not in _STATE_TYPES:
+                raise NotImplementedError(
+                    f"{what} ({name!r}) is a {dtype} variable; state tensors must be one of {_STATE_TYPES}"
+                )
             tensors.append(
                 Tensor(
                     name,
@@ -181,7 +201,7 @@ class _Importer:
                     None
                     if scale is None
                     else (float(scale) if np.ndim(scale) == 0 else tuple(np.ravel(scale).tolist())),
-                    0,
+                    zero_point,
                     is_variable,
                 )
             )
@@ -212,32 +232,34 @@ class _Importer:
         return b"" if buffer.data is None else np.asarray(buffer.data, np.uint8).tobytes()
 
     @staticmethod
-    def _scale(what: str, t: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        """The quantization scale: a float32 scalar, or an array that broadcasts against
-        the tensor along its quantized dimension (per-channel); None if unquantized."""
+    def _quantization(what: str, t: Any, dtype: str, shape: tuple[int, ...]) -> tuple[np.ndarray | None, int]:
+        """(scale, zero point): the scale a float32 scalar, or an array that broadcasts
+        against the tensor along its quantized dimension (per-channel); (None, 0) if the
+        tensor is not an integer one with quantization parameters."""
         q = t.quantization
-        if q is None or q.scale is None or len(q.scale) == 0:
-            return None
+        if dtype not in _QUANTIZED_TYPES or q is None or q.scale is None or len(q.scale) == 0:
+            return None, 0  # float tensors may carry calibration ranges; they do not change values
         if q.details is not None:
             raise NotImplementedError(f"{what} uses custom quantization details")
         scale = np.asarray(q.scale, np.float32)
-        zero_point = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0])
-        if dtype != "int8":
-            return None  # float tensors may carry calibration ranges; they do not change values
-        if np.any(zero_point != 0):
-            raise NotImplementedError(
-                f"{what}: int8 tensors with a non-zero zero point (asymmetric or full-integer quantization) are not supported"
-            )
+        zero_point = np.asarray(q.zeroPoint if q.zeroPoint is not None and len(q.zeroPoint) else [0], np.int64)
         if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
             raise ValueError(f"{what} has invalid quantization scale(s) {scale[:4].tolist()}")
         if scale.size == 1:
-            return scale.reshape(())
+            if zero_point.size != 1:
+                raise ValueError(f"{what} has one scale but {zero_point.size} zero points")
+            low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
+            if not low <= zero_point[0] <= high:
+                raise ValueError(f"{what} has zero point {zero_point[0]}, outside the {dtype} range [{low}, {high}]")
+            return scale.reshape(()), int(zero_point[0])
+        if np.any(zero_point != 0):
+            raise NotImplementedError(f"{what}: per-channel quantization with non-zero zero points is not supported")
         axis = int(q.quantizedDimension)
         if not 0 <= axis < len(shape) or shape[axis] != scale.size:
             raise ValueError(
                 f"{what} has {scale.size} per-channel scales for quantized_dimension {axis} of shape {list(shape)}"
             )
-        return scale.reshape([-1 if a == axis else 1 for a in range(len(shape))])
+        return scale.reshape([-1 if a == axis else 1 for a in range(len(shape))]), 0
 
     @staticmethod
     def _value(what: str, name: str, raw: bytes, dtype: str, shape: tuple[int, ...], scale: Any) -> Any:
@@ -252,11 +274,10 @@ class _Importer:
                 f"{what} ({name!r}): buffer holds {len(raw)} bytes but shape {list(shape)} of {dtype} needs {expected}"
             )
         values = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
-        if dtype == "int8":
-            if scale is None:
-                raise ValueError(f"{what} ({name!r}) is an int8 constant without a quantization scale")
-            return QuantizedTensor(values, scale)
-        return values
+        if dtype == "int8" and scale is None:
+            raise ValueError(f"{what} ({name!r}) is an int8 constant without a quantization scale")
+        # Quantized integer constants (weights, biases) are params; plain ones (shapes, axes) structure.
+        return values if scale is None else QuantizedTensor(values, scale)
 
     def _indices(self, what: str, values: Any) -> list[int]:
         indices = list(_ints(values))
@@ -268,7 +289,13 @@ class _Importer:
     # -- operators -------------------------------------------------------------------------
 
     def _operator(
-        self, position: int, raw: Any, opcodes: list[str], tensors: list[Tensor], available: set[int]
+        self,
+        position: int,
+        raw: Any,
+        opcodes: list[str],
+        tensors: list[Tensor],
+        available: set[int],
+        constants: dict[int, Any],
     ) -> Operator:
         if not 0 <= raw.opcodeIndex < len(opcodes):
             raise ValueError(
@@ -284,7 +311,10 @@ class _Importer:
             raise NotImplementedError(f"{where} is not supported by jaxlstm; supported operators: {sorted(KERNELS)}")
         inputs = _ints(raw.inputs)
         outputs = _ints(raw.outputs)
-        bad = [i for i in inputs if not NO_TENSOR <= i < self.n] + [i for i in outputs if not 0 <= i < self.n]
+        intermediates = _ints(raw.intermediates)
+        bad = [i for i in inputs if not NO_TENSOR <= i < self.n] + [
+            i for i in outputs + intermediates if not 0 <= i < self.n
+        ]
         if bad:
             raise ValueError(f"{where} refers to tensors {bad}, out of range [0, {self.n})")
         options = self._options(where, opcode, raw)
@@ -292,7 +322,13 @@ class _Importer:
         unset = [i for i in inputs if i != NO_TENSOR and i not in available]
         if unset:
             raise ValueError(f"{where} reads tensors {unset} before any operator computes them")
-        return Operator(opcode, inputs, outputs, options_tuple(options))
+        op = Operator(opcode, inputs, outputs, options_tuple(options), intermediates)
+        try:
+            check_operator(op, tensors, self.runtime, constants)
+        except (ValueError, TypeError, NotImplementedError) as e:
+            e.add_note(f"in {where}")
+            raise
+        return op
 
     def _options(self, where: str, opcode: str, raw: Any) -> dict[str, Any]:
         obj = raw.builtinOptions
@@ -330,11 +366,17 @@ class _Importer:
             if not tensors[inputs[p]].is_variable:
                 raise ValueError(f"{where}: input {name} (position {p}, tensor {inputs[p]}) must be a variable tensor")
         dtype = tensors[inputs[0]].dtype
-        if dtype != "float32":
+        integer_lstm = opcode in ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM") and dtype in _integer_lstm.ACTIVATIONS
+        if dtype != "float32" and not integer_lstm:
             raise NotImplementedError(
                 f"{where} has a {dtype} input; only float32 activations (float or hybrid int8-weight "
-                "models) are supported, not full-integer quantization"
+                "models) are supported here; full-integer quantization only for LSTM and "
+                "UNIDIRECTIONAL_SEQUENCE_LSTM"
             )
+        states = () if basic else _spec.VARIABLE_INPUTS[opcode]
+        wrong = [n for n in states if not integer_lstm and tensors[inputs[names.index(n)]].dtype != "float32"]
+        if wrong:
+            raise NotImplementedError(f"{where}: state {wrong[0]} is not float32, which a float input requires")
         if not basic:
             _check_state_shapes(where, options, inputs, tensors, names, _spec.VARIABLE_INPUTS[opcode])
 

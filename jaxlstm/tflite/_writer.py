@@ -303,15 +303,17 @@ def zero_state_each_invoke(model: Model) -> Model:
             constants[len(tensors) - 1] = value
         return len(tensors) - 1
 
-    zero = None
+    zeros: dict[tuple, int] = {}  # (dtype, scale, zero point) of a state -> its FILL value
     for op in model.operators:
         for state in op.inputs:
             if state == NO_TENSOR or not tensors[state].is_variable or state in written:
                 continue
             written.add(state)
-            if zero is None:
-                zero = add("zero_state/value", (), value=np.zeros((), np.float32))
-            shape, prefix = tensors[state].shape, tensors[state].name
+            t = tensors[state]
+            key = (t.dtype, t.scale, t.zero_point)
+            if key not in zeros:
+                zeros[key] = _real_zero(tensors, constants, t)
+            shape, prefix = t.shape, t.name
             if all(d >= 0 for d in shape):
                 dims = add(prefix + "/zero_dims", (len(shape),), "int32", np.asarray(shape, np.int32))
             else:
@@ -328,10 +330,21 @@ def zero_state_each_invoke(model: Model) -> Model:
                         options_tuple({"axis": 0, "fused_activation_function": "NONE"}),
                     )
                 )
-            operators.append(Operator("FILL", (dims, zero), (state,)))
+            operators.append(Operator("FILL", (dims, zeros[key]), (state,)))
         operators.append(op)
         written.update(op.outputs)
     return model.replace(tensors=tensors, operators=operators, constants=constants)
+
+
+def _real_zero(tensors: list[Tensor], constants: dict[int, Any], state: Tensor) -> int:
+    """Appends a scalar constant holding the real 0 of `state` (an integer state's zero
+    point), quantized like it: LiteRT's FILL requires its value's quantization to be the
+    output's. Returns its index."""
+    name = "zero_state/value" if state.scale is None else f"zero_state/{state.name}"
+    tensors.append(Tensor(_fresh_name(tensors, name), (), state.dtype, state.scale, state.zero_point))
+    value = np.full((), state.zero_point, state.dtype)
+    constants[len(tensors) - 1] = value if state.scale is None else QuantizedTensor(value, np.float32(state.scale))
+    return len(tensors) - 1
 
 
 def _batch_of(operators: list[Operator], add: Any, x: int, axis: int, rank: int, prefix: str) -> int:
@@ -476,6 +489,8 @@ def serialize(model: Model) -> bytes:
         o.outputs = list(op.outputs)
         o.builtinOptionsType = options_type
         o.builtinOptions = options
+        if op.intermediates:
+            o.intermediates = list(op.intermediates)
         operators.append(o)
 
     subgraph = schema.SubGraphT()
@@ -508,20 +523,17 @@ def serialize(model: Model) -> bytes:
 def _tensor(t: Tensor, value: Any, buffers: list) -> Any:
     out = schema.TensorT()
     out.name = t.name
-    out.shape = [max(d, 1) for d in t.shape]  # dynamic dims are allocated at size 1
+    out.shape = [1 if d < 0 else d for d in t.shape]  # dynamic dims are allocated at size 1
     if any(d < 0 for d in t.shape):
         out.shapeSignature = list(t.shape)
     out.isVariable = t.is_variable
     out.buffer = 0
     if isinstance(value, QuantizedTensor):
-        values = np.asarray(value.values, np.int8)
-        scale = np.asarray(value.scale, np.float32)
-        q = schema.QuantizationParametersT()
-        q.scale = scale.reshape(-1).tolist()
-        q.zeroPoint = [0] * scale.size
-        q.quantizedDimension = int(np.argmax(scale.shape)) if scale.size > 1 else 0
-        out.quantization = q
-        data = values
+        out.quantization = _quantization(np.asarray(value.scale, np.float32), t.zero_point)
+        data = np.asarray(value.values)
+    elif t.scale is not None:  # a quantized activation, state or intermediate
+        out.quantization = _quantization(np.asarray(t.scale, np.float32), t.zero_point)
+        data = None if value is None else np.asarray(value)
     elif value is not None:
         data = np.asarray(value)
     else:
@@ -546,6 +558,16 @@ def _tensor(t: Tensor, value: Any, buffers: list) -> Any:
     return out
 
 
+def _quantization(scale: np.ndarray, zero_point: int) -> Any:
+    """Quantization parameters: one scale, or one per channel along the axis where the
+    scale array (which broadcasts against the tensor) is not 1."""
+    q = schema.QuantizationParametersT()
+    q.scale = scale.reshape(-1).tolist()
+    q.zeroPoint = [int(zero_point)] * scale.size
+    q.quantizedDimension = int(np.argmax(scale.shape)) if scale.size > 1 else 0
+    return q
+
+
 def _tensor_map(name: str, index: int) -> Any:
     m = schema.TensorMapT()
     m.name = name
@@ -564,6 +586,10 @@ def op_version(model: Model, op: Operator) -> int:
 
     asym = bool(op.option("asymmetric_quantize_inputs", False))
     name = op.opcode
+    if name in ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM") and dtype(0) in ("int8", "int16"):
+        # Full-integer: int8 activations keep version 1; int16 activations (16x8) are
+        # version 5, which LiteRT does not register and TFLite Micro does not check.
+        return 5 if dtype(0) == "int16" else 1
     if name == "LSTM":
         if op.option("kernel_type", "FULL") == "BASIC":
             return 2
