@@ -90,7 +90,10 @@ def calibration_ranges(rng: np.random.Generator) -> LSTMRanges:
 
 
 def integer_model(rng: np.random.Generator, configs: list[Config], activations: str = "int8") -> Model:
-    """One subgraph holding one integer LSTM per config, each with its own input and output."""
+    """One subgraph holding one integer LSTM per config, each with its own input and output.
+
+    A streaming model (`Model.stateful`): exported, its invokes carry the state, so two
+    invokes check the carried state as well."""
     b = ModelBuilder()
     outputs = []
     for k, c in enumerate(configs):
@@ -99,7 +102,7 @@ def integer_model(rng: np.random.Generator, configs: list[Config], activations: 
         x = b.add_input(f"x{k}", c.input_shape, activations, quantization.input)
         add = b.add_lstm_cell if c.single_step else b.add_lstm
         outputs.append(add(x, weights, options, name=f"lstm{k}", quantization=quantization))
-    return b.build(outputs, [f"y{k}" for k in range(len(configs))])
+    return b.build(outputs, [f"y{k}" for k in range(len(configs))]).replace(stateful=True)
 
 
 def random_inputs(rng: np.random.Generator, configs: list[Config], activations: str = "int8") -> list[np.ndarray]:

@@ -320,7 +320,7 @@ def test_tflite_micro_16x8_multiplier_tie():
     b = ModelBuilder()
     y = b.add_lstm(b.add_input("x", x.shape, "int16", quantization.input), weights, LSTMOptions(time_major=True),
                    quantization=quantization)  # fmt: skip
-    data = export_tflite(b.build([y]))
+    data = export_tflite(b.build([y]), stateful=True)  # two invokes carry the state
     model = load_tflite(data, runtime="tflite-micro")
     _assert_runs_equal(model, run_twice(model, [x]), _tflite_micro(data, [x], 1))
 
