@@ -186,7 +186,8 @@ class Subgraph:
 
 
 class Model:
-    """A TFLite subgraph that runs in JAX (see the module docstring).
+    """A TFLite model that runs in JAX: its main subgraph, and the subgraphs its operators
+    call (see the module docstring).
 
     Args:
       tensors: all tensors, indexed by position.
@@ -421,13 +422,12 @@ class Model:
             args = [None if i == NO_TENSOR else values[i] for i in op.inputs]
             if index == 0:
                 self._check_state_batch(position, op, args)
-            where = operator_location(index, position, op.opcode)
             try:
                 outputs, updates = run_operator(op, args, context)
             except (ValueError, TypeError, NotImplementedError) as e:
-                raise type(e)(f"{where}: {e}") from None
+                raise type(e)(f"{operator_location(index, position, op.opcode)}: {e}") from None
             except (IndexError, KeyError, ArithmeticError) as e:  # malformed operands
-                raise ValueError(f"{where}: invalid operands: {e!r}") from e
+                raise ValueError(f"{operator_location(index, position, op.opcode)}: invalid operands: {e!r}") from e
             for i, v in zip(op.outputs, outputs):
                 values[i] = v
             for slot, v in updates.items():
