@@ -6,13 +6,16 @@ Usage::
     python experiments/fuzz_import.py --cases 5000 --seed 3
 
 Every case takes one of a few small valid exports (float, stateless, hybrid int8,
-bidirectional, RNN), applies one mutation and calls `jaxlstm.load_tflite` on it. Byte
-mutations (bit flips, random bytes, truncation, absurd int32 values at aligned offsets,
-which hit vector lengths and table offsets) exercise the flatbuffer parsing; structural
-mutations (edited through the schema's object API and repacked) exercise the validation:
-shrunk or emptied vectors, absurd shapes, wrong buffer sizes, buffer offsets past the end,
-operators that read their own outputs or a later operator's (cycles), out-of-range
-indices, wrong options tables and enum values.
+bidirectional, RNN, a WHILE loop), applies one mutation and calls `jaxlstm.load_tflite` on
+it. Byte mutations (bit flips, random bytes, truncation, absurd int32 values at aligned
+offsets, which hit vector lengths and table offsets) exercise the flatbuffer parsing;
+structural mutations (edited through the schema's object API and repacked, in any subgraph)
+exercise the validation: shrunk or emptied vectors, absurd shapes, wrong buffer sizes,
+buffer offsets past the end, operators that read their own outputs or a later operator's
+(cycles), out-of-range indices, wrong options tables and enum values, and malformed loops
+(`LOOP_DEFECTS`: subgraph references out of range or in a cycle, a cond that never ends, a
+body whose outputs change shape or dtype, carry counts that do not match), which must be
+ValueErrors.
 
 A case passes when `load_tflite` returns a `Model` or raises ValueError, or the documented
 NotImplementedError for a valid file using a feature jaxlstm lacks; anything else escaping is
@@ -41,6 +44,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from jaxlstm import load_tflite
 from jaxlstm.model import ModelBuilder
+from jaxlstm.model.builder import Ref
 from jaxlstm.ops import LSTMOptions, LSTMWeights, RNNOptions, RNNWeights
 from jaxlstm.tflite import export_tflite
 
@@ -99,6 +103,63 @@ def _rnns(rng: np.random.Generator):
     return b.build([b.add_concatenation(ys)], ["output"])
 
 
+def _while_loop(rng: np.random.Generator):
+    """An RNN as TensorFlow's converter writes Keras layers: a WHILE over the carries
+    (counter, output buffer [T, B, H], h, x [T, B, F]); cond ``LESS(counter, T)``; the body
+    ``h = tanh(W x[counter] + U h + b)``, the buffer written at `counter`."""
+    steps, batch, features, units = 3, 2, 3, 2
+    shapes = [((), "int32"), ((steps, batch, units), "float32"), ((batch, units), "float32")]
+    shapes.append(((steps, batch, features), "float32"))
+
+    def carries(b: ModelBuilder) -> list[Ref]:
+        return [b.add_input(f"carry_{k}", shape, dtype) for k, (shape, dtype) in enumerate(shapes)]
+
+    c = ModelBuilder()
+    counter, *_ = carries(c)
+    less = c.add_intermediate("less", (), "bool")
+    c.add_operator("LESS", [counter, c.add_constant("steps", np.asarray(steps, np.int32))], [less])
+    b = ModelBuilder()
+    counter, buffer, h, x = carries(b)
+    step = b.add_intermediate("counter_next", (), "int32")
+    b.add_operator(
+        "ADD", [counter, b.add_constant("one", np.asarray(1, np.int32))], [step], fused_activation_function="NONE"
+    )
+    x_t = b.add_intermediate("x_t", (batch, features))
+    b.add_operator("GATHER", [x, counter], [x_t], axis=0, batch_dims=0)
+    w = rng.normal(size=(units, features)).astype(np.float32)
+    pre = b.add_fully_connected(x_t, w, rng.normal(size=units).astype(np.float32), name="input")
+    rec = b.add_fully_connected(h, rng.normal(size=(units, units)).astype(np.float32), None, name="recurrent")
+    total = b.add_binary("ADD", pre, rec, "preactivation")
+    h_next = b.add_intermediate("h_next", (batch, units))
+    b.add_operator("TANH", [total], [h_next])
+    row = b.add_intermediate("row", (1, batch, units))
+    b.add_operator("RESHAPE", [h_next, b.add_constant("row_shape", np.asarray([1, batch, units], np.int32))], [row])
+    index = b.add_intermediate("index", (1,), "int32")
+    b.add_operator("RESHAPE", [counter, b.add_constant("index_shape", np.asarray([1], np.int32))], [index])
+    start = b.add_intermediate("start", (3,), "int32")
+    b.add_operator(
+        "CONCATENATION",
+        [index, b.add_constant("zeros", np.zeros(2, np.int32))],
+        [start],
+        axis=0,
+        fused_activation_function="NONE",
+    )
+    written = b.add_intermediate("buffer_next", (steps, batch, units))
+    b.add_operator("DYNAMIC_UPDATE_SLICE", [buffer, row, start], [written])
+    subgraphs = [c.build_subgraph([less], "cond"), b.build_subgraph([step, written, h_next, x], "body")]
+    m = ModelBuilder()
+    x = m.add_input("x", (steps, batch, features))
+    initial = [
+        m.add_constant("counter_0", np.asarray(0, np.int32)),
+        m.add_constant("buffer_0", np.zeros((steps, batch, units), np.float32)),
+        m.add_constant("h_0", np.zeros((batch, units), np.float32)),
+        x,
+    ]
+    final = [m.add_intermediate(f"final_{k}", shape, dtype) for k, (shape, dtype) in enumerate(shapes)]
+    m.add_operator("WHILE", initial, final, cond_subgraph_index=1, body_subgraph_index=2)
+    return m.build([final[1]], ["output"], subgraphs=subgraphs)
+
+
 def seed_files() -> dict[str, bytes]:
     """Small valid .tflite files covering the importer's paths, by name."""
     rng = np.random.default_rng(0)
@@ -109,6 +170,7 @@ def seed_files() -> dict[str, bytes]:
         "lstm_hybrid": export_tflite(stacked, quantize="dynamic", quantize_min_elements=0),
         "bidirectional_lstm": export_tflite(_bidirectional(rng)),
         "rnn_hybrid": export_tflite(_rnns(rng), quantize="dynamic", quantize_min_elements=0),
+        "while_loop": export_tflite(_while_loop(rng)),
     }
 
 
@@ -155,7 +217,8 @@ def splice(data: bytes, rng: np.random.Generator) -> bytes:
 # ----------------------------------------------------------------------------- structural mutations
 
 
-def _pack(model: schema.ModelT) -> bytes:
+def pack(model: schema.ModelT) -> bytes:
+    """The .tflite bytes of an unpacked model (after a structural mutation)."""
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
@@ -166,7 +229,7 @@ def _pick(rng: np.random.Generator, items: list):
 
 
 def _shrink_vector(m, rng):
-    sg = m.subgraphs[0]
+    sg = _pick(rng, m.subgraphs)
     owners = [(sg, "inputs"), (sg, "outputs"), (sg, "operators"), (sg, "tensors"), (m, "buffers"), (m, "operatorCodes")]
     owners += [(op, a) for op in sg.operators for a in ("inputs", "outputs")]
     owners += [(t, "shape") for t in sg.tensors] + [(b, "data") for b in m.buffers if b.data is not None]
@@ -178,7 +241,7 @@ def _shrink_vector(m, rng):
 
 
 def _absurd_shape(m, rng):
-    t = _pick(rng, m.subgraphs[0].tensors)
+    t = _pick(rng, _pick(rng, m.subgraphs).tensors)
     choice = rng.integers(0, 4)
     if choice == 0:
         t.shape = [0x7FFFFFFF] * int(rng.integers(1, 5))
@@ -206,7 +269,7 @@ def _buffer_offset_past_end(m, rng):
 
 def _cycle(m, rng):
     """An operator reads its own output, or a tensor that a later operator writes."""
-    ops = m.subgraphs[0].operators
+    ops = _pick(rng, m.subgraphs).operators
     k = int(rng.integers(0, len(ops)))
     later = [o for op in ops[k:] for o in op.outputs]
     if len(ops[k].inputs):
@@ -218,7 +281,7 @@ def _cycle(m, rng):
 
 
 def _bad_index(m, rng):
-    sg = m.subgraphs[0]
+    sg = _pick(rng, m.subgraphs)
     value = int(rng.choice([-2, len(sg.tensors), len(m.buffers), 1 << 30, -(1 << 31)]))
     choice = rng.integers(0, 4)
     if choice == 0:
@@ -235,7 +298,7 @@ def _bad_index(m, rng):
 
 
 def _bad_options(m, rng):
-    op = _pick(rng, m.subgraphs[0].operators)
+    op = _pick(rng, _pick(rng, m.subgraphs).operators)
     choice = rng.integers(0, 3)
     if choice == 0:
         op.builtinOptionsType = schema.BuiltinOptions.ConcatenationOptions
@@ -249,7 +312,7 @@ def _bad_options(m, rng):
 
 
 def _misc(m, rng):
-    sg = m.subgraphs[0]
+    sg = _pick(rng, m.subgraphs)
     choice = rng.integers(0, 4)
     if choice == 0:
         t = _pick(rng, sg.tensors)
@@ -265,6 +328,87 @@ def _misc(m, rng):
         m.version = int(rng.integers(0, 5))
 
 
+def _while_op(m):
+    """The WHILE operator of the seed's main subgraph."""
+    return next(op for op in m.subgraphs[0].operators if isinstance(op.builtinOptions, schema.WhileOptionsT))
+
+
+def _loop_cond_out_of_range(m, rng):
+    _while_op(m).builtinOptions.condSubgraphIndex = _pick(rng, [len(m.subgraphs), 99, -1])
+
+
+def _loop_body_is_main(m, rng):
+    _while_op(m).builtinOptions.bodySubgraphIndex = 0
+
+
+def _loop_cond_is_body(m, rng):
+    options = _while_op(m).builtinOptions
+    options.condSubgraphIndex = options.bodySubgraphIndex
+
+
+def _loop_body_calls_itself(m, rng):
+    """The body runs a copy of the WHILE on its own carries: body -> body."""
+    op = _while_op(m)
+    body = m.subgraphs[op.builtinOptions.bodySubgraphIndex]
+    call = copy.deepcopy(op)
+    call.inputs, call.outputs = list(body.inputs), list(body.outputs)
+    body.operators.append(call)
+
+
+def _loop_constant_true_cond(m, rng):
+    cond = m.subgraphs[_while_op(m).builtinOptions.condSubgraphIndex]
+    true = schema.TensorT()
+    true.name, true.type, true.shape = "true", schema.TensorType.BOOL, []
+    buffer = schema.BufferT()
+    buffer.data = np.ones(1, np.uint8)
+    m.buffers.append(buffer)
+    true.buffer = len(m.buffers) - 1
+    cond.tensors.append(true)
+    cond.outputs = [len(cond.tensors) - 1]
+
+
+def _loop_counter_does_not_move(m, rng):
+    body = m.subgraphs[_while_op(m).builtinOptions.bodySubgraphIndex]
+    body.outputs = [body.inputs[0], *list(body.outputs)[1:]]
+
+
+def _loop_body_output_changes(m, rng):
+    """A body output of another shape (h for the buffer) or dtype (the counter for h)."""
+    body = m.subgraphs[_while_op(m).builtinOptions.bodySubgraphIndex]
+    outputs = list(body.outputs)
+    outputs[1 if rng.random() < 0.5 else 2] = outputs[2] if rng.random() < 0.5 else outputs[0]
+    body.outputs = outputs
+
+
+def _loop_carry_counts(m, rng):
+    """One carry fewer among the cond's inputs (the cond reads only the counter) or the
+    body's outputs."""
+    options = _while_op(m).builtinOptions
+    if rng.random() < 0.5:
+        cond = m.subgraphs[options.condSubgraphIndex]
+        cond.inputs = list(cond.inputs)[:-1]
+    else:
+        body = m.subgraphs[options.bodySubgraphIndex]
+        body.outputs = list(body.outputs)[:-1]
+
+
+LOOP_DEFECTS: dict[str, Callable] = {
+    "cond_out_of_range": _loop_cond_out_of_range,
+    "body_is_main": _loop_body_is_main,
+    "cond_is_body": _loop_cond_is_body,
+    "body_calls_itself": _loop_body_calls_itself,
+    "constant_true_cond": _loop_constant_true_cond,
+    "counter_does_not_move": _loop_counter_does_not_move,
+    "body_output_changes": _loop_body_output_changes,
+    "carry_counts": _loop_carry_counts,
+}
+
+
+def _malformed_loop(m, rng):
+    """One of `LOOP_DEFECTS` applied to the WHILE seed (which `Mutator` picks for it)."""
+    _pick(rng, list(LOOP_DEFECTS.values()))(m, rng)
+
+
 STRUCTURAL: dict[str, Callable] = {
     "shrink_vector": _shrink_vector,
     "absurd_shape": _absurd_shape,
@@ -274,7 +418,10 @@ STRUCTURAL: dict[str, Callable] = {
     "bad_index": _bad_index,
     "bad_options": _bad_options,
     "misc": _misc,
+    "malformed_loop": _malformed_loop,
 }
+# Mutations that need a particular seed: mutation -> seed name.
+SEED_OF = {"malformed_loop": "while_loop"}
 BYTES: dict[str, Callable] = {
     "bit_flips": bit_flips,
     "random_bytes": random_bytes,
@@ -306,13 +453,13 @@ class Mutator:
     def __call__(self, index: int) -> tuple[str, bytes]:
         rng = np.random.default_rng([self.seed, index])
         name = MUTATIONS[index % len(MUTATIONS)]
-        source = _pick(rng, sorted(self.seeds))
+        source = SEED_OF.get(name) or _pick(rng, sorted(self.seeds))
         if name in BYTES:
             return f"{source}/{name}", BYTES[name](self.seeds[source], rng)
         model = copy.deepcopy(self.unpacked[source])
         STRUCTURAL[name](model, rng)
         try:
-            return f"{source}/{name}", _pack(model)
+            return f"{source}/{name}", pack(model)
         except (ValueError, TypeError, OverflowError, AttributeError, IndexError):
             return f"{source}/{name}", b""  # the mutation made the tree unpackable: skip it
 

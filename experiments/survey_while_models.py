@@ -11,10 +11,18 @@ opcodes per model and subgraph role. Keras runs on the TensorFlow backend (set h
 keras is imported).
 
     python experiments/survey_while_models.py [--only NAME ...] [--brief] [--run-subgraphs]
+        [--check-rewrite] [--batch N]
 
 With --run-subgraphs, every cond and body subgraph is also cut out as a model of its own and run
 in LiteRT's builtin kernels and in jaxlstm (eagerly, then under jit), which checks the kernels of
 everything inside the loops before WHILE itself is supported.
+
+With --check-rewrite, every body whose sequence writes (the lowered TensorListSetItem: SLICE /
+CONCATENATION whose shapes depend on the loop counter) `load_tflite` rewrote into
+DYNAMIC_UPDATE_SLICE is cut out twice, as the converter wrote it and as `export_tflite` writes
+it back, and both run in LiteRT's builtin kernels for every counter value 0 .. T-1 on random
+carries: the outputs must be bit-identical (the rewritten body also runs in jaxlstm under jit).
+The whole model then runs in jaxlstm against LiteRT. --batch N (e.g. 2) surveys that batch only.
 """
 
 from __future__ import annotations
@@ -276,6 +284,73 @@ def run_subgraphs(data: bytes) -> list[str]:
     return lines
 
 
+def check_rewrite(data: bytes) -> list[str]:
+    """Runs every rewritten body before and after the rewrite in LiteRT (module docstring),
+    then the whole model in jaxlstm (eager and jit) against LiteRT; one line per check."""
+    import jax
+
+    from jaxlstm.parity.litert import run_litert
+    from jaxlstm.tflite import export_tflite, load_tflite
+
+    model = load_tflite(data)
+    rewritten = export_tflite(model)
+    original = schema.ModelT.InitFromPackedBuf(data, 0)
+    lines = []
+    rng = np.random.default_rng(0)
+    for k, graph in enumerate(model.subgraphs, 1):
+        if "DYNAMIC_UPDATE_SLICE" not in graph.opcodes:
+            continue
+        sg = original.subgraphs[k]
+        before, after = standalone(data, k), standalone(rewritten, k)
+        jitted = load_tflite(after)
+        run = jax.jit(lambda *xs, m=jitted: m(*xs))
+        buffer = next(
+            sg.tensors[i] for i in sg.inputs if sg.tensors[i].shape is not None and len(sg.tensors[i].shape) == 3
+        )
+        steps = int(buffer.shape[0])
+        worst = 0.0
+        for t in range(steps):
+            inputs = []
+            for i in sg.inputs:
+                tensor = sg.tensors[i]
+                shape = [] if tensor.shape is None else list(tensor.shape)
+                if tensor.type == schema.TensorType.INT32:
+                    inputs.append(np.full(shape, t, np.int32))
+                elif tensor.type == schema.TensorType.BOOL:
+                    inputs.append(rng.random(shape) > 0.5)
+                else:
+                    inputs.append(rng.normal(size=shape).astype(np.float32))
+            want = run_litert(before, inputs, xnnpack=False)[0]
+            got = run_litert(after, inputs, xnnpack=False)[0]
+            if not all(np.array_equal(a, b) for a, b in zip(want, got)):
+                raise AssertionError(f"subgraph {k}, counter {t}: the rewritten body differs in LiteRT")
+            ours = run(*inputs)
+            worst = max(
+                worst,
+                *(float(np.max(np.abs(np.subtract(a, b, dtype=np.float64)), initial=0)) for a, b in zip(ours, want)),
+            )
+        lines.append(
+            f"  subgraph {k}: rewrite exact in LiteRT for counters 0..{steps - 1}; jaxlstm (jit) vs LiteRT {worst:.2g}"
+        )
+    x = [
+        rng.normal(size=model.tensors[i].shape).astype(np.float32)
+        if model.tensors[i].dtype == "float32"
+        else rng.integers(0, 20, size=model.tensors[i].shape).astype(model.tensors[i].dtype)
+        for i in model.inputs
+    ]
+    lite = run_litert(data, x, invocations=2, reset=False, xnnpack=False)
+    eager = model(*x)
+    jit = jax.jit(lambda p, *xs: model.apply(p, None, *xs)[0])(model.params, *x)
+    err = max(
+        float(np.max(np.abs(np.subtract(a, b, dtype=np.float64)), initial=0))
+        for run in lite
+        for a, b in zip(eager, run)
+    )
+    same = all(np.array_equal(a, b) for a, b in zip(eager, jit))
+    lines.append(f"  whole model: max |jaxlstm - LiteRT| = {err:.2g} over two invokes; jit == eager: {same}")
+    return lines
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="*", help="model names to survey (default: all)")
@@ -283,6 +358,10 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--run-subgraphs", action="store_true", help="run each cond/body standalone in LiteRT and jaxlstm"
     )
+    parser.add_argument(
+        "--check-rewrite", action="store_true", help="check the DYNAMIC_UPDATE_SLICE rewrite of every body in LiteRT"
+    )
+    parser.add_argument("--batch", type=int, help=f"survey this batch only (default: None and {BATCH})")
     args = parser.parse_args(argv)
 
     import keras
@@ -293,7 +372,7 @@ def main(argv=None) -> None:
     for name, build in models(keras).items():
         if args.only and name not in args.only:
             continue
-        for batch in (None, BATCH):
+        for batch in (None, BATCH) if args.batch is None else (args.batch,):
             keras.utils.set_random_seed(0)
             try:
                 model = build(batch)
@@ -318,6 +397,11 @@ def main(argv=None) -> None:
                     print(f"  flex/custom ops: {custom or 'none'}")
                     if args.run_subgraphs and not custom:
                         print("\n".join(run_subgraphs(data)))
+                    if args.check_rewrite and not custom:
+                        try:
+                            print("\n".join(check_rewrite(data)))
+                        except (ValueError, NotImplementedError) as e:
+                            print(f"  load_tflite: {type(e).__name__}: {e}")
                     summary.append((name, batch, how, ops_by_role))
                     break
 

@@ -37,8 +37,8 @@ _INSPECT_DESCRIPTION = """\
 Describe a .tflite file: operators with their fused-op slots (CIFG, peephole, projection,
 layer norm, aux input, int8 hybrid weights) and options, tensor shapes and types, variable
 (state) tensors, signature defs, and warnings about what keeps the model off a plain runtime
-(WHILE loops, Flex / SELECT_TF ops, custom ops) and known converter quirks (cell_clip=10 on
-LSTMs converted from Keras, which never clips).
+(Flex / SELECT_TF ops, custom ops, WHILE loops in files jaxlstm cannot load) and known converter
+quirks (cell_clip=10 on LSTMs converted from Keras, which never clips).
 """
 
 _INSPECT_EPILOG = """\

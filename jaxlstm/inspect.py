@@ -1,8 +1,8 @@
 """Inspect a .tflite file: operators, fused-op features, tensors, signatures, portability warnings.
 
 Reads the flatbuffer directly with LiteRT's generated schema (object API), so it works on any
-model, including ones that `jaxlstm.load_tflite` cannot import (WHILE loops, Flex ops); it
-also runs `load_tflite` on the file and reports what that does (``not_loadable``).
+model, including ones that `jaxlstm.load_tflite` cannot import (Flex ops, resource variables);
+it also runs `load_tflite` on the file and reports what that does (``not_loadable``).
 
 `inspect_tflite(path_or_bytes)` returns a JSON-ready dict with exactly four keys; this is the
 schema of ``jaxlstm inspect --json`` and it is stable (new keys may be added inside entries,
@@ -37,8 +37,10 @@ dimensions; ``quantization`` is ``{"scale": [...], "zero_point": [...],
 
 ``"warnings"``: ``{"code", "subgraph", "operator", "message"}`` (the operator's index, or
 ``None`` for both when the warning is about the whole file), codes:
-``while_loop``, ``flex_op``, ``custom_op`` (the model needs more than a plain builtin-op runtime
-and jaxlstm cannot import it), ``unsupported_op`` (a builtin jaxlstm has no kernel for),
+``flex_op``, ``custom_op`` (the model needs more than a plain builtin-op runtime and jaxlstm
+cannot import it), ``while_loop`` (a WHILE loop in a file that `load_tflite` refuses: jaxlstm
+runs WHILE loops, so the warning comes only with ``not_loadable``), ``unsupported_op`` (a
+builtin jaxlstm has no kernel for),
 ``keras_cell_clip`` (an LSTM with cell_clip=10, which TFLiteConverter writes for Keras LSTMs
 although Keras never clips), ``activation_none`` (an LSTM with activation NONE, ill-defined in
 TFLite's kernels), ``merged_batch_major`` (a BIDIRECTIONAL_SEQUENCE_LSTM with merged outputs in
@@ -104,7 +106,10 @@ def inspect_tflite(model: str | os.PathLike | bytes) -> dict[str, list[dict[str,
         report = _describe(m)
     except (IndexError, KeyError, TypeError) as e:  # indices that point outside their tables
         raise ValueError(f"malformed .tflite file: {type(e).__name__}: {e}") from e
-    report["warnings"] += _load_warnings(data)
+    load_warnings = _load_warnings(data)
+    if not any(w["code"] == "not_loadable" for w in load_warnings):  # the loops load and run
+        report["warnings"] = [w for w in report["warnings"] if w["code"] != "while_loop"]
+    report["warnings"] += load_warnings
     return report
 
 
@@ -381,10 +386,10 @@ def _operator_warnings(op: dict[str, Any], tensors: list[dict[str, Any]]) -> lis
             _warning(
                 op,
                 "while_loop",
-                "a WHILE loop: a recurrence that is not a fused TFLite LSTM/RNN op (a GRU, "
-                "which has no fused op, or a Keras LSTM left unfused by a dynamic batch "
-                "size, a mask or non-default activations); jaxlstm cannot import it. "
-                "Re-convert with a fixed batch size, or build the model with jaxlstm",
+                "a WHILE loop (what TensorFlow's converter writes for Keras 3 LSTM, GRU and SimpleRNN "
+                "layers) in a file jaxlstm.load_tflite refuses (see not_loadable); loops whose TensorList "
+                "ops are Flex ops come from a dynamic (None) batch size: re-convert with a fixed batch "
+                "(keras.Input(..., batch_size=N)), whose builtin loops jaxlstm runs",
             )
         ]
     if code == "CUSTOM":

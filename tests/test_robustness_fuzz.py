@@ -2,12 +2,14 @@
 documented NotImplementedError for a valid file using an unsupported feature).
 
 The mutations and the per-case harness (CPU-time alarm, `tracemalloc` bound) live in
-``experiments/fuzz_import.py``, which runs 100,000 cases; this test runs the first 154 cases
-of each of its 13 mutations (seed 0) with `load_tflite` only, so it stays parse-only and fast.
+``experiments/fuzz_import.py``, which runs 100,000 cases; this test runs the first 143 cases
+of each of its 14 mutations (seed 0) with `load_tflite` only, so it stays parse-only and fast.
+Malformed WHILE loops (`fuzz_import.LOOP_DEFECTS`) must be ValueErrors that name the operator.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import pathlib
 import sys
@@ -22,7 +24,7 @@ _spec = importlib.util.spec_from_file_location("fuzz_import", _PATH)
 fuzz_import = sys.modules.setdefault("fuzz_import", importlib.util.module_from_spec(_spec))
 _spec.loader.exec_module(fuzz_import)
 
-CASES_PER_MUTATION = 154  # x 13 mutations = 2,002 cases
+CASES_PER_MUTATION = 143  # x 14 mutations = 2,002 cases
 TIMEOUT_S = 5.0  # CPU seconds per case; a parse takes ~3 ms, so only a hang reaches it
 MAX_ALLOC = 64 * fuzz_import.MIB  # seeds are < 8 KiB; a parse peaks at ~0.1 MiB (measured)
 
@@ -52,6 +54,17 @@ def test_mutated_files_load_or_raise_value_error(mutator, mutation):
             failures.append(f"case {index} ({name}): {outcome.kind}: {outcome.detail}")
     assert not failures, "\n".join(failures[:20])
     assert kinds.count("rejected") > 0  # the mutation does reach the validation
+
+
+@pytest.mark.parametrize("defect", list(fuzz_import.LOOP_DEFECTS))
+def test_malformed_loops_are_value_errors_naming_the_operator(mutator, defect):
+    """Out-of-range or cyclic subgraph references, endless conds, carries that change shape
+    or dtype, carry counts that do not match: ValueError at load time, never a hang."""
+    for seed in range(3):  # the defects that pick among variants
+        model = copy.deepcopy(mutator.unpacked["while_loop"])
+        fuzz_import.LOOP_DEFECTS[defect](model, np.random.default_rng(seed))
+        with pytest.raises(ValueError, match=r"operator \d+ \(WHILE\): .*subgraph"):
+            load_tflite(fuzz_import.pack(model))
 
 
 def test_alarm_bounds_a_hang(monkeypatch):

@@ -1,10 +1,11 @@
-"""The model: a TFLite subgraph as Python objects, run in JAX, built layer by layer."""
+"""The model: a TFLite model's subgraphs as Python objects, run in JAX, built layer by layer."""
 
 from jaxlstm.model.builder import ModelBuilder as ModelBuilder
 from jaxlstm.model.builder import Ref as Ref
 from jaxlstm.model.graph import NO_TENSOR as NO_TENSOR
 from jaxlstm.model.graph import Model as Model
 from jaxlstm.model.graph import Operator as Operator
+from jaxlstm.model.graph import Subgraph as Subgraph
 from jaxlstm.model.graph import Tensor as Tensor
 
-__all__ = ("NO_TENSOR", "Model", "ModelBuilder", "Operator", "Ref", "Tensor")
+__all__ = ("NO_TENSOR", "Model", "ModelBuilder", "Operator", "Ref", "Subgraph", "Tensor")

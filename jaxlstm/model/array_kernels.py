@@ -211,6 +211,28 @@ def _slice(op: Operator, args: list):
     return [x[tuple(slice(b, e) for b, e in zip(starts, ends))]], {}
 
 
+@kernel("DYNAMIC_UPDATE_SLICE")
+def _dynamic_update_slice(op: Operator, args: list):
+    """tflite/kernels/dynamic_update_slice.cc: `operand` with `update` written at
+    `start_indices` (one per axis, run-time values allowed), each clamped to
+    ``[0, operand dim - update dim]`` as in XLA's DynamicUpdateSlice."""
+    operand, update, start = args
+    rank = np.ndim(operand)
+    if np.ndim(start) != 1 or np.shape(start)[0] != rank:
+        raise ValueError(f"start_indices of shape {list(np.shape(start))} do not fit a rank-{rank} operand")
+    if np.ndim(update) != rank or any(u > n for u, n in zip(np.shape(update), np.shape(operand))):
+        raise ValueError(f"update of shape {list(np.shape(update))} does not fit in operand {list(np.shape(operand))}")
+    if jnp.dtype(update.dtype) != jnp.dtype(operand.dtype):
+        raise ValueError(f"update is {jnp.dtype(update.dtype).name}, operand {jnp.dtype(operand.dtype).name}")
+    # Clamped here: lax.dynamic_update_slice would wrap negative indices around first.
+    limit = np.subtract(np.shape(operand), np.shape(update))
+    if isinstance(start, np.ndarray):  # int64 indices are clamped before they become int32
+        start = np.clip(start, 0, limit)
+    start = jnp.clip(jnp.asarray(start).astype(jnp.int32), 0, limit)
+    starts = [start[a] for a in range(rank)]
+    return [jax.lax.dynamic_update_slice(jnp.asarray(operand), jnp.asarray(update), starts)], {}
+
+
 @kernel("EXPAND_DIMS")
 def _expand_dims(op: Operator, args: list):
     """tflite/kernels/expand_dims.cc: a size-1 axis at the constant position (negative counts

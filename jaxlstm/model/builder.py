@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from jaxlstm import _spec
-from jaxlstm.model.graph import GRU, GRU_INPUTS, NO_TENSOR, Model, Operator, Tensor, options_tuple
+from jaxlstm.model.graph import GRU, GRU_INPUTS, NO_TENSOR, Model, Operator, Subgraph, Tensor, options_tuple
 from jaxlstm.model.kernels import gru_options
 from jaxlstm.model.rewrite import prune_unused_tensors
 from jaxlstm.ops._quant import QuantizedTensor
@@ -427,12 +427,22 @@ class ModelBuilder:
         self.add_operator("SOFTMAX", [x], [y], beta=beta)
         return y
 
-    def build(self, outputs: list[Ref], output_names: list[str] | None = None) -> Model:
-        """The finished `Model`; `output_names` renames the output tensors."""
+    def build(
+        self, outputs: list[Ref], output_names: list[str] | None = None, subgraphs: list[Subgraph] | tuple = ()
+    ) -> Model:
+        """The finished `Model`; `output_names` renames the output tensors. `subgraphs` are
+        the subgraphs 1, 2, ... that operators call by index (`build_subgraph`)."""
         tensors = list(self._tensors)
         for ref, new in zip(outputs, output_names or []):
             tensors[ref.index] = dataclasses.replace(tensors[ref.index], name=new)
-        return Model(tensors, self._operators, self._inputs, [r.index for r in outputs], self._constants)
+        return Model(
+            tensors, self._operators, self._inputs, [r.index for r in outputs], self._constants, subgraphs=subgraphs
+        )
+
+    def build_subgraph(self, outputs: list[Ref], name: str = "") -> Subgraph:
+        """The built operators as a `Subgraph` that another operator calls (e.g. a WHILE's
+        cond or body, whose inputs are the `add_input` tensors and outputs `outputs`)."""
+        return Subgraph(self._tensors, self._operators, self._inputs, [r.index for r in outputs], self._constants, name)
 
     # -- GRU ---------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The model: one TFLite subgraph held in Python and run in JAX.
+"""The model: a TFLite model's subgraphs held in Python and run in JAX.
 
 A `Model` is the meeting point of the library: the `.tflite` importer produces one, the
 converters and Flax modules build one (`ModelBuilder`), the exporter serializes one, and
@@ -10,6 +10,13 @@ converters and Flax modules build one (`ModelBuilder`), the exporter serializes 
     outputs, state = m.apply(m.params, state, *inputs)    # continues from `state` (streaming)
     state = m.init_state(batch_size=B)                    # {tensor name: zeros}, the variable tensors
 
+The model's own tensors and operators are the file's main subgraph (subgraph 0). Operators
+such as WHILE call other subgraphs by their index in the file (``cond_subgraph_index``,
+``body_subgraph_index``): those are `Subgraph` objects in `Model.subgraphs`, and
+``m.subgraph(k)`` gives subgraph k (0: the main one). Their weights are params too, named
+``subgraph_<k>/<tensor name>`` (`param_name`), so `jax.grad` over `m.params` reaches the
+weights inside a loop body.
+
 Besides the TFLite builtin operators, a model may hold a ``GRU`` operator (`GRU_INPUTS`):
 TFLite has no GRU, so the exporter unrolls it into builtin operators over a fixed length
 (`jaxlstm.model.builder.unroll_gru`), while in JAX it runs `jaxlstm.ops.gru` at any length.
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -39,6 +46,8 @@ GRU_INPUTS = ("input", *(f.name for f in dataclasses.fields(GRUWeights)), "hidde
 # The most elements `Model.init_state` allocates for one state tensor (1 GiB of float32),
 # far beyond any real recurrent state: a larger one comes from a corrupt shape or batch_size.
 MAX_STATE_ELEMENTS = 2**28
+# Options that name a subgraph by its index in the file (WhileOptions.cond_subgraph_index, ...).
+SUBGRAPH_OPTION_SUFFIX = "_subgraph_index"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +100,94 @@ def options_tuple(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, tuple(v) if isinstance(v, (list, np.ndarray)) else v) for k, v in options.items()))
 
 
+def param_name(subgraph: int, tensor_name: str) -> str:
+    """The `Model.params` key of a weight of subgraph `subgraph` (> 0); the main subgraph's
+    weights keep their tensor names."""
+    return f"subgraph_{subgraph}/{tensor_name}"
+
+
+def weight_indices(tensors: Sequence[Tensor], constants: Mapping[int, Any]) -> tuple[int, ...]:
+    """The indices of the weights among `constants`: float or quantized integer constants.
+    Plain integer constants (shapes, axes, slice bounds) are structure and stay static under jit."""
+    return tuple(
+        i
+        for i in sorted(constants)
+        if not tensors[i].is_variable and (tensors[i].dtype.startswith("float") or tensors[i].scale is not None)
+    )
+
+
+def subgraph_references(op: Operator) -> list[tuple[str, int]]:
+    """(option, subgraph index) of each subgraph `op` calls, e.g. a WHILE's
+    ``cond_subgraph_index`` and ``body_subgraph_index``."""
+    return [(k, v) for k, v in op.options if k.endswith(SUBGRAPH_OPTION_SUFFIX)]
+
+
+def operator_location(subgraph: int, position: int, opcode: str) -> str:
+    """How messages name an operator: ``operator 3 (ADD)`` in the main subgraph,
+    ``subgraph 2 operator 3 (ADD)`` elsewhere."""
+    where = f"operator {position} ({opcode})"
+    return where if subgraph == 0 else f"subgraph {subgraph} {where}"
+
+
+class Subgraph:
+    """A subgraph that operators call by index (a WHILE's cond or body subgraph).
+
+    Args:
+      tensors, operators, inputs, outputs, constants: as in `Model` (inputs and outputs are
+        what the calling operator passes in and gets back, in order).
+      name: the subgraph's name in the file.
+
+    Raises:
+      ValueError: tensor names are not unique.
+    """
+
+    def __init__(
+        self,
+        tensors: Sequence[Tensor],
+        operators: Sequence[Operator],
+        inputs: Sequence[int],
+        outputs: Sequence[int],
+        constants: Mapping[int, Any],
+        name: str = "",
+    ):
+        self.tensors = tuple(tensors)
+        self.operators = tuple(operators)
+        self.inputs = tuple(inputs)
+        self.outputs = tuple(outputs)
+        self.name = name
+        _check_unique_names(self.tensors)
+        self._constants = dict(constants)
+        self.weight_indices = weight_indices(self.tensors, self._constants)
+
+    @property
+    def constants(self) -> dict[int, Any]:
+        """{tensor index: value} of the constant tensors."""
+        return dict(self._constants)
+
+    @property
+    def opcodes(self) -> list[str]:
+        return [op.opcode for op in self.operators]
+
+    def replace(self, **changes: Any) -> Subgraph:
+        """A copy with constructor arguments replaced (``operators=``, ...)."""
+        args = {
+            "tensors": self.tensors,
+            "operators": self.operators,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "constants": self._constants,
+            "name": self.name,
+        }
+        args.update(changes)
+        return Subgraph(**args)
+
+    def __repr__(self) -> str:
+        return f"Subgraph({self.name!r}, inputs={list(self.inputs)}, outputs={list(self.outputs)}, operators={self.opcodes})"
+
+
 class Model:
-    """A TFLite subgraph that runs in JAX (see the module docstring).
+    """A TFLite model that runs in JAX: its main subgraph, and the subgraphs its operators
+    call (see the module docstring).
 
     Args:
       tensors: all tensors, indexed by position.
@@ -110,6 +205,13 @@ class Model:
         sets it to what the file does.
       runtime: whose integer kernels `apply` reproduces where runtimes differ:
         ``"litert"`` or ``"tflite-micro"``. Float and hybrid models run the same in both.
+      subgraphs: the file's other subgraphs, 1, 2, ... in order, which operators call by
+        index (a WHILE's cond and body).
+
+    Raises:
+      ValueError: repeated tensor or param names, or an operator that calls a subgraph out
+        of range or one that calls itself again (a cycle).
+      NotImplementedError: a variable tensor outside the main subgraph.
     """
 
     def __init__(
@@ -123,6 +225,7 @@ class Model:
         signature_names: tuple[Sequence[str], Sequence[str]] | None = None,
         stateful: bool = False,
         runtime: str = "litert",
+        subgraphs: Sequence[Subgraph] = (),
     ):
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
@@ -144,20 +247,24 @@ class Model:
                 f"signature_names has {tuple(map(len, self.signature_names))} (inputs, outputs) "
                 f"names, expected {(len(self.inputs), len(self.outputs))}"
             )
-        names = [t.name for t in self.tensors]
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f"tensor names must be unique; repeated: {dup[:5]}")
+        _check_unique_names(self.tensors)
         self._constants = dict(constants)
         self._variables = tuple(i for i, t in enumerate(self.tensors) if t.is_variable)
-        # Weights (float or int8-quantized) are params; integer constants (shapes, axes,
-        # slice bounds) are structure and stay static under jit.
-        self._weight_indices = tuple(
-            i
-            for i in sorted(self._constants)
-            if not self.tensors[i].is_variable
-            and (self.tensors[i].dtype.startswith("float") or self.tensors[i].scale is not None)
-        )
+        self._weight_indices = weight_indices(self.tensors, self._constants)
+        self.subgraphs = tuple(subgraphs)
+        for k, graph in enumerate(self.subgraphs, 1):
+            variables = [t.name for t in graph.tensors if t.is_variable]
+            if variables:
+                raise NotImplementedError(
+                    f"subgraph {k} has variable tensors {variables[:3]}; jaxlstm keeps state tensors in the "
+                    "main subgraph only"
+                )
+        if self.subgraphs or any(subgraph_references(op) for op in self.operators):
+            self._check_subgraph_calls()
+            taken = {self.tensors[i].name for i in self._weight_indices}
+            clashes = sorted(taken.intersection(name for name, _, _ in self._subgraph_weights()))
+            if clashes:
+                raise ValueError(f"main subgraph tensor names clash with the names of subgraph weights: {clashes[:3]}")
 
     # -- the public contract -------------------------------------------------------------
 
@@ -171,8 +278,62 @@ class Model:
 
     @property
     def params(self) -> dict[str, Any]:
-        """The constant tensors (weights) by name, as a pytree."""
-        return {self.tensors[i].name: self._constants[i] for i in self._weight_indices}
+        """The constant tensors (weights) by name, as a pytree: the main subgraph's under
+        their tensor names, then those of every other subgraph (`param_name`)."""
+        params = {self.tensors[i].name: self._constants[i] for i in self._weight_indices}
+        params.update((name, graph._constants[i]) for name, graph, i in self._subgraph_weights())
+        return params
+
+    def subgraph(self, index: int) -> Subgraph:
+        """Subgraph `index` of the file: 0 is the main one (this model's own tensors and
+        operators), 1, 2, ... are `Model.subgraphs`.
+
+        Raises:
+          IndexError: no such subgraph.
+        """
+        if index == 0:
+            return Subgraph(self.tensors, self.operators, self.inputs, self.outputs, self._constants, "main")
+        if not 0 < index <= len(self.subgraphs):
+            raise IndexError(f"subgraph {index} out of range: the model has {1 + len(self.subgraphs)} subgraphs")
+        return self.subgraphs[index - 1]
+
+    def _subgraph_weights(self) -> Iterator[tuple[str, Subgraph, int]]:
+        """(param name, subgraph, tensor index) of each weight outside the main subgraph."""
+        for k, graph in enumerate(self.subgraphs, 1):
+            for i in graph.weight_indices:
+                yield param_name(k, graph.tensors[i].name), graph, i
+
+    def _check_subgraph_calls(self) -> None:
+        """Every subgraph an operator calls exists, and none calls itself again (directly or
+        through others), which would recurse forever."""
+        count = 1 + len(self.subgraphs)
+        calls: dict[int, list[tuple[str, str, int]]] = {}  # subgraph -> (calling operator, option, callee)
+        for k, graph in enumerate((self, *self.subgraphs)):
+            for position, op in enumerate(graph.operators):
+                for option, callee in subgraph_references(op):
+                    where = operator_location(k, position, op.opcode)
+                    if not isinstance(callee, int) or not 0 <= callee < count:
+                        raise ValueError(
+                            f"{where}: {option} {callee} refers to no subgraph; the model has subgraphs 0 to {count - 1}"
+                        )
+                    calls.setdefault(k, []).append((where, option, callee))
+        done: set[int] = set()
+
+        def visit(k: int, path: list[int]) -> None:
+            for where, option, callee in calls.get(k, ()):
+                if callee in path:
+                    cycle = " -> ".join(map(str, [*path[path.index(callee) :], callee]))
+                    raise ValueError(
+                        f"{where}: {option} {callee} calls subgraph {callee} again while it runs (cycle {cycle}); "
+                        "subgraphs must not call themselves"
+                    )
+                if callee not in done:
+                    visit(callee, [*path, callee])
+            done.add(k)
+
+        for k in range(count):
+            if k not in done:
+                visit(k, [k])
 
     def init_state(self, batch_size: int | None = None) -> dict[str, jax.Array]:
         """The variable tensors at their initial values: zeros (an int8 tensor's zero point,
@@ -204,7 +365,7 @@ class Model:
     def apply(
         self, params: Mapping[str, Any], state: Mapping[str, jax.Array] | None, *inputs: jax.Array
     ) -> tuple[list[jax.Array], dict[str, jax.Array]]:
-        """Runs the subgraph; pure and jittable.
+        """Runs the model (its main subgraph, which may call the others); pure and jittable.
 
         Args:
           params: the constant tensors by name (as `Model.params`).
@@ -222,37 +383,55 @@ class Model:
           ValueError: an input that does not fit its tensor's shape (rank or a static
             dimension), or a state whose batch is not the inputs'.
         """
-        from jaxlstm.model.kernels import KernelContext, run_operator
-
         self.check_inputs(*inputs)
         if state is None:
             state = self.init_state(self.input_batch(*inputs))
-        values: dict[int, Any] = {}
-        for i, v in self._constants.items():
-            if i in self._weight_indices:
-                values[i] = params[self.tensors[i].name]
-            elif not self.tensors[i].is_variable:
-                values[i] = v
+        values = _bind_constants(self.tensors, self._constants, self._weight_indices, params, lambda name: name)
         for i in self._variables:
             values[i] = state[self.tensors[i].name]
         for i, x in zip(self.inputs, inputs):
             values[i] = jnp.asarray(x)
-        context = KernelContext(self.tensors, self.runtime)
-        for position, op in enumerate(self.operators):
+        self._run(0, self.tensors, self.operators, values, params)
+        new_state = {self.tensors[i].name: values[i] for i in self._variables}
+        return [values[i] for i in self.outputs], new_state
+
+    def call_subgraph(self, index: int, params: Mapping[str, Any], *inputs: Any) -> list[Any]:
+        """Runs subgraph `index` (> 0) on its `inputs`, its weights taken from `params` (as
+        `Model.params`); returns its outputs. A WHILE runs its cond and body this way."""
+        graph = self.subgraph(index)
+        values = _bind_constants(
+            graph.tensors, graph._constants, graph.weight_indices, params, lambda name: param_name(index, name)
+        )
+        values.update(zip(graph.inputs, inputs))
+        self._run(index, graph.tensors, graph.operators, values, params)
+        return [values[i] for i in graph.outputs]
+
+    def _run(
+        self,
+        index: int,
+        tensors: Sequence[Tensor],
+        operators: Sequence[Operator],
+        values: dict[int, Any],
+        params: Mapping[str, Any],
+    ) -> None:
+        """Runs the operators of subgraph `index` on `values` ({tensor index: value}, updated)."""
+        from jaxlstm.model.kernels import KernelContext, run_operator
+
+        context = KernelContext(tensors, self.runtime, self, params)
+        for position, op in enumerate(operators):
             args = [None if i == NO_TENSOR else values[i] for i in op.inputs]
-            self._check_state_batch(position, op, args)
+            if index == 0:
+                self._check_state_batch(position, op, args)
             try:
                 outputs, updates = run_operator(op, args, context)
             except (ValueError, TypeError, NotImplementedError) as e:
-                raise type(e)(f"operator {position} ({op.opcode}): {e}") from None
+                raise type(e)(f"{operator_location(index, position, op.opcode)}: {e}") from None
             except (IndexError, KeyError, ArithmeticError) as e:  # malformed operands
-                raise ValueError(f"operator {position} ({op.opcode}): invalid operands: {e!r}") from e
+                raise ValueError(f"{operator_location(index, position, op.opcode)}: invalid operands: {e!r}") from e
             for i, v in zip(op.outputs, outputs):
                 values[i] = v
             for slot, v in updates.items():
                 values[op.inputs[slot]] = v
-        new_state = {self.tensors[i].name: values[i] for i in self._variables}
-        return [values[i] for i in self.outputs], new_state
 
     def __call__(self, *inputs: jax.Array) -> list[jax.Array]:
         """Runs from the initial (zero) state at the inputs' batch, like Keras ``predict``."""
@@ -336,7 +515,8 @@ class Model:
 
     @property
     def constants(self) -> dict[int, Any]:
-        """{tensor index: stored value} of constant tensors and initialized variables."""
+        """{tensor index: stored value} of the main subgraph's constant tensors and
+        initialized variables."""
         return dict(self._constants)
 
     def replace(self, **changes: Any) -> Model:
@@ -351,31 +531,66 @@ class Model:
             "signature_names": self.signature_names,
             "stateful": self.stateful,
             "runtime": self.runtime,
+            "subgraphs": self.subgraphs,
         }
         args.update(changes)
         return Model(**args)
 
     def constant(self, name: str) -> Any:
-        """The stored value of constant or variable tensor `name`."""
+        """The stored value of constant or variable tensor `name` (a weight of another
+        subgraph by its param name)."""
         for i, t in enumerate(self.tensors):
             if t.name == name:
                 return self._constants.get(i)
+        for key, graph, i in self._subgraph_weights():
+            if key == name:
+                return graph._constants[i]
         raise KeyError(name)
 
     def with_params(self, params: Mapping[str, Any]) -> Model:
         """A copy whose constant tensors take the values in `params` (e.g. after training)."""
         constants = dict(self._constants)
         index = {t.name: i for i, t in enumerate(self.tensors)}
+        elsewhere = {key: (graph, i) for key, graph, i in self._subgraph_weights()}
+        changed: dict[Subgraph, dict[int, Any]] = {}
         for name, v in params.items():
-            constants[index[name]] = v
-        return self.replace(constants=constants)
+            if name in elsewhere:
+                graph, i = elsewhere[name]
+                changed.setdefault(graph, graph.constants)[i] = v
+            else:
+                constants[index[name]] = v
+        subgraphs = [g.replace(constants=changed[g]) if g in changed else g for g in self.subgraphs]
+        return self.replace(constants=constants, subgraphs=subgraphs)
 
     @property
     def opcodes(self) -> list[str]:
         return [op.opcode for op in self.operators]
 
     def __repr__(self) -> str:
-        return f"Model(inputs={self.input_names}, outputs={self.output_names}, operators={self.opcodes})"
+        more = f", subgraphs={len(self.subgraphs)}" if self.subgraphs else ""
+        return f"Model(inputs={self.input_names}, outputs={self.output_names}, operators={self.opcodes}{more})"
+
+
+def _check_unique_names(tensors: Sequence[Tensor]) -> None:
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"tensor names must be unique; repeated: {dup[:5]}")
+
+
+def _bind_constants(
+    tensors: Sequence[Tensor], constants: Mapping[int, Any], weights: Sequence[int], params: Mapping[str, Any], key
+) -> dict[int, Any]:
+    """{tensor index: value} of a subgraph's constants: its weights from `params` (under
+    ``key(tensor name)``), its structural constants as stored."""
+    values: dict[int, Any] = {}
+    weight_set = set(weights)
+    for i, v in constants.items():
+        if i in weight_set:
+            values[i] = params[key(tensors[i].name)]
+        elif not tensors[i].is_variable:
+            values[i] = v
+    return values
 
 
 # Sequence ops with a time_major option -> input positions of their aux (sequence) input.

@@ -9,8 +9,8 @@ maps an input position to the new value of that variable tensor. Kernels registe
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,9 @@ import numpy as np
 from jaxlstm import _spec
 from jaxlstm.model import _integer_lstm
 from jaxlstm.model.graph import GRU, GRU_INPUTS, NO_TENSOR, Operator, Tensor
+
+if TYPE_CHECKING:
+    from jaxlstm.model.graph import Model
 from jaxlstm.ops._activations import activation
 from jaxlstm.ops._precision import FLOAT32
 from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
@@ -48,12 +51,16 @@ _INTEGER_LSTM_OPS = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM")
 
 @dataclasses.dataclass(frozen=True)
 class KernelContext:
-    """What a kernel may read beyond its operands: the model's tensors (quantization
-    parameters are static metadata, even when the values are traced) and the runtime
-    (``"litert"`` or ``"tflite-micro"``) whose integer kernels to reproduce."""
+    """What a kernel may read beyond its operands: the tensors of the subgraph it runs in
+    (quantization parameters are static metadata, even when the values are traced), the
+    runtime (``"litert"`` or ``"tflite-micro"``) whose integer kernels to reproduce, and for
+    operators that call subgraphs (WHILE) the model and the params it runs with
+    (`Model.subgraph`, `Model.call_subgraph`)."""
 
     tensors: Sequence[Tensor]
     runtime: str = "litert"
+    model: Model | None = None
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def kernel(*opcodes: str, context: bool = False):
@@ -480,5 +487,5 @@ def _split(op: Operator, args: list):
     return list(jnp.split(args[1], op.option("num_splits", len(op.outputs)), axis=axis)), {}
 
 
-# The kernels of the front-end and glue operators register themselves on import.
-from jaxlstm.model import array_kernels, conv_kernels  # noqa: E402, F401
+# The kernels of the front-end, glue and control-flow operators register themselves on import.
+from jaxlstm.model import array_kernels, control_flow, conv_kernels  # noqa: E402, F401

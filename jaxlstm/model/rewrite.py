@@ -1,18 +1,22 @@
 """Model rewrites: strip cell_clip and fuse TF's bidirectional LSTM (for re-exporting converted
-models), remove the per-invoke state resets of a predict file, prune unused tensors.
+models), turn the lowered TensorListSetItem of loop bodies into DYNAMIC_UPDATE_SLICE, remove
+the per-invoke state resets of a predict file, prune unused tensors.
 
-`strip_cell_clip` and `fuse_bidirectional_lstm` return a new `Model` and the number of
-operators changed; numerics change only where the docstring says so.
+`strip_cell_clip`, `fuse_bidirectional_lstm` and `fuse_tensor_list_writes` return a new
+`Model` and the number of operators changed; numerics change only where the docstring says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from typing import TypeVar
 
 import numpy as np
 
-from jaxlstm.model.graph import NO_TENSOR, Model, Operator, options_tuple
+from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Subgraph, Tensor, options_tuple, subgraph_references
+
+Graph = TypeVar("Graph", Model, Subgraph)  # a rewrite that works on either kind of subgraph
 
 LSTM_OPCODES = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM")
 _SHARED_LSTM_OPTIONS = (
@@ -77,6 +81,65 @@ def fuse_bidirectional_lstm(model: Model) -> tuple[Model, int]:
     if not fused:
         return model, 0
     return prune_unused_tensors(model.replace(operators=operators)), fused
+
+
+def fuse_tensor_list_writes(model: Model) -> tuple[Model, int]:
+    """Rewrites the lowered ``TensorListSetItem`` in every subgraph but the main one into
+    DYNAMIC_UPDATE_SLICE, an operator LiteRT runs and `lax.dynamic_update_slice` under jit.
+
+    TensorFlow's converter writes ``buffer[time] = value`` (a recurrent layer's output at
+    step `time`, in a WHILE body) as::
+
+        head = SLICE(buffer, begin [0, 0, ...], size CONCATENATION(RESHAPE(time, [1]), [-1, ...]))
+        tail = SLICE(buffer, begin CONCATENATION(RESHAPE(time + 1, [1]), [0, ...]), size [-1, ...])
+        out  = CONCATENATION(head, value [1, ...], tail, axis 0)
+
+    whose intermediate shapes depend on `time`, so it cannot be traced. For every `time` in
+    ``[0, len(buffer))`` (the others make the SLICEs fail in LiteRT) ``out`` is exactly
+    ``DYNAMIC_UPDATE_SLICE(buffer, value, CONCATENATION(RESHAPE(time, [1]), [0, ...]))``:
+    the same copy of the same values, so numerics do not change. The matched operators
+    that nothing else reads are removed.
+
+    Returns:
+      (the rewritten model, how many writes were rewritten).
+    """
+    subgraphs, total = [], 0
+    for graph in model.subgraphs:
+        graph, count = _fuse_tensor_list_writes(graph)
+        subgraphs.append(graph)
+        total += count
+    return (model.replace(subgraphs=subgraphs), total) if total else (model, 0)
+
+
+def prune_unused_subgraphs(model: Model) -> Model:
+    """Drops the subgraphs that no operator calls, directly or through other subgraphs, from
+    the main one (e.g. a loop's cond and body once a rewrite has replaced its WHILE), and
+    renumbers the references of the others. Their params are named after their new indices."""
+    reached, stack = {0}, [0]
+    while stack:
+        for op in model.subgraph(stack.pop()).operators:
+            for _, callee in subgraph_references(op):
+                if callee not in reached:
+                    reached.add(callee)
+                    stack.append(callee)
+    if len(reached) == 1 + len(model.subgraphs):
+        return model
+    kept = sorted(reached)
+    index = {old: new for new, old in enumerate(kept)}
+
+    def renumbered(operators: tuple[Operator, ...]) -> list[Operator]:
+        return [
+            _with_options(op, **{option: index[k] for option, k in subgraph_references(op)})
+            if subgraph_references(op)
+            else op
+            for op in operators
+        ]
+
+    subgraphs = [model.subgraphs[k - 1] for k in kept[1:]]
+    return model.replace(
+        operators=renumbered(model.operators),
+        subgraphs=[g.replace(operators=renumbered(g.operators)) for g in subgraphs],
+    )
 
 
 def remove_state_resets(model: Model) -> Model:
@@ -181,7 +244,112 @@ def _find_bidirectional_pair(model: Model, operators: list[Operator]):
     return None
 
 
-def prune_unused_tensors(model: Model) -> Model:
+def _fuse_tensor_list_writes(graph: Subgraph) -> tuple[Subgraph, int]:
+    operators = list(graph.operators)
+    tensors = list(graph.tensors)
+    constants = graph.constants
+    producer = {t: k for k, op in enumerate(operators) for t in op.outputs}
+
+    def produced(tensor: int, opcode: str) -> int | None:
+        k = producer.get(tensor)
+        return k if k is not None and operators[k].opcode == opcode else None
+
+    def ints(tensor: int) -> list[int] | None:
+        value = constants.get(tensor)
+        return None if value is None or tensors[tensor].dtype != "int32" else [int(v) for v in np.ravel(value)]
+
+    def index_vector(tensor: int, rest: int, rank: int) -> tuple[int, int, list[int]] | None:
+        """(scalar t, the [1] tensor RESHAPE(t, [1]), operator positions) when `tensor` is
+        ``CONCATENATION(RESHAPE(t, [1]), [rest] * (rank - 1))``."""
+        cat = produced(tensor, "CONCATENATION")
+        if cat is None or len(operators[cat].inputs) != 2 or operators[cat].option("axis", 0) != 0:
+            return None
+        head, tail = operators[cat].inputs
+        reshape = produced(head, "RESHAPE")
+        if reshape is None or ints(tail) != [rest] * (rank - 1) or tensors[head].shape != (1,):
+            return None
+        scalar = operators[reshape].inputs[0]
+        if tensors[scalar].shape != () or tensors[scalar].dtype != "int32":
+            return None
+        return scalar, head, [cat, reshape]
+
+    def plus_one(tensor: int, base: int) -> bool:
+        """Whether `tensor` is ``base + 1``."""
+        add = produced(tensor, "ADD")
+        if add is not None:
+            op = operators[add]
+            if op.option("fused_activation_function", "NONE") != "NONE" or base not in op.inputs:
+                return False
+            return ints(op.inputs[1] if op.inputs[0] == base else op.inputs[0]) == [1]
+        values = ints(tensor), ints(base)
+        return None not in values and values[0] == [values[1][0] + 1]
+
+    replacements: dict[int, list[Operator]] = {}  # CONCATENATION position -> its replacement
+    matched: set[int] = set()  # positions of the other operators of the pattern
+    for position, cat in enumerate(operators):
+        if cat.opcode != "CONCATENATION" or len(cat.inputs) != 3 or cat.option("fused_activation_function") != "NONE":
+            continue
+        head, value, tail = cat.inputs
+        head_at, tail_at = produced(head, "SLICE"), produced(tail, "SLICE")
+        if head_at is None or tail_at is None or operators[head_at].inputs[0] != operators[tail_at].inputs[0]:
+            continue
+        head_op, tail_op = operators[head_at], operators[tail_at]
+        buffer = tensors[head_op.inputs[0]]
+        rank = len(buffer.shape)
+        if rank < 2 or cat.option("axis", 0) % rank != 0 or min(buffer.shape) < 0:
+            continue
+        if tensors[value].shape != (1, *buffer.shape[1:]) or buffer.dtype != tensors[value].dtype:
+            continue
+        if tensors[cat.outputs[0]].dtype != buffer.dtype:
+            continue
+        if ints(head_op.inputs[1]) != [0] * rank or ints(tail_op.inputs[2]) != [-1] * rank:
+            continue
+        size, begin = index_vector(head_op.inputs[2], -1, rank), index_vector(tail_op.inputs[1], 0, rank)
+        if size is None or begin is None or not plus_one(begin[0], size[0]):
+            continue
+        name = tensors[cat.outputs[0]].name
+        tensors.append(Tensor(_fresh_name(tensors, f"{name}/start_rest"), (rank - 1,), "int32"))
+        constants[len(tensors) - 1] = np.zeros(rank - 1, np.int32)
+        tensors.append(Tensor(_fresh_name(tensors, f"{name}/start"), (rank,), "int32"))
+        start = len(tensors) - 1
+        replacements[position] = [
+            Operator(
+                "CONCATENATION",
+                (size[1], start - 1),
+                (start,),
+                options_tuple({"axis": 0, "fused_activation_function": "NONE"}),
+            ),
+            Operator("DYNAMIC_UPDATE_SLICE", (head_op.inputs[0], value, start), cat.outputs),
+        ]
+        matched.update([head_at, tail_at, *size[2], *begin[2]])
+    if not replacements:
+        return graph, 0
+    rewritten = []
+    for position, op in enumerate(operators):
+        rewritten += replacements.get(position, [op])
+    kept = _drop_unread(rewritten, {operators[k] for k in matched}, graph.outputs)
+    return prune_unused_tensors(graph.replace(tensors=tensors, operators=kept, constants=constants)), len(replacements)
+
+
+def _drop_unread(operators: list[Operator], candidates: set[Operator], outputs: tuple[int, ...]) -> list[Operator]:
+    """`operators` without those among `candidates` whose outputs nothing reads any more."""
+    while True:
+        read = {t for op in operators for t in op.inputs} | set(outputs)
+        kept = [op for op in operators if op not in candidates or read.intersection(op.outputs)]
+        if len(kept) == len(operators):
+            return kept
+        operators = kept
+
+
+def _fresh_name(tensors: list[Tensor], name: str) -> str:
+    taken = {t.name for t in tensors}
+    candidate, k = name, 1
+    while candidate in taken:
+        candidate, k = f"{name}_{k}", k + 1
+    return candidate
+
+
+def prune_unused_tensors(model: Graph) -> Graph:
     """Drops tensors no operator, input or output refers to, renumbering the rest."""
     used = {t for op in model.operators for t in (*op.inputs, *op.outputs) if t != NO_TENSOR}
     used.update(model.inputs)

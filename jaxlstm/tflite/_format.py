@@ -96,6 +96,9 @@ OPTIONS: dict[str, str | None] = {
     "SPLIT_V": "SplitVOptions",
     "SPACE_TO_BATCH_ND": "SpaceToBatchNDOptions",
     "BATCH_TO_SPACE_ND": "BatchToSpaceNDOptions",
+    # control flow (jaxlstm/model/control_flow.py) and the loop bodies' sequence writes
+    "WHILE": "WhileOptions",
+    "DYNAMIC_UPDATE_SLICE": "DynamicUpdateSliceOptions",
 }
 
 # Option fields whose values are schema enums, kept as names in `Operator.options`.

@@ -18,9 +18,10 @@ from ai_edge_litert import schema_py_generated as schema
 
 from jaxlstm import _spec
 from jaxlstm.model import _integer_lstm
-from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Tensor, options_tuple
+from jaxlstm.model.control_flow import check_loops
+from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Subgraph, Tensor, operator_location, options_tuple
 from jaxlstm.model.kernels import KERNELS, check_operator
-from jaxlstm.model.rewrite import remove_state_resets
+from jaxlstm.model.rewrite import fuse_tensor_list_writes, remove_state_resets
 from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.ops.lstm_integer import RUNTIMES
 from jaxlstm.tflite import _format
@@ -69,6 +70,8 @@ _TYPE_NAMES = _format.enum_names(schema.TensorType)
 # Types a quantization scale applies to (float tensors may carry calibration ranges, unused).
 _QUANTIZED_TYPES = ("int8", "uint8", "int16", "int32", "int64")
 _STATE_TYPES = ("float32", "int8", "int16")  # variable tensors: float state, integer LSTM state
+# What TensorFlow's converter writes for resource variables (a stateful Keras layer).
+_RESOURCE_VARIABLE_OPS = ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE")
 
 
 def load_tflite(data: bytes | bytearray | memoryview | str | os.PathLike, *, runtime: str = "litert") -> Model:
@@ -77,6 +80,13 @@ def load_tflite(data: bytes | bytearray | memoryview | str | os.PathLike, *, run
     The model's `Model.stateful` says whether the file keeps its recurrent state from one
     invoke to the next (no operator zeroes a state tensor before it is read), so that
     ``export_tflite(load_tflite(data))`` runs in LiteRT as `data` does.
+
+    Every subgraph is read: the main one (subgraph 0) is the `Model`, the others (a WHILE
+    loop's cond and body) its `Model.subgraphs`. Inside those, the sequence-output pattern
+    TensorFlow's converter writes for a Keras recurrent layer (``TensorListSetItem``
+    lowered to SLICE / CONCATENATION with shapes that depend on the loop counter) becomes
+    the equivalent DYNAMIC_UPDATE_SLICE (`jaxlstm.model.rewrite.fuse_tensor_list_writes`),
+    so loops run under `jax.jit`; WHILE loops are checked (`jaxlstm.model.control_flow`).
 
     Args:
       data: the file's bytes, or its path.
@@ -87,7 +97,8 @@ def load_tflite(data: bytes | bytearray | memoryview | str | os.PathLike, *, run
     Raises:
       ValueError: the data is not a valid .tflite model (the message says what is wrong),
         including integer models the runtime would run wrongly (e.g. an LSTM cell state
-        scale that is not a power of two).
+        scale that is not a power of two), subgraph references out of range or in a
+        cycle, and WHILE loops that never end or whose carries change shape.
       NotImplementedError: a valid model that uses an operator or feature jaxlstm (or the
         runtime) lacks.
     """
@@ -112,31 +123,23 @@ def _ints(values: Any) -> tuple[int, ...]:
 
 
 class _Importer:
-    """Turns one unpacked `ModelT` into a `Model` (subgraph 0, the signature's)."""
+    """Turns one unpacked `ModelT` into a `Model`: subgraph 0 (the signature's) and the
+    other subgraphs, read one after the other (`_read_subgraph` sets the one being read)."""
 
     def __init__(self, model: Any, buf: bytes, runtime: str):
         self.model = model
         self.buf = buf
         self.runtime = runtime
-        self.subgraph = model.subgraphs[0]
-        self.raw_tensors = self.subgraph.tensors or []
-        self.n = len(self.raw_tensors)
 
     def build(self) -> Model:
-        opcodes = [self._opcode(i, c) for i, c in enumerate(self.model.operatorCodes or [])]
-        tensors, constants = self._tensors()
-        inputs = self._indices("subgraph inputs", self.subgraph.inputs)
-        outputs = self._indices("subgraph outputs", self.subgraph.outputs)
-        available = set(constants) | set(inputs) | {i for i, t in enumerate(tensors) if t.is_variable}
-        operators = []
-        for position, raw in enumerate(self.subgraph.operators or []):
-            op = self._operator(position, raw, opcodes, tensors, available, constants)
-            operators.append(op)
-            available.update(op.outputs)
-        missing = [i for i in outputs if i not in available]
-        if missing:
-            raise ValueError(f"subgraph outputs {missing} are never computed")
+        self.opcodes = [self._opcode(i, c) for i, c in enumerate(self.model.operatorCodes or [])]
+        tensors, operators, inputs, outputs, constants = self._read_subgraph(0)
         operators = _fold_state_initializers(operators, tensors, constants)
+        subgraphs = []
+        for k in range(1, len(self.model.subgraphs)):
+            name = self.model.subgraphs[k].name
+            name = name.decode("utf-8", "replace") if isinstance(name, bytes) else (name or "")
+            subgraphs.append(Subgraph(*self._read_subgraph(k), name=name))
         model = Model(
             tensors,
             operators,
@@ -147,10 +150,37 @@ class _Importer:
             signature_names=self._signature_names(inputs, outputs),
             stateful=_carries_state(operators, tensors),
             runtime=self.runtime,
+            subgraphs=subgraphs,
         )
+        if subgraphs:
+            model, _ = fuse_tensor_list_writes(model)
+            check_loops(model)
         # A predict file zeroes its states at every invoke: the Model keeps the recurrence
         # alone and `stateful=False` says so (export_tflite writes the resets again).
         return model if model.stateful else remove_state_resets(model)
+
+    def _read_subgraph(self, index: int) -> tuple[list[Tensor], list[Operator], list[int], list[int], dict]:
+        """(tensors, operators, inputs, outputs, constants) of subgraph `index`, validated."""
+        self.index = index
+        self.subgraph = self.model.subgraphs[index]
+        self.raw_tensors = self.subgraph.tensors or []
+        self.n = len(self.raw_tensors)
+        # How messages name the subgraph (the main one as before multi-subgraph models).
+        self.label = "subgraph" if index == 0 else f"subgraph {index}"
+        self.prefix = "" if index == 0 else f"subgraph {index} "
+        tensors, constants = self._tensors()
+        inputs = self._indices(f"{self.label} inputs", self.subgraph.inputs)
+        outputs = self._indices(f"{self.label} outputs", self.subgraph.outputs)
+        available = set(constants) | set(inputs) | {i for i, t in enumerate(tensors) if t.is_variable}
+        operators = []
+        for position, raw in enumerate(self.subgraph.operators or []):
+            op = self._operator(position, raw, self.opcodes, tensors, available, constants)
+            operators.append(op)
+            available.update(op.outputs)
+        missing = [i for i in outputs if i not in available]
+        if missing:
+            raise ValueError(f"{self.label} outputs {missing} are never computed")
+        return tensors, operators, inputs, outputs, constants
 
     # -- opcodes and tensors ---------------------------------------------------------------
 
@@ -169,7 +199,7 @@ class _Importer:
         buffers = self.model.buffers or []
         tensors, constants, seen = [], {}, set()
         for i, t in enumerate(self.raw_tensors):
-            what = f"tensor {i}"
+            what = f"{self.prefix}tensor {i}"
             if t.type not in _TYPE_NAMES:
                 raise ValueError(f"{what} has unknown tensor type {t.type}")
             # Unsupported types (resource, string, ...) only matter to the ops that use them,
@@ -302,10 +332,24 @@ class _Importer:
                 f"operator {position} has opcode index {raw.opcodeIndex}, out of range [0, {len(opcodes)})"
             )
         opcode = opcodes[raw.opcodeIndex]
-        where = f"operator {position} ({opcode})"
+        where = operator_location(self.index, position, opcode)
         if opcode.startswith("CUSTOM:"):
+            custom = opcode[7:]
+            hint = (
+                "; TensorFlow's converter writes TensorList Flex ops for Keras recurrent layers with a dynamic "
+                "(None) batch size: give keras.Input a fixed batch_size to get builtin WHILE loops, which jaxlstm runs"
+                if custom.startswith("FlexTensorList")
+                else ""
+            )
             raise NotImplementedError(
-                f"operator {position} is the custom operator {opcode[7:]!r}, which jaxlstm does not support"
+                f"{self.prefix}operator {position} is the custom operator {custom!r}, which jaxlstm does not support{hint}"
+            )
+        if opcode in _RESOURCE_VARIABLE_OPS:
+            raise NotImplementedError(
+                f"{where}: resource variables ({', '.join(_RESOURCE_VARIABLE_OPS)}, which TensorFlow's converter "
+                "writes for a stateful Keras layer) are not supported by jaxlstm; build the layer with "
+                "stateful=False, or for a streaming model convert the Keras model with `jaxlstm convert "
+                "--stateful`, which keeps the state in TFLite variable tensors"
             )
         if opcode not in KERNELS:
             raise NotImplementedError(f"{where} is not supported by jaxlstm; supported operators: {sorted(KERNELS)}")

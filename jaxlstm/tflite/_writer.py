@@ -16,7 +16,11 @@ object API (`ModelT.Pack`):
 4. GRU operators (no TFLite builtin) are unrolled into builtin operators over the input's
    static length or ``time_steps`` (`jaxlstm.model.builder.unroll_gru`).
 5. ``quantize="dynamic"``: int8 weights exactly as TFLite's dynamic-range quantizer
-   (`jaxlstm.ops.quantize_symmetric`), turning the recurrent ops and FULLY_CONNECTED hybrid.
+   (`jaxlstm.ops.quantize_symmetric`), turning the recurrent ops and FULLY_CONNECTED hybrid,
+   in every subgraph.
+
+Steps 1-4 concern the main subgraph; the other subgraphs (WHILE loops' conds and bodies,
+`Model.subgraphs`) are written as they are, after it, in order.
 """
 
 from __future__ import annotations
@@ -34,8 +38,18 @@ from ai_edge_litert import schema_py_generated as schema
 
 from jaxlstm import _spec
 from jaxlstm.model.builder import unroll_gru
-from jaxlstm.model.graph import GRU, NO_TENSOR, Model, Operator, Tensor, options_tuple, state_slots
-from jaxlstm.model.rewrite import remove_state_resets
+from jaxlstm.model.graph import (
+    GRU,
+    NO_TENSOR,
+    Model,
+    Operator,
+    Subgraph,
+    Tensor,
+    operator_location,
+    options_tuple,
+    state_slots,
+)
+from jaxlstm.model.rewrite import Graph, remove_state_resets
 from jaxlstm.ops._quant import QuantizedTensor, quantize_symmetric
 from jaxlstm.tflite import _format
 
@@ -133,6 +147,11 @@ def export_tflite(
     model = unroll_gru(model, time_steps=time_steps, stateful=bool(stateful or model.stateful))
     if quantize == "dynamic":
         model = quantize_dynamic_range(model, quantize_min_elements, asymmetric_quantize_inputs)
+        model = model.replace(
+            subgraphs=[
+                quantize_dynamic_range(g, quantize_min_elements, asymmetric_quantize_inputs) for g in model.subgraphs
+            ]
+        )
     data = serialize(avoid_litert_defects(model))
     if path is not None:
         write_atomic(path, data)
@@ -141,13 +160,14 @@ def export_tflite(
 
 def _check_exportable(model: Model) -> None:
     """Every operator can be written (GRU: unrolled), before rewrites renumber them."""
-    for position, op in enumerate(model.operators):
-        if op.opcode == GRU:
-            continue
-        try:
-            _format.dict_to_options(op.opcode, dict(op.options))
-        except (ValueError, NotImplementedError) as e:
-            raise type(e)(f"operator {position} ({op.opcode}): {e}") from None
+    for k in range(1 + len(model.subgraphs)):
+        for position, op in enumerate(model.subgraph(k).operators):
+            if op.opcode == GRU:
+                continue
+            try:
+                _format.dict_to_options(op.opcode, dict(op.options))
+            except (ValueError, NotImplementedError) as e:
+                raise type(e)(f"{operator_location(k, position, op.opcode)}: {e}") from None
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -193,7 +213,7 @@ def _mode_for(path: str | os.PathLike) -> int:
 # ----------------------------------------------------------------------------- rewrites
 
 
-def quantize_dynamic_range(model: Model, min_elements: int, asymmetric: bool) -> Model:
+def quantize_dynamic_range(model: Graph, min_elements: int, asymmetric: bool) -> Graph:
     """Int8 weights for every recurrent/FULLY_CONNECTED op whose weight matrices all have
     at least `min_elements` elements. A weight tensor that another consumer reads as float
     is duplicated rather than changed under it."""
@@ -462,19 +482,47 @@ class _AlignedBufferT(schema.BufferT):
 
 def serialize(model: Model) -> bytes:
     """The flatbuffer bytes of `model` as it stands (no rewrites)."""
-    constants = model.constants
     buffers = [schema.BufferT()]  # buffer 0 is the empty buffer by convention
-    tensors = []
-    for i, t in enumerate(model.tensors):
-        tensors.append(_tensor(t, constants.get(i), buffers))
     opcode_index: dict[tuple[str, int], int] = {}
-    operator_codes, operators = [], []
-    for position, op in enumerate(model.operators):
+    operator_codes: list = []
+    subgraphs = [
+        _subgraph(model.subgraph(k), k, buffers, opcode_index, operator_codes) for k in range(1 + len(model.subgraphs))
+    ]
+
+    signature = schema.SignatureDefT()
+    signature.signatureKey = model.signature_key
+    signature.subgraphIndex = 0
+    signature.inputs, signature.outputs = (
+        [_tensor_map(name, i) for name, i in zip(names, indices)]
+        for names, indices in zip(model.signature_names, (model.inputs, model.outputs))
+    )
+
+    m = schema.ModelT()
+    m.version = _format.SCHEMA_VERSION
+    m.description = "jaxlstm"
+    m.operatorCodes = operator_codes
+    m.subgraphs = subgraphs
+    m.buffers = buffers
+    m.signatureDefs = [signature]
+    builder = flatbuffers.Builder(1024 + sum(b.data.nbytes for b in buffers if b.data is not None))
+    builder.Finish(m.Pack(builder), file_identifier=_format.FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _subgraph(
+    graph: Subgraph, index: int, buffers: list, opcode_index: dict[tuple[str, int], int], operator_codes: list
+) -> Any:
+    """The `SubGraphT` of subgraph `index`, appending its constants to `buffers` and new
+    (opcode, version) pairs to `operator_codes`."""
+    constants = graph.constants
+    tensors = [_tensor(t, constants.get(i), buffers) for i, t in enumerate(graph.tensors)]
+    operators = []
+    for position, op in enumerate(graph.operators):
         try:
             options_type, options = _format.dict_to_options(op.opcode, dict(op.options))
         except (ValueError, NotImplementedError) as e:
-            raise type(e)(f"operator {position} ({op.opcode}): {e}") from None
-        key = (op.opcode, op_version(model, op))
+            raise type(e)(f"{operator_location(index, position, op.opcode)}: {e}") from None
+        key = (op.opcode, op_version(graph, op))
         if key not in opcode_index:
             code = _format.OPCODES[op.opcode]
             oc = schema.OperatorCodeT()
@@ -492,32 +540,13 @@ def serialize(model: Model) -> bytes:
         if op.intermediates:
             o.intermediates = list(op.intermediates)
         operators.append(o)
-
     subgraph = schema.SubGraphT()
-    subgraph.name = "main"
+    subgraph.name = graph.name
     subgraph.tensors = tensors
-    subgraph.inputs = list(model.inputs)
-    subgraph.outputs = list(model.outputs)
+    subgraph.inputs = list(graph.inputs)
+    subgraph.outputs = list(graph.outputs)
     subgraph.operators = operators
-
-    signature = schema.SignatureDefT()
-    signature.signatureKey = model.signature_key
-    signature.subgraphIndex = 0
-    signature.inputs, signature.outputs = (
-        [_tensor_map(name, i) for name, i in zip(names, indices)]
-        for names, indices in zip(model.signature_names, (model.inputs, model.outputs))
-    )
-
-    m = schema.ModelT()
-    m.version = _format.SCHEMA_VERSION
-    m.description = "jaxlstm"
-    m.operatorCodes = operator_codes
-    m.subgraphs = [subgraph]
-    m.buffers = buffers
-    m.signatureDefs = [signature]
-    builder = flatbuffers.Builder(1024 + sum(b.data.nbytes for b in buffers if b.data is not None))
-    builder.Finish(m.Pack(builder), file_identifier=_format.FILE_IDENTIFIER)
-    return bytes(builder.Output())
+    return subgraph
 
 
 def _tensor(t: Tensor, value: Any, buffers: list) -> Any:
@@ -575,9 +604,9 @@ def _tensor_map(name: str, index: int) -> Any:
     return m
 
 
-def op_version(model: Model, op: Operator) -> int:
+def op_version(model: Model | Subgraph, op: Operator) -> int:
     """The operator version TFLite's converter assigns (op_version.cc), from the
-    input types and options."""
+    input types and options (`model`: the subgraph `op` is in)."""
 
     def dtype(slot: int) -> str | None:
         if slot >= len(op.inputs) or op.inputs[slot] == NO_TENSOR:
@@ -633,6 +662,8 @@ def op_version(model: Model, op: Operator) -> int:
         return 5
     if name == "BROADCAST_TO":
         return 2  # version 1 was withdrawn
+    if name == "DYNAMIC_UPDATE_SLICE" and dtype(2) == "int64":
+        return 2
     return _BOOL_INPUT_VERSIONS.get(name, 1) if dtype(0) == "bool" else 1
 
 

@@ -60,9 +60,9 @@ def _read_before_write(model):
     ops[0], ops[1] = ops[1], ops[0]
 
 
-def _while_op(model):
+def _if_op(model):
     code = schema.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.WHILE
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.IF
     code.version = 1
     model.operatorCodes.append(code)
     model.subgraphs[0].operators[2].opcodeIndex = len(model.operatorCodes) - 1
@@ -125,7 +125,7 @@ def test_malformed_model(data, edit, message):
 
 
 UNSUPPORTED = {
-    "builtin_op": (_while_op, r"operator 2 \(WHILE\) is not supported"),
+    "builtin_op": (_if_op, r"operator 2 \(IF\) is not supported"),
     "custom_op": (_custom_op, "operator 0 is the custom operator 'MyLstm'"),
 }
 
