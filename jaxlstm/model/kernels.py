@@ -322,8 +322,15 @@ def _gru(op: Operator, args: list):
 # ----------------------------------------------------------------------------- glue ops
 
 
+# The fused activations LiteRT's float glue ops apply: they clamp to the activation range
+# (kernel_util.h CalculateActivationRange), which only the RELU family narrows; a fused TANH or
+# SIGN_BIT on ADD, SUB, MUL or DIV is ignored.
+_CLAMPING_ACTIVATIONS = ("RELU", "RELU_N1_TO_1", "RELU6")
+
+
 def _fused(op: Operator, x: jax.Array) -> jax.Array:
-    return activation(op.option("fused_activation_function", "NONE"))(x)
+    name = op.option("fused_activation_function", "NONE")
+    return activation(name)(x) if name in _CLAMPING_ACTIVATIONS else x
 
 
 _FULLY_CONNECTED_ACTIVATIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6")
@@ -383,9 +390,12 @@ def _array_module(*args: Any):
 
 @kernel("CONCATENATION")
 def _concatenation(op: Operator, args: list):
+    act = op.option("fused_activation_function", "NONE")
+    if act != "NONE":  # concatenation.cc Prepare
+        raise ValueError(f"CONCATENATION with fused activation {act!r}: LiteRT accepts only NONE")
     xp = _array_module(*args)
     y = xp.concatenate([a if xp is np else _dense(a) for a in args], axis=op.option("axis", 0))
-    return [y if xp is np else _fused(op, y)], {}
+    return [y], {}
 
 
 def _static(v: Any, what: str) -> np.ndarray:

@@ -142,6 +142,10 @@ CASES = {
     "add_relu6": _binary("ADD", "RELU6"),
     "mul_broadcast_constant": _binary("MUL", "NONE", constant_shape=(1,)),
     "sub_relu": _binary("SUB", "RELU"),
+    # LiteRT clamps these ops to the fused activation's range: a fused TANH or SIGN_BIT does nothing.
+    "add_tanh": _binary("ADD", "TANH"),
+    "mul_sign_bit": _binary("MUL", "SIGN_BIT"),
+    "sub_relu_n1_to_1": _binary("SUB", "RELU_N1_TO_1"),
     "fully_connected_keep_num_dims": _fully_connected(True),
     "fully_connected_flattening": _fully_connected(False, activation="RELU_N1_TO_1"),
     "fully_connected_hybrid": _fully_connected(False, "per_tensor"),
@@ -198,3 +202,15 @@ def test_every_operator_the_writer_can_emit_loads():
     from jaxlstm.tflite import _format
 
     assert sorted(set(_format.OPTIONS) - set(KERNELS)) == []
+
+
+def test_concatenation_with_a_fused_activation_is_refused_like_litert():
+    b = ModelBuilder()
+    x = b.add_input("x", (2, 3))
+    y = b.add_intermediate("y", (2, 6))
+    b.add_operator("CONCATENATION", [x, x], [y], axis=1, fused_activation_function="TANH")
+    data = export_tflite(b.build([y]))
+    with pytest.raises(RuntimeError, match="concatenation"):
+        run_litert(data, [np.ones((2, 3), np.float32)], xnnpack=False)
+    with pytest.raises(ValueError, match="CONCATENATION with fused activation 'TANH'"):
+        load_tflite(data)(np.ones((2, 3), np.float32))
