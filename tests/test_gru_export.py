@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import jaxlstm
+from jaxlstm.convert import gru_weights_from_keras, gru_weights_from_torch
 from jaxlstm.model import ModelBuilder
 from jaxlstm.ops import GRUOptions, GRUWeights, gru
 from jaxlstm.parity.litert import run_litert
@@ -43,7 +44,7 @@ def _randomize(layer, rng):
 
 def _gru_weights(layer) -> GRUWeights:
     kernel, recurrent_kernel, bias = layer.get_weights()
-    return GRUWeights.from_keras(kernel, recurrent_kernel, bias, layer.cell.reset_after)
+    return gru_weights_from_keras(kernel, recurrent_kernel, bias, layer.cell.reset_after)
 
 
 def _gru_options(layer, time_major=False) -> GRUOptions:
@@ -239,7 +240,7 @@ def test_stateless_export_starts_every_invoke_from_zero(keras, rng):
 
 def test_imported_export_runs_the_same_graph_in_jax(rng):
     """load_tflite(export_tflite(m)) is the same Model: float and dynamic-range int8."""
-    weights = GRUWeights.from_torch(
+    weights = gru_weights_from_torch(
         _random(rng, 3 * H, I), _random(rng, 3 * H, H), _random(rng, 3 * H), _random(rng, 3 * H)
     )
     builder = ModelBuilder(batch_size=B)
@@ -262,7 +263,7 @@ def test_imported_export_runs_the_same_graph_in_jax(rng):
 
 
 def test_add_gru_errors_name_the_problem(rng):
-    weights = GRUWeights.from_torch(_random(rng, 3 * H, I), _random(rng, 3 * H, H))
+    weights = gru_weights_from_torch(_random(rng, 3 * H, I), _random(rng, 3 * H, H))
     builder = ModelBuilder()
     expected = r"input_to_update_weights has shape \(5, 4\), expected \(n_units=5, n_input=3\)"
     with pytest.raises(ValueError, match=expected):
@@ -274,7 +275,7 @@ def test_add_gru_errors_name_the_problem(rng):
 def test_dynamic_length_runs_in_jax_and_export_asks_for_time_steps(rng):
     """The GRU operator runs at any length; the export unrolls it over `time_steps`, and the
     unrolled file takes exactly that many steps (a clear ValueError otherwise)."""
-    weights = GRUWeights.from_torch(_random(rng, 3 * H, I), _random(rng, 3 * H, H))
+    weights = gru_weights_from_torch(_random(rng, 3 * H, I), _random(rng, 3 * H, H))
     builder = ModelBuilder()
     model = builder.build([builder.add_gru(builder.add_input("input", (-1, -1, I)), weights, GRUOptions())])
     for time in (2, 9):

@@ -9,8 +9,8 @@ import pytest
 from flax import nnx
 
 from jaxlstm import export_tflite
+from jaxlstm.convert import lstm_weights_from_torch
 from jaxlstm.nn import LSTM, BidirectionalLSTM, SimpleRNN
-from jaxlstm.ops import LSTMWeights
 from jaxlstm.reference import np_lstm
 
 from ._layers import (
@@ -83,16 +83,9 @@ def _torch_module(name, **kwargs):
 
 def _torch_lstm_weights(module, suffix=""):
     """PyTorch's packed (i, f, g, o) [4H, k] weights and two biases -> `LSTMWeights`."""
-    p = {n: v.detach().numpy() for n, v in module.named_parameters()}
-    weights = LSTMWeights.from_fused(
-        p[f"weight_ih_l0{suffix}"].T,
-        p[f"weight_hh_l0{suffix}"].T,
-        p[f"bias_ih_l0{suffix}"] + p[f"bias_hh_l0{suffix}"],
-        gate_order="ifco",
-    )
-    if f"weight_hr_l0{suffix}" in p:
-        weights = weights.replace(projection_weights=p[f"weight_hr_l0{suffix}"])
-    return weights
+    p = dict(module.named_parameters())
+    tensors = (p[f"{name}_l0{suffix}"] for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    return lstm_weights_from_torch(*tensors, weight_hr=p.get(f"weight_hr_l0{suffix}"))
 
 
 def _load(layer, weights):

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxlstm.convert import gru_weights_from_flax, gru_weights_from_keras, gru_weights_from_torch
 from jaxlstm.ops import GRUOptions, GRUWeights, gru, gru_cell
 from jaxlstm.reference import np_gru
 
@@ -71,7 +72,7 @@ def _check_against_keras_layer(layer, case, x, h0, rng, time_major=False, as_ten
     options = GRUOptions(
         reset_after=case.reset_after, activation=KERAS_ACTIVATIONS[case.activation], time_major=time_major
     )
-    weights = GRUWeights.from_keras(kernel, recurrent_kernel, bias, case.reset_after)
+    weights = gru_weights_from_keras(kernel, recurrent_kernel, bias, case.reset_after)
     y, h = gru(keras_x, weights, h0, options=options, reverse=case.go_backwards)
     np.testing.assert_allclose(y, expected_y, atol=TOL, rtol=0)
     np.testing.assert_allclose(h, expected_h, atol=TOL, rtol=0)
@@ -118,7 +119,7 @@ def test_matches_tf_keras(case, time_major, rng):
 def test_from_keras_rejects_bias_of_the_other_layout():
     kernel, recurrent = np.zeros((I, 3 * H), np.float32), np.zeros((H, 3 * H), np.float32)
     with pytest.raises(ValueError, match=r"bias has shape \(12,\).*reset_after=True"):
-        GRUWeights.from_keras(kernel, recurrent, np.zeros(3 * H, np.float32), reset_after=True)
+        gru_weights_from_keras(kernel, recurrent, np.zeros(3 * H, np.float32), reset_after=True)
 
 
 # ----------------------------------------------------------------------------- PyTorch
@@ -143,7 +144,7 @@ def test_matches_torch_stacked_bidirectional(batch_first, rng):
         outs = []
         for d, suffix in enumerate(("", "_reverse")):
             names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-            weights = GRUWeights.from_torch(*(params[f"{n}_l{k}{suffix}"] for n in names))
+            weights = gru_weights_from_torch(*(params[f"{n}_l{k}{suffix}"] for n in names))
             out, h = gru(y, weights, h0[2 * k + d], options=options, reverse=d == 1, keep_order=True)
             outs.append(out)
             finals.append(h)
@@ -163,7 +164,8 @@ def test_matches_flax_linen(reverse, rng):
     params = rnn.init(jax.random.key(0), x)
     params = jax.tree.map(lambda p: _random(rng, *p.shape), params)  # non-zero biases too
     expected_h, expected_y = rnn.apply(params, x)
-    y, h = gru(x, GRUWeights.from_flax_linen(params), options=GRUOptions(), reverse=reverse, keep_order=True)
+    weights, options = gru_weights_from_flax(rnn.cell, params["params"]["cell"])
+    y, h = gru(x, weights, options=options, reverse=reverse, keep_order=True)
     np.testing.assert_allclose(y, expected_y, atol=TOL, rtol=0)
     np.testing.assert_allclose(h, expected_h, atol=TOL, rtol=0)
 
@@ -177,9 +179,9 @@ def test_matches_flax_nnx(time_major, rng):
     rnn = nnx.RNN(cell, time_major=time_major, return_carry=True)
     x = _random(rng, T, B, I, scale=1.0) if time_major else _random(rng, B, T, I, scale=1.0)
     expected_h, expected_y = rnn(x)
-    weights = GRUWeights.from_flax_nnx(cell)
+    weights, options = gru_weights_from_flax(cell)
     assert weights.recurrent_candidate_gate_bias is None
-    y, h = gru(x, weights, options=GRUOptions(time_major=time_major))
+    y, h = gru(x, weights, options=options.replace(time_major=time_major))
     np.testing.assert_allclose(y, expected_y, atol=TOL, rtol=0)
     np.testing.assert_allclose(h, expected_h, atol=TOL, rtol=0)
 
@@ -231,9 +233,7 @@ REFERENCE_CASES = [
 
 def _packed_weights(rng, case: ReferenceCase) -> GRUWeights:
     recurrent_bias = _random(rng, 3 * H) if case.recurrent_bias else None
-    return GRUWeights.from_packed(
-        _random(rng, 3 * H, I), _random(rng, 3 * H, H), _random(rng, 3 * H), recurrent_bias, "zrn"
-    )
+    return gru_weights_from_torch(_random(rng, 3 * H, I), _random(rng, 3 * H, H), _random(rng, 3 * H), recurrent_bias)
 
 
 @pytest.mark.parametrize("case", REFERENCE_CASES, ids=str)
@@ -268,7 +268,7 @@ def test_gru_cell_matches_the_reference_step_and_scans_to_gru(case: ReferenceCas
 
 def _weights(rng, reset_after=True, n_input=I, units=H):
     bias = _random(rng, 2, 3 * units) if reset_after else _random(rng, 3 * units)
-    return GRUWeights.from_keras(_random(rng, n_input, 3 * units), _random(rng, units, 3 * units), bias, reset_after)
+    return gru_weights_from_keras(_random(rng, n_input, 3 * units), _random(rng, units, 3 * units), bias, reset_after)
 
 
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])

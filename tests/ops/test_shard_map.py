@@ -16,6 +16,7 @@ import pytest
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from jaxlstm.convert import gru_weights_from_torch
 from jaxlstm.ops import (
     GRUWeights,
     LSTMOptions,
@@ -35,7 +36,7 @@ MESH = Mesh(np.array(jax.devices()[:1]), ("data",))
 
 
 def _gru_weights(rng) -> GRUWeights:
-    return GRUWeights.from_packed(normal(rng, 3 * N, I), normal(rng, 3 * N, N), normal(rng, 3 * N), None, "zrn")
+    return gru_weights_from_torch(normal(rng, 3 * N, I), normal(rng, 3 * N, N), normal(rng, 3 * N))
 
 
 def _ops(rng) -> dict:
