@@ -26,8 +26,9 @@ from jaxlstm.ops import (
     unidirectional_sequence_lstm,
     unidirectional_sequence_rnn,
 )
+from tests.cases import LSTMCase, RNNCase
 
-from .cases import LSTMCase, RNNCase, dot_generals, lstm_state, lstm_weights, normal, rnn_weights
+from .cases import dot_generals, lstm_state, lstm_weights, normal, rnn_weights
 
 FLOAT32 = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
 

@@ -28,8 +28,9 @@ from jaxlstm.ops import (
     unidirectional_sequence_lstm,
     unidirectional_sequence_rnn,
 )
+from tests.cases import LSTMCase
 
-from .cases import LSTMCase, lstm_state, lstm_weights, normal, quantize_weights, rnn_weights
+from .cases import lstm_state, lstm_weights, normal, quantize_weights, rnn_weights
 
 B, T, I, N = 8, 5, 3, 4  # batch 8: the float LSTM's batch-minor loop too
 MESH = Mesh(np.array(jax.devices()[:1]), ("data",))
