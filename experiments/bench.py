@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxlstm
+from jaxlstm.convert import lstm_weights_from_fused
 from jaxlstm.model.builder import ModelBuilder
 from jaxlstm.ops import LSTMOptions, LSTMWeights
 
@@ -82,7 +83,7 @@ def peephole_projection_weights(w: LSTMWeights, seed: int = 1) -> LSTMWeights:
 def jax_systems(shape: Shape, w: dict) -> dict[str, tuple[Callable, tuple]]:
     """The JAX systems as (pure forward function ``(params, x) -> y``, (params, x))."""
     x = jnp.asarray(w["x"])
-    weights = LSTMWeights.from_fused(w["kernel"], w["recurrent_kernel"], w["bias"])
+    weights = jax.device_put(lstm_weights_from_fused(w["kernel"], w["recurrent_kernel"], w["bias"]))
     keras_fn, keras_values = bench_ops.keras_forward_fn(w)
     minimal = bench_ops.scan_variant(**bench_ops.VARIANTS["inside"])
     return {
@@ -210,7 +211,7 @@ def jaxlstm_tflite(w: dict) -> tuple[bytes, float]:
     start = time.perf_counter()
     builder = ModelBuilder()
     x = builder.add_input("x", w["x"].shape)
-    weights = LSTMWeights.from_fused(w["kernel"], w["recurrent_kernel"], w["bias"])
+    weights = lstm_weights_from_fused(w["kernel"], w["recurrent_kernel"], w["bias"])
     y = builder.add_lstm(x, weights, LSTMOptions())
     data = jaxlstm.export_tflite(builder.build([y]))
     return data, time.perf_counter() - start

@@ -19,7 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from jaxlstm import LSTMOptions, LSTMWeights, export_tflite
+from jaxlstm import LSTMOptions, export_tflite
+from jaxlstm.convert import lstm_weights_from_fused
 from jaxlstm.model import ModelBuilder
 from jaxlstm.parity.litert import run_litert
 
@@ -43,7 +44,7 @@ def jaxlstm_model(keras_model):
     lstm_layers = [layer for layer in keras_model.layers if layer.__class__.__name__ == "LSTM"]
     for k, layer in enumerate(lstm_layers):
         kernel, recurrent, bias = layer.get_weights()
-        x = b.add_lstm(x, LSTMWeights.from_fused(kernel, recurrent, bias), LSTMOptions(), name=f"lstm_{k}")
+        x = b.add_lstm(x, lstm_weights_from_fused(kernel, recurrent, bias), LSTMOptions(), name=f"lstm_{k}")
     x = b.add_last_time_step(x)
     kernel, bias = keras_model.layers[-1].get_weights()
     return b.build([b.add_fully_connected(x, kernel.T, bias)], ["logits"])

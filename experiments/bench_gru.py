@@ -3,7 +3,7 @@
 For each configuration a tf_keras GRU (return_sequences=True, batch 1, Keras' default
 initializers plus a small random bias) is converted twice: by
 `tf.lite.TFLiteConverter.from_keras_model` (a WHILE loop over a body subgraph) and by jaxlstm
-(`GRUWeights.from_keras` -> `ModelBuilder.add_gru` -> `jaxlstm.export_tflite`: builtin
+(`jaxlstm.convert.gru_weights_from_keras` -> `ModelBuilder.add_gru` -> `jaxlstm.export_tflite`: builtin
 operators unrolled over T), with constant recurrent weights ("ours") and with
 ``runtime_recurrent_weights=True`` ("ours rt", one runtime copy of the recurrent weights
 instead of one XNNPACK-packed copy per step). All run in the LiteRT interpreter with one thread, with the
@@ -54,15 +54,16 @@ def tf_while_tflite(model) -> bytes:
 
 def jaxlstm_tflite(layer, T: int, n_input: int, reset_after: bool, runtime_weights: bool = False) -> bytes:
     import jaxlstm
+    from jaxlstm.convert import gru_weights_from_keras
     from jaxlstm.model import ModelBuilder
-    from jaxlstm.ops import GRUOptions, GRUWeights
+    from jaxlstm.ops import GRUOptions
 
     kernel, recurrent_kernel, bias = layer.get_weights()
     builder = ModelBuilder(batch_size=1)
     x = builder.add_input("input", (1, T, n_input))
     y = builder.add_gru(
         x,
-        GRUWeights.from_keras(kernel, recurrent_kernel, bias, reset_after),
+        gru_weights_from_keras(kernel, recurrent_kernel, bias, reset_after),
         GRUOptions(reset_after=reset_after),
         runtime_recurrent_weights=runtime_weights,
     )

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlstm.convert import lstm_weights_from_fused
 from jaxlstm.ops.lstm import LSTMWeights, unidirectional_sequence_lstm
 
 SHAPES = ((1, 100, 64, 128), (32, 100, 128, 256), (8, 400, 40, 512), (128, 50, 256, 256))
@@ -177,7 +178,7 @@ def forward_calls(shape: Shape) -> dict[str, Call]:
     calls = {
         "jaxlstm": (
             jax.jit(jaxlstm_forward),
-            (LSTMWeights.from_fused(w["kernel"], w["recurrent_kernel"], w["bias"]), x),
+            (jax.device_put(lstm_weights_from_fused(w["kernel"], w["recurrent_kernel"], w["bias"])), x),
         ),
         "flax": (jax.jit(flax_forward_fn(shape[3])), (flax_params(w["kernel"], w["recurrent_kernel"], w["bias"]), x)),
         "keras": (jax.jit(keras_fn), (keras_values, x)),

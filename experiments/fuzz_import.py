@@ -43,6 +43,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from jaxlstm import load_tflite
+from jaxlstm.convert import lstm_weights_from_fused
 from jaxlstm.model import ModelBuilder
 from jaxlstm.model.builder import Ref
 from jaxlstm.ops import LSTMOptions, LSTMWeights, RNNOptions, RNNWeights
@@ -61,7 +62,7 @@ class CaseTimeout(Exception):
 
 
 def _lstm_weights(rng: np.random.Generator, n_input: int, units: int) -> LSTMWeights:
-    return LSTMWeights.from_fused(
+    return lstm_weights_from_fused(
         rng.normal(size=(n_input, 4 * units)).astype(np.float32),
         rng.normal(size=(units, 4 * units)).astype(np.float32),
         rng.normal(size=4 * units).astype(np.float32),

@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlstm.convert import gru_weights_from_keras
 from jaxlstm.ops import (
     GRUOptions,
-    GRUWeights,
     LSTMOptions,
     LSTMWeights,
     RNNOptions,
@@ -200,7 +200,7 @@ def rnn_gru_cases() -> list[Case]:
         ]
     for reset_after in (True, False):
         bias = _normal(rng, 2, 3 * H) if reset_after else _normal(rng, 3 * H)
-        gru_w = GRUWeights.from_keras(_normal(rng, I, 3 * H), _normal(rng, H, 3 * H), bias, reset_after)
+        gru_w = gru_weights_from_keras(_normal(rng, I, 3 * H), _normal(rng, H, 3 * H), bias, reset_after)
 
         def gru_forward(w, x, reset_after=reset_after):
             return gru(x, w, options=GRUOptions(reset_after=reset_after))[0]

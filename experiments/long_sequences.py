@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm.ops import LSTMOptions, LSTMWeights, unidirectional_sequence_lstm
+from jaxlstm.convert import lstm_weights_from_fused
+from jaxlstm.ops import LSTMOptions, unidirectional_sequence_lstm
 
 MIB = 2**20
 
@@ -51,7 +52,7 @@ def _peak_rss_mib() -> float:
 
 def forward(T: int, batch: int, features: int, hidden: int, outputs: str, time_major: bool) -> dict:
     rng = np.random.default_rng(0)
-    w = LSTMWeights.from_fused(
+    w = lstm_weights_from_fused(
         *(
             jnp.asarray(rng.normal(size=s).astype(np.float32) * 0.3)
             for s in ((features, 4 * hidden), (hidden, 4 * hidden), (4 * hidden,))

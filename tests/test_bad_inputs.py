@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxlstm import export_tflite, load_tflite
+from jaxlstm.convert import lstm_weights_from_fused
 from jaxlstm.model import ModelBuilder
 from jaxlstm.model.graph import NO_TENSOR
 from jaxlstm.ops import (
@@ -35,12 +36,11 @@ N_INPUT, N_CELL = 3, 4
 
 def _lstm_weights(n_input: int = N_INPUT, n_cell: int = N_CELL, seed: int = 0) -> LSTMWeights:
     rng = np.random.default_rng(seed)
-    w = LSTMWeights.from_fused(
+    return lstm_weights_from_fused(
         rng.normal(size=(n_input, 4 * n_cell)).astype(np.float32),
         rng.normal(size=(n_cell, 4 * n_cell)).astype(np.float32),
         rng.normal(size=4 * n_cell).astype(np.float32),
     )
-    return w.replace(**{k: np.asarray(v) for k, v in vars(w).items() if v is not None})
 
 
 def _rnn_weights(n_input: int = N_INPUT, units: int = N_CELL, seed: int = 0) -> RNNWeights:

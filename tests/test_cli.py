@@ -21,6 +21,7 @@ import pytest
 
 from jaxlstm import export_tflite
 from jaxlstm.cli import main
+from jaxlstm.convert import lstm_weights_from_fused
 from jaxlstm.model import ModelBuilder
 from jaxlstm.ops import LSTMOptions, LSTMWeights
 
@@ -31,7 +32,7 @@ def _weights(rng: np.random.Generator, n_input: int, n_cell: int) -> LSTMWeights
     def normal(*shape):
         return rng.normal(0.0, 0.3, shape).astype(np.float32)
 
-    return LSTMWeights.from_fused(normal(n_input, 4 * n_cell), normal(n_cell, 4 * n_cell), normal(4 * n_cell))
+    return lstm_weights_from_fused(normal(n_input, 4 * n_cell), normal(n_cell, 4 * n_cell), normal(4 * n_cell))
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:

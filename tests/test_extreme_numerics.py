@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxlstm import export_tflite, load_tflite
+from jaxlstm.convert import lstm_weights_from_fused
 from jaxlstm.model import ModelBuilder
 from jaxlstm.ops import LSTMOptions, LSTMWeights, RNNOptions, RNNWeights
 from jaxlstm.parity.litert import run_litert
@@ -36,8 +37,7 @@ def _weights(features: tuple[str, ...], rng: np.random.Generator) -> LSTMWeights
         return rng.normal(size=shape).astype(np.float32)
 
     n_output = 2 if "projection" in features else N_CELL
-    w = LSTMWeights.from_fused(mat(N_INPUT, 4 * N_CELL), mat(n_output, 4 * N_CELL), mat(4 * N_CELL))
-    w = w.replace(**{k: np.asarray(v) for k, v in vars(w).items() if v is not None})
+    w = lstm_weights_from_fused(mat(N_INPUT, 4 * N_CELL), mat(n_output, 4 * N_CELL), mat(4 * N_CELL))
     gates = ("forget", "cell", "output") if "cifg" in features else ("input", "forget", "cell", "output")
     if "cifg" in features:
         w = w.replace(input_to_input_weights=None, recurrent_to_input_weights=None, input_gate_bias=None)

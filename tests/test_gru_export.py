@@ -5,16 +5,17 @@ The expected values come from Keras 3 (KERAS_BACKEND=jax) and tf_keras layers; t
 every LiteRT build and TFLite Micro support: no WHILE, no Flex, no custom ops.
 """
 
-import dataclasses
 import os
 
 import numpy as np
 import pytest
 
 import jaxlstm
+from jaxlstm.convert import gru_weights_from_keras, gru_weights_from_torch
 from jaxlstm.model import ModelBuilder
 from jaxlstm.ops import GRUOptions, GRUWeights, gru
 from jaxlstm.parity.litert import run_litert
+from tests.cases import GRUCase
 
 # float32 GRU steps whose matmuls and activations each framework orders differently: the
 # observed differences are ~2e-7, so 1e-5 keeps a wide margin without hiding a wrong gate.
@@ -24,7 +25,8 @@ BUILTIN_GLUE = {"FULLY_CONNECTED", "ADD", "MUL", "SUB", "LOGISTIC", "TANH", "SPL
 # A predict export (the default) zeroes the state at each invoke with FILL, its batch read by
 # SHAPE -> STRIDED_SLICE (-> CONCATENATION) from the input.
 STATE_RESET = {"FILL", "SHAPE", "STRIDED_SLICE"}
-ACTIVATIONS = {"tanh": "TANH", "sigmoid": "SIGMOID", "relu": "RELU", "linear": "NONE"}
+ACTIVATIONS = {"tanh": "TANH", "sigmoid": "SIGMOID", "relu": "RELU", "linear": "NONE"}  # Keras -> TFLite
+KERAS_ACTIVATIONS = {name: keras_name for keras_name, name in ACTIVATIONS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def _randomize(layer, rng):
 
 def _gru_weights(layer) -> GRUWeights:
     kernel, recurrent_kernel, bias = layer.get_weights()
-    return GRUWeights.from_keras(kernel, recurrent_kernel, bias, layer.cell.reset_after)
+    return gru_weights_from_keras(kernel, recurrent_kernel, bias, layer.cell.reset_after)
 
 
 def _gru_options(layer, time_major=False) -> GRUOptions:
@@ -83,45 +85,31 @@ def _check_jax_and_litert(model, x, expected):
 # ----------------------------------------------------------------------------- one layer
 
 
-@dataclasses.dataclass(frozen=True)
-class Case:
-    reset_after: bool = True
-    go_backwards: bool = False
-    return_sequences: bool = True
-    activation: str = "tanh"
-    recurrent_activation: str = "sigmoid"
-    runtime_recurrent_weights: bool = False
-
-    def __str__(self):
-        parts = ["reset_after" if self.reset_after else "reset_before"]
-        parts += ["go_backwards"] if self.go_backwards else []
-        parts += ["seq" if self.return_sequences else "last"]
-        if (self.activation, self.recurrent_activation) != ("tanh", "sigmoid"):
-            parts.append(f"{self.activation}_{self.recurrent_activation}")
-        parts += ["runtime_weights"] if self.runtime_recurrent_weights else []
-        return "_".join(parts)
-
-
+SIZES = GRUCase(batch=B, time=T, n_input=I, n_units=H)
+RESET_BEFORE = SIZES.replace(reset_after=False, recurrent_bias=False)  # Keras' reset_after=False: one bias
 CASES = [
-    Case(),
-    Case(reset_after=False),
-    Case(go_backwards=True, return_sequences=False),
-    Case(reset_after=False, go_backwards=True),
-    Case(activation="relu", recurrent_activation="tanh"),
-    Case(reset_after=False, activation="linear", return_sequences=False),
-    Case(reset_after=False, runtime_recurrent_weights=True),
+    SIZES,
+    RESET_BEFORE,
+    SIZES.replace(reverse=True, return_sequences=False),
+    RESET_BEFORE.replace(reverse=True),
+    SIZES.replace(activation="RELU", recurrent_activation="TANH"),
+    RESET_BEFORE.replace(activation="NONE", return_sequences=False),
+]
+# add_gru(runtime_recurrent_weights=True) keeps the recurrent weights as runtime tensors.
+RUNTIME_WEIGHTS = [pytest.param(case, False, id=str(case)) for case in CASES] + [
+    pytest.param(RESET_BEFORE, True, id=f"{RESET_BEFORE}_runtime_weights")
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_keras3_gru_exports_to_builtin_ops(case, keras, rng):
+@pytest.mark.parametrize("case, runtime_recurrent_weights", RUNTIME_WEIGHTS)
+def test_keras3_gru_exports_to_builtin_ops(case, runtime_recurrent_weights, keras, rng):
     layer = keras.layers.GRU(
         H,
         reset_after=case.reset_after,
-        go_backwards=case.go_backwards,
+        go_backwards=case.reverse,
         return_sequences=case.return_sequences,
-        activation=case.activation,
-        recurrent_activation=case.recurrent_activation,
+        activation=KERAS_ACTIVATIONS[case.activation],
+        recurrent_activation=KERAS_ACTIVATIONS[case.recurrent_activation],
     )
     layer.build((None, T, I))
     _randomize(layer, rng)
@@ -132,9 +120,9 @@ def test_keras3_gru_exports_to_builtin_ops(case, keras, rng):
         inp,
         _gru_weights(layer),
         _gru_options(layer),
-        reverse=case.go_backwards,
+        reverse=case.reverse,
         return_sequences=case.return_sequences,
-        runtime_recurrent_weights=case.runtime_recurrent_weights,
+        runtime_recurrent_weights=runtime_recurrent_weights,
     )
     _check_jax_and_litert(builder.build([out]), x, np.asarray(layer(x)))
 
@@ -239,7 +227,7 @@ def test_stateless_export_starts_every_invoke_from_zero(keras, rng):
 
 def test_imported_export_runs_the_same_graph_in_jax(rng):
     """load_tflite(export_tflite(m)) is the same Model: float and dynamic-range int8."""
-    weights = GRUWeights.from_torch(
+    weights = gru_weights_from_torch(
         _random(rng, 3 * H, I), _random(rng, 3 * H, H), _random(rng, 3 * H), _random(rng, 3 * H)
     )
     builder = ModelBuilder(batch_size=B)
@@ -262,7 +250,7 @@ def test_imported_export_runs_the_same_graph_in_jax(rng):
 
 
 def test_add_gru_errors_name_the_problem(rng):
-    weights = GRUWeights.from_torch(_random(rng, 3 * H, I), _random(rng, 3 * H, H))
+    weights = gru_weights_from_torch(_random(rng, 3 * H, I), _random(rng, 3 * H, H))
     builder = ModelBuilder()
     expected = r"input_to_update_weights has shape \(5, 4\), expected \(n_units=5, n_input=3\)"
     with pytest.raises(ValueError, match=expected):
@@ -274,7 +262,7 @@ def test_add_gru_errors_name_the_problem(rng):
 def test_dynamic_length_runs_in_jax_and_export_asks_for_time_steps(rng):
     """The GRU operator runs at any length; the export unrolls it over `time_steps`, and the
     unrolled file takes exactly that many steps (a clear ValueError otherwise)."""
-    weights = GRUWeights.from_torch(_random(rng, 3 * H, I), _random(rng, 3 * H, H))
+    weights = gru_weights_from_torch(_random(rng, 3 * H, I), _random(rng, 3 * H, H))
     builder = ModelBuilder()
     model = builder.build([builder.add_gru(builder.add_input("input", (-1, -1, I)), weights, GRUOptions())])
     for time in (2, 9):

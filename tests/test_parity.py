@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from jaxlstm import export_tflite
+from jaxlstm.convert import lstm_weights_from_fused
 from jaxlstm.model import ModelBuilder
 from jaxlstm.ops import LSTMOptions, LSTMWeights
 from jaxlstm.parity import ParityReport, compare
@@ -28,7 +29,7 @@ def _weights(rng: np.random.Generator, n_input: int, n_cell: int, scale: float) 
     def normal(*shape):
         return rng.normal(0.0, scale, shape).astype(np.float32)
 
-    return LSTMWeights.from_fused(normal(n_input, 4 * n_cell), normal(n_cell, 4 * n_cell), normal(4 * n_cell))
+    return lstm_weights_from_fused(normal(n_input, 4 * n_cell), normal(n_cell, 4 * n_cell), normal(4 * n_cell))
 
 
 def _lstm_model(weights: LSTMWeights, shape: tuple[int, ...], cell_clip: float):

@@ -21,13 +21,14 @@ def _fine_tuning_block() -> str:
 def _regressor(path: pathlib.Path) -> None:
     """model.tflite as the README describes it: an LSTM regressor [batch, 20, 8] -> [batch, 1]."""
     from jaxlstm import export_tflite
+    from jaxlstm.convert import lstm_weights_from_fused
     from jaxlstm.model import ModelBuilder
-    from jaxlstm.ops import LSTMOptions, LSTMWeights
+    from jaxlstm.ops import LSTMOptions
 
     rng = np.random.default_rng(0)
     b = ModelBuilder()
     x = b.add_input("input", (-1, 20, 8))
-    w = LSTMWeights.from_fused(*(rng.normal(scale=0.3, size=s).astype(np.float32) for s in ((8, 64), (16, 64), (64,))))
+    w = lstm_weights_from_fused(*(rng.normal(scale=0.3, size=s).astype(np.float32) for s in ((8, 64), (16, 64), (64,))))
     h = b.add_last_time_step(b.add_lstm(x, w, LSTMOptions(), name="lstm"))
     y = b.add_fully_connected(h, rng.normal(scale=0.3, size=(1, 16)).astype(np.float32), np.zeros(1, np.float32))
     export_tflite(b.build([y], ["output"]), path)

@@ -1,6 +1,7 @@
 """flax (linen and nnx) recurrent cells and wrappers -> fused-op weights and models.
 
-Layouts (SPEC_LAYOUTS §5), all kernels [in, H] used as ``x @ kernel``:
+Layouts (flax/nnx/nn/recurrent.py, flax/linen/recurrent.py), all kernels [in, H] used as
+``x @ kernel``:
 
 * linen ``LSTMCell`` / ``OptimizedLSTMCell`` and nnx ``LSTMCell``: per-gate Dense params
   ``ii, if, ig, io`` (nnx spells ``if_``) without bias and ``hi, hf, hg, ho`` with bias,
@@ -29,7 +30,7 @@ import numpy as np
 
 from jaxlstm.convert import _gates, _graph
 from jaxlstm.model import Model, ModelBuilder
-from jaxlstm.ops.gru import GRUOptions, GRUWeights
+from jaxlstm.ops.gru import GRU_GATES, GRUOptions, GRUWeights
 from jaxlstm.ops.lstm import LSTMOptions, LSTMWeights
 from jaxlstm.ops.rnn import RNNOptions, RNNWeights
 
@@ -64,6 +65,16 @@ def rnn_weights_from_flax(cell: Any, params: Any = None) -> tuple[RNNWeights, RN
     weights, options = _cell_weights(cell, _params(cell, params))
     if not isinstance(weights, RNNWeights):
         raise TypeError(f"rnn_weights_from_flax expects a SimpleCell, got {type(cell).__name__}")
+    return weights, options
+
+
+def gru_weights_from_flax(cell: Any, params: Any = None) -> tuple[GRUWeights, GRUOptions]:
+    """`GRUWeights` and `GRUOptions` (reset-after) of a flax ``GRUCell`` (arguments as
+    `lstm_weights_from_flax`; linen's ``hn`` bias is the recurrent candidate bias, nnx has
+    no recurrent bias)."""
+    weights, options = _cell_weights(cell, _params(cell, params))
+    if not isinstance(weights, GRUWeights):
+        raise TypeError(f"gru_weights_from_flax expects a GRUCell, got {type(cell).__name__}")
     return weights, options
 
 
@@ -207,7 +218,7 @@ def _cell_weights(cell: Any, p: dict) -> tuple[_graph.Weights, _graph.Options]:
         )
     if kind == "GRUCell":
         return _gru_cell_weights(cell, p, what)
-    table = _gates.LSTM_ACTIVATIONS if kind in _LSTM_CELLS else _gates.RNN_ACTIVATIONS
+    table = _gates.LSTM_SOURCE_ACTIVATIONS if kind in _LSTM_CELLS else _gates.RNN_SOURCE_ACTIVATIONS
     act = _gates.fused_activation(
         _activation(cell.activation_fn), table, what, f"use one of {sorted(table)} as activation_fn"
     )
@@ -223,9 +234,7 @@ def _cell_weights(cell: Any, p: dict) -> tuple[_graph.Weights, _graph.Options]:
             "fixed). Workaround: retrain with the default gate_fn."
         )
     if "dense_i" in p:  # nnx OptimizedLSTMCell: packed i, f, g, o
-        weights = _gates.packed_lstm_weights(
-            p["dense_i"]["kernel"].T, p["dense_h"]["kernel"].T, p["dense_h"]["bias"], "ifco"
-        )
+        weights = _gates.lstm_weights_from_fused(p["dense_i"]["kernel"], p["dense_h"]["kernel"], p["dense_h"]["bias"])
         return weights, LSTMOptions(act)
     fields = {}
     for gate, letter in _GATE_LETTERS.items():
@@ -237,7 +246,7 @@ def _cell_weights(cell: Any, p: dict) -> tuple[_graph.Weights, _graph.Options]:
 
 
 def _gru_cell_weights(cell: Any, p: dict, what: str) -> tuple[GRUWeights, GRUOptions]:
-    table = _gates.GRU_ACTIVATIONS
+    table = _gates.GRU_SOURCE_ACTIVATIONS
     activations = {
         option: _gates.fused_activation(
             _activation(getattr(cell, attribute)),
@@ -248,9 +257,14 @@ def _gru_cell_weights(cell: Any, p: dict, what: str) -> tuple[GRUWeights, GRUOpt
         for option, attribute in (("activation", "activation_fn"), ("recurrent_activation", "gate_fn"))
     }
     if "dense_i" in p:  # nnx: packed r, z, n without a recurrent bias
-        weights = GRUWeights.from_packed(
-            p["dense_i"]["kernel"].T, p["dense_h"]["kernel"].T, p["dense_i"]["bias"], None, "rzn"
+        weights = _gates.gru_weights_from_fused(
+            p["dense_i"]["kernel"], p["dense_h"]["kernel"], p["dense_i"]["bias"], None, "rzn"
         )
-    else:
-        weights = GRUWeights.from_flax_linen(p)
+    else:  # linen: per-gate Dense ir, iz, in (with bias), hr, hz (without) and hn (with)
+        fields = {}
+        for gate, letter in zip(GRU_GATES, "zrn"):
+            fields[f"input_to_{gate}_weights"] = p[f"i{letter}"]["kernel"].T
+            fields[f"recurrent_to_{gate}_weights"] = p[f"h{letter}"]["kernel"].T
+            fields[f"{gate}_gate_bias"] = p[f"i{letter}"]["bias"]
+        weights = GRUWeights(**fields, recurrent_candidate_gate_bias=p["hn"]["bias"])
     return weights, GRUOptions(reset_after=True, **activations)

@@ -80,9 +80,9 @@ def add_bidirectional(
     step 0 (the backward pass's final state). Two LiteRT limits of the LSTM op are avoided:
 
     * batch-major with ``merge_outputs``: the kernel offsets row b's state by
-      b * (n_fw_output + n_bw_output) instead of b * n_output (lstm_eval.cc EvalFloat;
-      SPEC_TFLITE_OPS §4), so rows after the first come out wrong (measured: 0.87 at
-      batch 2). Batch-major LSTMs merge with CONCATENATION instead.
+      b * (n_fw_output + n_bw_output) instead of b * n_output (lstm_eval.cc EvalFloat),
+      so rows after the first come out wrong (measured: 0.87 at batch 2). Batch-major
+      LSTMs merge with CONCATENATION instead.
     * directions of different sizes: Prepare checks the forward tensors against the
       backward sizes too (bidirectional_sequence_lstm.cc, CheckInputTensorDimensions).
       Those run as two UNIDIRECTIONAL_SEQUENCE_LSTMs, the backward one on reversed time.

@@ -1,8 +1,8 @@
 """Keras 3 and tf_keras (Keras 2) recurrent models -> a `Model` of TFLite fused ops.
 
-Keras layout (SPEC_LAYOUTS §1-2): ``kernel`` [n_input, 4H] and ``recurrent_kernel`` [H, 4H]
-used as ``x @ kernel``, gate blocks i, f, c, o; one ``bias`` [4H] (``unit_forget_bias``
-only initializes it). SimpleRNN: ``kernel`` [n_input, H], ``recurrent_kernel`` [H, H],
+Keras layout (keras/src/layers/rnn/lstm.py, simple_rnn.py, gru.py; tf_keras the same):
+LSTM ``kernel`` [n_input, 4H] and ``recurrent_kernel`` [H, 4H] used as ``x @ kernel``, gate
+blocks i, f, c, o; one ``bias`` [4H] (``unit_forget_bias`` only initializes it). SimpleRNN: ``kernel`` [n_input, H], ``recurrent_kernel`` [H, H],
 ``bias`` [H]. The fused ops run the layer exactly when its activation is tanh, relu or
 relu6 (SimpleRNN also linear) and, for LSTM, the recurrent activation is sigmoid.
 No cell clip is added (TensorFlow's converter writes cell_clip=10; Keras never clips).
@@ -30,7 +30,7 @@ from jaxlstm.ops.rnn import RNNOptions, RNNWeights
 _RECURRENT = ("LSTM", "SimpleRNN", "GRU")
 # Dense activations LiteRT's FULLY_CONNECTED fuses (its float kernel rejects TANH), and
 # those that need an op of their own.
-_DENSE_ACTIVATIONS = {"linear": "NONE", "relu": "RELU", "relu6": "RELU6"}
+_DENSE_ACTIVATIONS = _gates.source_activations(("NONE", "RELU", "RELU6"))
 _ACTIVATION_OPS = {"softmax": "SOFTMAX", "tanh": "TANH", "sigmoid": "LOGISTIC"}
 _SKIPPED = ("InputLayer", "Dropout")  # no effect at inference
 _SUPPORTED = (*_RECURRENT, "Bidirectional", "Dense", *_SKIPPED)
@@ -118,6 +118,39 @@ def from_keras(obj: Any, *, batch_size: int | None = None, time_steps: int | Non
         x = _CONVERTERS.get(layer.class_name, _convert_unknown)(b, x, layer)
     outputs = x if isinstance(x, list) else [x]
     return b.build(outputs)
+
+
+def gru_weights_from_keras(
+    kernel: Any, recurrent_kernel: Any, bias: Any = None, reset_after: bool = True
+) -> GRUWeights:
+    """`GRUWeights` of a Keras 3 / tf_keras ``GRU`` (``layer.get_weights()``: blocks z, r, h).
+
+    Args:
+      kernel: [n_input, 3 * n_units], used as ``x @ kernel``.
+      recurrent_kernel: [n_units, 3 * n_units].
+      bias: [2, 3 * n_units] with `reset_after` (row 0 input side, row 1 recurrent side),
+        [3 * n_units] without, or None (``use_bias=False``).
+      reset_after: the layer's option, which fixes the bias layout; pass the same value to
+        `GRUOptions`.
+
+    Returns:
+      `GRUWeights` in the arrays' own type (NumPy stays NumPy, JAX stays JAX).
+
+    Raises:
+      ValueError: a bias of the other layout.
+    """
+    kernel, recurrent_bias = _gates.as_array(kernel), None
+    if bias is not None:
+        bias = _gates.as_array(bias)
+        expected = (2, kernel.shape[-1]) if reset_after else (kernel.shape[-1],)
+        if tuple(bias.shape) != expected:
+            raise ValueError(
+                f"gru_weights_from_keras: bias has shape {tuple(bias.shape)}, expected {expected} "
+                f"for reset_after={reset_after}"
+            )
+        if reset_after:
+            bias, recurrent_bias = bias[0], bias[1]
+    return _gates.gru_weights_from_fused(kernel, recurrent_kernel, bias, recurrent_bias, "zrn")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -337,7 +370,7 @@ def _recurrent_weights(layer_name: str, kind: str, config: dict, weights: list[n
             raise NotImplementedError(f"{what}: {option}=True is not supported. Workaround: {workaround}.")
     if kind == "GRU":
         return _gru_weights(what, config, weights)
-    table = _gates.LSTM_ACTIVATIONS if kind == "LSTM" else _gates.RNN_ACTIVATIONS
+    table = _gates.LSTM_SOURCE_ACTIVATIONS if kind == "LSTM" else _gates.RNN_SOURCE_ACTIVATIONS
     act = _gates.fused_activation(
         _activation_name(config.get("activation", "tanh")),
         table,
@@ -359,13 +392,12 @@ def _recurrent_weights(layer_name: str, kind: str, config: dict, weights: list[n
             "LSTM's gates are always the logistic sigmoid. Workaround: retrain with "
             "recurrent_activation='sigmoid'."
         )
-    weights = _gates.packed_lstm_weights(kernel.T, recurrent.T, bias, "ifco")
-    return weights, LSTMOptions(act, time_major=time_major)
+    return _gates.lstm_weights_from_fused(kernel, recurrent, bias), LSTMOptions(act, time_major=time_major)
 
 
 def _gru_weights(what: str, config: dict, weights: list[np.ndarray]) -> tuple[GRUWeights, GRUOptions]:
     """(weights, options) of a GRU layer: kernel, recurrent_kernel and (use_bias) bias."""
-    table = _gates.GRU_ACTIVATIONS
+    table = _gates.GRU_SOURCE_ACTIVATIONS
     activations = {
         option: _gates.fused_activation(
             _activation_name(config.get(option, default)),
@@ -378,7 +410,7 @@ def _gru_weights(what: str, config: dict, weights: list[np.ndarray]) -> tuple[GR
     reset_after = bool(config.get("reset_after", True))
     kernel, recurrent_kernel, *bias = weights
     options = GRUOptions(reset_after=reset_after, time_major=bool(config.get("time_major", False)), **activations)
-    return GRUWeights.from_keras(kernel, recurrent_kernel, bias[0] if bias else None, reset_after), options
+    return gru_weights_from_keras(kernel, recurrent_kernel, bias[0] if bias else None, reset_after), options
 
 
 def _convert_recurrent(b: ModelBuilder, x: Ref, layer: _Layer) -> Ref:

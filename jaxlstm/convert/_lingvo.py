@@ -1,6 +1,6 @@
 """Lingvo ``LSTMCellSimple`` / ``LayerNormalizedLSTMCellSimple`` variables -> fused-op weights.
 
-Layout (lingvo/core/rnn_cell.py; SPEC_LAYOUTS §4): ``wm`` [D + P, G*H] used as
+Layout (lingvo/core/rnn_cell.py): ``wm`` [D + P, G*H] used as
 ``[x, m] @ wm`` (rows: inputs, then the previous output m), ``b`` [G*H], ``w_proj`` [H, P]
 (when num_hidden_nodes > 0: H = num_hidden_nodes, else H = P = num_output_nodes) and,
 for the layer-normalized cell, ``ln_scale`` [G*H] (used as is, not 1 + scale). Packed
@@ -78,7 +78,7 @@ def lstm_weights_from_lingvo(
     if num_hidden_nodes:
         optional["projection_weights"] = _require(found, "w_proj", (n_cell, num_output_nodes)).T
     if layer_norm:
-        scales = _gates.split_blocks(_require(found, "ln_scale", (width,)), order)
+        scales = _gates.split_gates(_require(found, "ln_scale", (width,)), order)
         optional.update({f"{g}_layer_norm_coefficients": s for g, s in scales.items()})
     used = {
         name
@@ -91,8 +91,8 @@ def lstm_weights_from_lingvo(
             f"{enable_lstm_bias}, num_hidden_nodes={num_hidden_nodes}, layer_norm="
             f"{layer_norm}; check the arguments"
         )
-    wm_t = wm.T  # [G*H, D + P]
-    weights = _gates.packed_lstm_weights(wm_t[:, :num_input_nodes], wm_t[:, num_input_nodes:], bias, order, **optional)
+    weights = _gates.lstm_weights_from_fused(wm[:num_input_nodes], wm[num_input_nodes:], bias, order)
+    weights = weights.replace(**optional)
     if cell_value_cap is not None and not cell_value_cap > 0:
         raise ValueError(
             f"cell_value_cap={cell_value_cap}: Lingvo clamps the cell to "

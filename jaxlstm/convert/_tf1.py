@@ -1,8 +1,8 @@
 """TF1 ``tf.compat.v1.nn.rnn_cell.LSTMCell`` / ``BasicLSTMCell`` variables -> fused-op weights.
 
-Layout (SPEC_LAYOUTS §3): ``kernel`` [n_input + P, 4H], rows input first then the
-recurrent m (P = num_proj, else H), used as ``[x, m] @ kernel``; ``bias`` [4H]; column
-blocks i, j, f, o (j = candidate). ``forget_bias`` is added to f at run time, not stored:
+Layout (tf_keras/src/layers/rnn/legacy_cells.py, once tensorflow/python/ops/rnn_cell_impl.py):
+``kernel`` [n_input + P, 4H], rows input first then the recurrent m (P = num_proj, else H),
+used as ``[x, m] @ kernel``; ``bias`` [4H]; column blocks i, j, f, o (j = candidate). ``forget_bias`` is added to f at run time, not stored:
 it is folded into forget_gate_bias here. LSTMCell extras: peepholes ``w_i_diag``,
 ``w_f_diag``, ``w_o_diag`` [H] (i and f see c_{t-1}, o sees the new clipped c, as TFLite)
 and ``projection/kernel`` [H, P] (no bias). State tuple order (c, m); output m.
@@ -83,8 +83,7 @@ def lstm_weights_from_tf_v1_cell(
             f"variables {sorted(unused)} are not used by this cell configuration "
             f"(use_peepholes={use_peepholes}, num_proj={num_proj}); check the arguments"
         )
-    kernel_t = kernel.T  # [4H, n_input + P]
-    weights = _gates.packed_lstm_weights(kernel_t[:, :n_input], kernel_t[:, n_input:], bias, "icfo", **optional)
+    weights = _gates.lstm_weights_from_fused(kernel[:n_input], kernel[n_input:], bias, "icfo").replace(**optional)
     options = LSTMOptions("TANH", cell_clip=_clip("cell_clip", cell_clip), proj_clip=_clip("proj_clip", proj_clip))
     return weights, options
 

@@ -1,6 +1,6 @@
 """PyTorch ``nn.LSTM`` / ``nn.RNN`` / ``nn.GRU`` -> a `Model` of TFLite fused ops (and GRU operators).
 
-Layout (SPEC_LAYOUTS §6), per layer k and direction (suffix ``_reverse`` backward):
+Layout (torch/nn/modules/rnn.py), per layer k and direction (suffix ``_reverse`` backward):
 ``weight_ih_l{k}`` [G*H, D_k] and ``weight_hh_l{k}`` [G*H, P] used as ``W @ x`` (TFLite's
 layout already), ``bias_ih_l{k}`` + ``bias_hh_l{k}`` [G*H] (summed: the op has one bias),
 and with ``proj_size`` P > 0 ``weight_hr_l{k}`` [P, H] (= TFLite projection_weights, no
@@ -18,10 +18,10 @@ import numpy as np
 from jaxlstm.convert import _gates, _graph
 from jaxlstm.model import Model, ModelBuilder
 from jaxlstm.ops.gru import GRUOptions, GRUWeights
-from jaxlstm.ops.lstm import LSTMOptions
+from jaxlstm.ops.lstm import LSTMOptions, LSTMWeights
 from jaxlstm.ops.rnn import RNNOptions, RNNWeights
 
-_NONLINEARITIES = {"tanh": "TANH", "relu": "RELU"}
+_NONLINEARITIES = {name: _gates.RNN_SOURCE_ACTIVATIONS[name] for name in ("tanh", "relu")}  # nn.RNN's two
 
 
 def from_torch(
@@ -92,6 +92,52 @@ def from_torch(
     return b.build([x], ["output"])
 
 
+def lstm_weights_from_torch(
+    weight_ih: Any, weight_hh: Any, bias_ih: Any = None, bias_hh: Any = None, *, weight_hr: Any = None
+) -> LSTMWeights:
+    """`LSTMWeights` of one layer and direction of a ``torch.nn.LSTM`` (blocks i, f, g, o).
+
+    Args:
+      weight_ih: ``weight_ih_l{k}`` [4 * H, n_input] (a tensor or an array).
+      weight_hh: ``weight_hh_l{k}`` [4 * H, P], P = proj_size or H.
+      bias_ih, bias_hh: [4 * H] each, or None (``bias=False``); summed into the gate biases.
+      weight_hr: ``weight_hr_l{k}`` [P, H] with ``proj_size`` > 0 (projection_weights), or None.
+
+    Returns:
+      `LSTMWeights` (torch tensors become float32 NumPy arrays; arrays keep their type).
+    """
+    weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = map(
+        _untorch, (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    )
+    bias = _summed_bias(weight_ih, bias_ih, bias_hh)
+    weights = _gates.lstm_weights_from_fused(weight_ih.T, weight_hh.T, bias, "ifco")
+    return weights.replace(projection_weights=weight_hr)
+
+
+def rnn_weights_from_torch(weight_ih: Any, weight_hh: Any, bias_ih: Any = None, bias_hh: Any = None) -> RNNWeights:
+    """`RNNWeights` of one layer and direction of a ``torch.nn.RNN`` (arguments as `lstm_weights_from_torch`,
+    [H, n_input] and [H, H]; the two biases summed)."""
+    weight_ih, weight_hh, bias_ih, bias_hh = map(_untorch, (weight_ih, weight_hh, bias_ih, bias_hh))
+    return RNNWeights(weight_ih, weight_hh, _summed_bias(weight_ih, bias_ih, bias_hh))
+
+
+def gru_weights_from_torch(weight_ih: Any, weight_hh: Any, bias_ih: Any = None, bias_hh: Any = None) -> GRUWeights:
+    """`GRUWeights` of one layer and direction of a ``torch.nn.GRU`` (blocks r, z, n; reset-after).
+
+    Args:
+      weight_ih: ``weight_ih_l{k}`` [3 * H, n_input] (a tensor or an array).
+      weight_hh: ``weight_hh_l{k}`` [3 * H, H].
+      bias_ih, bias_hh: [3 * H] each, or None (``bias=False``); kept apart, as ``bias_hh``'s
+        n block sits inside the reset gate's product.
+
+    Returns:
+      `GRUWeights` (torch tensors become float32 NumPy arrays; arrays keep their type); run
+      it with ``GRUOptions(reset_after=True)``.
+    """
+    weight_ih, weight_hh, bias_ih, bias_hh = map(_untorch, (weight_ih, weight_hh, bias_ih, bias_hh))
+    return _gates.gru_weights_from_fused(weight_ih.T, weight_hh.T, bias_ih, bias_hh, "rzn")
+
+
 def _read(obj: Any, batch_first: bool | None, nonlinearity: str | None) -> tuple[dict, bool, str]:
     """(state dict as float32 NumPy, batch_first, nonlinearity) from a module or a state dict."""
     if hasattr(obj, "state_dict"):
@@ -105,12 +151,12 @@ def _read(obj: Any, batch_first: bool | None, nonlinearity: str | None) -> tuple
 
 
 def _numpy(state: Any) -> dict[str, np.ndarray]:
-    def to_numpy(v: Any) -> np.ndarray:
-        if hasattr(v, "detach"):
-            v = v.detach().cpu().float().numpy()
-        return _gates.as_float32(v)
+    return {k: _gates.as_float32(_untorch(v)) for k, v in state.items()}
 
-    return {k: to_numpy(v) for k, v in state.items()}
+
+def _untorch(value: Any) -> Any:
+    """A torch tensor as a float32 NumPy array; anything else as it is."""
+    return value.detach().cpu().float().numpy() if hasattr(value, "detach") else value
 
 
 def _unsupported(kind: str) -> None:
@@ -136,13 +182,18 @@ def _kind(state: dict[str, np.ndarray]) -> str:
 def _direction(state: dict[str, np.ndarray], kind: str, suffix: str):
     """The op weights of one layer and direction, e.g. suffix ``_l1_reverse``."""
     try:
-        w_ih, w_hh = state[f"weight_ih{suffix}"], state[f"weight_hh{suffix}"]
+        tensors = [state[f"weight_ih{suffix}"], state[f"weight_hh{suffix}"]]
     except KeyError as e:
         raise ValueError(f"state dict lacks {e.args[0]}") from None
+    tensors += [state.get(f"bias_ih{suffix}"), state.get(f"bias_hh{suffix}")]
     if kind == "GRU":
-        return GRUWeights.from_torch(w_ih, w_hh, state.get(f"bias_ih{suffix}"), state.get(f"bias_hh{suffix}"))
-    zeros = np.zeros(w_ih.shape[0], np.float32)  # bias=False
-    bias = state.get(f"bias_ih{suffix}", zeros) + state.get(f"bias_hh{suffix}", zeros)
+        return gru_weights_from_torch(*tensors)
     if kind == "RNN":
-        return RNNWeights(w_ih, w_hh, bias)
-    return _gates.packed_lstm_weights(w_ih, w_hh, bias, "ifco", projection_weights=state.get(f"weight_hr{suffix}"))
+        return rnn_weights_from_torch(*tensors)
+    return lstm_weights_from_torch(*tensors, weight_hr=state.get(f"weight_hr{suffix}"))
+
+
+def _summed_bias(weight_ih: Any, bias_ih: Any, bias_hh: Any) -> Any:
+    """``bias_ih + bias_hh``, a missing one (``bias=False``) as zeros: the op has one bias."""
+    zeros = np.zeros(weight_ih.shape[0], np.float32)
+    return (zeros if bias_ih is None else bias_ih) + (zeros if bias_hh is None else bias_hh)

@@ -10,10 +10,18 @@ it exports to, so a trained layer *is* the reference for its exported model::
     model = layer.to_model()               # one UNIDIRECTIONAL_SEQUENCE_LSTM, any batch and length
     jaxlstm.export_tflite(layer)           # .tflite: every invoke starts from zero state, any batch
 
+How a layer runs: without ``seq_lengths`` it calls the fused sequence op
+(`unidirectional_sequence_lstm`, `unidirectional_sequence_rnn`, `gru`), exactly what its
+exported model computes; with them it scans the op's one-step cell (`lstm_cell`, `rnn_cell`,
+`gru_cell`) with `lax.scan`, as flax's ``nnx.RNN`` scans a cell, masked per row. A
+bidirectional layer holds two such direction layers, ``fw`` and ``bw`` (as flax's
+``nnx.Bidirectional`` holds two ``RNN``s), and runs the bidirectional op, or each direction
+(the backward one over `flip_sequences` of its input).
+
 Initialization follows Keras: the packed input kernel [n_input, G * n_cell] is glorot-uniform,
 the packed recurrent kernel [n_output, G * n_cell] orthogonal, biases are zero except the
 forget gate's, which is one with ``unit_forget_bias`` (G = 4 gates, 3 under CIFG); the
-packed matrices are then split per gate and transposed to TFLite's [n_cell, k] layout.
+packed matrices are then split per gate as a Keras layer's are (`jaxlstm.convert`).
 GRU layers (a GRU operator in the model; TFLite has none, so the export unrolls it into
 builtin operators over ``export_tflite(..., time_steps=T)`` steps) initialize like Keras
 ``GRU``: glorot-uniform / orthogonal kernels, zero biases.
@@ -33,9 +41,9 @@ Variable-length sequences (``seq_lengths`` [B], right padding):
     of their own length).
 
 Long sequences (``remat=True``): the time axis is cut into chunks of ``remat_chunk_size``
-steps (default ceil(sqrt(T))) and each chunk runs under `jax.checkpoint`, so training keeps
-one state per chunk plus one chunk's activations instead of every step's (see
-``experiments/remat_memory.py``). The outputs are the same.
+steps (default ceil(sqrt(T))) and each chunk (the fused op, or the masked scan) runs under
+`jax.checkpoint`, so the gradient keeps one state per chunk plus one chunk's activations
+instead of every step's: about 2 sqrt(T) states instead of T. The outputs are the same.
 """
 
 from __future__ import annotations
@@ -50,9 +58,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxlstm.convert import gru_weights_from_fused, lstm_weights_from_fused
 from jaxlstm.model import Model, ModelBuilder, Ref
-from jaxlstm.ops._activations import ACTIVATION_CODES
-from jaxlstm.ops.gru import GRU_ACTIVATIONS, GRU_GATES, GRUOptions, GRUWeights, gru
+from jaxlstm.ops.gru import GRU_ACTIVATIONS, GRUOptions, GRUWeights, gru, gru_cell
 from jaxlstm.ops.lstm import (
     GATES,
     LSTM_ACTIVATIONS,
@@ -61,19 +69,23 @@ from jaxlstm.ops.lstm import (
     LSTMWeights,
     _check_matmul_dtype,
     bidirectional_sequence_lstm,
-    lstm,
+    lstm_cell,
     unidirectional_sequence_lstm,
     zero_state,
 )
 from jaxlstm.ops.rnn import (
+    RNN_ACTIVATIONS,
     RNNOptions,
     RNNWeights,
     bidirectional_sequence_rnn,
-    rnn,
+    rnn_cell,
     unidirectional_sequence_rnn,
 )
 
-State = Any  # LSTMState, or the RNN hidden state [B, n_units]
+State = Any  # LSTMState, or the RNN / GRU hidden state [B, n_units]
+Cell = Callable[[State, jax.Array], tuple[State, jax.Array]]  # (state, x_t [B, I]) -> (state, y_t)
+# Steps t0, t0 + 1, ... of a direction: (x [T, B, I], state, t0) -> (y [T, B, O], state).
+Run = Callable[[jax.Array, State, jax.Array], tuple[jax.Array, State]]
 
 # The tensors of one LSTM direction, in TFLite input order (weights and layer norm).
 LSTM_PARAM_NAMES = tuple(f.name for f in dataclasses.fields(LSTMWeights) if not f.name.startswith("aux_"))
@@ -81,45 +93,7 @@ RNN_PARAM_NAMES = ("input_weights", "recurrent_weights", "bias")
 GRU_PARAM_NAMES = tuple(f.name for f in dataclasses.fields(GRUWeights))
 
 
-# ----------------------------------------------------------------------------- running
-
-
-@dataclasses.dataclass(frozen=True)
-class _Family:
-    """The ops of one recurrent family, all ``op(x, weights, state, *, options)``."""
-
-    sequence_op: Callable  # [T, B, I] time-major -> ([T, B, O], state)
-    step_op: Callable  # [B, I] -> ([B, O], state)
-    zero_state: Callable[[Any, int], State]
-    as_state: Callable[[Any], State]  # a user-given state (e.g. a tuple (h, c))
-
-    def state(self, initial_state: Any) -> State | None:
-        return None if initial_state is None else self.as_state(initial_state)
-
-    def with_matmul_dtype(self, matmul_dtype) -> _Family:
-        """The family with ``matmul_dtype`` passed to its sequence and step ops (LSTM)."""
-        if matmul_dtype is None:
-            return self
-        return dataclasses.replace(
-            self,
-            sequence_op=functools.partial(self.sequence_op, matmul_dtype=matmul_dtype),
-            step_op=functools.partial(self.step_op, matmul_dtype=matmul_dtype),
-        )
-
-
-_LSTM = _Family(unidirectional_sequence_lstm, lstm, zero_state, lambda s: LSTMState(*map(jnp.asarray, s)))
-_RNN = _Family(
-    unidirectional_sequence_rnn, rnn, lambda w, batch: jnp.zeros((batch, w.n_units), jnp.float32), jnp.asarray
-)
-
-
-def _gru_step(x_t: jax.Array, weights: GRUWeights, h: jax.Array, *, options: GRUOptions):
-    """One GRU step [B, I] -> ([B, n_units], h'); `options` are time-major."""
-    y, h = gru(x_t[None], weights, h, options=options)
-    return y[0], h
-
-
-_GRU = _Family(gru, _gru_step, _RNN.zero_state, jnp.asarray)
+# ----------------------------------------------------------------------------- the loop
 
 
 def flip_sequences(x: jax.Array, seq_lengths: jax.Array | None) -> jax.Array:
@@ -135,74 +109,40 @@ def flip_sequences(x: jax.Array, seq_lengths: jax.Array | None) -> jax.Array:
     return jnp.take_along_axis(x, source, axis=0)
 
 
-def _masked_sequence(family: _Family, weights, options, lengths: jax.Array):
-    """A chunk runner that stops updating row b's state from step ``lengths[b]`` on."""
+def _masked_scan(cell: Cell, seq_lengths: jax.Array) -> Run:
+    """A `Run` that scans `cell` and stops updating row b's state from step ``seq_lengths[b]``
+    on, where its outputs are zeros."""
+
+    def step(state: State, inputs: tuple[jax.Array, jax.Array]):
+        x_t, t = inputs
+        new_state, y_t = cell(state, x_t)
+        valid = (t < seq_lengths)[:, None]
+        new_state = jax.tree.map(lambda new, old: jnp.where(valid, new, old), new_state, state)
+        return new_state, jnp.where(valid, y_t, 0.0)
 
     def run(x: jax.Array, state: State, t0: jax.Array):
-        def step(state, inputs):
-            x_t, t = inputs
-            y_t, new_state = family.step_op(x_t, weights, state, options=options)
-            valid = (t < lengths)[:, None]
-            new_state = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_state, state)
-            return new_state, jnp.where(valid, y_t, 0.0)
-
-        state, y = jax.lax.scan(step, state, (x, t0 + jnp.arange(x.shape[0])))
+        state, y = jax.lax.scan(step, state, (x, t0 + jnp.arange(x.shape[0], dtype=jnp.int32)))
         return y, state
 
     return run
 
 
-def run_direction(
-    family: _Family,
-    x: jax.Array,
-    weights: Any,
-    state: State | None,
-    options: LSTMOptions | RNNOptions,
-    *,
-    seq_lengths: jax.Array | None = None,
-    reverse: bool = False,
-    remat_chunk_size: int | None = None,
-) -> tuple[jax.Array, State]:
-    """One direction over time-major `x` [T, B, I] -> (y [T, B, O], final state).
-
-    Runs `family.sequence_op` (the fused op itself) when there are no lengths, otherwise
-    a masked scan of `family.step_op`; `remat_chunk_size` checkpoints chunks of that many
-    steps; `reverse` runs from each row's last valid step back to step 0.
-    """
-    options = options.replace(time_major=True)
-    if state is None:
-        state = family.zero_state(weights, x.shape[1])
-    if reverse:
-        x = flip_sequences(x, seq_lengths)
-    if seq_lengths is None:
-
-        def run(x_chunk, s, t0):
-            return family.sequence_op(x_chunk, weights, s, options=options)
-    else:
-        run = _masked_sequence(family, weights, options, seq_lengths)
-
-    if remat_chunk_size is None:
-        y, state = run(x, state, jnp.int32(0))
-    else:
-        y, state = _run_in_chunks(jax.checkpoint(run), x, state, remat_chunk_size)
-    if reverse:
-        y = flip_sequences(y, seq_lengths)
-    return y, state
-
-
-def _run_in_chunks(run: Callable, x: jax.Array, state: State, chunk: int):
-    """``run(x_chunk, state, t0)`` over consecutive chunks of `x` (the last may be shorter)."""
+def _run_in_chunks(run: Run, x: jax.Array, state: State, chunk: int) -> tuple[jax.Array, State]:
+    """`run` over consecutive chunks of `chunk` steps of `x` (the last may be shorter), each
+    under `jax.checkpoint`: the gradient keeps the state between chunks and recomputes a
+    chunk's steps, instead of keeping every step's."""
+    run = jax.checkpoint(run)
     T = x.shape[0]
     n_full = T // chunk
     ys = []
     if n_full:
-        chunks = x[: n_full * chunk].reshape((n_full, chunk) + x.shape[1:])
 
-        def body(s, inputs):
+        def body(state: State, inputs: tuple[jax.Array, jax.Array]):
             x_chunk, t0 = inputs
-            y, s = run(x_chunk, s, t0)
-            return s, y
+            y, state = run(x_chunk, state, t0)
+            return state, y
 
+        chunks = x[: n_full * chunk].reshape((n_full, chunk) + x.shape[1:])
         state, y = jax.lax.scan(body, state, (chunks, jnp.arange(n_full, dtype=jnp.int32) * chunk))
         ys.append(y.reshape((n_full * chunk,) + y.shape[2:]))
     if T % chunk:
@@ -212,11 +152,6 @@ def _run_in_chunks(run: Callable, x: jax.Array, state: State, chunk: int):
 
 
 # ----------------------------------------------------------------------------- initialization
-
-
-def _split_gates(packed: jax.Array, n_gates: int) -> list[jax.Array]:
-    """[k, G * n] (Keras layout) -> G matrices [n, k] (TFLite layout)."""
-    return [block.T for block in jnp.split(packed, n_gates, axis=1)]
 
 
 def _lstm_init(
@@ -231,60 +166,53 @@ def _lstm_init(
     use_projection_bias: bool,
     use_layer_norm: bool,
     unit_forget_bias: bool,
-) -> dict[str, jax.Array | None]:
-    """Keras-style initial values of one LSTM direction, by `LSTMWeights` field (None = absent)."""
-    gates = GATES[1:] if use_cifg else GATES
+) -> LSTMWeights:
+    """Keras-style initial values of one LSTM direction."""
+    gates, gate_order = (GATES[1:], "fco") if use_cifg else (GATES, "ifco")
     k_in, k_rec, k_proj, k_peep = jax.random.split(key, 4)
     glorot = jax.nn.initializers.glorot_uniform()
     kernel = glorot(k_in, (n_input, len(gates) * n_cell))
     recurrent = jax.nn.initializers.orthogonal()(k_rec, (n_output, len(gates) * n_cell))
-    values: dict[str, jax.Array | None] = dict.fromkeys(LSTM_PARAM_NAMES)
-    for gate, w, r in zip(gates, _split_gates(kernel, len(gates)), _split_gates(recurrent, len(gates))):
-        values[f"input_to_{gate}_weights"] = w
-        values[f"recurrent_to_{gate}_weights"] = r
-        forget_one = gate == "forget" and unit_forget_bias
-        values[f"{gate}_gate_bias"] = jnp.ones(n_cell) if forget_one else jnp.zeros(n_cell)
-        if use_layer_norm:
-            values[f"{gate}_layer_norm_coefficients"] = jnp.ones(n_cell)
+    bias = jnp.concatenate([jnp.full(n_cell, float(gate == "forget" and unit_forget_bias)) for gate in gates])
+    weights = lstm_weights_from_fused(kernel, recurrent, bias, gate_order)
+    extras = {}
+    if use_layer_norm:
+        extras.update({f"{gate}_layer_norm_coefficients": jnp.ones(n_cell) for gate in gates})
     if use_peephole:
         limit = math.sqrt(3.0 / n_cell)
         for gate, k in zip(("input", "forget", "output"), jax.random.split(k_peep, 3)):
             if gate in gates:
-                values[f"cell_to_{gate}_weights"] = jax.random.uniform(k, (n_cell,), minval=-limit, maxval=limit)
+                extras[f"cell_to_{gate}_weights"] = jax.random.uniform(k, (n_cell,), minval=-limit, maxval=limit)
     if use_projection:
-        values["projection_weights"] = glorot(k_proj, (n_cell, n_output)).T
+        extras["projection_weights"] = glorot(k_proj, (n_cell, n_output)).T
         if use_projection_bias:
-            values["projection_bias"] = jnp.zeros(n_output)
-    return values
+            extras["projection_bias"] = jnp.zeros(n_output)
+    return weights.replace(**extras)
 
 
-def _rnn_init(key: jax.Array, n_input: int, n_units: int) -> dict[str, jax.Array]:
+def _rnn_init(key: jax.Array, n_input: int, n_units: int) -> RNNWeights:
     """Keras ``SimpleRNN`` initial values in TFLite layout."""
     k_in, k_rec = jax.random.split(key)
-    return {
-        "input_weights": jax.nn.initializers.glorot_uniform()(k_in, (n_input, n_units)).T,
-        "recurrent_weights": jax.nn.initializers.orthogonal()(k_rec, (n_units, n_units)).T,
-        "bias": jnp.zeros(n_units),
-    }
+    return RNNWeights(
+        input_weights=jax.nn.initializers.glorot_uniform()(k_in, (n_input, n_units)).T,
+        recurrent_weights=jax.nn.initializers.orthogonal()(k_rec, (n_units, n_units)).T,
+        bias=jnp.zeros(n_units),
+    )
 
 
-def _gru_init(key: jax.Array, n_input: int, units: int, reset_after: bool) -> dict[str, jax.Array | None]:
-    """Keras ``GRU`` initial values in TFLite layout (recurrent biases only with reset_after)."""
+def _gru_init(key: jax.Array, n_input: int, units: int, reset_after: bool) -> GRUWeights:
+    """Keras ``GRU`` initial values (recurrent biases only with reset_after)."""
     k_in, k_rec = jax.random.split(key)
     kernel = jax.nn.initializers.glorot_uniform()(k_in, (n_input, 3 * units))
     recurrent = jax.nn.initializers.orthogonal()(k_rec, (units, 3 * units))
-    values: dict[str, jax.Array | None] = dict.fromkeys(GRU_PARAM_NAMES)
-    for gate, w, r in zip(GRU_GATES, _split_gates(kernel, 3), _split_gates(recurrent, 3)):
-        values[f"input_to_{gate}_weights"] = w
-        values[f"recurrent_to_{gate}_weights"] = r
-        values[f"{gate}_gate_bias"] = jnp.zeros(units)
-        if reset_after:
-            values[f"recurrent_{gate}_gate_bias"] = jnp.zeros(units)
-    return values
+    zeros = jnp.zeros(3 * units)
+    return gru_weights_from_fused(kernel, recurrent, zeros, zeros if reset_after else None, gate_order="zrn")
 
 
-def _set_params(module: nnx.Module, values: dict[str, jax.Array | None]) -> None:
-    for name, value in values.items():
+def _set_params(module: nnx.Module, weights: Any, names: tuple[str, ...]) -> None:
+    """One `nnx.Param` per present field of `weights` (absent ones: None attributes)."""
+    for name in names:
+        value = getattr(weights, name)
         setattr(module, name, None if value is None else nnx.Param(jnp.asarray(value, jnp.float32)))
 
 
@@ -300,10 +228,10 @@ def _check_option(layer: str, ok: bool, message: str) -> None:
         raise ValueError(f"{layer}: {message}")
 
 
-def _check_input(layer: str, x: jax.Array, in_features: int, time_major: bool) -> None:
-    layout = "[T, B, in_features]" if time_major else "[B, T, in_features]"
-    if x.ndim != 3 or x.shape[-1] != in_features:
-        raise ValueError(f"{layer}: input has shape {tuple(x.shape)}, expected {layout} with in_features={in_features}")
+def _check_sizes(layer: str, **sizes: int | None) -> None:
+    for name, value in sizes.items():
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            raise ValueError(f"{layer}: {name}={value!r} must be a positive int")
 
 
 def _check_lengths(layer: str, seq_lengths: jax.Array | None, batch: int) -> jax.Array | None:
@@ -320,6 +248,18 @@ def _check_lengths(layer: str, seq_lengths: jax.Array | None, batch: int) -> jax
 
 def _to_time_major(x: jax.Array, time_major: bool) -> jax.Array:
     return x if time_major else jnp.swapaxes(x, 0, 1)
+
+
+def _time_major_input(layer, x: jax.Array, seq_lengths: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
+    """(`x` checked against the layer and made time-major [T, B, I], checked `seq_lengths`)."""
+    name = type(layer).__name__
+    layout = "[T, B, in_features]" if layer.time_major else "[B, T, in_features]"
+    if x.ndim != 3 or x.shape[-1] != layer.in_features:
+        raise ValueError(
+            f"{name}: input has shape {tuple(x.shape)}, expected {layout} with in_features={layer.in_features}"
+        )
+    x = _to_time_major(jnp.asarray(x), layer.time_major)
+    return x, _check_lengths(name, seq_lengths, x.shape[1])
 
 
 # ----------------------------------------------------------------------------- layers
@@ -359,49 +299,75 @@ class _Exportable:
         return builder.build([y], ["output"])
 
 
-class _RecurrentLayer(nnx.Module, _Exportable):
-    """Shared ``__call__`` of the recurrent layers; subclasses set the family and directions."""
+class _Direction(nnx.Module, _Exportable):
+    """One direction of a recurrence. A subclass holds the op's weights as parameters and
+    names its fused sequence op (`_fused`) and its one-step cell (`_cell`)."""
 
-    _family: _Family
+    in_features: int
+    output_size: int
+    options: Any  # the op's static options
     remat: bool = False
     remat_chunk_size: int | None = None
 
-    def _init_common(self, in_features: int, time_major: bool, remat: bool, remat_chunk_size: int | None) -> None:
-        """Sets the attributes shared by every layer."""
+    def _init_layout(self, in_features: int, time_major: bool, remat: bool, remat_chunk_size: int | None) -> None:
         self.in_features = in_features
         self.time_major = time_major
         self.remat = remat
         self.remat_chunk_size = remat_chunk_size
 
-    def _chunk(self, T: int) -> int | None:
-        if not self.remat:
-            return None
-        return self.remat_chunk_size or math.isqrt(max(T - 1, 0)) + 1  # ceil(sqrt(T))
-
-    def _prepare(self, x: jax.Array, seq_lengths: jax.Array | None):
-        layer = type(self).__name__
-        _check_input(layer, x, self.in_features, self.time_major)
-        x = _to_time_major(jnp.asarray(x), self.time_major)
-        return x, _check_lengths(layer, seq_lengths, x.shape[1])
-
-    def _direction(self, x, weights, state, seq_lengths, reverse=False):
-        return run_direction(
-            self._family,
-            x,
-            weights,
-            state,
-            self.options,
-            seq_lengths=seq_lengths,
-            reverse=reverse,
-            remat_chunk_size=self._chunk(x.shape[0]),
-        )
-
-
-class _Unidirectional(_RecurrentLayer):
-    """One direction: ``__call__`` runs the family's sequence op."""
-
     def weights(self):
         raise NotImplementedError
+
+    def _fused(self, x: jax.Array, weights, state: State) -> tuple[jax.Array, State]:
+        """The fused sequence op over time-major `x`."""
+        raise NotImplementedError
+
+    def _cell(self, weights) -> Cell:
+        """The op's one-step cell with `weights` and the options bound."""
+        raise NotImplementedError
+
+    def _zero_state(self, weights, batch: int, dtype) -> State:
+        """The op's zero state (the hidden state [B, output_size] unless overridden)."""
+        return jnp.zeros((batch, self.output_size), dtype)
+
+    def _as_state(self, initial_state: Any) -> State:
+        """A user-given initial state (e.g. a tuple (h, c)) as the op's state."""
+        return jnp.asarray(initial_state)
+
+    def _run(
+        self,
+        x: jax.Array,
+        state: State | None = None,
+        seq_lengths: jax.Array | None = None,
+        *,
+        reverse: bool = False,
+    ) -> tuple[jax.Array, State]:
+        """This direction over time-major `x` [T, B, I] -> (y [T, B, O], final state).
+
+        The fused op without `seq_lengths`; with them, a `lax.scan` of the cell that keeps
+        each row's state from its last valid step on. ``remat`` runs either in checkpointed
+        chunks. `reverse` runs from each row's last valid step back to step 0, each output
+        at its input's time index.
+        """
+        weights = self.weights()
+        if state is None:
+            state = self._zero_state(weights, x.shape[1], x.dtype)
+        if reverse:
+            x = flip_sequences(x, seq_lengths)
+        if seq_lengths is None:
+
+            def run(x: jax.Array, state: State, t0: jax.Array):
+                return self._fused(x, weights, state)
+        else:
+            run = _masked_scan(self._cell(weights), seq_lengths)
+        if self.remat:
+            chunk = self.remat_chunk_size or math.isqrt(max(x.shape[0] - 1, 0)) + 1  # ceil(sqrt(T))
+            y, state = _run_in_chunks(run, x, state, chunk)
+        else:
+            y, state = run(x, state, jnp.int32(0))
+        if reverse:
+            y = flip_sequences(y, seq_lengths)
+        return y, state
 
     def __call__(
         self,
@@ -423,57 +389,50 @@ class _Unidirectional(_RecurrentLayer):
           The output sequence [B, T, n_output] (in the input's layout), and the final
           state when `return_state`.
         """
-        x, seq_lengths = self._prepare(x, seq_lengths)
-        weights = self.weights()
-        initial_state = self._family.state(initial_state)
-        if seq_lengths is None and not self.remat:  # exactly the exported op
-            y, state = self._family.sequence_op(
-                x, weights, initial_state, options=self.options.replace(time_major=True)
-            )
-        else:
-            y, state = self._direction(x, weights, initial_state, seq_lengths)
+        x, seq_lengths = _time_major_input(self, x, seq_lengths)
+        state = None if initial_state is None else self._as_state(initial_state)
+        y, state = self._run(x, state, seq_lengths)
         y = _to_time_major(y, self.time_major)
         return (y, state) if return_state else y
 
 
-class _Bidirectional(_RecurrentLayer):
-    """Forward and backward sub-layers ``fw`` and ``bw``; outputs concatenated [fw | bw]."""
+class _Bidirectional(nnx.Module, _Exportable):
+    """Two direction layers ``fw`` and ``bw`` of one kind over the same input; outputs
+    concatenated [fw | bw]. A subclass names the bidirectional op (`_fused`) and its export."""
 
-    fw: _Unidirectional
-    bw: _Unidirectional
+    fw: _Direction
+    bw: _Direction
     merge_outputs: bool = True
 
-    def _init_directions(
+    def __init__(
         self,
-        direction: type[_Unidirectional],
+        direction: type[_Direction],
         in_features: int,
         size: int,
         /,
         *,
         merge_outputs: bool,
-        time_major: bool,
-        remat: bool,
-        remat_chunk_size: int | None,
         rngs: nnx.Rngs,
         **options: Any,
-    ) -> None:
-        """Sets the shared attributes and builds the ``fw`` and ``bw`` sub-layers alike."""
-        self._init_common(in_features, time_major, remat, remat_chunk_size)
+    ):
+        self.fw = direction(in_features, size, rngs=rngs, **options)
+        self.bw = direction(in_features, size, rngs=rngs, **options)
         self.merge_outputs = merge_outputs
-        kwargs = dict(time_major=time_major, remat=remat, remat_chunk_size=remat_chunk_size, rngs=rngs, **options)
-        self.fw = direction(in_features, size, **kwargs)
-        self.bw = direction(in_features, size, **kwargs)
-        self.output_size = 2 * self.fw.output_size
+
+    # The layout, options and remat settings are the directions' (they share them).
+    in_features = property(lambda self: self.fw.in_features)
+    time_major = property(lambda self: self.fw.time_major)
+    remat = property(lambda self: self.fw.remat)
+    remat_chunk_size = property(lambda self: self.fw.remat_chunk_size)
+    options = property(lambda self: self.fw.options)
+    output_size = property(lambda self: self.fw.output_size + self.bw.output_size)
 
     def weights(self) -> tuple[Any, Any]:
         """(fw, bw) weights."""
         return self.fw.weights(), self.bw.weights()
 
-    @property
-    def options(self):
-        return self.fw.options
-
-    def _bidirectional_op(self, x, fw_w, bw_w, fw_state, bw_state, options):
+    def _fused(self, x: jax.Array, fw_state: State | None, bw_state: State | None):
+        """The bidirectional op over time-major `x`: ((fw_y, bw_y), (fw_final, bw_final))."""
         raise NotImplementedError
 
     def __call__(
@@ -496,16 +455,15 @@ class _Bidirectional(_RecurrentLayer):
           [B, T, n_fw_output + n_bw_output] with ``merge_outputs``, else (fw, bw) outputs;
           and the final states when `return_state`.
         """
-        x, seq_lengths = self._prepare(x, seq_lengths)
-        fw_w, bw_w = self.weights()
-        fw_s, bw_s = map(self._family.state, initial_state or (None, None))
+        x, seq_lengths = _time_major_input(self, x, seq_lengths)
+        fw_state, bw_state = (None, None) if initial_state is None else initial_state
+        fw_state = None if fw_state is None else self.fw._as_state(fw_state)
+        bw_state = None if bw_state is None else self.bw._as_state(bw_state)
         if seq_lengths is None and not self.remat:  # exactly the exported op
-            (fw_y, bw_y), states = self._bidirectional_op(
-                x, fw_w, bw_w, fw_s, bw_s, self.options.replace(time_major=True)
-            )
+            (fw_y, bw_y), states = self._fused(x, fw_state, bw_state)
         else:
-            fw_y, fw_final = self._direction(x, fw_w, fw_s, seq_lengths)
-            bw_y, bw_final = self._direction(x, bw_w, bw_s, seq_lengths, reverse=True)
+            fw_y, fw_final = self.fw._run(x, fw_state, seq_lengths)
+            bw_y, bw_final = self.bw._run(x, bw_state, seq_lengths, reverse=True)
             states = (fw_final, bw_final)
         outputs = tuple(_to_time_major(y, self.time_major) for y in (fw_y, bw_y))
         y = jnp.concatenate(outputs, axis=-1) if self.merge_outputs else outputs
@@ -520,12 +478,17 @@ class _Bidirectional(_RecurrentLayer):
         )
 
 
-class LSTM(_Unidirectional):
+# What `Sequential` accepts first and passes ``seq_lengths`` to.
+RECURRENT_LAYERS = (_Direction, _Bidirectional)
+
+
+class LSTM(_Direction):
     """TFLite UNIDIRECTIONAL_SEQUENCE_LSTM as a Flax NNX layer.
 
     ``x: [B, T, in_features] -> y: [B, T, n_output]`` with n_output = `projection_size` or
     `hidden_size`. Parameters are named like the `LSTMWeights` fields (absent optional
-    tensors are None attributes); ``__call__`` runs `jaxlstm.ops.unidirectional_sequence_lstm`.
+    tensors are None attributes); ``__call__`` runs `jaxlstm.ops.unidirectional_sequence_lstm`
+    (with ``seq_lengths``, `lax.scan` of `jaxlstm.ops.lstm_cell`).
 
     Args:
       in_features: n_input.
@@ -560,10 +523,6 @@ class LSTM(_Unidirectional):
 
     _export_name = "lstm"
 
-    @property
-    def _family(self) -> _Family:
-        return _LSTM.with_matmul_dtype(self.matmul_dtype)
-
     def __init__(
         self,
         in_features: int,
@@ -585,19 +544,27 @@ class LSTM(_Unidirectional):
         rngs: nnx.Rngs,
     ):
         layer = type(self).__name__
-        _check_lstm_options(
+        _check_sizes(
             layer,
-            in_features,
-            hidden_size,
-            projection_size,
-            use_projection_bias,
-            cell_clip,
-            proj_clip,
-            activation,
-            remat_chunk_size,
+            in_features=in_features,
+            hidden_size=hidden_size,
+            projection_size=projection_size,
+            remat_chunk_size=remat_chunk_size,
         )
+        _check_option(
+            layer,
+            activation in LSTM_ACTIVATIONS,
+            f"activation={activation!r} is not supported by the LSTM ops; use one of {LSTM_ACTIVATIONS}",
+        )
+        for name, clip in (("cell_clip", cell_clip), ("proj_clip", proj_clip)):
+            _check_option(layer, clip >= 0, f"{name}={clip} must be >= 0 (0 disables clipping)")
+        if projection_size is None:
+            _check_option(layer, not use_projection_bias, "use_projection_bias=True needs projection_size")
+            _check_option(
+                layer, proj_clip == 0, f"proj_clip={proj_clip} needs projection_size (it clips the projection)"
+            )
         _check_matmul_dtype(layer, matmul_dtype, ())
-        self._init_common(in_features, time_major, remat, remat_chunk_size)
+        self._init_layout(in_features, time_major, remat, remat_chunk_size)
         self.matmul_dtype = None if matmul_dtype is None else jnp.dtype(matmul_dtype)
         self.hidden_size = hidden_size
         self.output_size = projection_size or hidden_size
@@ -607,25 +574,36 @@ class LSTM(_Unidirectional):
             proj_clip=float(proj_clip),
             time_major=time_major,
         )
-        _set_params(
-            self,
-            _lstm_init(
-                rngs.params(),
-                in_features,
-                hidden_size,
-                self.output_size,
-                use_cifg=use_cifg,
-                use_peephole=use_peephole,
-                use_projection=projection_size is not None,
-                use_projection_bias=use_projection_bias,
-                use_layer_norm=use_layer_norm,
-                unit_forget_bias=unit_forget_bias,
-            ),
+        initial = _lstm_init(
+            rngs.params(),
+            in_features,
+            hidden_size,
+            self.output_size,
+            use_cifg=use_cifg,
+            use_peephole=use_peephole,
+            use_projection=projection_size is not None,
+            use_projection_bias=use_projection_bias,
+            use_layer_norm=use_layer_norm,
+            unit_forget_bias=unit_forget_bias,
         )
+        _set_params(self, initial, LSTM_PARAM_NAMES)
 
     def weights(self) -> LSTMWeights:
         """The parameters as `LSTMWeights` (the op's constant tensors)."""
         return LSTMWeights(**_get_params(self, LSTM_PARAM_NAMES))
+
+    def _fused(self, x, weights, state):
+        options = self.options.replace(time_major=True)
+        return unidirectional_sequence_lstm(x, weights, state, options=options, matmul_dtype=self.matmul_dtype)
+
+    def _cell(self, weights) -> Cell:
+        return functools.partial(lstm_cell, weights=weights, options=self.options, matmul_dtype=self.matmul_dtype)
+
+    def _zero_state(self, weights, batch, dtype) -> LSTMState:
+        return zero_state(weights, batch, dtype)
+
+    def _as_state(self, initial_state) -> LSTMState:
+        return LSTMState(*map(jnp.asarray, initial_state))
 
     def add_to(self, builder: ModelBuilder, x: Ref, name: str = "lstm") -> Ref:
         """Adds one UNIDIRECTIONAL_SEQUENCE_LSTM over `x` to `builder`."""
@@ -638,8 +616,9 @@ class BidirectionalLSTM(_Bidirectional):
     ``x: [B, T, in_features] -> [B, T, 2 * n_output]`` ([fw | bw]). Two `LSTM` sub-layers
     ``fw`` and ``bw`` hold the parameters (``fw.input_to_forget_weights`` is TFLite's
     ``fw_input_to_forget_weights``); ``__call__`` runs
-    `jaxlstm.ops.bidirectional_sequence_lstm`. Arguments as `LSTM`, shared by both
-    directions; layer norm is not available (the op has no layer-norm inputs).
+    `jaxlstm.ops.bidirectional_sequence_lstm` (with ``seq_lengths`` or ``remat``, each
+    direction as `LSTM` runs it). Arguments as `LSTM`, shared by both directions; layer norm
+    is not available (the op has no layer-norm inputs).
 
     Example usage::
 
@@ -651,10 +630,6 @@ class BidirectionalLSTM(_Bidirectional):
     """
 
     _export_name = "bidirectional_lstm"
-
-    @property
-    def _family(self) -> _Family:
-        return self.fw._family
 
     def __init__(
         self,
@@ -675,7 +650,7 @@ class BidirectionalLSTM(_Bidirectional):
                 "layer-norm inputs; use LSTM(..., use_layer_norm=True) for each direction "
                 "(the backward one on a reversed input) and concatenate"
             )
-        self._init_directions(
+        super().__init__(
             LSTM,
             in_features,
             hidden_size,
@@ -687,27 +662,30 @@ class BidirectionalLSTM(_Bidirectional):
             **lstm_options,
         )
 
-    def _bidirectional_op(self, x, fw_w, bw_w, fw_state, bw_state, options):
+    def _fused(self, x, fw_state, bw_state):
+        fw, bw = self.weights()
+        options = self.options.replace(time_major=True)
         return bidirectional_sequence_lstm(
-            x, fw_w, bw_w, fw_state, bw_state, options=options, matmul_dtype=self.fw.matmul_dtype
+            x, fw, bw, fw_state, bw_state, options=options, matmul_dtype=self.fw.matmul_dtype
         )
 
     def add_to(self, builder: ModelBuilder, x: Ref, name: str = "bidirectional_lstm") -> Ref:
         """Adds one BIDIRECTIONAL_SEQUENCE_LSTM over `x` to `builder`."""
         fw, bw = self.weights()
-        # LiteRT mis-addresses the state of batch-major merged outputs (SPEC_TFLITE_OPS §4):
-        # merge in the op only when time-major.
+        # LiteRT offsets row b's state of a batch-major merged output by b * (n_fw_output +
+        # n_bw_output) (lstm_eval.cc EvalFloat): merge in the op only when time-major.
         outputs = builder.add_bidirectional_lstm(x, fw, bw, self.options, merge_outputs=self.time_major, name=name)
         return self._add_merged(builder, outputs, name)
 
 
-class SimpleRNN(_Unidirectional):
+class SimpleRNN(_Direction):
     """TFLite UNIDIRECTIONAL_SEQUENCE_RNN as a Flax NNX layer.
 
     ``x: [B, T, in_features] -> [B, T, units]``, ``h' = act(W x + R h + b)``. Parameters
     ``input_weights`` [units, in_features], ``recurrent_weights`` [units, units] and
     ``bias`` [units] (`RNNWeights` fields); ``__call__`` runs
-    `jaxlstm.ops.unidirectional_sequence_rnn`.
+    `jaxlstm.ops.unidirectional_sequence_rnn` (with ``seq_lengths``, `lax.scan` of
+    `jaxlstm.ops.rnn_cell`).
 
     Args:
       in_features: n_input.
@@ -723,7 +701,6 @@ class SimpleRNN(_Unidirectional):
       (2, 5, 4)
     """
 
-    _family = _RNN
     _export_name = "simple_rnn"
 
     def __init__(
@@ -741,19 +718,25 @@ class SimpleRNN(_Unidirectional):
         _check_sizes(layer, in_features=in_features, units=units)
         _check_option(
             layer,
-            activation in ACTIVATION_CODES,
-            f"activation={activation!r} is not a schema activation; use one of {tuple(ACTIVATION_CODES)}",
+            activation in RNN_ACTIVATIONS,
+            f"activation={activation!r} is not a schema activation; use one of {RNN_ACTIVATIONS}",
         )
         _check_sizes(layer, remat_chunk_size=remat_chunk_size)
-        self._init_common(in_features, time_major, remat, remat_chunk_size)
+        self._init_layout(in_features, time_major, remat, remat_chunk_size)
         self.units = units
         self.output_size = units
         self.options = RNNOptions(fused_activation_function=activation, time_major=time_major)
-        _set_params(self, _rnn_init(rngs.params(), in_features, units))
+        _set_params(self, _rnn_init(rngs.params(), in_features, units), RNN_PARAM_NAMES)
 
     def weights(self) -> RNNWeights:
         """The parameters as `RNNWeights`."""
         return RNNWeights(**_get_params(self, RNN_PARAM_NAMES))
+
+    def _fused(self, x, weights, state):
+        return unidirectional_sequence_rnn(x, weights, state, options=self.options.replace(time_major=True))
+
+    def _cell(self, weights) -> Cell:
+        return functools.partial(rnn_cell, weights=weights, options=self.options)
 
     def add_to(self, builder: ModelBuilder, x: Ref, name: str = "simple_rnn") -> Ref:
         """Adds one UNIDIRECTIONAL_SEQUENCE_RNN over `x` to `builder`."""
@@ -773,7 +756,6 @@ class BidirectionalRNN(_Bidirectional):
       (2, 5, 8)
     """
 
-    _family = _RNN
     _export_name = "bidirectional_rnn"
 
     def __init__(
@@ -788,7 +770,7 @@ class BidirectionalRNN(_Bidirectional):
         remat_chunk_size: int | None = None,
         rngs: nnx.Rngs,
     ):
-        self._init_directions(
+        super().__init__(
             SimpleRNN,
             in_features,
             units,
@@ -800,8 +782,9 @@ class BidirectionalRNN(_Bidirectional):
             activation=activation,
         )
 
-    def _bidirectional_op(self, x, fw_w, bw_w, fw_state, bw_state, options):
-        return bidirectional_sequence_rnn(x, fw_w, bw_w, fw_state, bw_state, options=options)
+    def _fused(self, x, fw_state, bw_state):
+        fw, bw = self.weights()
+        return bidirectional_sequence_rnn(x, fw, bw, fw_state, bw_state, options=self.options.replace(time_major=True))
 
     def add_to(self, builder: ModelBuilder, x: Ref, name: str = "bidirectional_rnn") -> Ref:
         """Adds one BIDIRECTIONAL_SEQUENCE_RNN over `x` to `builder`."""
@@ -810,15 +793,16 @@ class BidirectionalRNN(_Bidirectional):
         return self._add_merged(builder, outputs, name)
 
 
-class GRU(_Unidirectional):
+class GRU(_Direction):
     """A GRU layer (Keras / PyTorch / Flax semantics) over `jaxlstm.ops.gru`.
 
     ``x: [B, T, in_features] -> [B, T, units]``. Parameters are named like the
     `GRUWeights` fields: ``input_to_{update,reset,candidate}_weights`` [units, in_features],
     ``recurrent_to_*_weights`` [units, units], ``*_gate_bias`` [units] and, with
-    ``reset_after``, ``recurrent_*_gate_bias`` [units] (Keras' second bias row). `to_model`
-    gives the model's GRU operator (`ModelBuilder.add_gru`, any length in JAX); TFLite has
-    no GRU operator, so ``export_tflite(layer, time_steps=T)`` unrolls it over T steps.
+    ``reset_after``, ``recurrent_*_gate_bias`` [units] (Keras' second bias row). With
+    ``seq_lengths`` it scans `jaxlstm.ops.gru_cell`. `to_model` gives the
+    model's GRU operator (`ModelBuilder.add_gru`, any length in JAX); TFLite has no GRU
+    operator, so ``export_tflite(layer, time_steps=T)`` unrolls it over T steps.
 
     Args:
       in_features: n_input.
@@ -840,7 +824,6 @@ class GRU(_Unidirectional):
       ['GRU']
     """
 
-    _family = _GRU
     _export_name = "gru"
 
     def __init__(
@@ -862,7 +845,7 @@ class GRU(_Unidirectional):
             _check_option(
                 layer, value in GRU_ACTIVATIONS, f"{name}={value!r} is not supported; use one of {GRU_ACTIVATIONS}"
             )
-        self._init_common(in_features, time_major, remat, remat_chunk_size)
+        self._init_layout(in_features, time_major, remat, remat_chunk_size)
         self.units = units
         self.output_size = units
         self.options = GRUOptions(
@@ -871,11 +854,17 @@ class GRU(_Unidirectional):
             recurrent_activation=recurrent_activation,
             time_major=time_major,
         )
-        _set_params(self, _gru_init(rngs.params(), in_features, units, reset_after))
+        _set_params(self, _gru_init(rngs.params(), in_features, units, reset_after), GRU_PARAM_NAMES)
 
     def weights(self) -> GRUWeights:
         """The parameters as `GRUWeights`."""
         return GRUWeights(**_get_params(self, GRU_PARAM_NAMES))
+
+    def _fused(self, x, weights, state):
+        return gru(x, weights, state, options=self.options.replace(time_major=True))
+
+    def _cell(self, weights) -> Cell:
+        return functools.partial(gru_cell, weights=weights, options=self.options)
 
     def add_to(self, builder: ModelBuilder, x: Ref, name: str = "gru") -> Ref:
         """Adds one GRU operator over `x` to `builder`."""
@@ -897,7 +886,6 @@ class BidirectionalGRU(_Bidirectional):
       (2, 5, 8)
     """
 
-    _family = _GRU
     _export_name = "bidirectional_gru"
 
     def __init__(
@@ -912,7 +900,7 @@ class BidirectionalGRU(_Bidirectional):
         rngs: nnx.Rngs,
         **gru_options: Any,
     ):
-        self._init_directions(
+        super().__init__(
             GRU,
             in_features,
             units,
@@ -924,10 +912,12 @@ class BidirectionalGRU(_Bidirectional):
             **gru_options,
         )
 
-    def _bidirectional_op(self, x, fw_w, bw_w, fw_state, bw_state, options):
-        fw_y, fw_h = gru(x, fw_w, fw_state, options=options)
-        bw_y, bw_h = gru(x, bw_w, bw_state, options=options, reverse=True, keep_order=True)
-        return (fw_y, bw_y), (fw_h, bw_h)
+    def _fused(self, x, fw_state, bw_state):
+        fw, bw = self.weights()
+        options = self.options.replace(time_major=True)
+        fw_y, fw_final = gru(x, fw, fw_state, options=options)
+        bw_y, bw_final = gru(x, bw, bw_state, options=options, reverse=True, keep_order=True)
+        return (fw_y, bw_y), (fw_final, bw_final)
 
     def add_to(self, builder: ModelBuilder, x: Ref, name: str = "bidirectional_gru") -> Ref:
         """Adds both directions (two GRU operators) and their concatenation over `x` to `builder`."""
@@ -937,42 +927,3 @@ class BidirectionalGRU(_Bidirectional):
             builder.add_gru(x, bw, self.options, reverse=True, keep_order=True, name=f"{name}/bw"),
         ]
         return self._add_merged(builder, outputs, name)
-
-
-# ----------------------------------------------------------------------------- option checks
-
-
-def _check_sizes(layer: str, **sizes: int | None) -> None:
-    for name, value in sizes.items():
-        if value is not None and (not isinstance(value, int) or value <= 0):
-            raise ValueError(f"{layer}: {name}={value!r} must be a positive int")
-
-
-def _check_lstm_options(
-    layer,
-    in_features,
-    hidden_size,
-    projection_size,
-    use_projection_bias,
-    cell_clip,
-    proj_clip,
-    activation,
-    remat_chunk_size,
-) -> None:
-    _check_sizes(
-        layer,
-        in_features=in_features,
-        hidden_size=hidden_size,
-        projection_size=projection_size,
-        remat_chunk_size=remat_chunk_size,
-    )
-    _check_option(
-        layer,
-        activation in LSTM_ACTIVATIONS,
-        f"activation={activation!r} is not supported by the LSTM ops; use one of {LSTM_ACTIVATIONS}",
-    )
-    for name, clip in (("cell_clip", cell_clip), ("proj_clip", proj_clip)):
-        _check_option(layer, clip >= 0, f"{name}={clip} must be >= 0 (0 disables clipping)")
-    if projection_size is None:
-        _check_option(layer, not use_projection_bias, "use_projection_bias=True needs projection_size")
-        _check_option(layer, proj_clip == 0, f"proj_clip={proj_clip} needs projection_size (it clips the projection)")

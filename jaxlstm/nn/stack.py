@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxlstm.model import ModelBuilder, Ref
-from jaxlstm.nn.recurrent import _check_lengths, _Exportable, _RecurrentLayer
+from jaxlstm.nn.recurrent import RECURRENT_LAYERS, _check_lengths, _Exportable
 
 
 class LastTimeStep(nnx.Module):
@@ -94,7 +94,7 @@ class Sequential(nnx.Module, _Exportable):
     _export_name = "layers"
 
     def __init__(self, *layers):
-        if not layers or not isinstance(layers[0], _RecurrentLayer):
+        if not layers or not isinstance(layers[0], RECURRENT_LAYERS):
             first = type(layers[0]).__name__ if layers else "nothing"
             raise TypeError(f"Sequential: the first layer must be a jaxlstm.nn recurrent layer, got {first}")
         self.layers = nnx.List(layers)
@@ -104,7 +104,7 @@ class Sequential(nnx.Module, _Exportable):
     def __call__(self, x: jax.Array, *, seq_lengths: jax.Array | None = None) -> jax.Array:
         """Runs the stack; `seq_lengths` [B] reaches recurrent layers and `LastTimeStep`."""
         for layer in self.layers:
-            if seq_lengths is not None and isinstance(layer, (_RecurrentLayer, LastTimeStep)):
+            if seq_lengths is not None and isinstance(layer, (*RECURRENT_LAYERS, LastTimeStep)):
                 x = layer(x, seq_lengths=seq_lengths)
             else:
                 x = layer(x)

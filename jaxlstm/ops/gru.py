@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxlstm.ops import _checks
 from jaxlstm.ops._activations import activation
@@ -41,11 +39,6 @@ GRU_GATES = ("update", "reset", "candidate")
 GRU_ACTIVATIONS = ("TANH", "SIGMOID", "RELU", "RELU6", "RELU_N1_TO_1", "NONE")
 
 
-def _array_module(*arrays):
-    """jax.numpy for jax arrays (tracers included); numpy for host arrays (no compilation)."""
-    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
-
-
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class GRUWeights:
@@ -53,9 +46,9 @@ class GRUWeights:
 
     Shapes: ``input_to_*_weights`` [n_units, n_input]; ``recurrent_to_*_weights``
     [n_units, n_units]; ``*_gate_bias`` (input side) and ``recurrent_*_gate_bias``
-    (recurrent side, optional) [n_units]. Use the ``from_*`` constructors to read a
-    framework's packed layout; they keep numpy inputs as numpy (no device transfer, no
-    compilation) and jax inputs (tracers included) as jax arrays.
+    (recurrent side, optional) [n_units]. `jaxlstm.convert` reads the frameworks' packed
+    layouts: ``gru_weights_from_keras``, ``gru_weights_from_torch``, ``gru_weights_from_flax``
+    and ``gru_weights_from_fused``.
     """
 
     input_to_update_weights: jax.Array
@@ -80,137 +73,6 @@ class GRUWeights:
     @property
     def n_input(self) -> int:
         return int(self.input_to_update_weights.shape[1])
-
-    @classmethod
-    def from_packed(
-        cls,
-        weight: jax.Array,
-        recurrent_weight: jax.Array,
-        bias: jax.Array | None,
-        recurrent_bias: jax.Array | None,
-        gate_order: str,
-    ) -> GRUWeights:
-        """Splits packed [3 * n_units, k] matrices (TFLite/PyTorch layout, ``W @ x``).
-
-        Args:
-          weight: [3 * n_units, n_input].
-          recurrent_weight: [3 * n_units, n_units].
-          bias: [3 * n_units] input-side bias, or None for zeros.
-          recurrent_bias: [3 * n_units] recurrent-side bias, or None (absent).
-          gate_order: the block order as letters of ``z r n`` (Keras ``"zrn"``,
-            PyTorch and Flax ``"rzn"``).
-        """
-        if sorted(gate_order) != sorted("zrn"):
-            raise ValueError(f"gate_order must be a permutation of 'zrn', got {gate_order!r}")
-        xp = _array_module(weight, recurrent_weight, bias, recurrent_bias)
-        weight, recurrent_weight = xp.asarray(weight), xp.asarray(recurrent_weight)
-        for name, v in (("weight", weight), ("recurrent_weight", recurrent_weight)):
-            if v.ndim != 2 or v.shape[0] % 3:
-                raise ValueError(f"GRUWeights: {name} has shape {v.shape}, expected (3 * n_units, k)")
-        units = weight.shape[0] // 3
-        if bias is None:
-            bias = xp.zeros((3 * units,), weight.dtype)
-        fields = {}
-        for gate, letter in zip(GRU_GATES, "zrn"):
-            rows = slice(gate_order.index(letter) * units, (gate_order.index(letter) + 1) * units)
-            fields[f"input_to_{gate}_weights"] = weight[rows]
-            fields[f"recurrent_to_{gate}_weights"] = recurrent_weight[rows]
-            fields[f"{gate}_gate_bias"] = xp.asarray(bias)[rows]
-            if recurrent_bias is not None:
-                fields[f"recurrent_{gate}_gate_bias"] = xp.asarray(recurrent_bias)[rows]
-        return cls(**fields)
-
-    @classmethod
-    def from_keras(
-        cls,
-        kernel: jax.Array,
-        recurrent_kernel: jax.Array,
-        bias: jax.Array | None,
-        reset_after: bool = True,
-    ) -> GRUWeights:
-        """Keras 3 / tf_keras `GRU` weights (blocks z, r, h; used as ``x @ kernel``).
-
-        Args:
-          kernel: [n_input, 3 * n_units].
-          recurrent_kernel: [n_units, 3 * n_units].
-          bias: [2, 3 * n_units] (reset_after: row 0 input side, row 1 recurrent side),
-            [3 * n_units] (reset_after=False), or None (``use_bias=False``).
-          reset_after: the layer's option, which fixes the bias layout. Pass the same
-            value to `GRUOptions`.
-        """
-        xp = _array_module(kernel, recurrent_kernel, bias)
-        kernel, recurrent_kernel = xp.asarray(kernel), xp.asarray(recurrent_kernel)
-        recurrent_bias = None
-        if bias is not None:
-            bias = xp.asarray(bias)
-            expected = (2, kernel.shape[-1]) if reset_after else (kernel.shape[-1],)
-            _checks.check_shape(
-                "GRUWeights.from_keras", "bias", bias, expected, f"{expected} for reset_after={reset_after}"
-            )
-            if reset_after:
-                bias, recurrent_bias = bias[0], bias[1]
-        return cls.from_packed(kernel.T, recurrent_kernel.T, bias, recurrent_bias, "zrn")
-
-    @classmethod
-    def from_torch(
-        cls,
-        weight_ih: jax.Array,
-        weight_hh: jax.Array,
-        bias_ih: jax.Array | None = None,
-        bias_hh: jax.Array | None = None,
-    ) -> GRUWeights:
-        """PyTorch `nn.GRU` tensors of one layer and direction (blocks r, z, n; reset-after).
-
-        Args:
-          weight_ih: ``weight_ih_l{k}`` [3 * n_units, n_input] (a numpy array:
-            ``t.detach().numpy()``).
-          weight_hh: ``weight_hh_l{k}`` [3 * n_units, n_units].
-          bias_ih, bias_hh: [3 * n_units], or None (``bias=False``).
-        """
-        return cls.from_packed(weight_ih, weight_hh, bias_ih, bias_hh, "rzn")
-
-    @classmethod
-    def from_flax_linen(cls, params: Mapping[str, Any]) -> GRUWeights:
-        """Flax linen `GRUCell` params (reset-after; use ``GRUOptions(reset_after=True)``).
-
-        Args:
-          params: the cell's params ``{"ir": {"kernel", "bias"}, "iz": ..., "in": ...,
-            "hr": {"kernel"}, "hz": ..., "hn": {"kernel", "bias"}}``; kernels are
-            [in, n_units] used as ``x @ kernel``. A ``{"params": ...}`` or ``nn.RNN``'s
-            ``{"cell": ...}`` wrapper is unwrapped.
-        """
-        for wrapper in ("params", "cell"):
-            if "ir" not in params and wrapper in params:
-                params = params[wrapper]
-        if "ir" not in params:
-            raise ValueError(
-                f"from_flax_linen: expected GRUCell params (ir, iz, in, hr, hz, hn), got keys {sorted(params)}"
-            )
-        xp = _array_module(*jax.tree.leaves(params))
-        fields = {}
-        for gate, letter in zip(GRU_GATES, "zrn"):
-            fields[f"input_to_{gate}_weights"] = xp.asarray(params[f"i{letter}"]["kernel"]).T
-            fields[f"recurrent_to_{gate}_weights"] = xp.asarray(params[f"h{letter}"]["kernel"]).T
-            fields[f"{gate}_gate_bias"] = xp.asarray(params[f"i{letter}"]["bias"])
-        fields["recurrent_candidate_gate_bias"] = xp.asarray(params["hn"]["bias"])
-        return cls(**fields)
-
-    @classmethod
-    def from_flax_nnx(cls, cell: Any) -> GRUWeights:
-        """A flax nnx `GRUCell` (blocks r, z, n; no recurrent bias at all).
-
-        Args:
-          cell: the module, or anything with ``dense_i.kernel`` [n_input, 3 * n_units],
-            ``dense_i.bias`` [3 * n_units] and ``dense_h.kernel`` [n_units, 3 * n_units]
-            (`nnx.Param`s or arrays).
-        """
-
-        def value(p):
-            return p.get_value() if hasattr(p, "get_value") else p
-
-        return cls.from_packed(
-            value(cell.dense_i.kernel).T, value(cell.dense_h.kernel).T, value(cell.dense_i.bias), None, "rzn"
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -401,7 +263,8 @@ def gru(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> w = GRUWeights.from_keras(jnp.ones((3, 6)) * .1, jnp.ones((2, 6)) * .1, jnp.zeros((2, 6)))
+      >>> from jaxlstm.convert import gru_weights_from_keras
+      >>> w = gru_weights_from_keras(jnp.ones((3, 6)) * .1, jnp.ones((2, 6)) * .1, jnp.zeros((2, 6)))
       >>> y, h = gru(jnp.ones((1, 5, 3)), w)
       >>> y.shape, h.shape
       ((1, 5, 2), (1, 2))

@@ -42,6 +42,8 @@ from jaxlstm.ops._precision import FLOAT32
 from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
 
 GATES = ("input", "forget", "cell", "output")
+# The fused activations the float kernel computes right: with NONE it leaves the activation
+# buffer unwritten and outputs h = o * g (lstm_eval.cc CalculateLstmOutputFloat).
 LSTM_ACTIVATIONS = ("RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
 
 
@@ -57,6 +59,7 @@ class LSTMWeights:
     ``None`` marks an absent optional tensor: no input-gate tensors = CIFG; ``cell_to_*`` =
     peephole; ``projection_weights`` = projection; ``*_layer_norm_coefficients`` = layer norm.
     Matrices may be `QuantizedTensor`s (hybrid path); biases and layer-norm stay float.
+    `jaxlstm.convert.lstm_weights_from_fused` splits a framework's packed gate matrices.
     """
 
     input_to_forget_weights: jax.Array
@@ -86,44 +89,6 @@ class LSTMWeights:
     aux_input_to_output_weights: jax.Array | None = None
 
     replace = dataclasses.replace
-
-    @classmethod
-    def from_fused(
-        cls,
-        kernel: jax.Array,
-        recurrent_kernel: jax.Array,
-        bias: jax.Array,
-        gate_order: str = "ifco",
-    ) -> LSTMWeights:
-        """Splits packed gate matrices (Keras layout) into per-gate TFLite tensors.
-
-        Args:
-          kernel: [n_input, 4 * n_cell], used as ``x @ kernel``.
-          recurrent_kernel: [n_output, 4 * n_cell].
-          bias: [4 * n_cell].
-          gate_order: the order of the packed blocks, as letters of ``i f c o``
-            (Keras/PyTorch ``"ifco"``, TF1 LSTMCell ``"icfo"``, Lingvo ``"cifo"``).
-
-        Returns:
-          `LSTMWeights` without peephole, projection or layer norm.
-        """
-        if sorted(gate_order) != sorted("ifco"):
-            raise ValueError(f"gate_order must be a permutation of 'ifco', got {gate_order!r}")
-        blocks = {}
-        for name, letter in zip(GATES, "ifco"):
-            k = gate_order.index(letter)
-            n = kernel.shape[1] // 4
-            blocks[name] = (
-                jnp.asarray(kernel)[:, k * n : (k + 1) * n].T,
-                jnp.asarray(recurrent_kernel)[:, k * n : (k + 1) * n].T,
-                jnp.asarray(bias)[k * n : (k + 1) * n],
-            )
-        fields = {}
-        for name, (w, r, b) in blocks.items():
-            fields[f"input_to_{name}_weights"] = w
-            fields[f"recurrent_to_{name}_weights"] = r
-            fields[f"{name}_gate_bias"] = b
-        return cls(**fields)
 
     @property
     def use_cifg(self) -> bool:
@@ -612,7 +577,8 @@ def lstm_cell(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> w = LSTMWeights.from_fused(jnp.ones((3, 8)) * .1, jnp.ones((2, 8)) * .1, jnp.zeros(8))
+      >>> from jaxlstm.convert import lstm_weights_from_fused
+      >>> w = lstm_weights_from_fused(jnp.ones((3, 8)) * .1, jnp.ones((2, 8)) * .1, jnp.zeros(8))
       >>> state, h = lstm_cell(zero_state(w, 1), jnp.ones((1, 3)), w)
       >>> h.shape, state.cell_state.shape
       ((1, 2), (1, 2))
@@ -729,7 +695,8 @@ def unidirectional_sequence_lstm(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> w = LSTMWeights.from_fused(jnp.ones((3, 8)) * .1, jnp.ones((2, 8)) * .1, jnp.zeros(8))
+      >>> from jaxlstm.convert import lstm_weights_from_fused
+      >>> w = lstm_weights_from_fused(jnp.ones((3, 8)) * .1, jnp.ones((2, 8)) * .1, jnp.zeros(8))
       >>> y, (h, c) = unidirectional_sequence_lstm(jnp.ones((1, 5, 3)), w)
       >>> y.shape, h.shape
       ((1, 5, 2), (1, 2))

@@ -26,6 +26,9 @@ from jaxlstm.ops._precision import FLOAT32
 from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
 from jaxlstm.ops._shard_map import vary_like
 
+# The RNN kernels apply any schema fused activation (kernel_utils.cc RnnBatchStep).
+RNN_ACTIVATIONS = tuple(ACTIVATION_CODES)
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +75,7 @@ class RNNOptions:
 
 def check_weights(op: str, prefix: str, w: RNNWeights, options: RNNOptions, n_input: int) -> None:
     """Validates one direction's weights (basic_rnn.cc Prepare)."""
-    _checks.check_activation(op, options.fused_activation_function, tuple(ACTIVATION_CODES))
+    _checks.check_activation(op, options.fused_activation_function, RNN_ACTIVATIONS)
     missing = [prefix + name for name in ("input_weights", "recurrent_weights", "bias") if getattr(w, name) is None]
     _checks.require(op, not missing, f"required weights {missing} are None")
     units = w.n_units

@@ -1,6 +1,6 @@
 """Lingvo LSTMCellSimple / LayerNormalizedLSTMCellSimple variables -> fused ops.
 
-Lingvo cannot be imported here (its x_ops.so needs GLIBC 2.38; SPEC_LAYOUTS §8), so the
+Lingvo cannot be imported here (its x_ops.so needs GLIBC 2.38), so the
 oracle is `lingvo_fprop` below: a NumPy transcription of the cell's eval-mode FProp,
 written from tensorflow/lingvo lingvo/core/rnn_cell.py (LSTMCellSimple._GetBias, _Mix,
 _Gates; LayerNormalizedLSTMCellSimple._Gates), not from jaxlstm's code.
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from jaxlstm.convert import from_lingvo, lstm_weights_from_lingvo
+from tests.cases import Case, flag, setting, size
 
 from ._helpers import assert_converted_matches
 
@@ -21,24 +22,16 @@ BATCH, TIME, N_INPUT = 2, 6, 3
 
 
 @dataclasses.dataclass(frozen=True)
-class LingvoCase:
-    num_output_nodes: int = 4
-    num_hidden_nodes: int = 0
-    cell_value_cap: float | None = 10.0
-    forget_gate_bias: float = 0.0
-    couple_input_forget_gates: bool = False
-    layer_norm: bool = False
-    enable_lstm_bias: bool = True
+class LingvoCase(Case):
+    """The cell's Params of the same names (`kwargs`), e.g. ``o3_hidden5_cifg_ln``."""
 
-    def __str__(self) -> str:
-        return (
-            "_".join(
-                f"{f.name}={getattr(self, f.name)}"
-                for f in dataclasses.fields(self)
-                if getattr(self, f.name) != f.default
-            )
-            or "defaults"
-        )
+    num_output_nodes: int = size("o", 4)
+    num_hidden_nodes: int = setting(0, prefix="hidden")
+    cell_value_cap: float | None = setting(10.0, prefix="cap")
+    forget_gate_bias: float = setting(0.0, prefix="forgetbias")
+    couple_input_forget_gates: bool = flag("cifg")
+    layer_norm: bool = flag("ln")
+    enable_lstm_bias: bool = flag("nobias", True)
 
     @property
     def kwargs(self) -> dict:

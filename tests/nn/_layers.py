@@ -1,13 +1,12 @@
 """Shared cases and helpers of the `jaxlstm.nn` tests: configurations, random layers, NumPy references."""
 
-import dataclasses
-
 import jax
 import numpy as np
 from flax import nnx
 
 from jaxlstm.nn import LSTM, BidirectionalLSTM, BidirectionalRNN, SimpleRNN
 from jaxlstm.reference import np_lstm, np_rnn
+from tests.cases import LSTMCase, RNNCase
 
 # float32 over a few steps against a float64 (NumPy) or another framework's float32 loop:
 # differences are ~1e-7, so 1e-5 keeps two decades of margin (LiteRT's own float kernel
@@ -20,45 +19,24 @@ SAME_MATH_TOL = 1e-6
 B, T, I = 3, 6, 4
 
 
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """An LSTM configuration; its name lists the features that are on."""
-
-    use_cifg: bool = False
-    use_peephole: bool = False
-    projection_size: int | None = None
-    use_projection_bias: bool = False
-    use_layer_norm: bool = False
-    cell_clip: float = 0.0
-    proj_clip: float = 0.0
-    time_major: bool = False
-    activation: str = "TANH"
-
-    def __str__(self):
-        parts = [
-            f.name.removeprefix("use_")
-            for f in dataclasses.fields(self)
-            if getattr(self, f.name) not in (False, None, 0.0, "TANH")
-        ]
-        return "_".join(parts) or "plain"
-
-    def kwargs(self):
-        return dataclasses.asdict(self)
-
+# The layers' sizes: B rows of T steps of I features, 5 cells (units).
+LSTM_BASE = LSTMCase(batch=B, time=T, n_input=I, n_cell=5, n_output=5)
+RNN_BASE = RNNCase(batch=B, time=T, n_input=I, n_units=5, activation="TANH")
 
 LSTM_CASES = [
-    Case(),
-    Case(use_cifg=True, use_peephole=True),
-    Case(use_peephole=True, projection_size=3, use_projection_bias=True, proj_clip=0.4),
-    Case(use_layer_norm=True, use_peephole=True),
-    Case(use_cifg=True, use_layer_norm=True, projection_size=3),
-    Case(cell_clip=0.3, time_major=True, activation="RELU6"),
+    LSTM_BASE,
+    LSTM_BASE.replace(cifg=True, peephole=True),
+    LSTM_BASE.replace(peephole=True, projection=True, n_output=3, projection_bias=True, proj_clip=0.4),
+    LSTM_BASE.replace(layer_norm=True, peephole=True),
+    LSTM_BASE.replace(cifg=True, layer_norm=True, projection=True, n_output=3),
+    LSTM_BASE.replace(cell_clip=0.3, time_major=True, activation="RELU6"),
 ]
 BIDIRECTIONAL_CASES = [
-    Case(),
-    Case(use_cifg=True, use_peephole=True, projection_size=3, cell_clip=0.5),
-    Case(time_major=True),
+    LSTM_BASE,
+    LSTM_BASE.replace(cifg=True, peephole=True, projection=True, n_output=3, cell_clip=0.5),
+    LSTM_BASE.replace(time_major=True),
 ]
+RNN_CASES = [RNN_BASE, RNN_BASE.replace(activation="RELU", time_major=True)]
 
 
 def randomize(module, seed=0, scale=0.5):
@@ -77,19 +55,18 @@ def inputs(time_major=False, seed=1, batch=B, steps=T, features=I):
     return np.swapaxes(x, 0, 1) if time_major else x
 
 
-def reference_options(case):
-    return dict(activation=case.activation, cell_clip=case.cell_clip, proj_clip=case.proj_clip)
-
-
-def make(kind, case=Case(), seed=0, **kwargs):
+def make(kind, case=None, seed=0, **kwargs):
+    """A layer of `kind` with `case`'s sizes and options (default: LSTM_BASE or RNN_BASE) and
+    random parameters."""
     rngs = nnx.Rngs(seed)
-    if kind == "lstm":
-        return randomize(LSTM(I, 5, **case.kwargs(), **kwargs, rngs=rngs), seed)
-    if kind == "bidirectional_lstm":
-        return randomize(BidirectionalLSTM(I, 5, **case.kwargs(), **kwargs, rngs=rngs), seed)
-    options = dict(activation="RELU" if case.activation != "TANH" else "TANH", time_major=case.time_major)
+    if kind in ("lstm", "bidirectional_lstm"):
+        case = case or LSTM_BASE
+        cls = LSTM if kind == "lstm" else BidirectionalLSTM
+        return randomize(cls(case.n_input, case.n_cell, **case.layer_kwargs, **kwargs, rngs=rngs), seed)
+    case = case or RNN_BASE
     cls = SimpleRNN if kind == "simple_rnn" else BidirectionalRNN
-    return randomize(cls(I, 5, **options, **kwargs, rngs=rngs), seed)
+    options = dict(activation=case.activation, time_major=case.time_major)
+    return randomize(cls(case.n_input, case.n_units, **options, **kwargs, rngs=rngs), seed)
 
 
 KINDS = ["lstm", "bidirectional_lstm", "simple_rnn", "bidirectional_rnn"]

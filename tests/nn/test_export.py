@@ -6,7 +6,7 @@ import pytest
 
 from jaxlstm.tflite import export_tflite
 
-from ._layers import BIDIRECTIONAL_CASES, LSTM_CASES, SAME_MATH_TOL, TOL, B, Case, T, inputs, make
+from ._layers import BIDIRECTIONAL_CASES, LSTM_BASE, LSTM_CASES, RNN_BASE, SAME_MATH_TOL, TOL, B, T, inputs, make
 
 EXPORTED_OP = {
     "lstm": "UNIDIRECTIONAL_SEQUENCE_LSTM",
@@ -17,7 +17,7 @@ EXPORTED_OP = {
 EXPORT_CASES = (
     [("lstm", c) for c in LSTM_CASES]
     + [("bidirectional_lstm", c) for c in BIDIRECTIONAL_CASES]
-    + [(k, c) for k in ("simple_rnn", "bidirectional_rnn") for c in (Case(), Case(time_major=True))]
+    + [(k, c) for k in ("simple_rnn", "bidirectional_rnn") for c in (RNN_BASE, RNN_BASE.replace(time_major=True))]
 )
 
 
@@ -40,7 +40,7 @@ def test_export_matches_litert(kind, case):
 
 @pytest.mark.parametrize("time_major", [False, True], ids=["batch_major", "time_major"])
 def test_static_shapes(time_major):
-    layer = make("lstm", Case(time_major=time_major))
+    layer = make("lstm", LSTM_BASE.replace(time_major=time_major))
     x = inputs(time_major)
     model = layer.to_model(batch_size=B, time_steps=T)
     assert model.tensors[model.inputs[0]].shape == ((T, B, 4) if time_major else (B, T, 4))
@@ -49,9 +49,9 @@ def test_static_shapes(time_major):
 
 def test_bidirectional_lstm_batch_major_rows_all_match():
     """LiteRT mis-addresses the state of batch-major merged BIDIRECTIONAL_SEQUENCE_LSTM
-    outputs from row 2 on (SPEC_TFLITE_OPS §4), so batch-major layers export unmerged
+    outputs from row 2 on (lstm_eval.cc EvalFloat), so batch-major layers export unmerged
     outputs plus a CONCATENATION; every row must match."""
-    layer = make("bidirectional_lstm", Case())
+    layer = make("bidirectional_lstm")
     x = inputs(batch=4)
     model = layer.to_model()
     assert model.opcodes == ["BIDIRECTIONAL_SEQUENCE_LSTM", "CONCATENATION"]
@@ -62,7 +62,7 @@ def test_dynamic_range_int8_matches_hybrid_emulation():
     """The int8 file in LiteRT equals jaxlstm's emulation of the hybrid kernels on the same file."""
     from jaxlstm.tflite import load_tflite
 
-    layer = make("lstm", Case(use_peephole=True, projection_size=3))
+    layer = make("lstm", LSTM_BASE.replace(peephole=True, projection=True, n_output=3))
     x = inputs()
     data = export_tflite(layer, quantize="dynamic", quantize_min_elements=1)
     emulation = load_tflite(data)
@@ -76,7 +76,7 @@ def test_dynamic_range_int8_matches_hybrid_emulation():
 def test_exported_lstm_on_padded_batch():
     """The fused op has no length input: on a right-padded batch the exported model equals the
     layer with seq_lengths at the valid steps, and not at the padded ones (documented)."""
-    layer = make("lstm", Case(use_peephole=True))
+    layer = make("lstm", LSTM_BASE.replace(peephole=True))
     x = inputs()
     lengths = np.array([T, 2, 4])
     expected = np.asarray(layer(x, seq_lengths=jnp.asarray(lengths)))

@@ -9,23 +9,24 @@ import pytest
 from flax import nnx
 
 from jaxlstm import export_tflite
+from jaxlstm.convert import lstm_weights_from_torch
 from jaxlstm.nn import LSTM, BidirectionalLSTM, SimpleRNN
-from jaxlstm.ops import LSTMWeights
 from jaxlstm.reference import np_lstm
 
 from ._layers import (
     BIDIRECTIONAL_CASES,
+    LSTM_BASE,
     LSTM_CASES,
+    RNN_BASE,
+    RNN_CASES,
     SAME_MATH_TOL,
     TOL,
     B,
-    Case,
     I,
     T,
     inputs,
     make,
     reference,
-    reference_options,
 )
 
 # ----------------------------------------------------------------------------- outputs
@@ -36,7 +37,7 @@ def test_lstm_matches_reference(case):
     layer = make("lstm", case)
     x = inputs(case.time_major)
     y, (h, c) = layer(x, return_state=True)
-    expected_y, (expected_h, expected_c) = reference("lstm", layer, x, case.time_major, **reference_options(case))
+    expected_y, (expected_h, expected_c) = reference("lstm", layer, x, case.time_major, **case.reference_options)
     np.testing.assert_allclose(y, expected_y, atol=TOL, rtol=0)
     np.testing.assert_allclose(h, expected_h, atol=TOL, rtol=0)
     np.testing.assert_allclose(c, expected_c, atol=TOL, rtol=0)
@@ -46,12 +47,12 @@ def test_lstm_matches_reference(case):
 def test_bidirectional_lstm_matches_reference(case):
     layer = make("bidirectional_lstm", case)
     x = inputs(case.time_major)
-    expected, _ = reference("bidirectional_lstm", layer, x, case.time_major, **reference_options(case))
+    expected, _ = reference("bidirectional_lstm", layer, x, case.time_major, **case.reference_options)
     np.testing.assert_allclose(layer(x), expected, atol=TOL, rtol=0)
 
 
 @pytest.mark.parametrize("kind", ["simple_rnn", "bidirectional_rnn"])
-@pytest.mark.parametrize("case", [Case(), Case(activation="RELU", time_major=True)], ids=str)
+@pytest.mark.parametrize("case", RNN_CASES, ids=str)
 def test_rnn_matches_reference(kind, case):
     layer = make(kind, case)
     x = inputs(case.time_major)
@@ -60,7 +61,7 @@ def test_rnn_matches_reference(kind, case):
 
 
 def test_initial_state_is_used():
-    layer = make("lstm", Case(projection_size=3))
+    layer = make("lstm", LSTM_BASE.replace(projection=True, n_output=3))
     x = inputs()
     rng = np.random.default_rng(2)
     h0, c0 = rng.standard_normal((B, 3)).astype(np.float32), rng.standard_normal((B, 5)).astype(np.float32)
@@ -83,16 +84,9 @@ def _torch_module(name, **kwargs):
 
 def _torch_lstm_weights(module, suffix=""):
     """PyTorch's packed (i, f, g, o) [4H, k] weights and two biases -> `LSTMWeights`."""
-    p = {n: v.detach().numpy() for n, v in module.named_parameters()}
-    weights = LSTMWeights.from_fused(
-        p[f"weight_ih_l0{suffix}"].T,
-        p[f"weight_hh_l0{suffix}"].T,
-        p[f"bias_ih_l0{suffix}"] + p[f"bias_hh_l0{suffix}"],
-        gate_order="ifco",
-    )
-    if f"weight_hr_l0{suffix}" in p:
-        weights = weights.replace(projection_weights=p[f"weight_hr_l0{suffix}"])
-    return weights
+    p = dict(module.named_parameters())
+    tensors = (p[f"{name}_l0{suffix}"] for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    return lstm_weights_from_torch(*tensors, weight_hr=p.get(f"weight_hr_l0{suffix}"))
 
 
 def _load(layer, weights):
@@ -140,7 +134,7 @@ def test_simple_rnn_matches_torch(nonlinearity):
 
 @pytest.mark.parametrize("case", LSTM_CASES, ids=str)
 def test_params_are_the_op_tensors(case):
-    layer = LSTM(I, 5, **case.kwargs(), rngs=nnx.Rngs(0))
+    layer = LSTM(case.n_input, case.n_cell, **case.layer_kwargs, rngs=nnx.Rngs(0))
     params = {str(path[0]): v.shape for path, v in nnx.to_flat_state(nnx.state(layer, nnx.Param))}
     weights = layer.weights()
     present = {
@@ -149,10 +143,10 @@ def test_params_are_the_op_tensors(case):
         if getattr(weights, f.name) is not None
     }
     assert params == present
-    assert weights.use_cifg == case.use_cifg
-    assert weights.use_peephole == case.use_peephole
-    assert weights.use_projection == (case.projection_size is not None)
-    assert weights.use_layer_norm == case.use_layer_norm
+    assert weights.use_cifg == case.cifg
+    assert weights.use_peephole == case.peephole
+    assert weights.use_projection == case.projection
+    assert weights.use_layer_norm == case.layer_norm
 
 
 def test_init_is_keras_like():
@@ -226,7 +220,7 @@ LENGTHS = np.array([6, 2, 4])
 )
 def test_seq_lengths_row_equals_unpadded_run(kind, remat):
     """Row b of a padded batch = the layer on that row's first seq_lengths[b] steps alone."""
-    case = Case(use_peephole=True, projection_size=3) if kind == "lstm" else Case()
+    case = LSTM_BASE.replace(peephole=True, projection=True, n_output=3) if kind == "lstm" else None
     layer = make(kind, case, remat=remat, remat_chunk_size=4 if remat else None)
     x = inputs()
     y, state = layer(x, seq_lengths=jnp.asarray(LENGTHS), return_state=True)
@@ -240,7 +234,7 @@ def test_seq_lengths_row_equals_unpadded_run(kind, remat):
 
 @pytest.mark.parametrize("kind", ["lstm", "bidirectional_rnn"])
 def test_full_seq_lengths_equal_no_lengths(kind):
-    layer = make(kind, Case(time_major=True))
+    layer = make(kind, (LSTM_BASE if "lstm" in kind else RNN_BASE).replace(time_major=True))
     x = inputs(time_major=True)
     np.testing.assert_allclose(layer(x, seq_lengths=jnp.full((B,), T)), layer(x), atol=SAME_MATH_TOL, rtol=0)
 
@@ -274,8 +268,8 @@ def _loss_and_grads(layer, x, **call):
 )
 def test_remat_gives_same_outputs_and_gradients(kind, chunk):
     x = inputs(steps=10)
-    plain = make(kind, Case(use_peephole=True) if kind == "lstm" else Case())
-    rematted = make(kind, Case(use_peephole=True) if kind == "lstm" else Case(), remat=True, remat_chunk_size=chunk)
+    case = LSTM_BASE.replace(peephole=True) if kind == "lstm" else None
+    plain, rematted = make(kind, case), make(kind, case, remat=True, remat_chunk_size=chunk)
     np.testing.assert_allclose(rematted(x), plain(x), atol=SAME_MATH_TOL, rtol=0)
     (loss, grads), (loss_r, grads_r) = _loss_and_grads(plain, x), _loss_and_grads(rematted, x)
     np.testing.assert_allclose(loss_r, loss, atol=1e-5, rtol=0)  # a sum of 300 terms
@@ -307,9 +301,9 @@ def test_remat_uses_less_memory():
 @pytest.mark.parametrize("kind", ["lstm", "bidirectional_rnn"])
 def test_every_parameter_gets_a_gradient(kind):
     case = (
-        Case(use_peephole=True, projection_size=3, use_projection_bias=True, use_layer_norm=True)
+        LSTM_BASE.replace(peephole=True, projection=True, n_output=3, projection_bias=True, layer_norm=True)
         if kind == "lstm"
-        else Case()
+        else None
     )
     layer = make(kind, case, seed=3)
     _, grads = _loss_and_grads(layer, inputs())
@@ -334,7 +328,7 @@ def test_matmul_dtype_reaches_every_path(kind, path):
     """With matmul_dtype=bfloat16 the layer stays within bfloat16 rounding of the float32
     layer with the same parameters, outputs and gradients, and differs from it (the option
     took effect) on the fused op, the masked per-step scan and the checkpointed chunks."""
-    case = Case(use_peephole=True, projection_size=3)
+    case = LSTM_BASE.replace(peephole=True, projection=True, n_output=3)
     options = dict(remat=True, remat_chunk_size=4) if path == "remat" else {}
     call = dict(seq_lengths=jnp.asarray(LENGTHS)) if path == "seq_lengths" else {}
     exact, fast = make(kind, case, **options), make(kind, case, matmul_dtype=jnp.bfloat16, **options)

@@ -1,4 +1,4 @@
-"""Configurations (with readable pytest ids), random weights and tolerances shared by the op tests."""
+"""Case lists, random weights and tolerances shared by the op tests (the case types: tests/cases.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import itertools
 import jax
 import numpy as np
 
-from jaxlstm.ops import GATES, LSTMOptions, LSTMState, LSTMWeights, RNNOptions, RNNWeights, quantize_symmetric
+from jaxlstm.ops import GATES, LSTMState, LSTMWeights, RNNWeights, quantize_symmetric
+from tests.cases import LSTMCase
 
 # float32 op vs float64 reference: a few float32 ulps of O(1) activations over <= 7 steps
 # (the upstream kernel tests use the same 1e-5 for float).
@@ -21,82 +22,6 @@ HYBRID_ATOL = 1e-5
 LSTM_HYBRID_VS_FLOAT_ATOL = 0.03573
 # jit vs eager: XLA may fuse and reorder float32 arithmetic.
 JIT_EAGER_ATOL = 1e-6
-
-
-def _flags(*pairs) -> list[str]:
-    return [label for label, on in pairs if on]
-
-
-@dataclasses.dataclass(frozen=True)
-class LSTMCase:
-    """One LSTM configuration; `name` is the pytest id, e.g. ``b2_t5_i3_c4_o3_cifg_peephole_proj``."""
-
-    batch: int = 2
-    time: int = 5
-    n_input: int = 3
-    n_cell: int = 4
-    n_output: int = 4
-    cifg: bool = False
-    peephole: bool = False
-    projection: bool = False
-    projection_bias: bool = False
-    layer_norm: bool = False
-    diagonal: bool = False
-    cell_clip: float = 0.0
-    proj_clip: float = 0.0
-    time_major: bool = False
-    activation: str = "TANH"
-    asymmetric: bool = False  # hybrid only
-    aux: str = "none"  # bidirectional only: "none", "cross" (aux weights) or "bw_input"
-    n_aux: int = 3
-    merge_outputs: bool = False
-
-    @property
-    def name(self) -> str:
-        sizes = f"b{self.batch}_t{self.time}_i{self.n_input}_c{self.n_cell}_o{self.n_output}"
-        flags = _flags(
-            ("cifg", self.cifg),
-            ("peephole", self.peephole),
-            ("proj", self.projection),
-            ("projbias", self.projection_bias),
-            ("ln", self.layer_norm),
-            ("diag", self.diagonal),
-            ("cellclip", self.cell_clip > 0),
-            ("projclip", self.proj_clip > 0),
-            ("tm", self.time_major),
-            (self.activation.lower(), self.activation != "TANH"),
-            ("asym", self.asymmetric),
-            (f"aux{self.n_aux}", self.aux == "cross"),
-            ("bwaux", self.aux == "bw_input"),
-            ("merged", self.merge_outputs),
-        )
-        return "_".join([sizes, *flags])
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def options(self) -> LSTMOptions:
-        return LSTMOptions(
-            fused_activation_function=self.activation,
-            cell_clip=self.cell_clip,
-            proj_clip=self.proj_clip,
-            time_major=self.time_major,
-            asymmetric_quantize_inputs=self.asymmetric,
-        )
-
-    @property
-    def reference_options(self) -> dict:
-        return dict(
-            activation=self.activation,
-            cell_clip=self.cell_clip,
-            proj_clip=self.proj_clip,
-            asymmetric_quantize_inputs=self.asymmetric,
-        )
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (self.time, self.batch, self.n_input) if self.time_major else (self.batch, self.time, self.n_input)
 
 
 def structural_lstm_cases(**fixed) -> list[LSTMCase]:
@@ -121,49 +46,6 @@ def structural_lstm_cases(**fixed) -> list[LSTMCase]:
         )
         cases.append(LSTMCase(**{**settings, **fixed}))
     return cases
-
-
-@dataclasses.dataclass(frozen=True)
-class RNNCase:
-    """One RNN configuration; `name` is the pytest id, e.g. ``b2_t5_i3_u4_relu_tm``."""
-
-    batch: int = 2
-    time: int = 5
-    n_input: int = 3
-    n_units: int = 4
-    activation: str = "RELU"
-    time_major: bool = False
-    asymmetric: bool = False  # hybrid only
-    aux: str = "none"  # bidirectional only: "none", "cross" or "bw_input"
-    n_aux: int = 3
-    merge_outputs: bool = False
-
-    @property
-    def name(self) -> str:
-        sizes = f"b{self.batch}_t{self.time}_i{self.n_input}_u{self.n_units}_{self.activation.lower()}"
-        flags = _flags(
-            ("tm", self.time_major),
-            ("asym", self.asymmetric),
-            (f"aux{self.n_aux}", self.aux == "cross"),
-            ("bwaux", self.aux == "bw_input"),
-            ("merged", self.merge_outputs),
-        )
-        return "_".join([sizes, *flags])
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def options(self) -> RNNOptions:
-        return RNNOptions(self.activation, self.time_major, self.asymmetric)
-
-    @property
-    def reference_options(self) -> dict:
-        return dict(activation=self.activation, asymmetric_quantize_inputs=self.asymmetric)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (self.time, self.batch, self.n_input) if self.time_major else (self.batch, self.time, self.n_input)
 
 
 def normal(rng: np.random.Generator, *shape: int, scale: float = 0.5) -> np.ndarray:

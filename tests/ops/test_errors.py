@@ -24,8 +24,9 @@ from jaxlstm.ops import (
     unidirectional_sequence_lstm,
     unidirectional_sequence_rnn,
 )
+from tests.cases import LSTMCase
 
-from .cases import LSTMCase, lstm_weights, normal, rnn_weights
+from .cases import lstm_weights, normal, rnn_weights
 
 RNG = np.random.default_rng(40)
 W = lstm_weights(LSTMCase(peephole=True), RNG)  # n_input = 3, n_cell = n_output = 4

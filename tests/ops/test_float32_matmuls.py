@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxlstm.convert import gru_weights_from_keras
 from jaxlstm.model import ModelBuilder
 from jaxlstm.ops import (
     GRUOptions,
-    GRUWeights,
     basic_lstm_cell,
     bidirectional_sequence_lstm,
     bidirectional_sequence_rnn,
@@ -26,8 +26,9 @@ from jaxlstm.ops import (
     unidirectional_sequence_lstm,
     unidirectional_sequence_rnn,
 )
+from tests.cases import LSTMCase, RNNCase
 
-from .cases import LSTMCase, RNNCase, dot_generals, lstm_state, lstm_weights, normal, rnn_weights
+from .cases import dot_generals, lstm_state, lstm_weights, normal, rnn_weights
 
 FLOAT32 = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
 
@@ -89,7 +90,7 @@ def _gru(reset_after: bool):
     rng = np.random.default_rng(5)
     B, T, I, H = 3, 4, 2, 5
     bias = normal(rng, 2, 3 * H) if reset_after else normal(rng, 3 * H)
-    weights = GRUWeights.from_keras(normal(rng, I, 3 * H), normal(rng, H, 3 * H), bias, reset_after)
+    weights = gru_weights_from_keras(normal(rng, I, 3 * H), normal(rng, H, 3 * H), bias, reset_after)
     options = GRUOptions(reset_after=reset_after)
     return lambda x, w, h: gru(x, w, h, options=options), (normal(rng, B, T, I), weights, normal(rng, B, H))
 

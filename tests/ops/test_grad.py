@@ -24,8 +24,9 @@ from jaxlstm.ops import (
     unidirectional_sequence_lstm,
     unidirectional_sequence_rnn,
 )
+from tests.cases import LSTMCase, RNNCase
 
-from .cases import LSTMCase, RNNCase, lstm_state, lstm_weights, normal, rnn_weights
+from .cases import lstm_state, lstm_weights, normal, rnn_weights
 
 EPS = 1e-6
 # Central differences in float64: truncation ~eps^2 * f''' ~ 1e-12, rounding ~1e-16 |f| / eps.

@@ -1,6 +1,5 @@
 """`jaxlstm.ops.gru` against each framework's own GRU: Keras 3, tf_keras, PyTorch, flax linen and nnx."""
 
-import dataclasses
 import functools
 import os
 
@@ -9,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxlstm.convert import gru_weights_from_flax, gru_weights_from_keras, gru_weights_from_torch
 from jaxlstm.ops import GRUOptions, GRUWeights, gru, gru_cell
 from jaxlstm.reference import np_gru
+from tests.cases import GRUCase
 
 # float32 through ~10 steps of matmuls and tanh/sigmoid computed in a different order by
 # each framework: observed differences are ~1e-7, so 1e-5 leaves two decades of margin.
@@ -30,31 +31,16 @@ def _keras3():
 # ----------------------------------------------------------------------------- Keras
 
 
-@dataclasses.dataclass(frozen=True)
-class KerasCase:
-    reset_after: bool = True
-    go_backwards: bool = False
-    use_bias: bool = True
-    activation: str = "tanh"
-    initial_state: bool = False
-
-    def __str__(self):
-        parts = ["reset_after" if self.reset_after else "reset_before"]
-        parts += [f for f in ("go_backwards", "initial_state") if getattr(self, f)]
-        parts += [] if self.use_bias else ["no_bias"]
-        parts += [] if self.activation == "tanh" else [self.activation]
-        return "_".join(parts)
-
-
+SIZES = GRUCase(batch=B, time=T, n_input=I, n_units=H)
 KERAS_CASES = [
-    KerasCase(),
-    KerasCase(reset_after=False),
-    KerasCase(go_backwards=True),
-    KerasCase(reset_after=False, go_backwards=True, initial_state=True),
-    KerasCase(use_bias=False),
-    KerasCase(activation="relu", initial_state=True),
+    SIZES,
+    SIZES.replace(reset_after=False, recurrent_bias=False),
+    SIZES.replace(reverse=True),
+    SIZES.replace(reset_after=False, recurrent_bias=False, reverse=True, initial_state=True),
+    SIZES.replace(bias=False),
+    SIZES.replace(activation="RELU", initial_state=True),
 ]
-KERAS_ACTIVATIONS = {"tanh": "TANH", "relu": "RELU"}
+KERAS_ACTIVATIONS = {"TANH": "tanh", "RELU": "relu"}  # TFLite name -> Keras name
 
 
 def _randomize_keras(layer, rng):
@@ -63,16 +49,13 @@ def _randomize_keras(layer, rng):
     return weights if len(weights) == 3 else weights + [None]
 
 
-def _check_against_keras_layer(layer, case, x, h0, rng, time_major=False, as_tensor=np.asarray):
+def _check_against_keras_layer(layer, case, x, h0, rng, as_tensor=np.asarray):
     kernel, recurrent_kernel, bias = _randomize_keras(layer, rng)
-    keras_x = np.swapaxes(x, 0, 1) if time_major else x
+    keras_x = np.swapaxes(x, 0, 1) if case.time_major else x
     outputs = layer(as_tensor(keras_x), initial_state=None if h0 is None else [as_tensor(h0)])
     expected_y, expected_h = (np.asarray(o) for o in outputs)
-    options = GRUOptions(
-        reset_after=case.reset_after, activation=KERAS_ACTIVATIONS[case.activation], time_major=time_major
-    )
-    weights = GRUWeights.from_keras(kernel, recurrent_kernel, bias, case.reset_after)
-    y, h = gru(keras_x, weights, h0, options=options, reverse=case.go_backwards)
+    weights = gru_weights_from_keras(kernel, recurrent_kernel, bias, case.reset_after)
+    y, h = gru(keras_x, weights, h0, options=case.options, reverse=case.reverse)
     np.testing.assert_allclose(y, expected_y, atol=TOL, rtol=0)
     np.testing.assert_allclose(h, expected_h, atol=TOL, rtol=0)
 
@@ -83,9 +66,9 @@ def test_matches_keras3(case, rng):
     layer = keras.layers.GRU(
         H,
         reset_after=case.reset_after,
-        go_backwards=case.go_backwards,
-        use_bias=case.use_bias,
-        activation=case.activation,
+        go_backwards=case.reverse,
+        use_bias=case.bias,
+        activation=KERAS_ACTIVATIONS[case.activation],
         return_sequences=True,
         return_state=True,
     )
@@ -96,29 +79,28 @@ def test_matches_keras3(case, rng):
 
 
 @pytest.mark.parametrize(
-    "case", [KerasCase(), KerasCase(reset_after=False, go_backwards=True, initial_state=True)], ids=str
+    "case", [c.replace(time_major=tm) for tm in (False, True) for c in (KERAS_CASES[0], KERAS_CASES[3])], ids=str
 )
-@pytest.mark.parametrize("time_major", [False, True], ids=["batch_major", "time_major"])
-def test_matches_tf_keras(case, time_major, rng):
+def test_matches_tf_keras(case, rng):
     tf_keras = pytest.importorskip("tf_keras")
     layer = tf_keras.layers.GRU(
         H,
         reset_after=case.reset_after,
-        go_backwards=case.go_backwards,
-        time_major=time_major,
+        go_backwards=case.reverse,
+        time_major=case.time_major,
         return_sequences=True,
         return_state=True,
     )
     x = _random(rng, B, T, I, scale=1.0)
-    layer.build((T, B, I) if time_major else (B, T, I))
+    layer.build(case.input_shape)
     h0 = _random(rng, B, H) if case.initial_state else None
-    _check_against_keras_layer(layer, case, x, h0, rng, time_major, tf_keras.backend.constant)
+    _check_against_keras_layer(layer, case, x, h0, rng, tf_keras.backend.constant)
 
 
 def test_from_keras_rejects_bias_of_the_other_layout():
     kernel, recurrent = np.zeros((I, 3 * H), np.float32), np.zeros((H, 3 * H), np.float32)
     with pytest.raises(ValueError, match=r"bias has shape \(12,\).*reset_after=True"):
-        GRUWeights.from_keras(kernel, recurrent, np.zeros(3 * H, np.float32), reset_after=True)
+        gru_weights_from_keras(kernel, recurrent, np.zeros(3 * H, np.float32), reset_after=True)
 
 
 # ----------------------------------------------------------------------------- PyTorch
@@ -143,7 +125,7 @@ def test_matches_torch_stacked_bidirectional(batch_first, rng):
         outs = []
         for d, suffix in enumerate(("", "_reverse")):
             names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-            weights = GRUWeights.from_torch(*(params[f"{n}_l{k}{suffix}"] for n in names))
+            weights = gru_weights_from_torch(*(params[f"{n}_l{k}{suffix}"] for n in names))
             out, h = gru(y, weights, h0[2 * k + d], options=options, reverse=d == 1, keep_order=True)
             outs.append(out)
             finals.append(h)
@@ -163,7 +145,8 @@ def test_matches_flax_linen(reverse, rng):
     params = rnn.init(jax.random.key(0), x)
     params = jax.tree.map(lambda p: _random(rng, *p.shape), params)  # non-zero biases too
     expected_h, expected_y = rnn.apply(params, x)
-    y, h = gru(x, GRUWeights.from_flax_linen(params), options=GRUOptions(), reverse=reverse, keep_order=True)
+    weights, options = gru_weights_from_flax(rnn.cell, params["params"]["cell"])
+    y, h = gru(x, weights, options=options, reverse=reverse, keep_order=True)
     np.testing.assert_allclose(y, expected_y, atol=TOL, rtol=0)
     np.testing.assert_allclose(h, expected_h, atol=TOL, rtol=0)
 
@@ -177,9 +160,9 @@ def test_matches_flax_nnx(time_major, rng):
     rnn = nnx.RNN(cell, time_major=time_major, return_carry=True)
     x = _random(rng, T, B, I, scale=1.0) if time_major else _random(rng, B, T, I, scale=1.0)
     expected_h, expected_y = rnn(x)
-    weights = GRUWeights.from_flax_nnx(cell)
+    weights, options = gru_weights_from_flax(cell)
     assert weights.recurrent_candidate_gate_bias is None
-    y, h = gru(x, weights, options=GRUOptions(time_major=time_major))
+    y, h = gru(x, weights, options=options.replace(time_major=time_major))
     np.testing.assert_allclose(y, expected_y, atol=TOL, rtol=0)
     np.testing.assert_allclose(h, expected_h, atol=TOL, rtol=0)
 
@@ -190,54 +173,24 @@ def test_matches_flax_nnx(time_major, rng):
 REFERENCE_TOL = 1e-5
 
 
-@dataclasses.dataclass(frozen=True)
-class ReferenceCase:
-    reset_after: bool = True
-    recurrent_bias: bool = True
-    activation: str = "TANH"
-    recurrent_activation: str = "SIGMOID"
-    reverse: bool = False
-    keep_order: bool = False
-    time_major: bool = False
-    initial_state: bool = True
-
-    def __str__(self):
-        flags = ["reset_after" if self.reset_after else "reset_before"]
-        flags += [] if self.recurrent_bias else ["no_recurrent_bias"]
-        flags += [a.lower() for a in (self.activation, self.recurrent_activation) if a not in ("TANH", "SIGMOID")]
-        flags += [f for f in ("reverse", "keep_order", "time_major") if getattr(self, f)]
-        return "_".join(flags + ([] if self.initial_state else ["zero_state"]))
-
-    @property
-    def options(self) -> GRUOptions:
-        return GRUOptions(self.reset_after, self.activation, self.recurrent_activation, self.time_major)
-
-    @property
-    def reference_options(self) -> dict:
-        return dict(
-            reset_after=self.reset_after, activation=self.activation, recurrent_activation=self.recurrent_activation
-        )
-
-
+REFERENCE = SIZES.replace(initial_state=True)
 REFERENCE_CASES = [
-    ReferenceCase(),  # Keras reset_after=True, PyTorch, flax linen
-    ReferenceCase(reset_after=False, recurrent_bias=False),  # Keras reset_after=False
-    ReferenceCase(reset_after=False, time_major=True),  # a recurrent bias with reset_after=False
-    ReferenceCase(recurrent_bias=False, reverse=True, initial_state=False),  # flax nnx: no recurrent bias
-    ReferenceCase(reverse=True, keep_order=True, time_major=True),  # PyTorch / Flax bidirectional
-    ReferenceCase(activation="RELU", recurrent_activation="RELU_N1_TO_1"),
+    REFERENCE,  # Keras reset_after=True, PyTorch, flax linen
+    REFERENCE.replace(reset_after=False, recurrent_bias=False),  # Keras reset_after=False
+    REFERENCE.replace(reset_after=False, time_major=True),  # a recurrent bias with reset_after=False
+    REFERENCE.replace(recurrent_bias=False, reverse=True, initial_state=False),  # flax nnx: no recurrent bias
+    REFERENCE.replace(reverse=True, keep_order=True, time_major=True),  # PyTorch / Flax bidirectional
+    REFERENCE.replace(activation="RELU", recurrent_activation="RELU_N1_TO_1"),
 ]
 
 
-def _packed_weights(rng, case: ReferenceCase) -> GRUWeights:
+def _packed_weights(rng, case: GRUCase) -> GRUWeights:
     recurrent_bias = _random(rng, 3 * H) if case.recurrent_bias else None
-    return GRUWeights.from_packed(
-        _random(rng, 3 * H, I), _random(rng, 3 * H, H), _random(rng, 3 * H), recurrent_bias, "zrn"
-    )
+    return gru_weights_from_torch(_random(rng, 3 * H, I), _random(rng, 3 * H, H), _random(rng, 3 * H), recurrent_bias)
 
 
 @pytest.mark.parametrize("case", REFERENCE_CASES, ids=str)
-def test_gru_matches_the_numpy_reference(case: ReferenceCase, rng):
+def test_gru_matches_the_numpy_reference(case: GRUCase, rng):
     weights = _packed_weights(rng, case)
     x = _random(rng, *((T, B, I) if case.time_major else (B, T, I)))
     h0 = _random(rng, B, H) if case.initial_state else None
@@ -249,7 +202,7 @@ def test_gru_matches_the_numpy_reference(case: ReferenceCase, rng):
 
 
 @pytest.mark.parametrize("case", REFERENCE_CASES[:3], ids=str)
-def test_gru_cell_matches_the_reference_step_and_scans_to_gru(case: ReferenceCase, rng):
+def test_gru_cell_matches_the_reference_step_and_scans_to_gru(case: GRUCase, rng):
     """`gru_cell` is one `np_gru.gru_step` per batch row, and `lax.scan` of it is `gru`."""
     weights, options = _packed_weights(rng, case), case.options.replace(time_major=True)
     x, h0 = _random(rng, T, B, I), _random(rng, B, H)
@@ -268,7 +221,7 @@ def test_gru_cell_matches_the_reference_step_and_scans_to_gru(case: ReferenceCas
 
 def _weights(rng, reset_after=True, n_input=I, units=H):
     bias = _random(rng, 2, 3 * units) if reset_after else _random(rng, 3 * units)
-    return GRUWeights.from_keras(_random(rng, n_input, 3 * units), _random(rng, units, 3 * units), bias, reset_after)
+    return gru_weights_from_keras(_random(rng, n_input, 3 * units), _random(rng, units, 3 * units), bias, reset_after)
 
 
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])

@@ -20,13 +20,12 @@ from jaxlstm.ops import (
     unidirectional_sequence_rnn,
 )
 from jaxlstm.reference import np_lstm, np_rnn
+from tests.cases import LSTMCase, RNNCase
 
 from .cases import (
     FLOAT_ATOL,
     HYBRID_ATOL,
     LSTM_HYBRID_VS_FLOAT_ATOL,
-    LSTMCase,
-    RNNCase,
     lstm_state,
     lstm_weights,
     normal,

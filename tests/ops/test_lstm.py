@@ -21,16 +21,9 @@ from jaxlstm.ops import (
     unidirectional_sequence_lstm,
 )
 from jaxlstm.reference import np_lstm
+from tests.cases import LSTMCase
 
-from .cases import (
-    FLOAT_ATOL,
-    JIT_EAGER_ATOL,
-    LSTMCase,
-    lstm_state,
-    lstm_weights,
-    normal,
-    structural_lstm_cases,
-)
+from .cases import FLOAT_ATOL, JIT_EAGER_ATOL, lstm_state, lstm_weights, normal, structural_lstm_cases
 
 USEQ_CASES = structural_lstm_cases() + [
     LSTMCase(diagonal=True),

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from jaxlstm.ops import _lstm_engine, bidirectional_sequence_lstm, unidirectional_sequence_lstm
+from tests.cases import LSTMCase
 
-from .cases import LSTMCase, lstm_state, lstm_weights, normal
+from .cases import lstm_state, lstm_weights, normal
 
 # Both sides evaluate the same float64 math and differ only in summation order (the rule sums
 # weight and input terms over all steps at once), so they agree to rounding: ~1e-16 per

@@ -22,8 +22,9 @@ from numpy.testing import assert_allclose
 
 from jaxlstm.ops import LSTMState, _lstm_engine, lstm_cell
 from jaxlstm.reference import np_lstm
+from tests.cases import LSTMCase
 
-from .cases import HYBRID_ATOL, LSTMCase, lstm_state, lstm_weights, normal, quantize_weights
+from .cases import HYBRID_ATOL, lstm_state, lstm_weights, normal, quantize_weights
 
 lstm_module = importlib.import_module("jaxlstm.ops.lstm")  # `jaxlstm.ops.lstm` names the op
 Layout, Plan = _lstm_engine.Layout, _lstm_engine.Plan

@@ -16,8 +16,9 @@ from numpy.testing import assert_allclose
 
 from jaxlstm.ops import bidirectional_sequence_lstm, lstm, unidirectional_sequence_lstm
 from jaxlstm.reference import np_lstm
+from tests.cases import LSTMCase
 
-from .cases import LSTMCase, dot_operand_dtypes, lstm_state, lstm_weights, normal, quantize_weights
+from .cases import dot_operand_dtypes, lstm_state, lstm_weights, normal, quantize_weights
 
 BF16_ATOL = 3e-2
 BF16_GRAD_RTOL = 5e-2  # gradients: the same rounding, relative to the largest gradient entry

@@ -12,8 +12,9 @@ from numpy.testing import assert_allclose
 
 from jaxlstm.ops import bidirectional_sequence_rnn, rnn, rnn_cell, unidirectional_sequence_rnn
 from jaxlstm.reference import np_rnn
+from tests.cases import RNNCase
 
-from .cases import FLOAT_ATOL, HYBRID_ATOL, JIT_EAGER_ATOL, RNNCase, normal, quantize_weights, rnn_weights
+from .cases import FLOAT_ATOL, HYBRID_ATOL, JIT_EAGER_ATOL, normal, quantize_weights, rnn_weights
 
 ACTIVATION_CASES = [RNNCase(activation=name) for name in ("NONE", "RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")]
 USEQ_CASES = [

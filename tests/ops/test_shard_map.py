@@ -16,6 +16,7 @@ import pytest
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from jaxlstm.convert import gru_weights_from_torch
 from jaxlstm.ops import (
     GRUWeights,
     LSTMOptions,
@@ -27,15 +28,16 @@ from jaxlstm.ops import (
     unidirectional_sequence_lstm,
     unidirectional_sequence_rnn,
 )
+from tests.cases import LSTMCase
 
-from .cases import LSTMCase, lstm_state, lstm_weights, normal, quantize_weights, rnn_weights
+from .cases import lstm_state, lstm_weights, normal, quantize_weights, rnn_weights
 
 B, T, I, N = 8, 5, 3, 4  # batch 8: the float LSTM's batch-minor loop too
 MESH = Mesh(np.array(jax.devices()[:1]), ("data",))
 
 
 def _gru_weights(rng) -> GRUWeights:
-    return GRUWeights.from_packed(normal(rng, 3 * N, I), normal(rng, 3 * N, N), normal(rng, 3 * N), None, "zrn")
+    return gru_weights_from_torch(normal(rng, 3 * N, I), normal(rng, 3 * N, N), normal(rng, 3 * N))
 
 
 def _ops(rng) -> dict:

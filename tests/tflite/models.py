@@ -8,6 +8,7 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from jaxlstm.convert import lstm_weights_from_fused
 from jaxlstm.model import Model, ModelBuilder
 from jaxlstm.ops import LSTMOptions, LSTMWeights
 
@@ -16,12 +17,11 @@ N_INPUT, N_CLASSES = 5, 3
 
 def lstm_weights(rng: np.random.Generator, n_input: int, units: int) -> LSTMWeights:
     """Keras-layout random weights split into TFLite per-gate tensors (numpy float32)."""
-    w = LSTMWeights.from_fused(
+    return lstm_weights_from_fused(
         rng.normal(size=(n_input, 4 * units)).astype(np.float32) * 0.4,
         rng.normal(size=(units, 4 * units)).astype(np.float32) * 0.4,
         rng.normal(size=4 * units).astype(np.float32) * 0.2,
     )
-    return w.replace(**{k: np.asarray(v) for k, v in vars(w).items() if v is not None})
 
 
 def stacked_lstm(rng, units=(8, 6), batch=-1, time=-1, softmax=True, name_prefix="") -> Model:

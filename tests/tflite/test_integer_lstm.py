@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxlstm import _spec
+from jaxlstm.convert import lstm_weights_from_fused
 from jaxlstm.model import ModelBuilder
 from jaxlstm.ops import LSTMOptions, LSTMQuantization, LSTMWeights, QuantizedTensor, QuantParams
 from jaxlstm.ops._fixed_point import quantize_multiplier
@@ -210,7 +211,7 @@ def converted() -> tuple[bytes, LSTMWeights]:
     with warnings.catch_warnings():  # "Statistics for quantized inputs were expected": int8 IO
         warnings.simplefilter("ignore", UserWarning)
         data = converter.convert()
-    return data, LSTMWeights.from_fused(*model.layers[0].get_weights())
+    return data, lstm_weights_from_fused(*model.layers[0].get_weights())
 
 
 def test_converter_made_model(converted):

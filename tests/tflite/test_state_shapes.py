@@ -18,7 +18,8 @@ from jaxlstm.model.graph import MAX_STATE_ELEMENTS
 from jaxlstm.ops import LSTMOptions, RNNOptions
 from jaxlstm.parity.litert import run_litert
 from jaxlstm.tflite import export_tflite, load_tflite
-from tests.ops.cases import LSTMCase, lstm_weights, normal, rnn_weights
+from tests.cases import LSTMCase
+from tests.ops.cases import lstm_weights, normal, rnn_weights
 from tests.tflite.models import edit_flatbuffer
 
 B, T, N_INPUT, N_CELL, N_OUTPUT, N_UNITS = 2, 3, 4, 5, 3, 6
