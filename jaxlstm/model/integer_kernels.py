@@ -62,7 +62,11 @@ def computes_on_integers(op: Operator, tensors: Sequence[Tensor]) -> bool:
 
 def _integer(opcode: str):
     """Registers an integer kernel ``fn(op, args, tensors, runtime)`` for `opcode` in front of
-    its float kernel, which runs when the operator has no quantized integer activations."""
+    its float kernel, which runs when the operator has no quantized integer activations.
+
+    The kernel runs as one jitted computation per operator and operand shapes (eagerly, each
+    of its array operations would compile alone), under x64 so that int64 biases keep their
+    type through the jit boundary."""
     float_kernel = KERNELS.get(opcode)
 
     def register(fn):
@@ -70,7 +74,8 @@ def _integer(opcode: str):
         @functools.wraps(fn)
         def dispatch(op: Operator, args: list, context: KernelContext):
             if computes_on_integers(op, context.tensors):
-                return [fn(op, args, context.tensors, context.runtime)], {}
+                with jax.enable_x64(True):
+                    return [_jitted(fn, op, context.tensors, context.runtime, *args)], {}
             if float_kernel is None:
                 raise NotImplementedError(f"{opcode} on float tensors has no kernel in jaxlstm")
             return float_kernel(op, args)
@@ -78,6 +83,11 @@ def _integer(opcode: str):
         return fn
 
     return register
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _jitted(fn, op: Operator, tensors: Sequence[Tensor], runtime: str, *args) -> jax.Array:
+    return fn(op, list(args), tensors, runtime)
 
 
 def _quantization(t: Tensor) -> tuple[float, int]:
@@ -172,8 +182,25 @@ def dequantize(x: jax.Array, scale: float, zero_point: int, runtime: str) -> jax
     if runtime == "tflite-micro" or x.dtype == jnp.int16:
         return exact
     s = np.float32(scale)
-    vector = x.astype(jnp.float32) * s - s * np.float32(zero_point)
+    vector = _float32_sum(_float32_product(x, s), -(s * np.float32(zero_point)))
     return jnp.where(vector_lanes(x.shape, 8), vector, exact)
+
+
+def _float32_product(x: jax.Array, scale: np.float32) -> jax.Array:
+    """float32 ``x * scale`` of an integer array, held in float64 (exact, then rounded to float32
+    precision). Separate float32 operations would let XLA contract a product and a following
+    sum into one FMA (rounding once, where the C++ rounds twice); rounding a float64 value to
+    float32 precision by a float64 -> float32 -> float64 round trip is elided under jit too,
+    `lax.reduce_precision` is not."""
+    with jax.enable_x64(True):
+        return lax.reduce_precision(x.astype(jnp.float64) * np.float64(scale), exponent_bits=8, mantissa_bits=23)
+
+
+def _float32_sum(x: jax.Array, c: np.float32) -> jax.Array:
+    """float32 ``x + c`` of `_float32_product`'s float64 values (exact in float64 for operands of
+    similar magnitude, then rounded once), as float32."""
+    with jax.enable_x64(True):
+        return lax.reduce_precision(x + np.float64(c), exponent_bits=8, mantissa_bits=23).astype(jnp.float32)
 
 
 @_integer("QUANTIZE")
@@ -241,7 +268,7 @@ def _fully_connected(op: Operator, args: list, tensors: Sequence[Tensor], runtim
     weights = (w.values if isinstance(w, QuantizedTensor) else w).astype(jnp.int32) - int(w_t.zero_point)
     rows = x.reshape(-1, weights.shape[-1]).astype(jnp.int32) - int(x_t.zero_point)
     multiplier, shift = fully_connected_multipliers(x_t, w_t, y_t, runtime)
-    int64_bias = bias is not None and jnp.dtype(bias.dtype) == jnp.int64
+    int64_bias = bias is not None and tensors[op.inputs[2]].dtype == "int64"
     dims = (((1,), (1,)), ((), ()))
     if x_t.dtype == "int16" and (int64_bias if runtime == "litert" else not (bias is not None and not int64_bias)):
         with jax.enable_x64(True):
@@ -316,7 +343,8 @@ def softmax_gemmlowp(x: jax.Array, input_scale: float, beta: float, output_dtype
     kept = diff >= diff_min
     rescaled = fp.saturating_rounding_doubling_high_mul(diff * (1 << left_shift), jnp.int32(multiplier))
     exps = fp.exp_on_negative_values(rescaled, scaled_diff_integer_bits)
-    summed = jnp.where(kept, fp.rounding_divide_by_pot(exps, accumulation_integer_bits), 0).sum(axis=-1, keepdims=True)
+    summed = jnp.where(kept, fp.rounding_divide_by_pot(exps, accumulation_integer_bits), 0)
+    summed = summed.sum(axis=-1, keepdims=True, dtype=jnp.int32)
     scale, bits_over_unit = fp.get_reciprocal(summed, accumulation_integer_bits)
     bits = jnp.iinfo(output_dtype).bits
     unsaturated = fp.rounding_divide_by_pot(
@@ -354,7 +382,7 @@ def softmax_int16(x: jax.Array, input_scale: float, beta: float, runtime: str) -
     v = x.astype(jnp.int32)
     diff = fp.multiply_by_quantized_multiplier(v - jnp.max(v, axis=-1, keepdims=True), multiplier, shift)
     exps = fp.lut_lookup16(_clamp(diff + 32767, jnp.int16), exp_table).astype(jnp.int32)
-    total = exps.sum(axis=-1, keepdims=True)
+    total = exps.sum(axis=-1, keepdims=True, dtype=jnp.int32)
     headroom_plus_one = lax.clz(total)
     with jax.enable_x64(True):
         shifted = (lax.shift_left(total.astype(jnp.int64), (headroom_plus_one - 1).astype(jnp.int64)) + (1 << 13)) >> 14
@@ -585,11 +613,16 @@ def _add(op: Operator, args: list, tensors: Sequence[Tensor], runtime: str) -> j
 @_integer("MUL")
 def _mul(op: Operator, args: list, tensors: Sequence[Tensor], runtime: str) -> jax.Array:
     """Mul (reference_integer_ops::MulElementwise, mul.h): ``MBQM((a - zp_a)(b - zp_b), m) + zp_y``
-    with ``m = s_a s_b / s_y`` in float (mul.cc Prepare). LiteRT's int8 vector loop
+    with ``m = s_a s_b / s_y``, in float for LiteRT (mul.cc Prepare), in double for TFLite Micro. LiteRT's int8 vector loop
     (optimized/integer_ops/mul.h) saturates the rescaled product to int16 and adds the output
     offset in int16, wrapping."""
     a, b, (a_t, b_t, y_t), lanes = _binary_operands(op, args, tensors, runtime)
-    real = np.float32(a_t.scale) * np.float32(b_t.scale) / np.float32(y_t.scale)
+    scales = [np.float32(t.scale) for t in (a_t, b_t, y_t)]
+    real = (
+        scales[0] * scales[1] / scales[2]
+        if runtime == "litert"
+        else float(scales[0]) * float(scales[1]) / float(scales[2])
+    )
     product = (a.astype(jnp.int32) - int(a_t.zero_point)) * (b.astype(jnp.int32) - int(b_t.zero_point))
     rescaled = fp.multiply_by_quantized_multiplier(product, *quantize_multiplier(float(real)))
     y = rescaled + int(y_t.zero_point)
@@ -611,7 +644,7 @@ def concatenation_with_scaling(xs: list[jax.Array], ts: list[Tensor], y_t: Tenso
         if (float(t.scale), int(t.zero_point)) != (float(y_t.scale), int(y_t.zero_point)):
             scale = np.float32(t.scale) * inverse
             bias = np.float32(-int(t.zero_point)) * scale
-            value = round_half_away(x.astype(jnp.float32) * scale + bias).astype(jnp.int32)
+            value = round_half_away(_float32_sum(_float32_product(x, scale), bias)).astype(jnp.int32)
             x = _clamp(value + int(y_t.zero_point), y_t.dtype)
         parts.append(x)
     return jnp.concatenate(parts, axis=axis)
