@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,8 +46,10 @@ from jaxlstm.ops._quant import QuantizedTensor, round_half_away
 
 OPCODES = ("QUANTIZE", "DEQUANTIZE", "FULLY_CONNECTED", "SOFTMAX", "LOGISTIC", "TANH", "ADD", "MUL", "CONCATENATION")
 ACTIVATION_TYPES = ("int8", "uint8", "int16")
-# Fused activations of the integer kernels (CalculateActivationRangeQuantized).
-_FUSED = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6")
+# The fused activations of the integer kernels and their real bounds (kernel_util.cc
+# CalculateActivationRangeQuantized; None: the type's limit).
+_FUSED_BOUNDS = {"NONE": (None, None), "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
+_FUSED = tuple(_FUSED_BOUNDS)
 
 
 def is_quantized(t: Tensor) -> bool:
@@ -122,9 +124,7 @@ def activation_range(activation: str, t: Tensor) -> tuple[int, int]:
     def quantize(bound: float) -> int:
         return zero_point + int(fp.round_half_away(float(np.float32(bound) / np.float32(scale))))
 
-    low, high = {"NONE": (None, None), "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}[
-        activation
-    ]
+    low, high = _FUSED_BOUNDS[activation]
     return (
         int(info.min) if low is None else max(int(info.min), quantize(low)),
         int(info.max) if high is None else min(int(info.max), quantize(high)),
@@ -268,29 +268,25 @@ def _fully_connected(op: Operator, args: list, tensors: Sequence[Tensor], runtim
     weights = (w.values if isinstance(w, QuantizedTensor) else w).astype(jnp.int32) - int(w_t.zero_point)
     rows = x.reshape(-1, weights.shape[-1]).astype(jnp.int32) - int(x_t.zero_point)
     multiplier, shift = fully_connected_multipliers(x_t, w_t, y_t, runtime)
-    int64_bias = bias is not None and tensors[op.inputs[2]].dtype == "int64"
+    bias_type = None if bias is None else tensors[op.inputs[2]].dtype
     dims = (((1,), (1,)), ((), ()))
-    if x_t.dtype == "int16" and (int64_bias if runtime == "litert" else not (bias is not None and not int64_bias)):
+    if x_t.dtype == "int16" and (bias_type == "int64" if runtime == "litert" else bias_type != "int32"):
         with jax.enable_x64(True):
             acc = lax.dot_general(rows.astype(jnp.int64), weights.astype(jnp.int64), dims)
             acc = acc if bias is None else acc + bias.astype(jnp.int64)
-            if runtime == "litert":
-                real = np.array(
-                    [
-                        float(np.float32(x_t.scale)) * float(s) / float(np.float32(y_t.scale))
-                        for s in _weight_scales(w_t)
-                    ]
-                )
-                y = round_half_away(acc.astype(jnp.float64) * real).astype(jnp.int32)
-            else:
+            if runtime == "tflite-micro":
                 y = fp.multiply_by_quantized_multiplier_int64(acc, multiplier, shift)
+            else:
+                s_x, s_y = float(np.float32(x_t.scale)), float(np.float32(y_t.scale))
+                real = np.array([s_x * float(s_w) / s_y for s_w in _weight_scales(w_t)])
+                y = round_half_away(acc.astype(jnp.float64) * real).astype(jnp.int32)
     else:
         acc = lax.dot_general(rows, weights, dims, preferred_element_type=jnp.int32)
         acc = acc if bias is None else acc + bias.astype(jnp.int32)
-        rescale = (
-            fp.multiply_by_quantized_multiplier_ties_up if runtime == "litert" else fp.multiply_by_quantized_multiplier
-        )
-        y = rescale(acc, multiplier, shift)
+        if runtime == "tflite-micro":
+            y = fp.multiply_by_quantized_multiplier(acc, multiplier, shift)
+        else:
+            y = fp.multiply_by_quantized_multiplier_ties_up(acc, multiplier, shift)
     low, high = activation_range(op.option("fused_activation_function", "NONE"), y_t)
     y = _clamp(y + int(y_t.zero_point), y_t.dtype, low, high)
     if op.option("keep_num_dims", False):
@@ -603,6 +599,7 @@ def _binary_operands(op: Operator, args: list, tensors: Sequence[Tensor], runtim
 
 @_integer("ADD")
 def _add(op: Operator, args: list, tensors: Sequence[Tensor], runtime: str) -> jax.Array:
+    """add.cc: the power-of-two int16 path or the general rescalings."""
     a, b, ts, lanes = _binary_operands(op, args, tensors, runtime)
     activation = op.option("fused_activation_function", "NONE")
     if _pot_int16_add(op, ts, runtime):
@@ -613,9 +610,9 @@ def _add(op: Operator, args: list, tensors: Sequence[Tensor], runtime: str) -> j
 @_integer("MUL")
 def _mul(op: Operator, args: list, tensors: Sequence[Tensor], runtime: str) -> jax.Array:
     """Mul (reference_integer_ops::MulElementwise, mul.h): ``MBQM((a - zp_a)(b - zp_b), m) + zp_y``
-    with ``m = s_a s_b / s_y``, in float for LiteRT (mul.cc Prepare), in double for TFLite Micro. LiteRT's int8 vector loop
-    (optimized/integer_ops/mul.h) saturates the rescaled product to int16 and adds the output
-    offset in int16, wrapping."""
+    with ``m = s_a s_b / s_y``, in float for LiteRT (mul.cc Prepare), in double for TFLite
+    Micro. LiteRT's int8 vector loop (optimized/integer_ops/mul.h) saturates the rescaled
+    product to int16 and adds the output offset in int16, wrapping."""
     a, b, (a_t, b_t, y_t), lanes = _binary_operands(op, args, tensors, runtime)
     scales = [np.float32(t.scale) for t in (a_t, b_t, y_t)]
     real = (
@@ -662,8 +659,9 @@ def _concatenation(op: Operator, args: list, tensors: Sequence[Tensor], runtime:
 # ----------------------------------------------------------------------------- load-time checks
 
 
-def check(op: Operator, tensors: Sequence[Tensor], runtime: str) -> None:
-    """Prepare's refusals for an integer operator of `OPCODES`, at load time.
+def check(op: Operator, tensors: Sequence[Tensor], runtime: str, constants: Collection[int] = ()) -> None:
+    """Prepare's refusals for an integer operator of `OPCODES`, at load time (`constants`:
+    the indices of constant tensors, which may be quantized per channel).
 
     Raises:
       ValueError: a configuration the runtime's kernel refuses (the reason).
@@ -671,18 +669,15 @@ def check(op: Operator, tensors: Sequence[Tensor], runtime: str) -> None:
     """
     ins = [tensors[i] for i in op.inputs if i != NO_TENSOR]
     outs = [tensors[i] for i in op.outputs]
-    for t in (*ins, *outs):
-        if t.dtype in ACTIVATION_TYPES and isinstance(t.scale, tuple) and t is not _weights(op, tensors):
+    for i in (*op.inputs, *op.outputs):
+        t = tensors[i] if i != NO_TENSOR else None
+        if t is not None and t.dtype in ACTIVATION_TYPES and isinstance(t.scale, tuple) and i not in constants:
             raise NotImplementedError(
-                f"{op.opcode}: {t.name!r} has per-channel quantization, which only weights may have"
+                f"{op.opcode}: {t.name!r} has per-channel quantization, which only constants may have"
             )
-        if t.dtype == "uint8" and runtime == "tflite-micro":
+        if t is not None and t.dtype == "uint8" and runtime == "tflite-micro":
             raise NotImplementedError(f"{op.opcode}: {t.name!r} is uint8; TFLite Micro's kernels take int8 and int16")
     _CHECKS[op.opcode](op, ins, outs, runtime)
-
-
-def _weights(op: Operator, tensors: Sequence[Tensor]) -> Tensor | None:
-    return tensors[op.inputs[1]] if op.opcode == "FULLY_CONNECTED" else None
 
 
 def _require(condition: bool, op: Operator, message: str) -> None:
