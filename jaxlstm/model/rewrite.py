@@ -15,6 +15,7 @@ from typing import TypeVar
 import numpy as np
 
 from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Subgraph, Tensor, options_tuple, subgraph_references
+from jaxlstm.ops._quant import QuantizedTensor
 
 Graph = TypeVar("Graph", Model, Subgraph)  # a rewrite that works on either kind of subgraph
 
@@ -146,18 +147,27 @@ def remove_state_resets(model: Model) -> Model:
     """Drops the operators that zero a state tensor at each invoke, and what only they used.
 
     A predict file (``export_tflite``'s default) writes each state (variable) tensor with a
-    FILL of the constant 0 before it is read, its dims computed by SHAPE -> STRIDED_SLICE ->
+    FILL of the constant 0 (an integer state: QUANTIZE of a float FILL of 0) before it is read, its dims computed by SHAPE -> STRIDED_SLICE ->
     CONCATENATION of the input. Without them the state carries over from one invoke to the
     next (a streaming file), and the `Model` holds its recurrence alone: `Model.stateful`
     records the semantics. Other operators whose outputs nothing reads any more go too.
     """
     variables = {i for i, t in enumerate(model.tensors) if t.is_variable}
+    producers = {t: op for op in model.operators for t in op.outputs}
 
-    def is_reset(op: Operator) -> bool:
-        if op.opcode != "FILL" or not set(op.outputs) <= variables or len(op.inputs) != 2:
+    def fills_zero(op: Operator | None) -> bool:
+        if op is None or op.opcode != "FILL" or len(op.inputs) != 2:
             return False
         value = model.constant(model.tensors[op.inputs[1]].name)
+        value = value.values if isinstance(value, QuantizedTensor) else value
         return value is not None and not np.any(np.asarray(value))
+
+    def is_reset(op: Operator) -> bool:
+        if not op.outputs or not set(op.outputs) <= variables:
+            return False
+        if op.opcode == "QUANTIZE":  # an integer state: QUANTIZE(FILL(dims, 0.0))
+            return fills_zero(producers.get(op.inputs[0]))
+        return fills_zero(op)
 
     kept = [op for op in model.operators if not is_reset(op)]
     if len(kept) == len(model.operators):
@@ -351,7 +361,7 @@ def _fresh_name(tensors: list[Tensor], name: str) -> str:
 
 def prune_unused_tensors(model: Graph) -> Graph:
     """Drops tensors no operator, input or output refers to, renumbering the rest."""
-    used = {t for op in model.operators for t in (*op.inputs, *op.outputs) if t != NO_TENSOR}
+    used = {t for op in model.operators for t in (*op.inputs, *op.outputs, *op.intermediates) if t != NO_TENSOR}
     used.update(model.inputs)
     used.update(model.outputs)
     keep = sorted(used)
@@ -360,7 +370,12 @@ def prune_unused_tensors(model: Graph) -> Graph:
     def remap(indices: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(NO_TENSOR if t == NO_TENSOR else new_index[t] for t in indices)
 
-    operators = [dataclasses.replace(op, inputs=remap(op.inputs), outputs=remap(op.outputs)) for op in model.operators]
+    operators = [
+        dataclasses.replace(
+            op, inputs=remap(op.inputs), outputs=remap(op.outputs), intermediates=remap(op.intermediates)
+        )
+        for op in model.operators
+    ]
     constants = {new_index[i]: v for i, v in model.constants.items() if i in new_index}
     return model.replace(
         tensors=[model.tensors[i] for i in keep],

@@ -8,7 +8,8 @@ object API (`ModelT.Pack`):
    ``shape_signature``).
 3. Predict (``stateful=False``): zeroes every recurrent state at the start of each invoke.
    LiteRT requires the states to be variable tensors and never resets them itself, so a
-   FILL operator whose output *is* the variable tensor runs right before each recurrent op
+   FILL operator (for an integer state: FILL then QUANTIZE) whose output *is* the variable
+   tensor runs right before each recurrent op
    (the converter itself writes the same pattern with DEQUANTIZE in float16 models). With
    a dynamic batch the FILL dims come from SHAPE of the op's input, so the state follows
    ``resize_tensor_input`` of the input alone. Streaming (``stateful=True``) leaves the
@@ -304,8 +305,10 @@ def fix_batch(model: Model, batch_size: int) -> Model:
 def zero_state_each_invoke(model: Model) -> Model:
     """Zeroes every state tensor at the start of each invoke (predict semantics).
 
-    A FILL whose output is the variable tensor runs right before the first operator that
-    reads it, unless an operator writes it first (an imported predict model). Static state
+    A FILL of 0 whose output is the variable tensor runs right before the first operator that
+    reads it, unless an operator writes it first (an imported predict model); an integer
+    state is a QUANTIZE of a float FILL (real 0: its zero point), which LiteRT and TFLite
+    Micro both run. Static state
     shapes get constant FILL dims; a dynamic batch gets dims built from SHAPE(x)[batch axis]
     and the state size, where x is the recurrent op's input (or the model's first input for
     a state read by other operators), so the state follows the resizing of the input alone.
@@ -323,16 +326,15 @@ def zero_state_each_invoke(model: Model) -> Model:
             constants[len(tensors) - 1] = value
         return len(tensors) - 1
 
-    zeros: dict[tuple, int] = {}  # (dtype, scale, zero point) of a state -> its FILL value
+    zero = None  # the FILL value, a float32 scalar 0
     for op in model.operators:
         for state in op.inputs:
             if state == NO_TENSOR or not tensors[state].is_variable or state in written:
                 continue
             written.add(state)
             t = tensors[state]
-            key = (t.dtype, t.scale, t.zero_point)
-            if key not in zeros:
-                zeros[key] = _real_zero(tensors, constants, t)
+            if zero is None:
+                zero = add("zero_state/value", (), "float32", np.zeros((), np.float32))
             shape, prefix = t.shape, t.name
             if all(d >= 0 for d in shape):
                 dims = add(prefix + "/zero_dims", (len(shape),), "int32", np.asarray(shape, np.int32))
@@ -350,21 +352,15 @@ def zero_state_each_invoke(model: Model) -> Model:
                         options_tuple({"axis": 0, "fused_activation_function": "NONE"}),
                     )
                 )
-            operators.append(Operator("FILL", (dims, zeros[key]), (state,)))
+            if t.scale is None:
+                operators.append(Operator("FILL", (dims, zero), (state,)))
+            else:  # TFLite Micro's FILL writes float32 and int32 only (fill.cc)
+                zeros = add(prefix + "/zero", shape, "float32")
+                operators.append(Operator("FILL", (dims, zero), (zeros,)))
+                operators.append(Operator("QUANTIZE", (zeros,), (state,)))
         operators.append(op)
         written.update(op.outputs)
     return model.replace(tensors=tensors, operators=operators, constants=constants)
-
-
-def _real_zero(tensors: list[Tensor], constants: dict[int, Any], state: Tensor) -> int:
-    """Appends a scalar constant holding the real 0 of `state` (an integer state's zero
-    point), quantized like it: LiteRT's FILL requires its value's quantization to be the
-    output's. Returns its index."""
-    name = "zero_state/value" if state.scale is None else f"zero_state/{state.name}"
-    tensors.append(Tensor(_fresh_name(tensors, name), (), state.dtype, state.scale, state.zero_point))
-    value = np.full((), state.zero_point, state.dtype)
-    constants[len(tensors) - 1] = value if state.scale is None else QuantizedTensor(value, np.float32(state.scale))
-    return len(tensors) - 1
 
 
 def _batch_of(operators: list[Operator], add: Any, x: int, axis: int, rank: int, prefix: str) -> int:
@@ -630,6 +626,14 @@ def op_version(model: Model | Subgraph, op: Operator) -> int:
     if name in ("BIDIRECTIONAL_SEQUENCE_LSTM", "RNN", "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN"):
         weight = 2 if name == "BIDIRECTIONAL_SEQUENCE_LSTM" else 1
         return (3 if asym else 2) if dtype(weight) == "int8" else 1
+    if name == "FULLY_CONNECTED" and dtype(0) in ("int8", "int16"):  # full integer
+        if dtype(0) == "int16" and op.option("quantized_bias_type", "FLOAT32") != "FLOAT32":
+            return 11
+        if len(op.inputs) == 2:
+            return 6
+        if op.option("keep_num_dims", False):
+            return 5
+        return 4 if dtype(0) == "int8" else 1
     if name == "FULLY_CONNECTED":
         if dtype(1) == "int8":
             scale = model.tensors[op.inputs[1]].scale
@@ -641,7 +645,7 @@ def op_version(model: Model | Subgraph, op: Operator) -> int:
             return 9 if asym else 3
         return 1
     if name == "DEQUANTIZE":
-        return {"int8": 2, "float16": 3}.get(dtype(0), 1)
+        return {"int8": 2, "int16": 3, "float16": 3}.get(dtype(0), 1)
     if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         x, w = (model.tensors[op.inputs[s]] for s in (0, 1))
         channels = w.shape[0 if name == "CONV_2D" else 3]  # op_signature.cc: per-channel = a scale per filter
@@ -664,8 +668,34 @@ def op_version(model: Model | Subgraph, op: Operator) -> int:
         return 2  # version 1 was withdrawn
     if name == "DYNAMIC_UPDATE_SLICE" and dtype(2) == "int64":
         return 2
+    if name == "QUANTIZE":
+        return 2 if model.tensors[op.outputs[0]].dtype == "int16" else 1
+    if name == "FILL":
+        return 3 if dtype(1) in ("int8", "int16") else 1
+    if name == "ADD" and dtype(0) == "int16":
+        return 1 if op.option("pot_scale_int16", True) else 3
+    if name == "MUL" and dtype(0) == "int8":
+        a, b, y = (model.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        return 3 if np.float32(a.scale) * np.float32(b.scale) / np.float32(y.scale) >= 1 else 2
+    if dtype(0) in ("int8", "int16"):
+        return _INTEGER_INPUT_VERSIONS.get(name, {}).get(dtype(0), 1)
     return _BOOL_INPUT_VERSIONS.get(name, 1) if dtype(0) == "bool" else 1
 
 
+# Versions of the ops that take an int8 / int16 first input (op_version.cc).
+_INTEGER_INPUT_VERSIONS = {
+    "SOFTMAX": {"int8": 2, "int16": 3},
+    "LOGISTIC": {"int8": 2, "int16": 3},
+    "TANH": {"int8": 2, "int16": 3},
+    "CONCATENATION": {"int8": 2, "int16": 3},
+    "MUL": {"int16": 4},
+    "ADD": {"int8": 2},
+    "STRIDED_SLICE": {"int8": 2},
+    "GATHER": {"int8": 2, "int16": 4},
+    "PACK": {"int8": 2, "int16": 3},
+    "UNPACK": {"int8": 2, "int16": 4},
+    "TRANSPOSE": {"int8": 2, "int16": 5},
+    "REVERSE_V2": {"int8": 3},
+}
 # Versions of the ops that take a bool first input (op_version.cc).
 _BOOL_INPUT_VERSIONS = {"GATHER": 3, "TRANSPOSE": 3, "STRIDED_SLICE": 3, "REVERSE_V2": 2, "UNPACK": 3}
