@@ -12,7 +12,7 @@ it exports to, so a trained layer *is* the reference for its exported model::
 
 How a layer runs: without ``seq_lengths`` it calls the fused sequence op
 (`unidirectional_sequence_lstm`, `unidirectional_sequence_rnn`, `gru`), exactly what its
-exported model computes; with them it scans the op's one-step cell (`lstm_cell`, `rnn_cell`,
+exported model computes; with them it scans the op's one-step cell (`lstm_cell_fused`, `rnn_cell`,
 `gru_cell`) with `lax.scan`, as flax's ``nnx.RNN`` scans a cell, masked per row. A
 bidirectional layer holds two such direction layers, ``fw`` and ``bw`` (as flax's
 ``nnx.Bidirectional`` holds two ``RNN``s), and runs the bidirectional op, or each direction
@@ -69,7 +69,7 @@ from jaxlstm.ops.lstm import (
     LSTMWeights,
     _check_matmul_dtype,
     bidirectional_sequence_lstm,
-    lstm_cell,
+    lstm_cell_fused,
     unidirectional_sequence_lstm,
     zero_state,
 )
@@ -322,8 +322,8 @@ class _Direction(nnx.Module, _Exportable):
         """The fused sequence op over time-major `x`."""
         raise NotImplementedError
 
-    def _cell(self, weights) -> Cell:
-        """The op's one-step cell with `weights` and the options bound."""
+    def _cell(self, weights, dtype) -> Cell:
+        """The op's one-step cell with `weights` and the options bound, for inputs of `dtype`."""
         raise NotImplementedError
 
     def _zero_state(self, weights, batch: int, dtype) -> State:
@@ -359,7 +359,7 @@ class _Direction(nnx.Module, _Exportable):
             def run(x: jax.Array, state: State, t0: jax.Array):
                 return self._fused(x, weights, state)
         else:
-            run = _masked_scan(self._cell(weights), seq_lengths)
+            run = _masked_scan(self._cell(weights, x.dtype), seq_lengths)
         if self.remat:
             chunk = self.remat_chunk_size or math.isqrt(max(x.shape[0] - 1, 0)) + 1  # ceil(sqrt(T))
             y, state = _run_in_chunks(run, x, state, chunk)
@@ -488,7 +488,8 @@ class LSTM(_Direction):
     ``x: [B, T, in_features] -> y: [B, T, n_output]`` with n_output = `projection_size` or
     `hidden_size`. Parameters are named like the `LSTMWeights` fields (absent optional
     tensors are None attributes); ``__call__`` runs `jaxlstm.ops.unidirectional_sequence_lstm`
-    (with ``seq_lengths``, `lax.scan` of `jaxlstm.ops.lstm_cell`).
+    (with ``seq_lengths``, `lax.scan` of `jaxlstm.ops.lstm_cell_fused`, the same step as
+    `jaxlstm.ops.lstm_cell`).
 
     Args:
       in_features: n_input.
@@ -596,8 +597,8 @@ class LSTM(_Direction):
         options = self.options.replace(time_major=True)
         return unidirectional_sequence_lstm(x, weights, state, options=options, matmul_dtype=self.matmul_dtype)
 
-    def _cell(self, weights) -> Cell:
-        return functools.partial(lstm_cell, weights=weights, options=self.options, matmul_dtype=self.matmul_dtype)
+    def _cell(self, weights, dtype) -> Cell:
+        return lstm_cell_fused(weights, options=self.options, dtype=dtype, matmul_dtype=self.matmul_dtype)
 
     def _zero_state(self, weights, batch, dtype) -> LSTMState:
         return zero_state(weights, batch, dtype)
@@ -735,7 +736,7 @@ class SimpleRNN(_Direction):
     def _fused(self, x, weights, state):
         return unidirectional_sequence_rnn(x, weights, state, options=self.options.replace(time_major=True))
 
-    def _cell(self, weights) -> Cell:
+    def _cell(self, weights, dtype) -> Cell:
         return functools.partial(rnn_cell, weights=weights, options=self.options)
 
     def add_to(self, builder: ModelBuilder, x: Ref, name: str = "simple_rnn") -> Ref:
@@ -863,7 +864,7 @@ class GRU(_Direction):
     def _fused(self, x, weights, state):
         return gru(x, weights, state, options=self.options.replace(time_major=True))
 
-    def _cell(self, weights) -> Cell:
+    def _cell(self, weights, dtype) -> Cell:
         return functools.partial(gru_cell, weights=weights, options=self.options)
 
     def add_to(self, builder: ModelBuilder, x: Ref, name: str = "gru") -> Ref:

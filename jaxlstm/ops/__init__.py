@@ -17,6 +17,7 @@ from jaxlstm.ops.lstm import basic_lstm_cell as basic_lstm_cell
 from jaxlstm.ops.lstm import bidirectional_sequence_lstm as bidirectional_sequence_lstm
 from jaxlstm.ops.lstm import lstm as lstm
 from jaxlstm.ops.lstm import lstm_cell as lstm_cell
+from jaxlstm.ops.lstm import lstm_cell_fused as lstm_cell_fused
 from jaxlstm.ops.lstm import lstm_gate as lstm_gate
 from jaxlstm.ops.lstm import lstm_output as lstm_output
 from jaxlstm.ops.lstm import lstm_projection as lstm_projection
@@ -56,6 +57,7 @@ __all__ = (
     "gru_cell",
     "lstm",
     "lstm_cell",
+    "lstm_cell_fused",
     "lstm_gate",
     "lstm_integer",
     "lstm_output",

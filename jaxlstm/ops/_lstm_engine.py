@@ -118,13 +118,32 @@ def run(
         matmuls = _Hybrid.of(matrices, cell.asymmetric_quantize_inputs)
         ys, final, _ = _loop(cell, matmuls, vectors, xs, state, reverse, unroll)
         return ys, final
-    dtype = xs[0].dtype
-    mats = _Float(
+    mats = _float_matrices(matrices, xs[0].dtype)
+    return _float_loop(cell, _plan, matmul_dtype, reverse, unroll, mats, vectors, xs, state)
+
+
+def step(cell, matrices, vectors, *, dtype, matmul_dtype=None) -> Callable:
+    """The step of `cell` as ``step((h, c), xs_t) -> ((h', c'), h')``, its matmul half in the
+    FUSED layout (HYBRID for int8 weights) with the weights laid out once: for loops that run
+    one step at a time (the masked scans of `jaxlstm.nn`). ``xs_t`` is (x_t,) or (x_t, a_t)."""
+    if isinstance(matrices.inputs[0][0], QuantizedTensor):
+        matmuls = _Hybrid.of(matrices, cell.asymmetric_quantize_inputs)
+    else:
+        matmuls = _Fused.of(_float_matrices(matrices, dtype), len(cell.gates), matmul_dtype)
+
+    def one_step(carry: tuple, xs_t: tuple):
+        carry, _ = _step(cell, matmuls, vectors, -1, carry, xs_t)
+        return carry, carry[0]
+
+    return one_step
+
+
+def _float_matrices(matrices, dtype) -> _Float:
+    return _Float(
         tuple(jnp.concatenate(m).astype(dtype) for m in matrices.inputs),
         jnp.concatenate(matrices.recurrent).astype(dtype),
         None if matrices.projection is None else matrices.projection.astype(dtype),
     )
-    return _float_loop(cell, _plan, matmul_dtype, reverse, unroll, mats, vectors, xs, state)
 
 
 def _check_plan(p: Plan, diagonal: bool, hybrid: bool) -> None:
@@ -395,18 +414,25 @@ def _loop(cell, matmuls, vectors, xs: tuple, state: tuple, reverse: bool, unroll
         state = jax.tree.map(jnp.transpose, state)
 
     def step(carry: tuple, xs_t: tuple):
-        h, c = carry
-        z = matmuls.gates(xs_t, h)
-        m, c_new = cell.gates_and_cell(z, c, vectors, axis)
-        p = matmuls.project(m) if cell.projection else None
-        h_new = m if p is None else cell.output_state(p, vectors)
-        saved = (h, z, c, m if cell.projection else None, p) if residuals else None
-        return (h_new, c_new), (h_new, saved)
+        carry, saved = _step(cell, matmuls, vectors, axis, carry, xs_t)
+        return carry, (carry[0], saved if residuals else None)
 
     final, (ys, per_step) = jax.lax.scan(step, state, matmuls.step_inputs(xs), reverse=reverse, unroll=unroll)
     if matmuls.batch_minor:
         final, ys = jax.tree.map(jnp.transpose, final), jnp.swapaxes(ys, 1, 2)
     return ys, final, per_step
+
+
+def _step(cell, matmuls, vectors, axis: int, carry: tuple, xs_t: tuple):
+    """One step: the matmul half from `matmuls`, the elementwise half from `cell`. Returns the
+    new (h', c') and what the derivative saves of it: (h, z, c, m, p) (m and p None without
+    a projection)."""
+    h, c = carry
+    z = matmuls.gates(xs_t, h)
+    m, c_new = cell.gates_and_cell(z, c, vectors, axis)
+    p = matmuls.project(m) if cell.projection else None
+    h_new = m if p is None else cell.output_state(p, vectors)
+    return (h_new, c_new), (h, z, c, m if cell.projection else None, p)
 
 
 # ----------------------------------------------------------------------------- the derivative

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -616,6 +617,47 @@ def lstm_cell(
     m, c_new = cell.gates_and_cell(z, c, vectors)
     h_new = cell.output_state(times(m, matrices.projection), vectors) if cell.projection else m
     return LSTMState(h_new, c_new), h_new
+
+
+def lstm_cell_fused(
+    weights: LSTMWeights,
+    *,
+    options: LSTMOptions = LSTMOptions(),
+    dtype=jnp.float32,
+    matmul_dtype=None,
+) -> Callable[[LSTMState, jax.Array], tuple[LSTMState, jax.Array]]:
+    """`lstm_cell` with `weights` bound and its matmuls laid out for speed, for loops that run
+    one step at a time (as Flax keeps `OptimizedLSTMCell` beside `LSTMCell`).
+
+    Returns ``step(state, x_t [B, n_input]) -> (new_state, h_t)``, the same step as
+    ``lstm_cell(state, x_t, weights, options=options)`` (the same gate, cell and output
+    functions), but with one ``[x_t, h] @ W`` per step, W laid out once, row-major, outside
+    the loop (a dot on TFLite's [m, k] layout inside a loop makes XLA transpose the weight at
+    every step). Int8 weights take the hybrid matmuls as `lstm_cell` does.
+
+    Args:
+      weights: `LSTMWeights` (no aux weights).
+      options: static `LSTMOptions`.
+      dtype: the dtype of the inputs and state the step will see.
+      matmul_dtype: as in `unidirectional_sequence_lstm`.
+    """
+    op = "lstm_cell_fused"
+    check_weights(op, weights, options, weights.n_input)
+    _checks.require(op, not weights.use_aux_weights, "aux_input_to_*_weights belong to the bidirectional op")
+    _check_matmul_dtype(op, matmul_dtype, (weights,))
+    step = _lstm_engine.step(
+        _Cell.of(weights, options),
+        _StepMatrices.of(weights, dtype),
+        _StepVectors.of(weights, dtype),
+        dtype=dtype,
+        matmul_dtype=matmul_dtype,
+    )
+
+    def fused_step(state: LSTMState, x_t: jax.Array) -> tuple[LSTMState, jax.Array]:
+        (h, c), h_t = step(tuple(state), (x_t,))
+        return LSTMState(h, c), h_t
+
+    return fused_step
 
 
 def _direction(

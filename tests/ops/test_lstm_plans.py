@@ -235,3 +235,39 @@ def test_lstm_cell_scans_to_the_sequence_op():
         x, weights, state, options=case.options
     )
     _assert_close((ys, final), (y_op, final_op), 1e-6)  # float32, the same math grouped differently
+
+
+FUSED_CELL_CASES = [
+    (dataclasses.replace(PEEPHOLE_PROJECTION_AUX, aux="none"), False),
+    (CIFG_LAYER_NORM, False),
+    (DIAGONAL, False),
+    (CIFG_LAYER_NORM, True),
+]
+
+
+@pytest.mark.parametrize(
+    "case, hybrid", [pytest.param(c, h, id=f"{c}{'-hybrid' if h else ''}") for c, h in FUSED_CELL_CASES]
+)
+def test_fused_cell_is_lstm_cell(case: LSTMCase, hybrid: bool):
+    """`lstm_cell_fused` (the fast step of jaxlstm.nn's masked scans) against `lstm_cell`:
+    outputs, final state and gradients, float64 (hybrid: forward only, float32)."""
+    with jax.enable_x64(True):
+        weights, state, x, _ = _inputs(case, np.float32 if hybrid else np.float64)
+        if hybrid:
+            weights = quantize_weights(weights)
+
+        def run(cell):
+            def scanned(weights, state, x):
+                final, ys = jax.lax.scan(cell(weights), state, x)
+                return ys, final
+
+            return jax.jit(scanned)
+
+        plain = run(lambda w: functools.partial(lstm_cell, weights=w, options=case.options))
+        fused = run(lambda w: lstm_module.lstm_cell_fused(w, options=case.options, dtype=x.dtype))
+        _assert_close(fused(weights, state, x), plain(weights, state, x), HYBRID_ATOL if hybrid else F64_ATOL)
+        if not hybrid:
+            gradients = [
+                jax.grad(lambda *a, f=f: _weighted_sum(f(*a)), (0, 1, 2))(weights, state, x) for f in (fused, plain)
+            ]
+            _assert_close(*gradients, F64_ATOL)
