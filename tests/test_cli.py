@@ -451,6 +451,49 @@ def test_convert_quantizes_a_tflite_model_and_the_hybrid_model_passes_parity(cap
     assert code == 0 and "PASSED" in stdout
 
 
+def test_convert_quantize_int8_and_int16_with_calibration(capsys, tmp_path, tiny):
+    """Fully integer conversion of a float .tflite file: the int8 file runs in LiteRT exactly as
+    jaxlstm runs it (float32 in and out, or int8 with --io integer); the int16 one is for
+    TFLite Micro."""
+    from jaxlstm import load_tflite
+    from jaxlstm.parity.litert import run_litert
+
+    rng = np.random.default_rng(5)
+    calibration = str(tmp_path / "calibration.npy")
+    np.save(calibration, rng.normal(size=(16, 10, 3)).astype(np.float32))
+    x = rng.normal(size=(1, 10, 3)).astype(np.float32)
+    for io, dtype in (("float", np.float32), ("integer", np.int8)):
+        out = str(tmp_path / f"int8_{io}.tflite")
+        code, stdout, _ = _run(
+            capsys, "convert", tiny, "-o", out, "--quantize", "int8", "--calibration", calibration, "--io", io
+        )
+        assert code == 0 and "fully integer: int8 activations" in stdout and "LiteRT and TFLite Micro" in stdout
+        model = load_tflite(out)
+        assert model.tensors[model.inputs[0]].dtype == np.dtype(dtype).name
+        x_in = x if io == "float" else np.clip(np.round(x / 0.05), -128, 127).astype(np.int8)
+        np.testing.assert_array_equal(run_litert(out, [x_in], xnnpack=False)[0][0], model(x_in)[0])
+    out = str(tmp_path / "int16.tflite")
+    code, stdout, _ = _run(capsys, "convert", tiny, "-o", out, "--quantize", "int16", "--calibration", calibration)
+    assert code == 0 and "TFLite Micro only" in stdout
+    assert load_tflite(out, runtime="tflite-micro").tensors[3].dtype in ("int16", "int8", "int32", "int64", "float32")
+
+
+def test_convert_quantize_user_errors(capsys, tmp_path, tiny):
+    wrong = str(tmp_path / "wrong.npy")
+    np.save(wrong, np.zeros((4, 10, 5), np.float32))
+    out = str(tmp_path / "o.tflite")
+    cases = [
+        (["--quantize", "int8"], "--quantize int8 needs --calibration DATA.npy"),
+        (["--quantize", "dynamic", "--calibration", wrong], "--calibration applies to --quantize int8 or int16 only"),
+        (["--io", "integer"], "--io applies to --quantize int8 or int16 only"),
+        (["--quantize", "int16", "--calibration", wrong], "input 'input' has shape [1, 10, 3]"),
+        (["--quantize", "int8", "--calibration", str(tmp_path / "none.npy")], "no such file"),
+    ]
+    for flags, message in cases:
+        assert message in _one_line_error(capsys, "convert", tiny, "-o", out, *flags), flags
+    assert not os.path.exists(out)
+
+
 def test_convert_a_keras3_file_and_check_parity_against_it(capsys, tmp_path):
     os.environ.setdefault("KERAS_BACKEND", "jax")
     keras = pytest.importorskip("keras")

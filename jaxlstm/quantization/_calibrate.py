@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -85,17 +86,27 @@ def calibrate(model: Model, calibration_data: Any, *, progress: bool = True) -> 
     run = jax.jit(functools.partial(_batch_ranges, probe, activations, lstms))
     batches = _batches(model, calibration_data)
     total = len(batches) if isinstance(batches, list) else None
-    lows: np.ndarray | None = None
-    highs: np.ndarray | None = None
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("calibration_data holds no batches")
+    model.check_inputs(*first)  # before the progress bar: a wrong shape is reported alone
+    lows = highs = None
     count = 0
-    for batch in tqdm(batches, desc="calibrating", unit="batch", total=total, disable=not progress, file=sys.stderr):
+    bar = tqdm(
+        itertools.chain([first], batches),
+        desc="calibrating",
+        unit="batch",
+        total=total,
+        disable=not progress,
+        file=sys.stderr,
+    )
+    for batch in bar:
         model.check_inputs(*batch)
         low, high = (np.asarray(v, np.float64) for v in run(model.params, batch))
         lows = low if lows is None else np.minimum(lows, low)
         highs = high if highs is None else np.maximum(highs, high)
         count += 1
-    if lows is None or highs is None:
-        raise ValueError("calibration_data holds no batches")
     names = [model.tensors[i].name for i in activations] + [
         f"{model.tensors[op.outputs[0]].name} ({what})" for _, op in lstms for what in _LSTM_VALUES
     ]

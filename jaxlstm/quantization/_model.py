@@ -242,7 +242,7 @@ class _Quantizer:
         self.tensors[index] = dataclasses.replace(
             self.tensors[index],
             dtype=np.asarray(value.values).dtype.name,
-            scale=float(scale) if scale.size == 1 else tuple(scale.ravel().tolist()),
+            scale=float(scale.ravel()[0]) if scale.size == 1 else tuple(scale.ravel().tolist()),
             zero_point=0,
         )
         self.constants[index] = value
@@ -279,12 +279,13 @@ class _Quantizer:
         h_state, c_state = (op.inputs[_spec.LSTM_STATE_INPUTS[s]] for s in ("output_state", "cell_state"))
         self.tensors[h_state] = self._integer(self.tensors[h_state], q.output_state)
         self.tensors[c_state] = dataclasses.replace(self.tensors[c_state], dtype="int16", scale=q.cell_state)
-        prefix = self.tensors[h_state].name.rpartition("/")[0] or self.tensors[h].name
+        state_name = self.tensors[h_state].name  # "<layer>/output_state" when jaxlstm built the model
+        prefix = state_name.removesuffix("output_state") if state_name.endswith("output_state") else f"{state_name}/"
         intermediates = []
         for k, p in enumerate(q.intermediates):
             dtype = "int8" if k == 4 else "int16" if p is not None else "float32"
             scale, zero_point = (None, 0) if p is None else p
-            intermediates.append(self._add(Tensor(f"{prefix}/intermediate_{k}", (0,), dtype, scale, zero_point)))
+            intermediates.append(self._add(Tensor(f"{prefix}intermediate_{k}", (0,), dtype, scale, zero_point)))
         return dataclasses.replace(op, intermediates=tuple(intermediates))
 
     def _fully_connected(self, position: int, op: Operator) -> Operator:

@@ -11,7 +11,9 @@ passed on as a straight-through estimator,
     y = y_{float} - \\mathrm{sg}(y_{float}) + \\mathrm{sg}(\\mathrm{dequantize}(y_{int}))
 
 whose value is the integer kernel's (dequantized, bit for bit) and whose gradient is the
-float kernel's, evaluated on the integer model's (dequantized) inputs to that operator.
+float kernel's, evaluated on the integer model's (dequantized) inputs to that operator, and
+zero where the float value lies outside the output's integer range (there the integer kernel
+saturates, as TensorFlow's fake-quantization gradient does).
 So the loss is the integer model's, and gradient steps on the float weights recover
 accuracy lost to quantization; `FakeQuantized.integer_model` then gives the integer
 model to export, whose outputs equal what `apply` computed.
@@ -124,7 +126,7 @@ class FakeQuantized:
                 real_out, _ = run_operator(dataclasses.replace(op, intermediates=()), real_args)
             for i, y_int, y in zip(op.outputs, integer_out, real_out):
                 integer[i] = y_int
-                real[i] = y - jax.lax.stop_gradient(y) + jax.lax.stop_gradient(_real(q.tensors[i], y_int))
+                real[i] = _straight_through(q.tensors[i], y, y_int)
         return [real[i] for i in q.outputs]
 
 
@@ -137,6 +139,18 @@ def fake_quantized(quantized: Model) -> FakeQuantized:
     if not any(isinstance(v, QuantizedTensor) for v in quantized.params.values()):
         raise ValueError("fake_quantized takes a fully integer model (from jaxlstm.quantize); this one has none")
     return FakeQuantized(quantized)
+
+
+def _straight_through(t: Tensor, y: jax.Array, y_int: jax.Array) -> jax.Array:
+    """The value of ``dequantize(y_int)`` with the gradient of the float `y` inside the
+    range tensor `t` represents (zero outside it: the integer output saturates there)."""
+    value = jax.lax.stop_gradient(_real(t, y_int))
+    passes = y - jax.lax.stop_gradient(y)  # exactly 0, with y's gradient
+    if t.scale is not None and not t.dtype.startswith("float"):
+        info = np.iinfo(t.dtype)
+        low, high = (np.float32(t.scale) * np.float32(v - t.zero_point) for v in (info.min, info.max))
+        passes = jnp.where((y >= low) & (y <= high), passes, 0.0)
+    return value + passes
 
 
 def _real(t: Tensor, value: jax.Array) -> jax.Array:
