@@ -88,7 +88,7 @@ class ModelBuilder:
         biases; a per-channel scale broadcasts against the values, e.g. [n_out, 1])."""
         if isinstance(value, QuantizedTensor):
             scale = np.asarray(value.scale, np.float32)
-            scale = float(scale) if scale.size == 1 else tuple(scale.ravel().tolist())
+            scale = float(scale.ravel()[0]) if scale.size == 1 else tuple(scale.ravel().tolist())
             dtype = np.asarray(value.values).dtype.name
             return self._add_tensor(Tensor(name, value.shape, dtype, scale=scale), value)
         value = np.asarray(value)

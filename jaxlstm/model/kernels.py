@@ -92,7 +92,6 @@ _MOVES_VALUES = frozenset(
         "PACK",
         "UNPACK",
         "SPLIT",
-        "CONCATENATION",
         "FILL",
     }
 )
@@ -102,8 +101,9 @@ def check_operator(op: Operator, tensors: Sequence[Tensor], runtime: str, consta
     """The checks a kernel makes before it runs, at load time (`constants`: the indices of
     constant tensors, which are weights rather than activations).
 
-    Integer LSTMs validate their quantization (the kernel's Prepare); other operators on
-    quantized integer activations must only move them.
+    Integer LSTMs and the integer kernels of `integer_kernels.OPCODES` validate their
+    quantization (the kernel's Prepare); other operators on quantized integer activations
+    must only move them.
 
     Raises:
       ValueError: an invalid integer LSTM (the reason).
@@ -111,6 +111,9 @@ def check_operator(op: Operator, tensors: Sequence[Tensor], runtime: str, consta
     """
     if op.opcode in _INTEGER_LSTM_OPS and tensors[op.inputs[0]].dtype in _integer_lstm.ACTIVATIONS:
         _integer_lstm.check(op, tensors, _lstm_options(op, time_major_default=False), runtime)
+        return
+    if op.opcode in integer_kernels.OPCODES and integer_kernels.computes_on_integers(op, tensors):
+        integer_kernels.check(op, tensors, runtime)
         return
     offset = [i for i in op.inputs if i in constants and tensors[i].zero_point != 0]
     if offset and op.opcode not in _MOVES_VALUES:
@@ -127,8 +130,8 @@ def check_operator(op: Operator, tensors: Sequence[Tensor], runtime: str, consta
     if quantized and not (op.opcode in _MOVES_VALUES and len(quantized) == 1):
         raise NotImplementedError(
             f"{op.opcode} on quantized integer activations {sorted(quantized)} has no integer kernel in "
-            "jaxlstm; integer kernels cover LSTM and UNIDIRECTIONAL_SEQUENCE_LSTM, and ops that only move "
-            "values with one quantization"
+            f"jaxlstm; integer kernels cover LSTM, UNIDIRECTIONAL_SEQUENCE_LSTM, {', '.join(integer_kernels.OPCODES)}, "
+            "and ops that only move values with one quantization"
         )
 
 
@@ -480,5 +483,6 @@ def _split(op: Operator, args: list):
     return list(jnp.split(args[1], op.option("num_splits", len(op.outputs)), axis=axis)), {}
 
 
-# The kernels of the front-end and glue operators register themselves on import.
-from jaxlstm.model import array_kernels, conv_kernels  # noqa: E402, F401
+# The kernels of the front-end and glue operators register themselves on import (the integer
+# kernels in front of the float kernels of their operators, defined above).
+from jaxlstm.model import array_kernels, conv_kernels, integer_kernels  # noqa: E402, F401

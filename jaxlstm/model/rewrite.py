@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxlstm import _spec
 from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Tensor, options_tuple
+from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.ops.lstm import GATES
 
 LSTM_OPCODES = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM")
@@ -117,18 +118,27 @@ def remove_state_resets(model: Model) -> Model:
     """Drops the operators that zero a state tensor at each invoke, and what only they used.
 
     A predict file (``export_tflite``'s default) writes each state (variable) tensor with a
-    FILL of the constant 0 before it is read, its dims computed by SHAPE -> STRIDED_SLICE ->
+    FILL of the constant 0 (an integer state: QUANTIZE of a float FILL of 0) before it is read, its dims computed by SHAPE -> STRIDED_SLICE ->
     CONCATENATION of the input. Without them the state carries over from one invoke to the
     next (a streaming file), and the `Model` holds its recurrence alone: `Model.stateful`
     records the semantics. Other operators whose outputs nothing reads any more go too.
     """
     variables = {i for i, t in enumerate(model.tensors) if t.is_variable}
+    producers = {t: op for op in model.operators for t in op.outputs}
 
-    def is_reset(op: Operator) -> bool:
-        if op.opcode != "FILL" or not set(op.outputs) <= variables or len(op.inputs) != 2:
+    def fills_zero(op: Operator | None) -> bool:
+        if op is None or op.opcode != "FILL" or len(op.inputs) != 2:
             return False
         value = model.constant(model.tensors[op.inputs[1]].name)
+        value = value.values if isinstance(value, QuantizedTensor) else value
         return value is not None and not np.any(np.asarray(value))
+
+    def is_reset(op: Operator) -> bool:
+        if not op.outputs or not set(op.outputs) <= variables:
+            return False
+        if op.opcode == "QUANTIZE":  # an integer state: QUANTIZE(FILL(dims, 0.0))
+            return fills_zero(producers.get(op.inputs[0]))
+        return fills_zero(op)
 
     kept = [op for op in model.operators if not is_reset(op)]
     if len(kept) == len(model.operators):

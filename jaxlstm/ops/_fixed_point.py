@@ -18,8 +18,11 @@ integer_ops/logistic.h, tanh.h, fully_connected.h, mul.h.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -74,6 +77,97 @@ def checked_log2(scale: float) -> tuple[int, bool]:
     x_log2 = np.float32(np.log(x)) * (np.float32(1) / np.float32(np.log(np.float32(2))))
     rounded = np.float32(round_half_away(float(x_log2)))
     return int(rounded), bool(abs(x_log2 - rounded) < np.float32(1e-3))
+
+
+def calculate_input_radius(input_integer_bits: int, input_left_shift: int, total_signed_bits: int = 31) -> int:
+    """CalculateInputRadius (quantization_util.cc): the largest input magnitude whose rescaled
+    value stays inside Q(input_integer_bits), floored."""
+    max_input_rescaled = (
+        1.0
+        * ((1 << input_integer_bits) - 1)
+        * (1 << (total_signed_bits - input_integer_bits))
+        / (1 << input_left_shift)
+    )
+    return math.floor(max_input_rescaled)
+
+
+# ----------------------------------------------------------------------------- lookup tables (host)
+#
+# The kernels' Prepare fills tables with the C library's float functions (expf, tanhf), which
+# are not correctly rounded: the tables call the same functions through ctypes.
+
+
+@functools.cache
+def libm_float32(name: str) -> Callable[[float], np.float32]:
+    """The C math library's float function `name` ("expf", "tanhf"), as the kernels call it."""
+    fn = getattr(ctypes.CDLL(ctypes.util.find_library("m")), name)
+    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+    return lambda x: np.float32(fn(float(x)))
+
+
+def _round_half_away_np(x: np.ndarray) -> np.ndarray:
+    """std::round on a NumPy float array or scalar, in its own precision."""
+    whole = np.trunc(x)
+    return np.where(np.abs(x - whole) >= 0.5, whole + np.sign(x), whole).astype(np.asarray(x).dtype)
+
+
+def lut_int8(
+    transform: Callable[[np.float32], np.float32],
+    input_scale: float,
+    input_zero_point: int,
+    output_scale: float,
+    output_zero_point: int,
+    dtype,
+) -> np.ndarray:
+    """LUTPopulate<int8_t / uint8_t> (common.h): `transform` of every input value in float32,
+    quantized to `dtype`; [256], indexed by ``value - min(dtype)``."""
+    low, high = _limits(dtype)
+    values = np.arange(low, high + 1)
+    dequantized = np.float32(input_scale) * (values - input_zero_point).astype(np.float32)
+    transformed = np.array([transform(v) for v in dequantized], np.float32)
+    rescaled = _round_half_away_np(transformed * (np.float32(1) / np.float32(output_scale)))
+    quantized = (rescaled + np.float32(output_zero_point)).astype(np.int64)  # a truncating cast
+    table = np.clip(quantized, low, high).astype(dtype)
+    table.setflags(write=False)
+    return table
+
+
+def lut_int16(
+    transform: Callable[[float], float],
+    input_min: float,
+    input_max: float,
+    output_min: float,
+    output_max: float,
+    float_type: type = np.float64,
+) -> np.ndarray:
+    """LUTPopulateInt16 / gen_lut (common.h): int16 [513], 512 samples of `transform` over
+    [input_min, input_max] plus the end point, each biased by half the midpoint error of the
+    linear interpolation, as `lut_lookup16` reads them. Computed in `float_type` (the C++
+    FloatT: double for LiteRT's softmax, float for TFLite Micro's)."""
+    f = float_type
+    steps = 512
+    input_min, input_max, step = f(input_min), f(input_max), (f(input_max) - f(input_min)) / f(steps)
+    half_step = step / f(2)
+    scaling_inv = f(65536) / (f(output_max) - f(output_min))
+
+    def sample(v) -> f:
+        return f(transform(f(v)))
+
+    def rounded(v):
+        return f(_round_half_away_np(f(v)))
+
+    table = np.empty(steps + 1, np.int16)
+    for i in range(steps):
+        val = sample(input_min + f(i) * step)
+        midpoint = sample(input_min + f(i) * step + half_step)
+        following = sample(input_min + f(i + 1) * step)
+        sample_val = rounded(val * scaling_inv)
+        interpolated = rounded((following * scaling_inv + rounded(val * scaling_inv)) / f(2))
+        bias = rounded((interpolated - rounded(midpoint * scaling_inv)) / f(2))
+        table[i] = np.clip(sample_val - bias, INT16[0], INT16[1])
+    table[steps] = np.clip(rounded(sample(input_max) * scaling_inv), INT16[0], INT16[1])
+    table.setflags(write=False)
+    return table
 
 
 # ----------------------------------------------------------------------------- gemmlowp scalar primitives
@@ -141,10 +235,14 @@ def saturating_rounding_multiply_by_pot(x: jax.Array, exponent: int) -> jax.Arra
 
 
 def rounding_half_sum(a: jax.Array, b: jax.Array) -> jax.Array:
-    """gemmlowp RoundingHalfSum (int16): ``(a + b + sign) / 2`` in int32, C division."""
-    s = jnp.asarray(a).astype(jnp.int32) + jnp.asarray(b).astype(jnp.int32)
-    sign = jnp.where(s >= 0, 1, -1).astype(jnp.int32)
-    return lax.div(s + sign, jnp.int32(2)).astype(jnp.asarray(a).dtype)
+    """gemmlowp RoundingHalfSum (int16 or int32): ``(a + b + sign) / 2`` in the double-width
+    type, C division."""
+    a = jnp.asarray(a)
+    with jax.enable_x64(True):
+        wide = jnp.int32 if a.dtype == jnp.int16 else jnp.int64
+        s = a.astype(wide) + jnp.asarray(b).astype(wide)
+        sign = jnp.where(s >= 0, 1, -1).astype(wide)
+        return lax.div(s + sign, jnp.asarray(2, wide)).astype(a.dtype)
 
 
 def saturating_add(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -168,6 +266,22 @@ def multiply_by_quantized_multiplier(x: jax.Array, multiplier, shift) -> jax.Arr
     left = lax.shift_left(jnp.ones_like(shift), jnp.maximum(shift, 0))
     product = saturating_rounding_doubling_high_mul(x * left, jnp.asarray(multiplier, jnp.int32))
     return rounding_divide_by_pot(product, jnp.maximum(-shift, 0))
+
+
+def multiply_by_quantized_multiplier_ties_up(x: jax.Array, multiplier, shift) -> jax.Array:
+    """The fixed-point multiplier of LiteRT's x86 matrix kernels (cpu_backend_gemm, ruy's
+    kernels): as `multiply_by_quantized_multiplier`, but the final right shift rounds ties
+    toward +infinity (``(v + 2^(n-1)) >> n``, an ARM rounding shift) where gemmlowp's
+    RoundingDivideByPOT rounds them away from zero."""
+    x = jnp.asarray(x, jnp.int32)
+    shift = jnp.asarray(shift, jnp.int32)
+    left = lax.shift_left(jnp.ones_like(shift), jnp.maximum(shift, 0))
+    product = saturating_rounding_doubling_high_mul(x * left, jnp.asarray(multiplier, jnp.int32))
+    right = jnp.broadcast_to(jnp.maximum(-shift, 0), product.shape)
+    rounding = jnp.where(right > 0, lax.shift_left(jnp.ones_like(right), jnp.maximum(right - 1, 0)), 0)
+    with jax.enable_x64(True):  # product + rounding may pass INT32_MAX
+        total = product.astype(jnp.int64) + rounding.astype(jnp.int64)
+        return lax.shift_right_arithmetic(total, right.astype(jnp.int64)).astype(jnp.int32)
 
 
 def multiply_by_quantized_multiplier_int64(x: jax.Array, multiplier, shift) -> jax.Array:
@@ -215,30 +329,39 @@ def inv_sqrt_quantized_multiplier_exp(x: jax.Array, reverse_shift: int = -1) -> 
     return jnp.where(small, jnp.int32(INT32[1]), y), jnp.where(small, 0, shift * reverse_shift).astype(jnp.int32)
 
 
-# ----------------------------------------------------------------------------- gemmlowp tanh / logistic (int16)
+# ----------------------------------------------------------------------------- gemmlowp tanh / logistic / exp
 #
-# Input raw int16 as FixedPoint<int16, integer_bits>, output Q0.15. int16 Add/Sub/Neg wrap,
-# as gemmlowp's raw operators do; constants are given as int32 raw values and rounded to
-# 16 bits (RescaleConstantInitializer).
+# Raw int16 or int32 values as FixedPoint<raw, integer_bits>; results are Q0.15 or Q0.31.
+# Raw Add/Sub/Neg wrap, as gemmlowp's raw operators do. Constants are given as int32 raw
+# values; int16 code rounds them to 16 bits (RescaleConstantInitializer).
 
 
-def _constant16(raw32: int) -> jax.Array:
-    """A gemmlowp int32 constant for int16 code: RoundingDivideByPOT<int32>(raw32, 16)."""
-    return rounding_divide_by_pot(jnp.int32(raw32), 16).astype(jnp.int16)
+def _constant(raw32: int, dtype) -> jax.Array:
+    """A gemmlowp constant given as an int32 raw value, in `dtype` (int16: ``RDBPOT(raw32, 16)``)."""
+    if jnp.dtype(dtype) == jnp.int32:
+        return jnp.int32(raw32)
+    return rounding_divide_by_pot(jnp.int32(raw32), 16).astype(dtype)
+
+
+def _pot(exponent: int, integer_bits: int, dtype) -> jax.Array:
+    """FixedPoint<raw, integer_bits>::ConstantPOT<exponent>: the raw value of 2^exponent."""
+    return jnp.asarray(1 << (jnp.iinfo(dtype).bits - 1 - integer_bits + exponent), dtype)
 
 
 def _exp_on_interval_between_negative_one_quarter_and_0_excl(a: jax.Array) -> jax.Array:
-    """exp(a) for a in [-1/4, 0), Q0.15: a Taylor expansion around -1/8."""
+    """exp(a) for a in [-1/4, 0), Q0: a Taylor expansion around -1/8."""
     srdhm = saturating_rounding_doubling_high_mul
-    constant_term = _constant16(1895147668)  # exp(-1/8)
-    one_third = _constant16(715827883)
-    x = a + jnp.int16(1 << 12)  # a + 1/8
+    constant_term = _constant(1895147668, a.dtype)  # exp(-1/8)
+    one_third = _constant(715827883, a.dtype)
+    x = a + _pot(-3, 0, a.dtype)  # a + 1/8
     x2 = srdhm(x, x)
     x3 = srdhm(x2, x)
     x4 = srdhm(x2, x2)
     x4_over_4 = rounding_divide_by_pot(x4, 2)
     poly = rounding_divide_by_pot(srdhm(x4_over_4 + x3, one_third) + x2, 1)
-    return saturating_add(constant_term, srdhm(constant_term, x + poly))
+    product = srdhm(constant_term, x + poly)
+    # AddSaturatingIf16Bit
+    return saturating_add(constant_term, product) if a.dtype == jnp.int16 else constant_term + product
 
 
 # (k, exp(-2^k) as an int32 Q0.31 raw value) for the barrel shifter of exp_on_negative_values.
@@ -253,11 +376,14 @@ _EXP_OF_MINUS_POWERS_OF_TWO = (
 )
 
 
-def _exp_on_negative_values(a: jax.Array, integer_bits: int) -> jax.Array:
-    """gemmlowp exp_on_negative_values: exp(a) for a <= 0 in Q(integer_bits), Q0.15 result."""
-    fractional_bits = 15 - integer_bits
-    one_quarter = jnp.int16(1 << (fractional_bits - 2))
-    a_mod_quarter_minus_one_quarter = (a & (one_quarter - jnp.int16(1))) - one_quarter
+def exp_on_negative_values(a: jax.Array, integer_bits: int) -> jax.Array:
+    """gemmlowp exp_on_negative_values: exp(a) for a <= 0 in Q(integer_bits) (int16 or
+    int32 raw), Q0 result of the same raw type."""
+    a = jnp.asarray(a)
+    dtype = a.dtype
+    fractional_bits = jnp.iinfo(dtype).bits - 1 - integer_bits
+    one_quarter = _pot(-2, integer_bits, dtype)
+    a_mod_quarter_minus_one_quarter = (a & (one_quarter - jnp.asarray(1, dtype))) - one_quarter
     result = _exp_on_interval_between_negative_one_quarter_and_0_excl(
         saturating_rounding_multiply_by_pot(a_mod_quarter_minus_one_quarter, integer_bits)
     )
@@ -265,54 +391,56 @@ def _exp_on_negative_values(a: jax.Array, integer_bits: int) -> jax.Array:
     # Multiply by exp(-2^k) for each bit k of the remainder (the barrel shifter).
     for exponent, raw32 in _EXP_OF_MINUS_POWERS_OF_TWO:
         if integer_bits > exponent:
-            bit = jnp.int16(1 << (fractional_bits + exponent))
-            scaled = saturating_rounding_doubling_high_mul(result, _constant16(raw32))
+            bit = jnp.asarray(1 << (fractional_bits + exponent), dtype)
+            scaled = saturating_rounding_doubling_high_mul(result, _constant(raw32, dtype))
             result = jnp.where((remainder & bit) != 0, scaled, result)
     if integer_bits > 5:  # below -32, exp is 0
-        clamp = _constant16(-(1 << (36 - integer_bits)))
-        result = jnp.where(a < clamp, jnp.int16(0), result)
-    return jnp.where(a == 0, jnp.int16(INT16[1]), result)
+        clamp = _constant(-(1 << (36 - integer_bits)), dtype)
+        result = jnp.where(a < clamp, jnp.asarray(0, dtype), result)
+    return jnp.where(a == 0, jnp.asarray(jnp.iinfo(dtype).max, dtype), result)
 
 
 def _newton_reciprocal(half_denominator: jax.Array) -> jax.Array:
-    """1 / (2 * half_denominator) in Q2.13 by three Newton-Raphson steps (48/17 - 32/17 d)."""
+    """1 / (2 * half_denominator) in Q2 by three Newton-Raphson steps (48/17 - 32/17 d)."""
     srdhm = saturating_rounding_doubling_high_mul
-    one = jnp.int16(1 << 13)  # 1.0 in Q2.13
-    x = _constant16(1515870810) + srdhm(half_denominator, _constant16(-1010580540))
+    dtype = half_denominator.dtype
+    one = _pot(0, 2, dtype)  # 1.0 in Q2
+    x = _constant(1515870810, dtype) + srdhm(half_denominator, _constant(-1010580540, dtype))
     for _ in range(3):
         x = x + saturating_rounding_multiply_by_pot(srdhm(x, one - srdhm(half_denominator, x)), 2)
     return x
 
 
 def _one_minus_x_over_one_plus_x_for_x_in_0_1(a: jax.Array) -> jax.Array:
-    """(1 - a) / (1 + a), Q0.15."""
-    x = _newton_reciprocal(rounding_half_sum(a, jnp.int16(INT16[1])))
-    return saturating_rounding_multiply_by_pot(x - jnp.int16(1 << 13), 2)
+    """(1 - a) / (1 + a), Q0."""
+    x = _newton_reciprocal(rounding_half_sum(a, jnp.asarray(jnp.iinfo(a.dtype).max, a.dtype)))
+    return saturating_rounding_multiply_by_pot(x - _pot(0, 2, a.dtype), 2)
 
 
-def _one_over_one_plus_x_for_x_in_0_1(a: jax.Array) -> jax.Array:
-    """1 / (1 + a), Q0.15."""
-    x = _newton_reciprocal(rounding_half_sum(a, jnp.int16(INT16[1])))
+def one_over_one_plus_x_for_x_in_0_1(a: jax.Array) -> jax.Array:
+    """gemmlowp one_over_one_plus_x_for_x_in_0_1: 1 / (1 + a) for Q0 `a` in [0, 1), Q0."""
+    x = _newton_reciprocal(rounding_half_sum(a, jnp.asarray(jnp.iinfo(a.dtype).max, a.dtype)))
     return saturating_rounding_multiply_by_pot(x, 1)
 
 
 def gemmlowp_tanh(a: jax.Array, integer_bits: int) -> jax.Array:
-    """gemmlowp::tanh of int16 Q(integer_bits) raw values, Q0.15 (0 <= integer_bits <= 13)."""
-    a = jnp.asarray(a, jnp.int16)
+    """gemmlowp::tanh of int16 or int32 Q(integer_bits) raw values, Q0 (0 <= integer_bits <= 13
+    for int16)."""
+    a = jnp.asarray(a)
     negative = a < 0
     n = jnp.where(negative, a, -a)
-    t = _one_minus_x_over_one_plus_x_for_x_in_0_1(_exp_on_negative_values(n, integer_bits + 1))  # exp(2n)
-    return jnp.where(a == 0, jnp.int16(0), jnp.where(negative, -t, t))
+    t = _one_minus_x_over_one_plus_x_for_x_in_0_1(exp_on_negative_values(n, integer_bits + 1))  # exp(2n)
+    return jnp.where(a == 0, jnp.asarray(0, a.dtype), jnp.where(negative, -t, t))
 
 
 def gemmlowp_logistic(a: jax.Array, integer_bits: int) -> jax.Array:
-    """gemmlowp::logistic of int16 Q(integer_bits) raw values, Q0.15."""
-    a = jnp.asarray(a, jnp.int16)
+    """gemmlowp::logistic of int16 or int32 Q(integer_bits) raw values, Q0."""
+    a = jnp.asarray(a)
     positive = a > 0
     absolute = jnp.where(positive, a, -a)
-    if_positive = _one_over_one_plus_x_for_x_in_0_1(_exp_on_negative_values(-absolute, integer_bits))
-    if_negative = jnp.int16(INT16[1]) - if_positive
-    return jnp.where(a == 0, _constant16(1 << 30), jnp.where(positive, if_positive, if_negative))
+    if_positive = one_over_one_plus_x_for_x_in_0_1(exp_on_negative_values(-absolute, integer_bits))
+    if_negative = jnp.asarray(jnp.iinfo(a.dtype).max, a.dtype) - if_positive
+    return jnp.where(a == 0, _pot(-1, 0, a.dtype), jnp.where(positive, if_positive, if_negative))
 
 
 _INT16_INPUTS = np.arange(INT16[0], INT16[1] + 1)
@@ -480,29 +608,69 @@ def _interpolate(magnitude: jax.Array, fraction_bits: int, saturated: int) -> ja
     return jnp.where(index >= 255, saturated, (low << fraction_bits) + fraction * (high - low))
 
 
-def tflm_logistic(x: jax.Array) -> jax.Array:
-    """reference_integer_ops::Logistic (int16, the power-of-two case with shift 0):
-    sigmoid of Q3.12 `x` from the 256-entry table at 3x / 2^9 (x / 4096 * 24 / 2), Q0.15."""
-    v = jnp.asarray(x).astype(jnp.int32) * 3
+def integer_logistic16(x: jax.Array, input_multiplier: int, input_left_shift: int) -> jax.Array:
+    """reference_integer_ops::Logistic (int16): sigmoid from the 256-entry table with linear
+    interpolation, Q0.15. The input is rescaled to the table's units of 1/24 in Q.9 by
+    ``(x * input_multiplier + round) >> input_left_shift``; multiplier 0 is the power-of-two
+    case, ``x * (3 << input_left_shift)``."""
+    if input_multiplier == 0:
+        input_multiplier, input_left_shift = 3 << input_left_shift, 0
+    rounding = (1 << (input_left_shift - 1)) if input_left_shift > 0 else 0
+    v = (jnp.asarray(x).astype(jnp.int32) * input_multiplier + rounding) >> input_left_shift
     r = _interpolate(jnp.abs(v), 9, 0x7FFF << 10)
     r = jnp.where(v >= 0, r + (1 << 9), (1 << 25) - r + (1 << 9) - 1)
     return (r >> 10).astype(jnp.int16)
 
 
-def tflm_tanh(x: jax.Array, cell_state_scale_power: int) -> jax.Array:
-    """TFLite Micro's LSTM Tanh(cell_state_scale_power) (lstm_eval.cc) over
-    reference_integer_ops::Tanh (int16): tanh of x * 2^cell_state_scale_power, Q0.15.
-
-    The input becomes ``x * 3 * 2^(12 + p)`` (table units of 1/24 in Q.8 after the 2x of
-    tanh(x) = 2 sigmoid(2x) - 1), with a rounding right shift when 12 + p < 0.
-    """
-    left_shift = 15 + cell_state_scale_power - 3
-    multiplier, right_shift = (3 << left_shift, 0) if left_shift >= 0 else (3, -left_shift)
-    rounding = (1 << (right_shift - 1)) if right_shift > 0 else 0
-    v = (jnp.asarray(x).astype(jnp.int32) * multiplier + rounding) >> right_shift
+def integer_tanh16(x: jax.Array, input_multiplier: int, input_left_shift: int) -> jax.Array:
+    """reference_integer_ops::Tanh (int16): tanh(x) = 2 sigmoid(2x) - 1 from the same table
+    (units of 1/24 in Q.8), Q0.15; the input rescale is `integer_logistic16`'s."""
+    if input_multiplier == 0:
+        input_multiplier, input_left_shift = 3 << input_left_shift, 0
+    rounding = (1 << (input_left_shift - 1)) if input_left_shift > 0 else 0
+    v = (jnp.asarray(x).astype(jnp.int32) * input_multiplier + rounding) >> input_left_shift
     r = _interpolate(jnp.abs(v), 8, 0xFFFF << 8)
     r = jnp.where(v >= 0, r - (1 << 23) + (1 << 7), -r + (1 << 23) + (1 << 7) - 1)
     return (r >> 8).astype(jnp.int16)
+
+
+def tflm_logistic(x: jax.Array) -> jax.Array:
+    """TFLite Micro's LSTM gate sigmoid: `integer_logistic16` of Q3.12 `x` (the power-of-two
+    case with shift 0: 3x / 2^9 is x / 4096 * 24 / 2), Q0.15."""
+    return integer_logistic16(x, 0, 0)
+
+
+def tflm_tanh(x: jax.Array, cell_state_scale_power: int) -> jax.Array:
+    """TFLite Micro's LSTM Tanh(cell_state_scale_power) (lstm_eval.cc): `integer_tanh16` of
+    x * 2^cell_state_scale_power, Q0.15. The input becomes ``x * 3 * 2^(12 + p)`` (table
+    units of 1/24 in Q.8 after the 2x of tanh(x) = 2 sigmoid(2x) - 1), with a rounding right
+    shift when 12 + p < 0.
+    """
+    left_shift = 15 + cell_state_scale_power - 3
+    return integer_tanh16(x, *((3 << left_shift, 0) if left_shift >= 0 else (3, -left_shift)))
+
+
+def lut_lookup16(x: jax.Array, table: np.ndarray) -> jax.Array:
+    """LUTLookup (common.h, int16): `table` [513] read at the top 9 bits of `x`, linearly
+    interpolated by the low 7 (rounded), int16."""
+    v = jnp.asarray(x).astype(jnp.int32)
+    table = jnp.asarray(table, jnp.int32)
+    index = 256 + (v >> 7)
+    base = table[index]
+    slope = table[index + 1] - base
+    return (base + ((slope * (v & 0x7F) + 64) >> 7)).astype(jnp.int16)
+
+
+def get_reciprocal(x: jax.Array, x_integer_digits: int) -> tuple[jax.Array, jax.Array]:
+    """GetReciprocal (common.h): 1 / x for positive int32 Q(x_integer_digits) `x`, as a Q0.31
+    scale and the number of bits of x above 1.0: ``(1 / (x / 2^bits), bits)``."""
+    x = jnp.asarray(x, jnp.int32)
+    headroom_plus_one = lax.clz(x)
+    num_bits_over_unit = x_integer_digits - headroom_plus_one
+    with jax.enable_x64(True):  # (uint32 x << headroom) - 2^31, which wraps
+        shifted = lax.shift_left(x.astype(jnp.int64), headroom_plus_one.astype(jnp.int64)) - (1 << 31)
+        shifted_sum_minus_one = shifted.astype(jnp.int32)
+    return one_over_one_plus_x_for_x_in_0_1(shifted_sum_minus_one), num_bits_over_unit
 
 
 def fully_connected(

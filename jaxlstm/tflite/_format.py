@@ -48,6 +48,7 @@ OPTIONS: dict[str, str | None] = {
     "SHAPE": "ShapeOptions",
     "FILL": "FillOptions",
     "DEQUANTIZE": "DequantizeOptions",
+    "QUANTIZE": "QuantizeOptions",
     "SPLIT": "SplitOptions",
     "LOGISTIC": None,
     "TANH": None,

@@ -8,7 +8,8 @@ object API (`ModelT.Pack`):
    ``shape_signature``).
 3. Predict (``stateful=False``): zeroes every recurrent state at the start of each invoke.
    LiteRT requires the states to be variable tensors and never resets them itself, so a
-   FILL operator whose output *is* the variable tensor runs right before each recurrent op
+   FILL operator (for an integer state: FILL then QUANTIZE) whose output *is* the variable
+   tensor runs right before each recurrent op
    (the converter itself writes the same pattern with DEQUANTIZE in float16 models). With
    a dynamic batch the FILL dims come from SHAPE of the op's input, so the state follows
    ``resize_tensor_input`` of the input alone. Streaming (``stateful=True``) leaves the
@@ -284,8 +285,10 @@ def fix_batch(model: Model, batch_size: int) -> Model:
 def zero_state_each_invoke(model: Model) -> Model:
     """Zeroes every state tensor at the start of each invoke (predict semantics).
 
-    A FILL whose output is the variable tensor runs right before the first operator that
-    reads it, unless an operator writes it first (an imported predict model). Static state
+    A FILL of 0 whose output is the variable tensor runs right before the first operator that
+    reads it, unless an operator writes it first (an imported predict model); an integer
+    state is a QUANTIZE of a float FILL (real 0: its zero point), which LiteRT and TFLite
+    Micro both run. Static state
     shapes get constant FILL dims; a dynamic batch gets dims built from SHAPE(x)[batch axis]
     and the state size, where x is the recurrent op's input (or the model's first input for
     a state read by other operators), so the state follows the resizing of the input alone.
@@ -303,16 +306,15 @@ def zero_state_each_invoke(model: Model) -> Model:
             constants[len(tensors) - 1] = value
         return len(tensors) - 1
 
-    zeros: dict[tuple, int] = {}  # (dtype, scale, zero point) of a state -> its FILL value
+    zero = None  # the FILL value, a float32 scalar 0
     for op in model.operators:
         for state in op.inputs:
             if state == NO_TENSOR or not tensors[state].is_variable or state in written:
                 continue
             written.add(state)
             t = tensors[state]
-            key = (t.dtype, t.scale, t.zero_point)
-            if key not in zeros:
-                zeros[key] = _real_zero(tensors, constants, t)
+            if zero is None:
+                zero = add("zero_state/value", (), "float32", np.zeros((), np.float32))
             shape, prefix = t.shape, t.name
             if all(d >= 0 for d in shape):
                 dims = add(prefix + "/zero_dims", (len(shape),), "int32", np.asarray(shape, np.int32))
@@ -330,21 +332,15 @@ def zero_state_each_invoke(model: Model) -> Model:
                         options_tuple({"axis": 0, "fused_activation_function": "NONE"}),
                     )
                 )
-            operators.append(Operator("FILL", (dims, zeros[key]), (state,)))
+            if t.scale is None:
+                operators.append(Operator("FILL", (dims, zero), (state,)))
+            else:  # TFLite Micro's FILL writes float32 and int32 only (fill.cc)
+                zeros = add(prefix + "/zero", shape, "float32")
+                operators.append(Operator("FILL", (dims, zero), (zeros,)))
+                operators.append(Operator("QUANTIZE", (zeros,), (state,)))
         operators.append(op)
         written.update(op.outputs)
     return model.replace(tensors=tensors, operators=operators, constants=constants)
-
-
-def _real_zero(tensors: list[Tensor], constants: dict[int, Any], state: Tensor) -> int:
-    """Appends a scalar constant holding the real 0 of `state` (an integer state's zero
-    point), quantized like it: LiteRT's FILL requires its value's quantization to be the
-    output's. Returns its index."""
-    name = "zero_state/value" if state.scale is None else f"zero_state/{state.name}"
-    tensors.append(Tensor(_fresh_name(tensors, name), (), state.dtype, state.scale, state.zero_point))
-    value = np.full((), state.zero_point, state.dtype)
-    constants[len(tensors) - 1] = value if state.scale is None else QuantizedTensor(value, np.float32(state.scale))
-    return len(tensors) - 1
 
 
 def _batch_of(operators: list[Operator], add: Any, x: int, axis: int, rank: int, prefix: str) -> int:
