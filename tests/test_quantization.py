@@ -183,7 +183,10 @@ def test_refusals_name_the_operator():
     hybrid = load_tflite(export_tflite(model, quantize="dynamic", quantize_min_elements=1))
     with pytest.raises(ValueError, match=r"operator 0 \(UNIDIRECTIONAL_SEQUENCE_LSTM\) has int8 \(hybrid\) weights"):
         jaxlstm.quantize(hybrid, data, progress=False)
-    with pytest.raises(NotImplementedError, match=r"operator 0 \(UNIDIRECTIONAL_SEQUENCE_LSTM 'lstm/output'\): .*supports none of \['peephole'\]"):
+    with pytest.raises(
+        NotImplementedError,
+        match=r"operator 0 \(UNIDIRECTIONAL_SEQUENCE_LSTM 'lstm/output'\): .*supports none of \['peephole'\]",
+    ):
         jaxlstm.quantize(_classifier(rng, Config(n_input=3, peephole=True)), data, activations="int16", progress=False)
     with pytest.raises(ValueError, match=r"input 'input' has shape \[-1, 6, 3\].*5 features, expected 3"):
         jaxlstm.quantize(model, np.zeros((8, 6, 5), np.float32), progress=False)

@@ -25,6 +25,7 @@ from jax import lax
 
 from jaxlstm import _spec
 from jaxlstm.model.graph import NO_TENSOR, Model, Operator
+from jaxlstm.model.rewrite import split_bidirectional_lstm
 from jaxlstm.ops.lstm import (
     GATES,
     GateVectors,
@@ -45,25 +46,41 @@ _WEIGHT_NAMES = frozenset(f.name for f in dataclasses.fields(LSTMWeights))
 
 @dataclasses.dataclass(frozen=True)
 class Calibration:
-    """Calibrated ranges of a model.
+    """Calibrated ranges of a model; `jaxlstm.quantize` takes one in place of calibration
+    data (to quantize one model several ways from one calibration run).
 
     Attributes:
-      tensors: {tensor index: (min, max)} of every activation tensor (not constant, not
-        variable), the model inputs included.
-      lstms: {operator position: `LSTMRanges`} of each LSTM operator.
+      model: the float model the ranges describe: the calibrated model with each
+        BIDIRECTIONAL_SEQUENCE_LSTM split into two unidirectional ones (as `quantize`
+        writes it; `jaxlstm.model.rewrite.split_bidirectional_lstm`).
+      tensors: {tensor index in `model`: (min, max)} of every activation tensor (not
+        constant, not variable), the model inputs included.
+      lstms: {operator position in `model`: `LSTMRanges`} of each LSTM operator.
       batches: how many batches were run.
     """
 
+    model: Model
     tensors: dict[int, Range]
     lstms: dict[int, LSTMRanges]
     batches: int
 
 
-def calibrate(model: Model, calibration_data: Any, *, progress: bool = True) -> Calibration:
+def as_model(model: Any, caller: str) -> Model:
+    """`model` itself, or the `Model` of an object with ``to_model()`` (a `jaxlstm.nn` module)."""
+    if isinstance(model, Model):
+        return model
+    to_model = getattr(model, "to_model", None)
+    if to_model is None:
+        raise TypeError(f"{caller} takes a Model or an object with to_model(), got {type(model).__name__}")
+    return to_model()
+
+
+def calibrate(model: Any, calibration_data: Any, *, progress: bool = True) -> Calibration:
     """Runs the float `model` over `calibration_data` and records the ranges of its tensors.
 
     Args:
-      model: a float `Model` (LSTM options and weights as the float kernels read them).
+      model: a float `Model` (or an object with ``to_model()``); LSTM options and weights
+        as the float kernels read them.
       calibration_data: an array (one input; split into batches of `CALIBRATION_BATCH`
         rows along its batch axis, or of the input's batch where the model fixes it), or an iterable of batches, each an array or (for a
         model with several inputs) a sequence of arrays, one per model input.
@@ -75,9 +92,12 @@ def calibrate(model: Model, calibration_data: Any, *, progress: bool = True) -> 
     Raises:
       ValueError: no batches, a batch that does not fit the model's inputs (the message
         names the input), or a non-finite value in a recorded tensor.
+      NotImplementedError: a bidirectional LSTM that reads its aux input through aux
+        weights (it cannot be split).
     """
     from tqdm.auto import tqdm
 
+    model, _ = split_bidirectional_lstm(as_model(model, "calibrate"))
     activations = [
         i for i, t in enumerate(model.tensors) if i not in model.constants and not t.is_variable and _is_float(t)
     ]
@@ -118,6 +138,7 @@ def calibrate(model: Model, calibration_data: Any, *, progress: bool = True) -> 
     internal = pairs[len(activations) :]
     per_lstm = len(_LSTM_VALUES)
     return Calibration(
+        model=model,
         tensors=tensors,
         lstms={
             k: _lstm_ranges(op, tensors, internal[n * per_lstm : (n + 1) * per_lstm]) for n, (k, op) in enumerate(lstms)

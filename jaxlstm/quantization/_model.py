@@ -36,7 +36,7 @@ from jaxlstm.ops._fixed_point import round_half_away
 from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.ops.lstm import LSTMWeights
 from jaxlstm.ops.lstm_integer import QuantParams
-from jaxlstm.quantization._calibrate import LSTM_OPCODES, Calibration, calibrate
+from jaxlstm.quantization._calibrate import LSTM_OPCODES, Calibration, as_model, calibrate
 from jaxlstm.quantization._lstm import (
     ACTIVATIONS,
     Range,
@@ -109,7 +109,8 @@ def quantize(
         (STRIDED_SLICE, RESHAPE, REVERSE_V2, CONCATENATION, ADD, MUL).
       calibration_data: an array (one model input; split into batches) or an iterable of
         batches, each an array or a sequence of arrays (one per model input):
-        representative inputs, as for the converter's ``representative_dataset``.
+        representative inputs, as for the converter's ``representative_dataset``; or the
+        `Calibration` that `calibrate` recorded on this model.
       activations: ``"int8"`` or ``"int16"``.
       io: ``"float"``: the model takes and returns float32 (QUANTIZE after each input,
         DEQUANTIZE before each output, as the converter's default); ``"integer"``: the
@@ -125,21 +126,23 @@ def quantize(
         operators, ...) or an LSTM configuration the target kernel lacks; the message
         names the operator.
       ValueError: a model that is not float (hybrid int8 weights, integer activations),
-        invalid arguments, or calibration data that does not fit the model's inputs.
+        invalid arguments, calibration data that does not fit the model's inputs, or a
+        `Calibration` of another model.
     """
-    if not isinstance(model, Model):
-        to_model = getattr(model, "to_model", None)
-        if to_model is None:
-            raise TypeError(f"quantize takes a Model or an object with to_model(), got {type(model).__name__}")
-        model = to_model()
+    model = as_model(model, "quantize")
     if activations not in ACTIVATIONS:
         raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
     if io not in IO:
         raise ValueError(f"io must be one of {IO}, got {io!r}")
     check_quantizable(model, activations)
-    model, _ = split_bidirectional_lstm(model)
-    calibration = calibrate(model, calibration_data, progress=progress)
-    return _Quantizer(model, calibration, activations).integer_model(io)
+    if isinstance(calibration_data, Calibration):
+        calibration = calibration_data
+        names = [t.name for t in split_bidirectional_lstm(model)[0].tensors]
+        if names != [t.name for t in calibration.model.tensors]:
+            raise ValueError("the Calibration was recorded on another model (its tensors differ from this model's)")
+    else:
+        calibration = calibrate(model, calibration_data, progress=progress)
+    return _Quantizer(calibration, activations).integer_model(io)
 
 
 def check_quantizable(model: Model, activations: str) -> None:
@@ -209,19 +212,18 @@ class _Groups:
 
 @dataclasses.dataclass
 class _Quantizer:
-    """Assigns the quantization of every tensor of float `model` and builds the integer model."""
+    """Assigns the quantization of every tensor of the calibrated float model and builds the
+    integer model."""
 
-    model: Model
     calibration: Calibration
     activations: str
 
     def __post_init__(self) -> None:
+        self.model = self.calibration.model
         self.tensors = list(self.model.tensors)
         self.constants = self.model.constants
         self.quantized: set[int] = set()  # constants already replaced
-        self.params, self.group_ranges, self.fixed = _activation_quantization(
-            self.model, self.calibration, self.activations
-        )
+        self.params, self.group_ranges, self.fixed = _activation_quantization(self.calibration, self.activations)
 
     # -- constants -----------------------------------------------------------------------
 
@@ -360,11 +362,12 @@ class _Quantizer:
 
 
 def _activation_quantization(
-    model: Model, calibration: Calibration, activations: str
+    calibration: Calibration, activations: str
 ) -> tuple[dict[int, QuantParams], dict[int, Range], set[int]]:
     """The quantization of every activation tensor and LSTM output state, the calibrated
     range of each one's group (the tensors that share its quantization), and the tensors
     whose quantization an operator fixes."""
+    model = calibration.model
     groups = _Groups()
     fixed: dict[int, tuple[str, QuantParams]] = {}
     for op in model.operators:

@@ -92,7 +92,8 @@ class FakeQuantized:
 
         Returns:
           The outputs in `Model.output_names` order, float32: equal to the integer model's
-          outputs with weights `requantize(params)` (dequantized if integer).
+          outputs with weights `requantize(params)` (integer outputs dequantized as the
+          runtime's DEQUANTIZE would).
         """
         q = self.quantized
         q.check_inputs(*inputs)
@@ -115,7 +116,7 @@ class FakeQuantized:
                 real[i] = jnp.zeros(state[t.name].shape, jnp.float32)
         for i, x in zip(q.inputs, inputs):
             integer[i] = jnp.asarray(x)
-            real[i] = _real(q.tensors[i], integer[i])
+            real[i] = _real(q.tensors[i], integer[i], q.runtime)
         context = KernelContext(q.tensors, q.runtime)
         for op in q.operators:
             integer_out, _ = run_operator(op, [None if i == NO_TENSOR else integer[i] for i in op.inputs], context)
@@ -126,7 +127,7 @@ class FakeQuantized:
                 real_out, _ = run_operator(dataclasses.replace(op, intermediates=()), real_args)
             for i, y_int, y in zip(op.outputs, integer_out, real_out):
                 integer[i] = y_int
-                real[i] = _straight_through(q.tensors[i], y, y_int)
+                real[i] = _straight_through(q.tensors[i], y, y_int, q.runtime)
         return [real[i] for i in q.outputs]
 
 
@@ -141,10 +142,10 @@ def fake_quantized(quantized: Model) -> FakeQuantized:
     return FakeQuantized(quantized)
 
 
-def _straight_through(t: Tensor, y: jax.Array, y_int: jax.Array) -> jax.Array:
+def _straight_through(t: Tensor, y: jax.Array, y_int: jax.Array, runtime: str) -> jax.Array:
     """The value of ``dequantize(y_int)`` with the gradient of the float `y` inside the
     range tensor `t` represents (zero outside it: the integer output saturates there)."""
-    value = jax.lax.stop_gradient(_real(t, y_int))
+    value = jax.lax.stop_gradient(_real(t, y_int, runtime))
     passes = y - jax.lax.stop_gradient(y)  # exactly 0, with y's gradient
     if t.scale is not None and not t.dtype.startswith("float"):
         info = np.iinfo(t.dtype)
@@ -153,8 +154,9 @@ def _straight_through(t: Tensor, y: jax.Array, y_int: jax.Array) -> jax.Array:
     return value + passes
 
 
-def _real(t: Tensor, value: jax.Array) -> jax.Array:
-    """The float value of tensor `t`: integer activations dequantized, float ones as they are."""
+def _real(t: Tensor, value: jax.Array, runtime: str) -> jax.Array:
+    """The float value of tensor `t`: integer activations dequantized (as `runtime`'s
+    DEQUANTIZE computes it), float ones as they are."""
     if t.scale is None or t.dtype.startswith("float"):
         return value
-    return dequantize(value, float(t.scale), int(t.zero_point))
+    return dequantize(value, float(t.scale), int(t.zero_point), runtime)
