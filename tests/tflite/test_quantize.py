@@ -20,7 +20,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 import jaxlstm
 from jaxlstm.convert import from_keras
 from jaxlstm.model import ModelBuilder
-from jaxlstm.ops import LSTMOptions
+from jaxlstm.ops import LSTMOptions, QuantParams
 from jaxlstm.parity.litert import run_litert
 from jaxlstm.quantization import calibrate, fake_quantized
 from jaxlstm.tflite import export_tflite, load_tflite
@@ -154,11 +154,26 @@ def test_int8_runs_in_litert_as_in_jaxlstm(models, quantized, name, io):
 @pytest.mark.parametrize("name", ["stacked", "bidirectional"])
 def test_runs_in_tflite_micro_as_in_jaxlstm(models, quantized, name, activations):
     """int8 (TFLite Micro's own int8 kernels) and int16 (16x8, the op version TFLite Micro
-    registers), one sequence per invoke; exact."""
+    registers), one sequence per invoke, against jaxlstm's jitted batch; exact."""
     _, _, _, x, _ = models[name]
     integer = quantized[(name, activations, "float")].replace(runtime="tflite-micro")
-    data = export_tflite(integer, batch_size=1)
-    np.testing.assert_array_equal(_tflite_micro(data, x[:6]), integer(x[:6])[0])
+    params = integer.params  # closed over: int64 biases stay int64 without jax_enable_x64
+    ours = jax.jit(lambda v: integer.apply(params, None, v)[0][0])(x)
+    np.testing.assert_array_equal(_tflite_micro(export_tflite(integer, batch_size=1), x), ours)
+
+
+def test_quantize_op_divides_exactly_under_jit():
+    """QUANTIZE divides by the scale in float; under a caller's jit XLA would fold the division
+    by a constant into a multiplication by its inexact reciprocal."""
+    b = ModelBuilder()
+    x = b.add_input("x", (-1,))
+    y = b.add_intermediate("y", (-1,), "int16", QuantParams(0.0009123, 0))
+    b.add_operator("QUANTIZE", [x], [y])
+    model = b.build([y]).replace(runtime="tflite-micro")
+    values = np.random.default_rng(0).uniform(-29, 29, 100000).astype(np.float32)  # up to 31,800 steps
+    quotient = values / np.float32(0.0009123)  # float32 division, as the kernel
+    expected = np.trunc(quotient + np.copysign(np.float32(0.5), quotient))  # no exact ties among these
+    np.testing.assert_array_equal(jax.jit(lambda v: model.apply(model.params, None, v)[0][0])(values), expected)
 
 
 # ----------------------------------------------------------------------------- accuracy
