@@ -452,8 +452,8 @@ def test_convert_quantizes_a_tflite_model_and_the_hybrid_model_passes_parity(cap
 
 
 def test_convert_quantize_int8_and_int16_with_calibration(capsys, tmp_path, tiny):
-    """Fully integer conversion of a float .tflite file: the int8 file runs in LiteRT exactly as
-    jaxlstm runs it (float32 in and out, or int8 with --io integer); the int16 one is for
+    """Fully integer conversion of a float .tflite file: the int8 file (--io integer: int8 in and
+    out) runs in LiteRT exactly as jaxlstm runs it; the int16 one (float32 in and out) in
     TFLite Micro."""
     from jaxlstm import load_tflite
     from jaxlstm.parity.litert import run_litert
@@ -462,16 +462,15 @@ def test_convert_quantize_int8_and_int16_with_calibration(capsys, tmp_path, tiny
     calibration = str(tmp_path / "calibration.npy")
     np.save(calibration, rng.normal(size=(16, 10, 3)).astype(np.float32))
     x = rng.normal(size=(1, 10, 3)).astype(np.float32)
-    for io, dtype in (("float", np.float32), ("integer", np.int8)):
-        out = str(tmp_path / f"int8_{io}.tflite")
-        code, stdout, _ = _run(
-            capsys, "convert", tiny, "-o", out, "--quantize", "int8", "--calibration", calibration, "--io", io
-        )
-        assert code == 0 and "fully integer: int8 activations" in stdout and "LiteRT and TFLite Micro" in stdout
-        model = load_tflite(out)
-        assert model.tensors[model.inputs[0]].dtype == np.dtype(dtype).name
-        x_in = x if io == "float" else np.clip(np.round(x / 0.05), -128, 127).astype(np.int8)
-        np.testing.assert_array_equal(run_litert(out, [x_in], xnnpack=False)[0][0], model(x_in)[0])
+    out = str(tmp_path / "int8.tflite")
+    code, stdout, _ = _run(
+        capsys, "convert", tiny, "-o", out, "--quantize", "int8", "--calibration", calibration, "--io", "integer"
+    )
+    assert code == 0 and "fully integer: int8 activations" in stdout and "LiteRT and TFLite Micro" in stdout
+    model = load_tflite(out)
+    assert model.tensors[model.inputs[0]].dtype == "int8"
+    x_int8 = np.clip(np.round(x / 0.05), -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(run_litert(out, [x_int8], xnnpack=False)[0][0], model(x_int8)[0])
     out = str(tmp_path / "int16.tflite")
     code, stdout, _ = _run(capsys, "convert", tiny, "-o", out, "--quantize", "int16", "--calibration", calibration)
     assert code == 0 and "TFLite Micro only" in stdout

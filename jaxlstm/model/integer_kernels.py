@@ -173,7 +173,13 @@ def dequantize(x: jax.Array, scale: float, zero_point: int, runtime: str) -> jax
     if runtime == "tflite-micro" or x.dtype == jnp.int16:
         return exact
     s = np.float32(scale)
-    vector = x.astype(jnp.float32) * s - s * np.float32(zero_point)
+    # Two float32 roundings, written so that a caller's jit keeps both: in float32 XLA fuses
+    # the product into the subtraction (one fused multiply-add), and it drops a float64 ->
+    # float32 -> float64 round trip; reduce_precision rounds the exact double product to
+    # float32 and stays, and the difference of two float32 values is exact in double.
+    with jax.enable_x64(True):
+        product = lax.reduce_precision(x.astype(jnp.float64) * np.float64(s), exponent_bits=8, mantissa_bits=23)
+        vector = (product - np.float64(s * np.float32(zero_point))).astype(jnp.float32)
     return jnp.where(vector_lanes(x.shape, 8), vector, exact)
 
 

@@ -176,6 +176,20 @@ def test_quantize_op_divides_exactly_under_jit():
     np.testing.assert_array_equal(jax.jit(lambda v: model.apply(model.params, None, v)[0][0])(values), expected)
 
 
+def test_dequantize_op_rounds_twice_under_jit():
+    """LiteRT's DEQUANTIZE vector loop computes scale * x - scale * zero_point in float32, two
+    roundings; under a caller's jit XLA would fuse them into one multiply-add."""
+    b = ModelBuilder()
+    x = b.add_input("x", (-1, 16), "int8", QuantParams(0.0123456, -7))
+    y = b.add_intermediate("y", (-1, 16))
+    b.add_operator("DEQUANTIZE", [x], [y])
+    model = b.build([y])
+    values = np.random.default_rng(0).integers(-128, 128, (256, 16)).astype(np.int8)
+    s = np.float32(0.0123456)
+    expected = values.astype(np.float32) * s - s * np.float32(-7)  # numpy: each operation rounded
+    np.testing.assert_array_equal(jax.jit(lambda v: model.apply(model.params, None, v)[0][0])(values), expected)
+
+
 # ----------------------------------------------------------------------------- accuracy
 
 
@@ -218,23 +232,12 @@ def _regression_model(rng: np.random.Generator):
     return b.build([y])
 
 
-def test_fake_quantized_forward_is_the_integer_model(models, quantized):
-    """The straight-through forward pass equals the integer model's outputs bit for bit, at the
-    calibrated weights and, under jit, after changing them (re-quantized at the fixed scales)."""
-    model, _, _, x, _ = models["stacked"]
-    integer = quantized[("stacked", "int8", "float")]
-    qat = fake_quantized(integer)
-    assert qat.integer_model(model.params).params.keys() == integer.params.keys()
-    np.testing.assert_array_equal(qat.apply(model.params, x)[0], integer(x)[0])
-    shifted = {k: v * 1.01 for k, v in model.params.items()}
-    np.testing.assert_array_equal(jax.jit(qat.apply)(shifted, x)[0], qat.integer_model(shifted)(x)[0])
-    assert not np.array_equal(qat.integer_model(shifted)(x)[0], integer(x)[0])
-
-
 def test_quantization_aware_training_recovers_accuracy():
     """A float regression LSTM trained in JAX and quantized to int8, then fine-tuned through the
-    integer forward pass: the training loss of the integer model falls, its error on held-out
-    data with it (below the float model's), and LiteRT runs the tuned file as jaxlstm does."""
+    integer forward pass. The fake-quantized forward pass is the integer model's, bit for bit
+    (at the calibrated weights, and under jit at the tuned ones, re-quantized at the fixed
+    scales); the training loss of the integer model falls, its error on held-out data with it
+    (below the float model's), and LiteRT runs the tuned file as jaxlstm does."""
     rng = np.random.default_rng(3)
     model = _regression_model(rng)
     x = rng.normal(size=(256, 6, 2)).astype(np.float32)
@@ -262,12 +265,15 @@ def test_quantization_aware_training_recovers_accuracy():
     trained = model.with_params(float_params)
     integer = jaxlstm.quantize(trained, x, progress=False)
     qat = fake_quantized(integer)
+    assert qat.integer_model(float_params).params.keys() == integer.params.keys()
+    np.testing.assert_array_equal(qat.apply(float_params, x_test)[0], integer(x_test)[0])
 
     def test_error(m) -> float:
         return float(np.mean((np.asarray(m(x_test)[0]) - y_test) ** 2))
 
     tuned_params, losses = train(qat.apply, float_params, 40, 3e-3)
     tuned = qat.integer_model(tuned_params)
+    np.testing.assert_array_equal(jax.jit(qat.apply)(tuned_params, x_test)[0], tuned(x_test)[0])
     assert np.mean(losses[-5:]) < 0.9 * losses[0]
     assert test_error(tuned) < 0.9 * min(test_error(integer), test_error(trained))
     np.testing.assert_array_equal(
