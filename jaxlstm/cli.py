@@ -35,10 +35,11 @@ operator: the layer is unrolled over T steps).
 
 _INSPECT_DESCRIPTION = """\
 Describe a .tflite file: operators with their fused-op slots (CIFG, peephole, projection,
-layer norm, aux input, int8 hybrid weights) and options, tensor shapes and types, variable
-(state) tensors, signature defs, and warnings about what keeps the model off a plain runtime
-(WHILE loops, Flex / SELECT_TF ops, custom ops) and known converter quirks (cell_clip=10 on
-LSTMs converted from Keras, which never clips).
+layer norm, aux input, int8 hybrid weights), their integer path (8x8_16, 8x8_8, 16x8,
+hybrid, float) and options, tensor shapes and types, variable (state) tensors, signature
+defs, which runtimes (LiteRT, TFLite Micro) can run the file, and warnings about what keeps
+the model off a plain runtime (WHILE loops, Flex / SELECT_TF ops, custom ops) and known
+converter quirks (cell_clip=10 on LSTMs converted from Keras, which never clips).
 """
 
 _INSPECT_EPILOG = """\
@@ -48,9 +49,15 @@ _INSPECT_EPILOG = """\
    "tensors":    [{"subgraph", "index", "name", "shape", "shape_signature", "dtype",
                    "is_variable", "is_constant", "quantization"}, ...],
    "signatures": [{"key", "subgraph", "inputs": [{"name", "tensor"}], "outputs": [...]}, ...],
+   "runtimes":   {"litert": [reason, ...], "tflite-micro": [reason, ...]},
    "warnings":   [{"code", "subgraph", "operator", "message"}, ...]}
 "slots" (input name -> tensor index or null) and "features" are set for the fused LSTM/RNN
-ops only. Warning codes: while_loop, flex_op, custom_op, unsupported_op, keras_cell_clip,
+ops only; features["integer_path"] is "float", "hybrid", "8x8_16" (int8 activations: LiteRT
+and TFLite Micro), "8x8_8" (LiteRT's experimental LSTM) or "16x8" (int16 activations:
+TFLite Micro only). "runtimes" lists, per runtime, why it cannot run the file (empty: it
+can, as far as inspect knows: 16x8 LSTMs are TFLite Micro only; TFLite Micro lacks the LSTM,
+bidirectional and RNN ops, integer LSTMs with CIFG/peephole/projection/layer norm, hybrid
+LSTMs, uint8 tensors and dynamic shapes). Warning codes: while_loop, flex_op, custom_op, unsupported_op, keras_cell_clip,
 activation_none, merged_batch_major, and for the whole file (operator null): not_loadable
 (jaxlstm.load_tflite refuses the file; the message is its error), streaming_state (the
 recurrent state carries over from one invoke to the next).
@@ -67,6 +74,12 @@ the state the first left, in LiteRT and in jaxlstm alike).
 An element passes when |a - b| <= tolerance * max(1, |b|). For hybrid (int8-weight) models
 the jaxlstm side is its emulation of LiteRT's hybrid arithmetic, so the same tolerance
 applies to jaxlstm vs LiteRT; pairs with the (float) source use --source-tolerance.
+Fully integer files (int8/int16 activations) are compared exactly (tolerance 0): integer
+outputs as integers, with the number of mismatching elements and the largest difference in
+LSBs; LiteRT runs them with its builtin kernels alone (XNNPACK, its default delegate,
+rescales int8 operators in float and differs from them by an LSB here and there).
+--runtime tflite-micro compares against TensorFlow Lite Micro's interpreter instead (pip
+install tflite-micro; static shapes only), the only runtime of int16-activation LSTMs.
 Known quirk: TFLiteConverter writes cell_clip=10 into LSTMs from Keras, which never clips;
 source-vs-LiteRT failures that this explains are labelled "known quirk: cell_clip=10".
 Exit code 0 when every pair passes, 1 otherwise, 2 on a user error.
@@ -241,7 +254,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     parity = commands.add_parser(
         "parity",
-        help="compare LiteRT, jaxlstm and the source model on the same inputs",
+        help="compare LiteRT (or TFLite Micro), jaxlstm and the source model on the same inputs",
         description="Run MODEL.tflite in LiteRT and in jaxlstm (and the source model with\n"
         "--source) on random and adversarial inputs; report the max abs / max rel\n"
         "error per output with pass or fail.",
@@ -265,7 +278,7 @@ def _build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="X",
-        help="bound for jaxlstm vs LiteRT (default 1e-5, float and hybrid models)",
+        help="bound for jaxlstm vs the runtime (default 1e-5 for float and hybrid models, 0 for integer ones)",
     )
     parity.add_argument(
         "--source-tolerance",
@@ -273,7 +286,13 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="X",
         help="bound for pairs with the source (default: --tolerance for float "
-        "models, 2e-2 for hybrid ones: int8 weight quantization error)",
+        "models, 2e-2 for hybrid ones: int8 weight quantization error, 5e-2 for integer ones)",
+    )
+    parity.add_argument(
+        "--runtime",
+        choices=("litert", "tflite-micro"),
+        default="litert",
+        help="the interpreter to compare with (default litert; tflite-micro: TensorFlow Lite Micro's)",
     )
     parity.add_argument("--plot", metavar="OUT.png", help="draw the error over time steps to this file")
     parity.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -467,16 +486,17 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _parity(args: argparse.Namespace) -> int:
-    from jaxlstm.parity.compare import DEFAULT_TOLERANCE, compare, plot_errors
+    from jaxlstm.parity.compare import compare, plot_errors
 
     report = compare(
         args.model,
         source=args.source,
         steps=args.steps,
         seed=args.seed,
-        tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+        tolerance=args.tolerance,
         source_tolerance=args.source_tolerance,
         progress=not args.json,
+        runtime=args.runtime,
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     if args.plot:

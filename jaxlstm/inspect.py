@@ -4,9 +4,9 @@ Reads the flatbuffer directly with LiteRT's generated schema (object API), so it
 model, including ones that `jaxlstm.load_tflite` cannot import (WHILE loops, Flex ops); it
 also runs `load_tflite` on the file and reports what that does (``not_loadable``).
 
-`inspect_tflite(path_or_bytes)` returns a JSON-ready dict with exactly four keys; this is the
-schema of ``jaxlstm inspect --json`` and it is stable (new keys may be added inside entries,
-existing ones keep their meaning):
+`inspect_tflite(path_or_bytes)` returns a JSON-ready dict with five keys; this is the schema of
+``jaxlstm inspect --json`` and it is stable (new keys may be added, existing ones keep their
+meaning):
 
 ``"operators"``: one entry per operator, every subgraph, in execution order::
 
@@ -17,7 +17,7 @@ existing ones keep their meaning):
      "slots": {"input": 0, "input_to_input_weights": 2, ..., "cell_to_input_weights": None},
      "features": {"cifg": False, "peephole": False, "projection": False,
                   "diagonal_recurrent": False, "layer_norm": False, "hybrid": False,
-                  "quantization": "float"}}
+                  "quantization": "float", "integer_path": "float"}}
 
   ``slots`` (input name -> tensor index or None when absent) and ``features`` are present for the
   fused recurrent ops only (LSTM, UNIDIRECTIONAL_SEQUENCE_LSTM, BIDIRECTIONAL_SEQUENCE_LSTM, RNN,
@@ -26,7 +26,12 @@ existing ones keep their meaning):
   ``aux_input`` replaces ``layer_norm``; the RNN ops have ``hybrid``, ``quantization`` (and
   ``aux_input``) only. ``quantization`` is ``"float"``, ``"hybrid"`` (int8 weights, float
   activations: dynamic-range quantization) or ``"integer"`` (int8/int16 activations or state:
-  full-integer quantization); ``hybrid`` is ``quantization == "hybrid"``.
+  full-integer quantization); ``hybrid`` is ``quantization == "hybrid"``. ``integer_path``
+  names the kernel path: ``"float"``, ``"hybrid"``, and for integer LSTMs ``"8x8_16"`` (int8
+  activations, int16 cell: LiteRT's kernel, and TFLite Micro's int8 one), ``"8x8_8"``
+  (LiteRT's experimental LSTM with 12 intermediates) or ``"16x8"`` (int16 activations:
+  TFLite Micro only); ``"integer"`` for the other recurrent ops, which no runtime has an
+  integer kernel for.
 
 ``"tensors"``: ``{"subgraph", "index", "name", "shape", "shape_signature", "dtype",
 "is_variable", "is_constant", "quantization"}``; ``shape_signature`` has -1 for dynamic
@@ -34,6 +39,13 @@ dimensions; ``quantization`` is ``{"scale": [...], "zero_point": [...],
 "quantized_dimension": int}`` or ``None``.
 
 ``"signatures"``: ``{"key", "subgraph", "inputs": [{"name", "tensor"}], "outputs": [...]}``.
+
+``"runtimes"``: ``{"litert": [...], "tflite-micro": [...]}``, for each runtime the reasons it
+cannot run the file (an empty list: nothing inspect knows of stops it): Flex and custom ops
+(both), int16-activation LSTMs (LiteRT registers LSTM versions 1-4 only), and for TFLite
+Micro: the ops it has no kernel for (LSTM, BIDIRECTIONAL_SEQUENCE_LSTM, the RNN ops), integer
+LSTMs with CIFG, peephole, projection or layer norm, hybrid LSTMs (its kernel computes NaN
+from int8 weights with float activations), uint8 tensors and dynamic dimensions.
 
 ``"warnings"``: ``{"code", "subgraph", "operator", "message"}`` (the operator's index, or
 ``None`` for both when the warning is about the whole file), codes:
@@ -65,6 +77,9 @@ _LSTM_OPS = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM")
 _RNN_OPS = ("RNN", "UNIDIRECTIONAL_SEQUENCE_RNN")
 _INPUT_TABLES = _spec.INPUTS_BY_OPERATOR
 _INTEGER_TYPES = ("int8", "uint8", "int16")
+RUNTIME_NAMES = {"litert": "LiteRT", "tflite-micro": "TFLite Micro"}
+# Recurrent ops TFLite Micro registers no kernel for (micro_mutable_op_resolver.h).
+_NOT_IN_TFLITE_MICRO = ("LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", *_RNN_OPS, "BIDIRECTIONAL_SEQUENCE_RNN")
 
 
 def read_tflite_bytes(model: str | os.PathLike | bytes) -> bytes:
@@ -85,14 +100,15 @@ def read_tflite_bytes(model: str | os.PathLike | bytes) -> bytes:
     return data
 
 
-def inspect_tflite(model: str | os.PathLike | bytes) -> dict[str, list[dict[str, Any]]]:
+def inspect_tflite(model: str | os.PathLike | bytes) -> dict[str, Any]:
     """Describes a .tflite model as a JSON-ready dict (schema in the module docstring).
 
     Args:
       model: a path to a .tflite file, or its bytes.
 
     Returns:
-      ``{"operators": [...], "tensors": [...], "signatures": [...], "warnings": [...]}``.
+      ``{"operators": [...], "tensors": [...], "signatures": [...], "runtimes": {...},
+      "warnings": [...]}``.
 
     Raises:
       FileNotFoundError: no such file.
@@ -131,10 +147,10 @@ def _load_warnings(data: bytes) -> list[dict[str, Any]]:
     ]
 
 
-def _describe(m: Any) -> dict[str, list[dict[str, Any]]]:
+def _describe(m: Any) -> dict[str, Any]:
     names = enum_names(schema.BuiltinOperator)
     opcodes = [_opcode(c, names) for c in m.operatorCodes or []]
-    report: dict[str, list[dict[str, Any]]] = {"operators": [], "tensors": [], "signatures": [], "warnings": []}
+    report: dict[str, Any] = {"operators": [], "tensors": [], "signatures": [], "runtimes": {}, "warnings": []}
     for s, graph in enumerate(m.subgraphs or []):
         tensors = [_tensor(s, i, t, m.buffers) for i, t in enumerate(graph.tensors or [])]
         report["tensors"] += tensors
@@ -144,6 +160,7 @@ def _describe(m: Any) -> dict[str, list[dict[str, Any]]]:
             report["operators"].append(entry)
             report["warnings"] += _operator_warnings(entry, tensors)
     report["warnings"] = _merge_repeats(report["warnings"])
+    report["runtimes"] = _runtimes(report["operators"], report["tensors"])
     for sig in m.signatureDefs or []:
         report["signatures"].append(
             {
@@ -156,7 +173,7 @@ def _describe(m: Any) -> dict[str, list[dict[str, Any]]]:
     return report
 
 
-def format_report(report: dict[str, list[dict[str, Any]]], title: str = "") -> str:
+def format_report(report: dict[str, Any], title: str = "") -> str:
     """A human-readable rendering of an `inspect_tflite` report."""
     tensors = {(t["subgraph"], t["index"]): t for t in report["tensors"]}
 
@@ -171,6 +188,9 @@ def format_report(report: dict[str, list[dict[str, Any]]], title: str = "") -> s
         ins = ", ".join(f"{x['name']}={tensor(s, x['tensor'])}" for x in sig["inputs"])
         outs = ", ".join(f"{x['name']}={tensor(s, x['tensor'])}" for x in sig["outputs"])
         lines.append(f"signature {sig['key']!r}: ({ins}) -> ({outs})")
+    for runtime, reasons in report["runtimes"].items():
+        lines.append(f"{RUNTIME_NAMES[runtime]}: " + ("runs this file" if not reasons else "cannot run this file:"))
+        lines += [f"  - {reason}" for reason in reasons]
     lines.append(f"operators ({len(report['operators'])}):")
     for op in report["operators"]:
         s = op["subgraph"]
@@ -300,11 +320,13 @@ def _operator(
     if table is not None and not (opcode == "LSTM" and entry["options"].get("kernel_type") == "BASIC"):
         slots = {name: (inputs[k] if k < len(inputs) and inputs[k] >= 0 else None) for k, name in enumerate(table)}
         entry["slots"] = slots
-        entry["features"] = _features(opcode, slots, tensors)
+        entry["features"] = _features(opcode, slots, tensors, 0 if op.intermediates is None else len(op.intermediates))
     return entry
 
 
-def _features(opcode: str, slots: dict[str, int | None], tensors: list[dict[str, Any]]) -> dict[str, Any]:
+def _features(
+    opcode: str, slots: dict[str, int | None], tensors: list[dict[str, Any]], n_intermediates: int
+) -> dict[str, Any]:
     def present(name: str) -> bool:
         return slots.get(name) is not None
 
@@ -320,7 +342,11 @@ def _features(opcode: str, slots: dict[str, int | None], tensors: list[dict[str,
         quantization = "hybrid"  # int8 weights, float activations
     else:
         quantization = "float"
-    quantized = {"hybrid": quantization == "hybrid", "quantization": quantization}
+    integer_path = quantization
+    if quantization == "integer" and opcode in _LSTM_OPS:
+        eight_bit = "8x8_8" if opcode == "LSTM" and n_intermediates == 12 else "8x8_16"
+        integer_path = "16x8" if dtype("input") == "int16" else eight_bit
+    quantized = {"hybrid": quantization == "hybrid", "quantization": quantization, "integer_path": integer_path}
     if opcode in _RNN_OPS:
         return quantized
     if opcode == "BIDIRECTIONAL_SEQUENCE_RNN":
@@ -341,6 +367,41 @@ def _features(opcode: str, slots: dict[str, int | None], tensors: list[dict[str,
     else:
         features["aux_input"] = present("aux_input")
     return {**features, **quantized}
+
+
+def _runtimes(operators: list[dict[str, Any]], tensors: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """For LiteRT and TFLite Micro, the reasons it cannot run the file (module docstring)."""
+    litert: list[str] = []
+    micro: list[str] = []
+    for op in operators:
+        where = f"operator [{op['subgraph']}:{op['index']}] {op['opcode']}"
+        if op["opcode"] == "CUSTOM":
+            reason = f"{where} is the custom op {op['custom_code']!r}, which needs its own kernel registered"
+            litert.append(reason)
+            micro.append(reason)
+            continue
+        features = op["features"] or {}
+        path = features.get("integer_path")
+        if path == "16x8":
+            litert.append(f"{where} has int16 activations (16x8); LiteRT has no such LSTM kernel")
+        if op["opcode"] in _NOT_IN_TFLITE_MICRO:
+            micro.append(f"{where}: TFLite Micro has no kernel for this op")
+        elif path in ("8x8_16", "16x8"):
+            unsupported = [f for f in ("cifg", "peephole", "projection", "layer_norm") if features.get(f)]
+            if unsupported:
+                micro.append(f"{where} uses {', '.join(unsupported)}, which TFLite Micro's integer LSTM lacks")
+        elif path == "hybrid" and op["opcode"] in _LSTM_OPS:
+            micro.append(f"{where} is hybrid (int8 weights, float activations); TFLite Micro's kernel computes NaN")
+    uint8 = [t["name"] for t in tensors if t["dtype"] == "uint8" and not t["is_constant"]]
+    if uint8:
+        micro.append(f"uint8 tensors ({', '.join(uint8[:3])}); TFLite Micro's kernels take int8 and int16")
+    dynamic = [t["name"] for t in tensors if any(d < 0 for d in t["shape_signature"])]
+    if dynamic:
+        micro.append(
+            f"dynamic dimensions (-1 in the shape signature of {', '.join(dynamic[:3])}); TFLite Micro needs "
+            "static shapes: export with batch_size and time_steps"
+        )
+    return {"litert": litert, "tflite-micro": micro}
 
 
 def _warning(op: dict[str, Any], code: str, message: str) -> dict[str, Any]:

@@ -168,7 +168,7 @@ def test_help_is_complete(capsys, argv, expected):
 
 def test_inspect_json_schema_on_a_jaxlstm_model(capsys, tiny):
     report = _json(capsys, "inspect", tiny)
-    assert set(report) == {"operators", "tensors", "signatures", "warnings"}
+    assert set(report) == {"operators", "tensors", "signatures", "runtimes", "warnings"}
     lstm, dense = (op for op in report["operators"] if op["opcode"] not in ("FILL", "SHAPE", "STRIDED_SLICE"))
     assert set(lstm) == {
         "subgraph",
@@ -192,6 +192,7 @@ def test_inspect_json_schema_on_a_jaxlstm_model(capsys, tiny):
         "layer_norm": False,
         "hybrid": False,
         "quantization": "float",
+        "integer_path": "float",
     }
     assert lstm["slots"]["cell_to_forget_weights"] is None
     assert lstm["slots"]["input_to_forget_weights"] == lstm["inputs"][2]
@@ -213,6 +214,7 @@ def test_inspect_json_schema_on_a_jaxlstm_model(capsys, tiny):
     (signature,) = report["signatures"]
     assert signature["key"] == "serving_default" and signature["inputs"][0]["tensor"] == lstm["inputs"][0]
     assert report["warnings"] == []  # no cell_clip=10 quirk on a jaxlstm-made model; it loads; predict
+    assert report["runtimes"] == {"litert": [], "tflite-micro": []}  # float, static shapes
 
 
 def test_inspect_human_readable(capsys, tiny):

@@ -136,7 +136,8 @@ def test_accepts_a_model_object_and_reports_as_json_and_plot(tmp_path):
     weights = _weights(np.random.default_rng(3), N_INPUT, 4, 0.5)
     report = compare(_lstm_model(weights, (1, 6, N_INPUT), cell_clip=0.0), seed=5)
     d = json.loads(json.dumps(report.to_dict()))
-    assert set(d) == {"passed", "hybrid", "steps", "semantics", "notes", "errors"}
+    assert set(d) == {"passed", "hybrid", "integer", "runtime", "steps", "semantics", "notes", "errors"}
+    assert (d["integer"], d["runtime"]) == (False, "litert")
     assert set(d["errors"][0]) == {
         "case",
         "batch",
@@ -149,6 +150,7 @@ def test_accepts_a_model_object_and_reports_as_json_and_plot(tmp_path):
         "passed",
         "per_step",
         "note",
+        "mismatched",
     }
     assert d["passed"] is True and d["semantics"] == "predict" and len(d["errors"]) == 3 * 2  # cases x invokes
     plot_errors(report, tmp_path / "errors.png")

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,8 +46,10 @@ from jaxlstm.ops._quant import QuantizedTensor, round_half_away
 
 OPCODES = ("QUANTIZE", "DEQUANTIZE", "FULLY_CONNECTED", "SOFTMAX", "LOGISTIC", "TANH", "ADD", "MUL", "CONCATENATION")
 ACTIVATION_TYPES = ("int8", "uint8", "int16")
-# Fused activations of the integer kernels (CalculateActivationRangeQuantized).
-_FUSED = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6")
+# The fused activations of the integer kernels and their real bounds (kernel_util.cc
+# CalculateActivationRangeQuantized; None: the type's limit).
+_FUSED_BOUNDS = {"NONE": (None, None), "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
+_FUSED = tuple(_FUSED_BOUNDS)
 
 
 def is_quantized(t: Tensor) -> bool:
@@ -62,7 +64,11 @@ def computes_on_integers(op: Operator, tensors: Sequence[Tensor]) -> bool:
 
 def _integer(opcode: str):
     """Registers an integer kernel ``fn(op, args, tensors, runtime)`` for `opcode` in front of
-    its float kernel, which runs when the operator has no quantized integer activations."""
+    its float kernel, which runs when the operator has no quantized integer activations.
+
+    The kernel runs as one jitted computation per operator and operand shapes (eagerly, each
+    of its array operations would compile alone), under x64 so that int64 biases keep their
+    type through the jit boundary."""
     float_kernel = KERNELS.get(opcode)
 
     def register(fn):
@@ -70,7 +76,8 @@ def _integer(opcode: str):
         @functools.wraps(fn)
         def dispatch(op: Operator, args: list, context: KernelContext):
             if computes_on_integers(op, context.tensors):
-                return [fn(op, args, context.tensors, context.runtime)], {}
+                with jax.enable_x64(True):
+                    return [_jitted(fn, op, context.tensors, context.runtime, *args)], {}
             if float_kernel is None:
                 raise NotImplementedError(f"{opcode} on float tensors has no kernel in jaxlstm")
             return float_kernel(op, args)
@@ -78,6 +85,11 @@ def _integer(opcode: str):
         return fn
 
     return register
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _jitted(fn, op: Operator, tensors: Sequence[Tensor], runtime: str, *args) -> jax.Array:
+    return fn(op, list(args), tensors, runtime)
 
 
 def _quantization(t: Tensor) -> tuple[float, int]:
@@ -112,9 +124,7 @@ def activation_range(activation: str, t: Tensor) -> tuple[int, int]:
     def quantize(bound: float) -> int:
         return zero_point + int(fp.round_half_away(float(np.float32(bound) / np.float32(scale))))
 
-    low, high = {"NONE": (None, None), "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}[
-        activation
-    ]
+    low, high = _FUSED_BOUNDS[activation]
     return (
         int(info.min) if low is None else max(int(info.min), quantize(low)),
         int(info.max) if high is None else min(int(info.max), quantize(high)),
@@ -173,14 +183,25 @@ def dequantize(x: jax.Array, scale: float, zero_point: int, runtime: str) -> jax
     if runtime == "tflite-micro" or x.dtype == jnp.int16:
         return exact
     s = np.float32(scale)
-    # Two float32 roundings, written so that a caller's jit keeps both: in float32 XLA fuses
-    # the product into the subtraction (one fused multiply-add), and it drops a float64 ->
-    # float32 -> float64 round trip; reduce_precision rounds the exact double product to
-    # float32 and stays, and the difference of two float32 values is exact in double.
-    with jax.enable_x64(True):
-        product = lax.reduce_precision(x.astype(jnp.float64) * np.float64(s), exponent_bits=8, mantissa_bits=23)
-        vector = (product - np.float64(s * np.float32(zero_point))).astype(jnp.float32)
+    vector = _float32_sum(_float32_product(x, s), -(s * np.float32(zero_point)))
     return jnp.where(vector_lanes(x.shape, 8), vector, exact)
+
+
+def _float32_product(x: jax.Array, scale: np.float32) -> jax.Array:
+    """float32 ``x * scale`` of an integer array, held in float64 (exact, then rounded to float32
+    precision). Separate float32 operations would let XLA contract a product and a following
+    sum into one FMA (rounding once, where the C++ rounds twice); rounding a float64 value to
+    float32 precision by a float64 -> float32 -> float64 round trip is elided under jit too,
+    `lax.reduce_precision` is not."""
+    with jax.enable_x64(True):
+        return lax.reduce_precision(x.astype(jnp.float64) * np.float64(scale), exponent_bits=8, mantissa_bits=23)
+
+
+def _float32_sum(x: jax.Array, c: np.float32) -> jax.Array:
+    """float32 ``x + c`` of `_float32_product`'s float64 values (exact in float64 for operands of
+    similar magnitude, then rounded once), as float32."""
+    with jax.enable_x64(True):
+        return lax.reduce_precision(x + np.float64(c), exponent_bits=8, mantissa_bits=23).astype(jnp.float32)
 
 
 @_integer("QUANTIZE")
@@ -248,29 +269,25 @@ def _fully_connected(op: Operator, args: list, tensors: Sequence[Tensor], runtim
     weights = (w.values if isinstance(w, QuantizedTensor) else w).astype(jnp.int32) - int(w_t.zero_point)
     rows = x.reshape(-1, weights.shape[-1]).astype(jnp.int32) - int(x_t.zero_point)
     multiplier, shift = fully_connected_multipliers(x_t, w_t, y_t, runtime)
-    int64_bias = bias is not None and jnp.dtype(bias.dtype) == jnp.int64
+    bias_type = None if bias is None else tensors[op.inputs[2]].dtype
     dims = (((1,), (1,)), ((), ()))
-    if x_t.dtype == "int16" and (int64_bias if runtime == "litert" else not (bias is not None and not int64_bias)):
+    if x_t.dtype == "int16" and (bias_type == "int64" if runtime == "litert" else bias_type != "int32"):
         with jax.enable_x64(True):
             acc = lax.dot_general(rows.astype(jnp.int64), weights.astype(jnp.int64), dims)
             acc = acc if bias is None else acc + bias.astype(jnp.int64)
-            if runtime == "litert":
-                real = np.array(
-                    [
-                        float(np.float32(x_t.scale)) * float(s) / float(np.float32(y_t.scale))
-                        for s in _weight_scales(w_t)
-                    ]
-                )
-                y = round_half_away(acc.astype(jnp.float64) * real).astype(jnp.int32)
-            else:
+            if runtime == "tflite-micro":
                 y = fp.multiply_by_quantized_multiplier_int64(acc, multiplier, shift)
+            else:
+                s_x, s_y = float(np.float32(x_t.scale)), float(np.float32(y_t.scale))
+                real = np.array([s_x * float(s_w) / s_y for s_w in _weight_scales(w_t)])
+                y = round_half_away(acc.astype(jnp.float64) * real).astype(jnp.int32)
     else:
         acc = lax.dot_general(rows, weights, dims, preferred_element_type=jnp.int32)
         acc = acc if bias is None else acc + bias.astype(jnp.int32)
-        rescale = (
-            fp.multiply_by_quantized_multiplier_ties_up if runtime == "litert" else fp.multiply_by_quantized_multiplier
-        )
-        y = rescale(acc, multiplier, shift)
+        if runtime == "tflite-micro":
+            y = fp.multiply_by_quantized_multiplier(acc, multiplier, shift)
+        else:
+            y = fp.multiply_by_quantized_multiplier_ties_up(acc, multiplier, shift)
     low, high = activation_range(op.option("fused_activation_function", "NONE"), y_t)
     y = _clamp(y + int(y_t.zero_point), y_t.dtype, low, high)
     if op.option("keep_num_dims", False):
@@ -323,7 +340,8 @@ def softmax_gemmlowp(x: jax.Array, input_scale: float, beta: float, output_dtype
     kept = diff >= diff_min
     rescaled = fp.saturating_rounding_doubling_high_mul(diff * (1 << left_shift), jnp.int32(multiplier))
     exps = fp.exp_on_negative_values(rescaled, scaled_diff_integer_bits)
-    summed = jnp.where(kept, fp.rounding_divide_by_pot(exps, accumulation_integer_bits), 0).sum(axis=-1, keepdims=True)
+    summed = jnp.where(kept, fp.rounding_divide_by_pot(exps, accumulation_integer_bits), 0)
+    summed = summed.sum(axis=-1, keepdims=True, dtype=jnp.int32)
     scale, bits_over_unit = fp.get_reciprocal(summed, accumulation_integer_bits)
     bits = jnp.iinfo(output_dtype).bits
     unsaturated = fp.rounding_divide_by_pot(
@@ -361,7 +379,7 @@ def softmax_int16(x: jax.Array, input_scale: float, beta: float, runtime: str) -
     v = x.astype(jnp.int32)
     diff = fp.multiply_by_quantized_multiplier(v - jnp.max(v, axis=-1, keepdims=True), multiplier, shift)
     exps = fp.lut_lookup16(_clamp(diff + 32767, jnp.int16), exp_table).astype(jnp.int32)
-    total = exps.sum(axis=-1, keepdims=True)
+    total = exps.sum(axis=-1, keepdims=True, dtype=jnp.int32)
     headroom_plus_one = lax.clz(total)
     with jax.enable_x64(True):
         shifted = (lax.shift_left(total.astype(jnp.int64), (headroom_plus_one - 1).astype(jnp.int64)) + (1 << 13)) >> 14
@@ -582,6 +600,7 @@ def _binary_operands(op: Operator, args: list, tensors: Sequence[Tensor], runtim
 
 @_integer("ADD")
 def _add(op: Operator, args: list, tensors: Sequence[Tensor], runtime: str) -> jax.Array:
+    """add.cc: the power-of-two int16 path or the general rescalings."""
     a, b, ts, lanes = _binary_operands(op, args, tensors, runtime)
     activation = op.option("fused_activation_function", "NONE")
     if _pot_int16_add(op, ts, runtime):
@@ -592,11 +611,16 @@ def _add(op: Operator, args: list, tensors: Sequence[Tensor], runtime: str) -> j
 @_integer("MUL")
 def _mul(op: Operator, args: list, tensors: Sequence[Tensor], runtime: str) -> jax.Array:
     """Mul (reference_integer_ops::MulElementwise, mul.h): ``MBQM((a - zp_a)(b - zp_b), m) + zp_y``
-    with ``m = s_a s_b / s_y`` in float (mul.cc Prepare). LiteRT's int8 vector loop
-    (optimized/integer_ops/mul.h) saturates the rescaled product to int16 and adds the output
-    offset in int16, wrapping."""
+    with ``m = s_a s_b / s_y``, in float for LiteRT (mul.cc Prepare), in double for TFLite
+    Micro. LiteRT's int8 vector loop (optimized/integer_ops/mul.h) saturates the rescaled
+    product to int16 and adds the output offset in int16, wrapping."""
     a, b, (a_t, b_t, y_t), lanes = _binary_operands(op, args, tensors, runtime)
-    real = np.float32(a_t.scale) * np.float32(b_t.scale) / np.float32(y_t.scale)
+    scales = [np.float32(t.scale) for t in (a_t, b_t, y_t)]
+    real = (
+        scales[0] * scales[1] / scales[2]
+        if runtime == "litert"
+        else float(scales[0]) * float(scales[1]) / float(scales[2])
+    )
     product = (a.astype(jnp.int32) - int(a_t.zero_point)) * (b.astype(jnp.int32) - int(b_t.zero_point))
     rescaled = fp.multiply_by_quantized_multiplier(product, *quantize_multiplier(float(real)))
     y = rescaled + int(y_t.zero_point)
@@ -618,7 +642,7 @@ def concatenation_with_scaling(xs: list[jax.Array], ts: list[Tensor], y_t: Tenso
         if (float(t.scale), int(t.zero_point)) != (float(y_t.scale), int(y_t.zero_point)):
             scale = np.float32(t.scale) * inverse
             bias = np.float32(-int(t.zero_point)) * scale
-            value = round_half_away(x.astype(jnp.float32) * scale + bias).astype(jnp.int32)
+            value = round_half_away(_float32_sum(_float32_product(x, scale), bias)).astype(jnp.int32)
             x = _clamp(value + int(y_t.zero_point), y_t.dtype)
         parts.append(x)
     return jnp.concatenate(parts, axis=axis)
@@ -636,8 +660,9 @@ def _concatenation(op: Operator, args: list, tensors: Sequence[Tensor], runtime:
 # ----------------------------------------------------------------------------- load-time checks
 
 
-def check(op: Operator, tensors: Sequence[Tensor], runtime: str) -> None:
-    """Prepare's refusals for an integer operator of `OPCODES`, at load time.
+def check(op: Operator, tensors: Sequence[Tensor], runtime: str, constants: Collection[int] = ()) -> None:
+    """Prepare's refusals for an integer operator of `OPCODES`, at load time (`constants`:
+    the indices of constant tensors, which may be quantized per channel).
 
     Raises:
       ValueError: a configuration the runtime's kernel refuses (the reason).
@@ -645,18 +670,15 @@ def check(op: Operator, tensors: Sequence[Tensor], runtime: str) -> None:
     """
     ins = [tensors[i] for i in op.inputs if i != NO_TENSOR]
     outs = [tensors[i] for i in op.outputs]
-    for t in (*ins, *outs):
-        if t.dtype in ACTIVATION_TYPES and isinstance(t.scale, tuple) and t is not _weights(op, tensors):
+    for i in (*op.inputs, *op.outputs):
+        t = tensors[i] if i != NO_TENSOR else None
+        if t is not None and t.dtype in ACTIVATION_TYPES and isinstance(t.scale, tuple) and i not in constants:
             raise NotImplementedError(
-                f"{op.opcode}: {t.name!r} has per-channel quantization, which only weights may have"
+                f"{op.opcode}: {t.name!r} has per-channel quantization, which only constants may have"
             )
-        if t.dtype == "uint8" and runtime == "tflite-micro":
+        if t is not None and t.dtype == "uint8" and runtime == "tflite-micro":
             raise NotImplementedError(f"{op.opcode}: {t.name!r} is uint8; TFLite Micro's kernels take int8 and int16")
     _CHECKS[op.opcode](op, ins, outs, runtime)
-
-
-def _weights(op: Operator, tensors: Sequence[Tensor]) -> Tensor | None:
-    return tensors[op.inputs[1]] if op.opcode == "FULLY_CONNECTED" else None
 
 
 def _require(condition: bool, op: Operator, message: str) -> None:

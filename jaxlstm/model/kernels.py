@@ -115,7 +115,7 @@ def check_operator(op: Operator, tensors: Sequence[Tensor], runtime: str, consta
         _integer_lstm.check(op, tensors, _lstm_options(op, time_major_default=False), runtime)
         return
     if op.opcode in integer_kernels.OPCODES and integer_kernels.computes_on_integers(op, tensors):
-        integer_kernels.check(op, tensors, runtime)
+        integer_kernels.check(op, tensors, runtime, constants)
         return
     offset = [i for i in op.inputs if i in constants and tensors[i].zero_point != 0]
     if offset and op.opcode not in _MOVES_VALUES:

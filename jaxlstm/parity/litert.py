@@ -1,4 +1,5 @@
-"""Runs a .tflite model in the LiteRT interpreter: the reference every parity test uses."""
+"""Runs a .tflite model in the LiteRT interpreter, the reference every parity test uses, or in
+TensorFlow Lite Micro's."""
 
 from __future__ import annotations
 
@@ -75,4 +76,38 @@ def run_litert(
             interpreter.set_tensor(d["index"], np.asarray(x, d["dtype"]))
         interpreter.invoke()
         results.append([interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()])
+    return results
+
+
+def run_tflite_micro(
+    model: bytes | str | os.PathLike, inputs: list[np.ndarray], *, invocations: int = 1, arena_size: int = 64 << 20
+) -> list[list[np.ndarray]]:
+    """Invokes `model` `invocations` times on the same `inputs` in TensorFlow Lite Micro's
+    interpreter (the ``tflite-micro`` package), the state carried from one invoke to the next.
+
+    TFLite Micro runs static shapes only: each input must have its tensor's shape.
+
+    Returns:
+      One list of outputs (subgraph order) per invocation.
+
+    Raises:
+      ImportError: the ``tflite-micro`` package is not installed.
+    """
+    try:
+        from tflite_micro.python.tflite_micro import runtime
+    except ImportError as e:
+        e.add_note("comparing against TFLite Micro needs its interpreter: pip install tflite-micro")
+        raise
+    if not isinstance(model, (bytes, bytearray)):
+        with open(model, "rb") as f:
+            model = f.read()
+    model = bytes(model)
+    interpreter = runtime.Interpreter.from_bytes(model, arena_size=arena_size)
+    n_outputs = schema.Model.GetRootAs(model, 0).Subgraphs(0).OutputsLength()
+    results = []
+    for _ in range(invocations):
+        for k, x in enumerate(inputs):
+            interpreter.set_input(np.asarray(x, interpreter.get_input_details(k)["dtype"]), k)
+        interpreter.invoke()
+        results.append([interpreter.get_output(k).copy() for k in range(n_outputs)])
     return results

@@ -597,6 +597,14 @@ def op_version(model: Model, op: Operator) -> int:
     if name in ("BIDIRECTIONAL_SEQUENCE_LSTM", "RNN", "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN"):
         weight = 2 if name == "BIDIRECTIONAL_SEQUENCE_LSTM" else 1
         return (3 if asym else 2) if dtype(weight) == "int8" else 1
+    if name == "FULLY_CONNECTED" and dtype(0) in ("int8", "int16"):  # full integer
+        if dtype(0) == "int16" and op.option("quantized_bias_type", "FLOAT32") != "FLOAT32":
+            return 11
+        if len(op.inputs) == 2:
+            return 6
+        if op.option("keep_num_dims", False):
+            return 5
+        return 4 if dtype(0) == "int8" else 1
     if name == "FULLY_CONNECTED":
         if dtype(1) == "int8":
             scale = model.tensors[op.inputs[1]].scale
@@ -608,7 +616,7 @@ def op_version(model: Model, op: Operator) -> int:
             return 9 if asym else 3
         return 1
     if name == "DEQUANTIZE":
-        return {"int8": 2, "float16": 3}.get(dtype(0), 1)
+        return {"int8": 2, "int16": 3, "float16": 3}.get(dtype(0), 1)
     if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         x, w = (model.tensors[op.inputs[s]] for s in (0, 1))
         channels = w.shape[0 if name == "CONV_2D" else 3]  # op_signature.cc: per-channel = a scale per filter
@@ -629,8 +637,34 @@ def op_version(model: Model, op: Operator) -> int:
         return 5
     if name == "BROADCAST_TO":
         return 2  # version 1 was withdrawn
+    if name == "QUANTIZE":
+        return 2 if model.tensors[op.outputs[0]].dtype == "int16" else 1
+    if name == "FILL":
+        return 3 if dtype(1) in ("int8", "int16") else 1
+    if name == "ADD" and dtype(0) == "int16":
+        return 1 if op.option("pot_scale_int16", True) else 3
+    if name == "MUL" and dtype(0) == "int8":
+        a, b, y = (model.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        return 3 if np.float32(a.scale) * np.float32(b.scale) / np.float32(y.scale) >= 1 else 2
+    if dtype(0) in ("int8", "int16"):
+        return _INTEGER_INPUT_VERSIONS.get(name, {}).get(dtype(0), 1)
     return _BOOL_INPUT_VERSIONS.get(name, 1) if dtype(0) == "bool" else 1
 
 
+# Versions of the ops that take an int8 / int16 first input (op_version.cc).
+_INTEGER_INPUT_VERSIONS = {
+    "SOFTMAX": {"int8": 2, "int16": 3},
+    "LOGISTIC": {"int8": 2, "int16": 3},
+    "TANH": {"int8": 2, "int16": 3},
+    "CONCATENATION": {"int8": 2, "int16": 3},
+    "MUL": {"int16": 4},
+    "ADD": {"int8": 2},
+    "STRIDED_SLICE": {"int8": 2},
+    "GATHER": {"int8": 2, "int16": 4},
+    "PACK": {"int8": 2, "int16": 3},
+    "UNPACK": {"int8": 2, "int16": 4},
+    "TRANSPOSE": {"int8": 2, "int16": 5},
+    "REVERSE_V2": {"int8": 3},
+}
 # Versions of the ops that take a bool first input (op_version.cc).
 _BOOL_INPUT_VERSIONS = {"GATHER": 3, "TRANSPOSE": 3, "STRIDED_SLICE": 3, "REVERSE_V2": 2, "UNPACK": 3}

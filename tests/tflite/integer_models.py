@@ -119,3 +119,46 @@ def run_twice(model: Model, inputs: list[np.ndarray]) -> list[tuple[list[np.ndar
         outputs, state = model.apply(model.params, state, *inputs)
         runs.append(([np.asarray(y) for y in outputs], {k: np.asarray(v) for k, v in state.items()}))
     return runs
+
+
+def litert_invokes(data: bytes, inputs: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+    """The outputs of one LiteRT interpreter (builtin kernels, no XNNPACK) invoked once per
+    entry of `inputs` (a list of input arrays per invoke), without a reset."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    interpreter.allocate_tensors()
+    runs = []
+    for xs in inputs:
+        for d, x in zip(interpreter.get_input_details(), xs):
+            interpreter.set_tensor(d["index"], x)
+        interpreter.invoke()
+        runs.append([interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()])
+    return runs
+
+
+def micro_invokes(data: bytes, inputs: list[list[np.ndarray]], n_outputs: int) -> list[list[np.ndarray]]:
+    """Like `litert_invokes`, in TFLite Micro's interpreter (skips the test without it)."""
+    import pytest
+
+    runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
+    interpreter = runtime.Interpreter.from_bytes(data, arena_size=8 << 20)
+    runs = []
+    for xs in inputs:
+        for k, x in enumerate(xs):
+            interpreter.set_input(x, k)
+        interpreter.invoke()
+        runs.append([interpreter.get_output(k).copy() for k in range(n_outputs)])
+    return runs
+
+
+def jaxlstm_invokes(model: Model, inputs: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+    """`model.apply` once per entry of `inputs`, the state carried over: like the interpreters."""
+    state = model.init_state()
+    runs = []
+    for xs in inputs:
+        outputs, state = model.apply(model.params, state, *xs)
+        runs.append([np.asarray(y) for y in outputs])
+    return runs

@@ -447,9 +447,9 @@ def test_operators_without_integer_kernels_are_refused_on_integer_activations():
     )
     x = b.add_input("x", config.input_shape, "int8", quantization.input)
     y = b.add_lstm(x, weights, LSTMOptions(), quantization=quantization)
-    z = b.add_intermediate("dequantized", config.input_shape[:2] + (4,))
-    b.add_operator("DEQUANTIZE", [y], [z])
-    with pytest.raises(NotImplementedError, match="DEQUANTIZE on quantized integer activations"):
+    z = b.add_intermediate("negated", config.input_shape[:2] + (4,), "int8", quantization.output)
+    b.add_operator("NEG", [y], [z])
+    with pytest.raises(NotImplementedError, match="NEG on quantized integer activations"):
         load_tflite(export_tflite(b.build([z])))
 
 
