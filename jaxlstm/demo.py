@@ -296,10 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "exported (operators as load_tflite reads them back; the LSTMs are single fused ops, and FILL "
         "operators zero their state at every invoke, like Keras predict):"
     )
+    paths = {kind: os.path.join(args.out, f"model_{kind}.tflite") for kind in parity["bytes"]}
+    width = max(map(len, paths.values()))
     for kind, data in parity["bytes"].items():
-        path = os.path.join(args.out, f"model_{kind}.tflite")
-        _write_atomic(path, lambda f, data=data: f.write(data))
-        print(f"  {path}  {len(data):>9,} bytes  {_op_list(parity['ops'][kind])}")
+        _write_atomic(paths[kind], lambda f, data=data: f.write(data))
+        print(f"  {paths[kind]:<{width}}  {len(data):>9,} bytes  {_op_list(parity['ops'][kind])}")
     print(f"  int8 file: {parity['int8_tensors']} int8 weight tensors, float activations (hybrid kernels)")
     print(
         f"  integer file: int8 weights and activations (calibrated on {CALIBRATION_IMAGES} training images), "

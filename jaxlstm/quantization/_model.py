@@ -27,13 +27,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm import _spec
 from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Tensor
 from jaxlstm.model.rewrite import split_bidirectional_lstm
-from jaxlstm.ops._fixed_point import round_half_away
-from jaxlstm.ops._quant import QuantizedTensor
+from jaxlstm.ops._quant import QuantizedTensor, round_half_away
 from jaxlstm.ops.lstm import LSTMWeights
 from jaxlstm.ops.lstm_integer import QuantParams
 from jaxlstm.quantization._calibrate import LSTM_OPCODES, Calibration, as_model, calibrate
@@ -172,14 +172,14 @@ def check_quantizable(model: Model, activations: str) -> None:
                     "float original, not an already quantized one)"
                 )
         if op.opcode in (*LSTM_OPCODES, "BIDIRECTIONAL_SEQUENCE_LSTM"):
-            _check_lstm(model, op, where, activations)
+            _check_lstm(op, where, activations)
         if op.opcode == "FULLY_CONNECTED" and op.inputs[1] not in model.constants:
             raise NotImplementedError(
                 f"{where}: its weights are computed at run time; integer FULLY_CONNECTED needs constants"
             )
 
 
-def _check_lstm(model: Model, op: Operator, where: str, activations: str) -> None:
+def _check_lstm(op: Operator, where: str, activations: str) -> None:
     if op.opcode == "LSTM" and op.option("kernel_type", "FULL") == "BASIC":
         raise NotImplementedError(f"{where}: the BASIC LSTM kernel has no int8/int16 path (only a uint8 kernel)")
     activation = op.option("fused_activation_function", "TANH")
@@ -227,7 +227,7 @@ class _Quantizer:
 
     # -- constants -----------------------------------------------------------------------
 
-    def _set_constant(self, index: int, value: QuantizedTensor | np.ndarray, where: str) -> None:
+    def _set_constant(self, index: int, value: QuantizedTensor, where: str) -> None:
         """Replaces the float constant `index` by its integer `value` (with its scale)."""
         if index in self.quantized:
             old = self.constants[index]
@@ -393,9 +393,11 @@ def _activation_quantization(
             )
         ranges = [calibration.tensors[i] for i in tied if i in calibration.tensors]
         value_range = (min(lo for lo, _ in ranges), max(hi for _, hi in ranges))
-        p = restrictions.pop()[1] if restrictions else activation_quantization(value_range, activations)
-        if any(i in fixed for i in tied):
+        if restrictions:
+            ((_, p),) = restrictions
             restricted |= tied
+        else:
+            p = activation_quantization(value_range, activations)
         for i in tied:
             params[i], group_ranges[i] = p, value_range
     return params, group_ranges, restricted
@@ -406,8 +408,9 @@ def quantize_per_channel(weights: Any) -> QuantizedTensor:
     per-channel FULLY_CONNECTED weights): scale = max|row| / 127 (1 for a zero row) and
     q = round(w * 127 / max|row|), as `jaxlstm.ops.quantize_symmetric` per row."""
     w = np.asarray(weights, np.float32)
-    extent = np.max(np.abs(w), axis=1, keepdims=True) if w.size else np.zeros((w.shape[0], 1), np.float32)
-    inverse = np.where(extent > 0, np.float32(127) / np.where(extent > 0, extent, 1), np.float32(0))
-    q = np.vectorize(round_half_away)(w * inverse.astype(np.float32)) if w.size else w
+    extent = np.max(np.abs(w), axis=1, keepdims=True)
+    safe = np.where(extent > 0, extent, np.float32(1))
+    inverse = np.where(extent > 0, np.float32(127) / safe, np.float32(0)).astype(np.float32)
+    q = np.asarray(round_half_away(jnp.asarray(w * inverse)))
     scale = np.where(extent > 0, extent / np.float32(127), np.float32(1)).astype(np.float32)
     return QuantizedTensor(np.clip(q, -127, 127).astype(np.int8), scale)
