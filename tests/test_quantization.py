@@ -212,3 +212,27 @@ def _add_gru(b: ModelBuilder, x: Ref, rng: np.random.Generator) -> Ref:
 def _add_rnn(b: ModelBuilder, x: Ref, rng: np.random.Generator) -> Ref:
     weights = RNNWeights(*(rng.normal(size=shape).astype(np.float32) for shape in ((4, 3), (4, 4), (4,))))
     return b.add_rnn(x, weights, RNNOptions())
+
+
+def test_calibration_reads_each_layout_and_the_single_step_op():
+    """The same weights and rows batch-major, time-major, and (one step) as the LSTM op: the
+    same ranges inside the LSTM."""
+    weights = float_weights(np.random.default_rng(4), FEATURES)
+    data = np.random.default_rng(5).normal(size=(16, 1, 3)).astype(np.float32)
+    ranges = []
+    for layout in ("batch_major", "time_major", "single_step"):
+        b = ModelBuilder()
+        if layout == "single_step":
+            x = b.add_input("input", (-1, 3))
+            y = b.add_lstm_cell(x, weights, LSTMOptions(), name="lstm")
+            batch = data[:, 0]
+        else:
+            time_major = layout == "time_major"
+            x = b.add_input("input", (1, -1, 3) if time_major else (-1, 1, 3))
+            y = b.add_lstm(x, weights, LSTMOptions(time_major=time_major), name="lstm")
+            batch = np.swapaxes(data, 0, 1) if time_major else data
+        (lstm,) = calibrate(b.build([y]), [batch], progress=False).lstms.values()
+        ranges.append(lstm)
+    for other in ranges[1:]:
+        np.testing.assert_allclose(np.array([other.cell_state, other.hidden, *other.gates]),
+                                   np.array([ranges[0].cell_state, ranges[0].hidden, *ranges[0].gates]), rtol=1e-6)  # fmt: skip
