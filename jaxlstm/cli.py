@@ -77,7 +77,7 @@ applies to jaxlstm vs LiteRT; pairs with the (float) source use --source-toleran
 Fully integer files (int8/int16 activations) are compared exactly (tolerance 0): integer
 outputs as integers, with the number of mismatching elements and the largest difference in
 LSBs; LiteRT runs them with its builtin kernels alone (XNNPACK, its default delegate,
-rescales int8 operators in float and differs from them by an LSB here and there).
+rescales int8 QUANTIZE, DEQUANTIZE and MUL in float, an LSB off here and there).
 --runtime tflite-micro compares against TensorFlow Lite Micro's interpreter instead (pip
 install tflite-micro; static shapes only), the only runtime of int16-activation LSTMs.
 Known quirk: TFLiteConverter writes cell_clip=10 into LSTMs from Keras, which never clips;

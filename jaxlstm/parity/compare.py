@@ -23,9 +23,10 @@ An element passes when ``|a - b| <= tolerance * max(1, |b|)`` (absolute error fo
 Fully integer files (int8 / int16 activations) are compared exactly: tolerance 0, integer
 outputs as integers (``max_abs`` is then the largest difference in LSBs, and ``mismatched``
 counts the differing elements); the source is compared with the dequantized outputs. LiteRT
-runs them with its builtin kernels alone: XNNPACK, its default delegate, takes int8 QUANTIZE,
-DEQUANTIZE, requantization, MUL, FULLY_CONNECTED and ADD with its own float rescaling, which
-differs from the builtin kernels (that jaxlstm reproduces) by an LSB here and there.
+runs them with its builtin kernels alone: XNNPACK, its default delegate, computes int8
+QUANTIZE, DEQUANTIZE, requantization and MUL with its own float rescaling, an LSB away from
+the builtin kernels (which jaxlstm reproduces) here and there (on int8 FULLY_CONNECTED, ADD,
+SOFTMAX, LOGISTIC and TANH it agreed with them in jaxlstm's tests).
 ``runtime="tflite-micro"`` compares against TensorFlow Lite Micro's interpreter instead (the
 only runtime of int16-activation LSTMs), with jaxlstm reproducing its kernels.
 

@@ -26,6 +26,7 @@ N = 24
 _srdhm = jax.jit(fp.saturating_rounding_doubling_high_mul)
 _rdbpot = jax.jit(fp.rounding_divide_by_pot)
 _mbqm = jax.jit(fp.multiply_by_quantized_multiplier)
+_mbqm_ties_up = jax.jit(fp.multiply_by_quantized_multiplier_ties_up)
 _mbqm64 = jax.jit(fp.multiply_by_quantized_multiplier_int64)
 _inv_sqrt = jax.jit(fp.inv_sqrt_quantized_multiplier_exp)
 
@@ -304,6 +305,20 @@ def test_rounding_divide_by_pot_int16_exhaustive():
 def test_multiply_by_quantized_multiplier(triples):
     x, m, s = (_i32(v) for v in zip(*triples))
     assert _mbqm(x, m, s).tolist() == [ref.mbqm(*t) for t in triples]
+
+
+@SETTINGS
+@given(_batch(st.tuples(INT32, st.integers(1, 2**31 - 1), st.integers(-31, 20))))
+def test_multiply_by_quantized_multiplier_ties_up(triples):
+    """As MultiplyByQuantizedMultiplier, with a final shift that rounds ties toward +inf."""
+
+    def reference(x: int, m: int, s: int) -> int:
+        left, right = max(s, 0), max(-s, 0)
+        high = ref.srdhm(ref.wrap(x * ref.wrap(1 << left, 32), 32), m)
+        return ref.wrap((high + ((1 << right) >> 1)) >> right, 32)
+
+    x, m, s = (_i32(v) for v in zip(*triples))
+    assert _mbqm_ties_up(x, m, s).tolist() == [reference(*t) for t in triples]
 
 
 @SETTINGS
