@@ -99,7 +99,9 @@ def calibrate(model: Any, calibration_data: Any, *, progress: bool = True) -> Ca
 
     model, _ = split_bidirectional_lstm(as_model(model, "calibrate"))
     activations = [
-        i for i, t in enumerate(model.tensors) if i not in model.constants and not t.is_variable and _is_float(t)
+        i
+        for i, t in enumerate(model.tensors)
+        if i not in model.constants and not t.is_variable and t.dtype.startswith("float")
     ]
     lstms = [(k, op) for k, op in enumerate(model.operators) if op.opcode in LSTM_OPCODES]
     probe = model.replace(outputs=activations, signature_names=None)
@@ -147,10 +149,6 @@ def calibrate(model: Any, calibration_data: Any, *, progress: bool = True) -> Ca
     )
 
 
-def _is_float(t) -> bool:
-    return t.dtype.startswith("float")
-
-
 def _batches(model: Model, data: Any) -> list | Iterator:
     """The calibration batches, each a tuple of float32 arrays (one per model input)."""
     if isinstance(data, (np.ndarray, jax.Array)):
@@ -163,8 +161,9 @@ def _batches(model: Model, data: Any) -> list | Iterator:
         axis = model.batch_axes().get(model.inputs[0], 0)
         shape = model.tensors[model.inputs[0]].shape
         rows = data.shape[axis] if data.ndim > axis else 0
-        size = shape[axis] if len(shape) > axis and shape[axis] > 0 else CALIBRATION_BATCH
-        if rows == 0 or (size != CALIBRATION_BATCH and rows % size):
+        fixed = shape[axis] if len(shape) > axis and shape[axis] > 0 else None  # a static batch
+        size = fixed or CALIBRATION_BATCH
+        if rows == 0 or (fixed and rows % fixed):
             raise ValueError(
                 f"calibration_data has shape {data.shape}: {rows} rows along the batch axis {axis}; the model's "
                 f"input {model.input_names[0]!r} has shape {list(shape)}, so give a positive multiple of {size} rows"

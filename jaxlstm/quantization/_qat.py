@@ -69,9 +69,11 @@ class FakeQuantized:
                 continue
             scale = np.asarray(value.scale, np.float32)
             inverse = (1.0 / scale.astype(np.float64)).astype(np.float32)
-            limit = np.iinfo(value.values.dtype).max
-            q = round_half_away(jax.lax.stop_gradient(jnp.asarray(params[name], jnp.float32)) * inverse)
-            integer[name] = QuantizedTensor(jnp.clip(q, -limit, limit).astype(value.values.dtype), value.scale)
+            limit = float(np.iinfo(value.values.dtype).max)  # exact in float64 up to int32
+            with jax.enable_x64(True):  # int64 biases (16x8) stay int64, as the kernels take them
+                q = round_half_away(jax.lax.stop_gradient(jnp.asarray(params[name], jnp.float32)) * inverse)
+                q = jnp.clip(q.astype(jnp.float64), -limit, limit).astype(value.values.dtype)
+            integer[name] = QuantizedTensor(q, value.scale)
         return integer
 
     def integer_model(self, params: Mapping[str, Any]) -> Model:

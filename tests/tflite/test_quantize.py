@@ -294,3 +294,14 @@ def test_quantization_aware_training_recovers_accuracy():
     np.testing.assert_array_equal(
         run_litert(export_tflite(tuned), [x_test[:4]], xnnpack=False)[0][0], tuned(x_test[:4])[0]
     )
+
+
+def test_fake_quantized_int16_under_jit():
+    """16x8: the int64 biases re-quantized inside a jitted function (no jax_enable_x64) stay
+    int64, and the forward pass is the integer model's (TFLite Micro's arithmetic)."""
+    rng = np.random.default_rng(4)
+    model = _regression_model(rng)
+    x = rng.normal(size=(32, 6, 2)).astype(np.float32)
+    integer = jaxlstm.quantize(model, x, activations="int16", progress=False)
+    assert integer.constant("lstm/forget_gate_bias").values.dtype == np.int64
+    np.testing.assert_array_equal(jax.jit(fake_quantized(integer).apply)(model.params, x)[0], integer(x)[0])
