@@ -87,6 +87,9 @@ Exit code 0 when every pair passes, 1 otherwise, 2 on a user error.
 """
 
 
+_FULL_INTEGER = ("int8", "int16")  # --quantize choices that calibrate (jaxlstm.quantize)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line on stderr, exit code 2."""
 
@@ -175,9 +178,24 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-o", "--output", required=True, metavar="OUT.tflite", help="where to write")
     convert.add_argument(
         "--quantize",
-        choices=("dynamic",),
+        choices=("dynamic", *_FULL_INTEGER),
         default=None,
-        help="dynamic: int8 weights, float activations (TFLite's hybrid ops)",
+        help="dynamic: int8 weights, float activations (TFLite's hybrid ops); int8: fully integer, "
+        "calibrated on --calibration (runs in LiteRT and TFLite Micro); int16: int16 activations, "
+        "int8 weights (16x8, runs in TFLite Micro only)",
+    )
+    convert.add_argument(
+        "--calibration",
+        metavar="DATA.npy",
+        help="representative inputs for --quantize int8/int16: a .npy array shaped like the model's "
+        "input ([N, T, features]), or a .npz with one array per model input, in input order",
+    )
+    convert.add_argument(
+        "--io",
+        choices=("float", "integer"),
+        default=None,
+        help="with --quantize int8/int16: float (default) keeps float32 inputs and outputs (QUANTIZE / "
+        "DEQUANTIZE at the edges); integer makes them the integer tensors",
     )
     convert.add_argument(
         "--stateful",
@@ -312,6 +330,15 @@ def _convert(args: argparse.Namespace) -> int:
     from jaxlstm.model.rewrite import fuse_bidirectional_lstm, strip_cell_clip
     from jaxlstm.tflite import export_tflite
 
+    full_integer = args.quantize in _FULL_INTEGER
+    if full_integer and args.calibration is None:
+        raise _UserError(
+            f"--quantize {args.quantize} needs --calibration DATA.npy: representative inputs shaped like the "
+            "model's input, e.g. [N, T, features]"
+        )
+    for flag, value in (("--calibration", args.calibration), ("--io", args.io)):
+        if value is not None and not full_integer:
+            raise _UserError(f"{flag} applies to --quantize int8 or int16 only")
     model = _load_source(args.src, args.batch, args.batch_first)
     if args.strip_cell_clip:
         model, n = strip_cell_clip(model)
@@ -327,10 +354,15 @@ def _convert(args: argparse.Namespace) -> int:
                 "convert",
                 "--fuse-bidirectional: no REVERSE_V2 + UNIDIRECTIONAL_SEQUENCE_LSTM pair that can be fused was found",
             )
+    if full_integer:
+        from jaxlstm.quantization import quantize
+
+        calibration = _read_calibration(args.calibration, len(model.inputs))
+        model = quantize(model, calibration, activations=args.quantize, io=args.io or "float")
     data = export_tflite(
         model,
         path=args.output,
-        quantize=args.quantize,
+        quantize="dynamic" if args.quantize == "dynamic" else None,
         stateful=args.stateful,
         batch_size=None if args.batch in (None, -1) else args.batch,
         time_steps=args.time_steps,
@@ -339,7 +371,12 @@ def _convert(args: argparse.Namespace) -> int:
     ops = ", ".join(op["opcode"] for op in report["operators"] if op["subgraph"] == 0)
     print(f"wrote {args.output} ({len(data):,} bytes)")
     print(f"operators: {ops}")
-    if args.quantize:
+    if full_integer:
+        runtimes = (
+            "LiteRT and TFLite Micro" if args.quantize == "int8" else "TFLite Micro only (LiteRT has no 16x8 LSTM)"
+        )
+        print(f"fully integer: {args.quantize} activations, int8 weights; runs in {runtimes}")
+    elif args.quantize:
         n_int8 = sum(t["dtype"] == "int8" and t["is_constant"] for t in report["tensors"])
         print(f"int8 weight tensors: {n_int8}")
         if not n_int8:
@@ -351,6 +388,25 @@ def _convert(args: argparse.Namespace) -> int:
     for w in report["warnings"]:
         _warn("convert", f"{w['code']}: {w['message']}")
     return 0
+
+
+def _read_calibration(path: str, n_inputs: int):
+    """The calibration data of `--calibration`: the array of a .npy file (`jaxlstm.quantize`
+    splits it into batches), or the arrays of a .npz (one per model input) as one batch."""
+    import numpy as np
+
+    if not os.path.exists(path):
+        raise _UserError(f"no such file: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise _UserError(f"{path}: not a .npy or .npz array file ({_one_line(e)})") from e
+    if isinstance(data, np.ndarray):
+        return data
+    arrays = [data[k] for k in data.files]
+    if len(arrays) != n_inputs:
+        raise _UserError(f"{path} holds {len(arrays)} arrays; the model takes {n_inputs} inputs")
+    return [tuple(arrays)]
 
 
 def _load_source(path: str, batch: int | None, batch_first: bool):

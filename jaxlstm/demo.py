@@ -7,11 +7,14 @@ Nothing is downloaded, and a 2-core CPU finishes in about a minute:
 2. trains ``Sequential(LSTM(8, 64), LSTM(64, 64), LastTimeStep(), nnx.Linear(64, 10))`` on
    the fused ops with optax Adam (cosine-decayed learning rate) and a tqdm progress bar;
 3. reports the test accuracy;
-4. exports the classifier plus a softmax as ``model_float.tflite`` and ``model_int8.tflite``
-   (dynamic-range quantization: int8 weights, float activations, LiteRT's hybrid kernels);
-5. runs both files in the LiteRT interpreter on the test images and prints the parity: float
-   file vs the JAX model, int8 file vs jaxlstm's emulation of the same int8 file
-   (`jaxlstm.load_tflite`), with file sizes and the operator list;
+4. exports the classifier plus a softmax as ``model_float.tflite``, ``model_int8.tflite``
+   (dynamic-range quantization: int8 weights, float activations, LiteRT's hybrid kernels)
+   and ``model_integer.tflite`` (fully integer int8, `jaxlstm.quantize` calibrated on
+   training images: int8 activations, LiteRT's 8x8_16 LSTM kernel);
+5. runs the three files in the LiteRT interpreter on the test images and prints the parity
+   and accuracy: float file vs the JAX model, int8 file vs jaxlstm's emulation of the same
+   file (`jaxlstm.load_tflite`), fully integer file vs jaxlstm's integer model (bit for bit),
+   with file sizes and the operator list;
 6. writes ``demo.png`` (training curve and parity) and ``summary.json``.
 
 Every file is written to a temporary name in the output directory and then renamed, so an
@@ -43,6 +46,8 @@ PARITY_TOLERANCE = 1e-5
 # upstream hybrid kernel tests (lstm_test.cc: 1.6e-2).
 INT8_FLIP_FRACTION = 0.05
 INT8_MAX_ERROR = 2e-2
+# Training images the fully integer model is calibrated on (the converter's representative dataset).
+CALIBRATION_IMAGES = 256
 _RECURRENT_OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")
 
 
@@ -158,9 +163,11 @@ def train(
     return history
 
 
-def check_parity(classifier, x_test, y_test) -> dict:
-    """Exports float and int8 files and runs them in LiteRT; returns the bytes and the numbers."""
+def check_parity(classifier, x_train, x_test, y_test) -> dict:
+    """Exports float, hybrid int8 and fully integer files and runs them in LiteRT; returns the
+    bytes and the numbers."""
     from jaxlstm.parity.litert import run_litert
+    from jaxlstm.quantization import quantize
     from jaxlstm.tflite import export_tflite, load_tflite
 
     reference = np.asarray(classifier(x_test))
@@ -170,21 +177,29 @@ def check_parity(classifier, x_test, y_test) -> dict:
     # dense layer (10x64) stay float.
     int8_bytes = export_tflite(classifier, quantize="dynamic")
     emulation = np.asarray(load_tflite(int8_bytes)(x_test)[0])
+    integer = quantize(classifier, x_train[:CALIBRATION_IMAGES], progress=False)
+    integer_bytes = export_tflite(integer)
+    integer_jax = np.asarray(integer(x_test)[0])
     # The files are predict models: resizing the input to the test set's batch is all LiteRT needs.
     litert_float = run_litert(float_bytes, [x_test])[0][0]
     litert_int8 = run_litert(int8_bytes, [x_test])[0][0]
-    models = {"float": float_bytes, "int8": int8_bytes}
+    # LiteRT's builtin integer kernels: its XNNPACK delegate rounds int8 FULLY_CONNECTED differently.
+    litert_integer = run_litert(integer_bytes, [x_test], xnnpack=False)[0][0]
+    models = {"float": float_bytes, "int8": int8_bytes, "integer": integer_bytes}
     return {
         "bytes": models,
         "ops": {k: load_tflite(v).opcodes for k, v in models.items()},
         "int8_tensors": sum(t.dtype == "int8" for t in load_tflite(int8_bytes).tensors),
         "float_error": np.abs(litert_float - reference).max(axis=-1),  # per test image
         "int8_error": np.abs(litert_int8 - emulation).max(axis=-1),
+        "integer_error": np.abs(litert_integer - integer_jax).max(axis=-1),
         "quantization_error": np.abs(litert_int8 - reference).max(axis=-1),
+        "integer_quantization_error": np.abs(litert_integer - reference).max(axis=-1),
         "accuracy": {
             "jax": float(np.mean(reference.argmax(-1) == y_test)),
             "litert_float": float(np.mean(litert_float.argmax(-1) == y_test)),
             "litert_int8": float(np.mean(litert_int8.argmax(-1) == y_test)),
+            "litert_integer": float(np.mean(litert_integer.argmax(-1) == y_test)),
         },
     }
 
@@ -212,6 +227,7 @@ def plot(history: dict, parity: dict, path: str) -> None:
         ("float_error", "float .tflite: LiteRT vs JAX"),
         ("int8_error", "int8 .tflite: LiteRT vs jaxlstm hybrid emulation"),
         ("quantization_error", "int8 .tflite (LiteRT) vs float JAX model"),
+        ("integer_quantization_error", "fully integer .tflite (LiteRT) vs float JAX model"),
     ):
         ax_parity.semilogy(np.sort(np.maximum(parity[key], 1e-12))[::-1], label=label)
     ax_parity.axhline(PARITY_TOLERANCE, color="gray", linestyle="--", linewidth=0.8, label="tolerance 1e-5")
@@ -275,23 +291,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     note = "" if accuracy >= TARGET_ACCURACY else "  (below the 0.95 target: train longer)"
     print(f"test accuracy (JAX): {accuracy:.4f}{note}")
 
-    parity = check_parity(Sequential(*model.layers, Softmax()), x_test, y_test)
+    parity = check_parity(Sequential(*model.layers, Softmax()), x_train, x_test, y_test)
     print(
         "exported (operators as load_tflite reads them back; the LSTMs are single fused ops, and FILL "
         "operators zero their state at every invoke, like Keras predict):"
     )
+    paths = {kind: os.path.join(args.out, f"model_{kind}.tflite") for kind in parity["bytes"]}
+    width = max(map(len, paths.values()))
     for kind, data in parity["bytes"].items():
-        path = os.path.join(args.out, f"model_{kind}.tflite")
-        _write_atomic(path, lambda f, data=data: f.write(data))
-        print(f"  {path}  {len(data):>9,} bytes  {_op_list(parity['ops'][kind])}")
+        _write_atomic(paths[kind], lambda f, data=data: f.write(data))
+        print(f"  {paths[kind]:<{width}}  {len(data):>9,} bytes  {_op_list(parity['ops'][kind])}")
     print(f"  int8 file: {parity['int8_tensors']} int8 weight tensors, float activations (hybrid kernels)")
+    print(
+        f"  integer file: int8 weights and activations (calibrated on {CALIBRATION_IMAGES} training images), "
+        "float32 input and output"
+    )
 
-    checks = {"float": parity["float_error"].max(), "int8": parity["int8_error"].max()}
+    checks = {
+        "float": parity["float_error"].max(),
+        "int8": parity["int8_error"].max(),
+        "integer": parity["integer_error"].max(),
+    }
     flipped = int(np.sum(parity["int8_error"] > PARITY_TOLERANCE))
     passed = bool(
         checks["float"] <= PARITY_TOLERANCE
         and checks["int8"] <= INT8_MAX_ERROR
         and flipped <= INT8_FLIP_FRACTION * len(x_test)
+        and checks["integer"] == 0
     )
     acc = parity["accuracy"]
     print(f"parity on the {len(x_test)} test images in the LiteRT interpreter (tolerance {PARITY_TOLERANCE:g}):")
@@ -302,6 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"  int8:  max |LiteRT - jaxlstm hybrid emulation|  = {checks['int8']:.2e}   "
         f"accuracy {acc['litert_int8']:.4f}  (vs the float model: {parity['quantization_error'].max():.2e})"
+    )
+    print(
+        f"  fully integer: max |LiteRT - jaxlstm integer model| = {checks['integer']:.2e}   "
+        f"accuracy {acc['litert_integer']:.4f}  (vs the float model: "
+        f"{parity['integer_quantization_error'].max():.2e}; bit for bit: tolerance 0)"
     )
     if flipped:
         print(
@@ -318,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "parity_max_abs_error": {k: float(v) for k, v in checks.items()},
         "int8_images_over_tolerance": flipped,
         "int8_vs_float_max_abs_error": float(parity["quantization_error"].max()),
+        "integer_vs_float_max_abs_error": float(parity["integer_quantization_error"].max()),
         "parity_passed": passed,
         "file_bytes": {k: len(v) for k, v in parity["bytes"].items()},
         "ops": parity["ops"],

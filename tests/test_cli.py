@@ -454,6 +454,55 @@ def test_convert_quantizes_a_tflite_model_and_the_hybrid_model_passes_parity(cap
     assert code == 0 and "PASSED" in stdout
 
 
+def test_convert_quantize_int8_and_int16_with_calibration(capsys, tmp_path, tiny):
+    """Fully integer conversion of a float .tflite file: the int8 file (--io integer: int8 in and
+    out) runs in LiteRT exactly as jaxlstm runs it; the int16 one (float32 in and out) in
+    TFLite Micro."""
+    from jaxlstm import load_tflite
+    from jaxlstm.parity.litert import run_litert
+
+    rng = np.random.default_rng(5)
+    calibration = str(tmp_path / "calibration.npy")
+    np.save(calibration, rng.normal(size=(16, 10, 3)).astype(np.float32))
+    x = rng.normal(size=(1, 10, 3)).astype(np.float32)
+    out = str(tmp_path / "int8.tflite")
+    code, stdout, _ = _run(
+        capsys, "convert", tiny, "-o", out, "--quantize", "int8", "--calibration", calibration, "--io", "integer"
+    )
+    assert code == 0 and "fully integer: int8 activations" in stdout and "LiteRT and TFLite Micro" in stdout
+    model = load_tflite(out)
+    assert model.tensors[model.inputs[0]].dtype == "int8"
+    x_int8 = np.clip(np.round(x / 0.05), -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(run_litert(out, [x_int8], xnnpack=False)[0][0], model(x_int8)[0])
+    out = str(tmp_path / "int16.tflite")
+    code, stdout, _ = _run(capsys, "convert", tiny, "-o", out, "--quantize", "int16", "--calibration", calibration)
+    assert code == 0 and "TFLite Micro only" in stdout
+    model = load_tflite(out, runtime="tflite-micro")
+    lstm = next(op for op in model.operators if op.opcode == "UNIDIRECTIONAL_SEQUENCE_LSTM")
+    assert model.tensors[lstm.inputs[0]].dtype == "int16"
+    micro = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
+    interpreter = micro.Interpreter.from_bytes(open(out, "rb").read())
+    interpreter.set_input(x, 0)
+    interpreter.invoke()
+    np.testing.assert_array_equal(interpreter.get_output(0), model(x)[0])
+
+
+def test_convert_quantize_user_errors(capsys, tmp_path, tiny):
+    wrong = str(tmp_path / "wrong.npy")
+    np.save(wrong, np.zeros((4, 10, 5), np.float32))
+    out = str(tmp_path / "o.tflite")
+    cases = [
+        (["--quantize", "int8"], "--quantize int8 needs --calibration DATA.npy"),
+        (["--quantize", "dynamic", "--calibration", wrong], "--calibration applies to --quantize int8 or int16 only"),
+        (["--io", "integer"], "--io applies to --quantize int8 or int16 only"),
+        (["--quantize", "int16", "--calibration", wrong], "input 'input' has shape [1, 10, 3]"),
+        (["--quantize", "int8", "--calibration", str(tmp_path / "none.npy")], "no such file"),
+    ]
+    for flags, message in cases:
+        assert message in _one_line_error(capsys, "convert", tiny, "-o", out, *flags), flags
+    assert not os.path.exists(out)
+
+
 def test_convert_a_keras3_file_and_check_parity_against_it(capsys, tmp_path):
     os.environ.setdefault("KERAS_BACKEND", "jax")
     keras = pytest.importorskip("keras")

@@ -9,7 +9,7 @@ import pytest
 
 from jaxlstm import demo
 
-ARTEFACTS = {"model_float.tflite", "model_int8.tflite", "demo.png", "summary.json"}
+ARTEFACTS = {"model_float.tflite", "model_int8.tflite", "model_integer.tflite", "demo.png", "summary.json"}
 
 
 def _run(tmp_path, *args):
@@ -30,11 +30,15 @@ def test_smoke_run(tmp_path, capsys):
         "SOFTMAX",
     ]
     assert summary["ops"]["int8"] == summary["ops"]["float"] and summary["fused"]
+    assert summary["ops"]["integer"] == ["QUANTIZE", *summary["ops"]["float"], "DEQUANTIZE"]
     assert summary["file_bytes"]["int8"] < 0.6 * summary["file_bytes"]["float"]
+    assert summary["file_bytes"]["integer"] < 0.4 * summary["file_bytes"]["float"]
     assert summary["parity_max_abs_error"]["float"] <= demo.PARITY_TOLERANCE
+    assert summary["parity_max_abs_error"]["integer"] == 0  # jaxlstm's integer model is LiteRT's, bit for bit
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "test accuracy (JAX)" in printed and "max |LiteRT - JAX model|" in printed
+    assert "max |LiteRT - jaxlstm integer model| = 0.00e+00" in printed
 
 
 @pytest.mark.slow
@@ -42,6 +46,7 @@ def test_full_run_reaches_target(tmp_path):
     summary, _ = _run(tmp_path)
     assert summary["test_accuracy"] >= demo.TARGET_ACCURACY
     assert summary["accuracy"]["litert_float"] >= demo.TARGET_ACCURACY
+    assert summary["accuracy"]["litert_integer"] >= demo.TARGET_ACCURACY
     assert summary["parity_passed"]
 
 

@@ -1,4 +1,5 @@
-"""The README's fine-tuning example runs as written: load, jax.grad + optax, export, LiteRT parity."""
+"""The README's examples run as written: fine-tuning (load, jax.grad + optax, export, LiteRT
+parity) and fully integer models (quantize, LiteRT bit for bit, fake-quantized training)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import numpy as np
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _fine_tuning_block() -> str:
-    """The python block of the README section "Fine-tuning a .tflite model"."""
-    section = README.read_text().split("## Fine-tuning a .tflite model", 1)[1].split("\n## ", 1)[0]
+def _python_block(title: str) -> str:
+    """The python block of the README section `title`."""
+    section = README.read_text().split(f"## {title}", 1)[1].split("\n## ", 1)[0]
     (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     return block
 
@@ -38,8 +39,21 @@ def test_fine_tuning_example_runs_and_lowers_the_loss(tmp_path, monkeypatch):
     _regressor(tmp_path / "model.tflite")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(_fine_tuning_block(), str(README), "exec"), namespace)  # asserts LiteRT parity itself
+    exec(compile(_python_block("Fine-tuning a .tflite model"), str(README), "exec"), namespace)  # asserts parity
     loss, model, params = namespace["loss"], namespace["model"], namespace["params"]
     assert float(loss(params)) < 0.5 * float(loss(model.params))
     assert os.path.exists(tmp_path / "tuned.tflite")
     assert namespace["tuned"].stateful is False  # predict, like model.tflite
+
+
+def test_integer_example_runs(tmp_path, monkeypatch):
+    """The fully integer example on the same model.tflite: quantize, LiteRT bit for bit (the
+    block asserts it), int16, and the fake-quantized forward pass equal to the integer model."""
+    _regressor(tmp_path / "model.tflite")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(_python_block("Fully integer models: calibrate, quantize, fine-tune"), str(README), "exec"), namespace)
+    int8, outputs, calibration = namespace["int8"], namespace["outputs"], namespace["calibration"]
+    np.testing.assert_array_equal(outputs[0], int8(calibration[:4])[0])
+    assert namespace["int16"].runtime == "tflite-micro"
+    assert os.path.exists(tmp_path / "model_int8.tflite")

@@ -145,8 +145,9 @@ def affine_quantize(x: jax.Array, scale: float, zero_point: int, dtype, runtime:
     x = x.astype(jnp.float32)
 
     def divided(dtype_) -> jax.Array:
-        # An array divisor: XLA rewrites division by a constant into an inexact multiplication.
-        return round_half_away(x.astype(dtype_) / jnp.full(x.shape, scale, dtype_))
+        # An opaque divisor: XLA rewrites division by a constant (a constant array too, once a
+        # caller's jit folds it) into an inexact multiplication.
+        return round_half_away(x.astype(dtype_) / lax.optimization_barrier(jnp.full(x.shape, scale, dtype_)))
 
     if runtime == "tflite-micro":
         q = divided(jnp.float32)

@@ -88,9 +88,11 @@ def run_operator(op: Operator, args: list, context: KernelContext | None = None)
 
 
 # Kernels that only move values (reshape, slice, fill, ...): exact on quantized integer
-# tensors whose quantization the op keeps, as LiteRT requires of them.
+# tensors whose quantization the op keeps, as LiteRT requires of them. SHAPE reads no values
+# (a predict export's state reset reads the shape of an integer input).
 _MOVES_VALUES = frozenset(
     {
+        "SHAPE",
         "RESHAPE",
         "STRIDED_SLICE",
         "TRANSPOSE",

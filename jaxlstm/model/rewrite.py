@@ -1,9 +1,11 @@
 """Model rewrites: strip cell_clip and fuse TF's bidirectional LSTM (for re-exporting converted
-models), turn the lowered TensorListSetItem of loop bodies into DYNAMIC_UPDATE_SLICE, remove
-the per-invoke state resets of a predict file, prune unused tensors.
+models) or split it (for fully integer models), turn the lowered TensorListSetItem of loop
+bodies into DYNAMIC_UPDATE_SLICE, remove the per-invoke state resets of a predict file, prune
+unused tensors and subgraphs.
 
-`strip_cell_clip`, `fuse_bidirectional_lstm` and `fuse_tensor_list_writes` return a new
-`Model` and the number of operators changed; numerics change only where the docstring says so.
+`strip_cell_clip`, `fuse_bidirectional_lstm`, `split_bidirectional_lstm` and
+`fuse_tensor_list_writes` return a new `Model` and the number of operators changed; numerics
+change only where the docstring says so.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import TypeVar
 
 import numpy as np
 
+from jaxlstm import _spec
 from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Subgraph, Tensor, options_tuple, subgraph_references
 from jaxlstm.ops._quant import QuantizedTensor
+from jaxlstm.ops.lstm import GATES
 
 Graph = TypeVar("Graph", Model, Subgraph)  # a rewrite that works on either kind of subgraph
 
@@ -141,6 +145,37 @@ def prune_unused_subgraphs(model: Model) -> Model:
         operators=renumbered(model.operators),
         subgraphs=[g.replace(operators=renumbered(g.operators)) for g in subgraphs],
     )
+
+
+def split_bidirectional_lstm(model: Model) -> tuple[Model, int]:
+    """Replaces each BIDIRECTIONAL_SEQUENCE_LSTM by two UNIDIRECTIONAL_SEQUENCE_LSTMs.
+
+    The inverse of `fuse_bidirectional_lstm`, and what TensorFlow's converter writes for a
+    Keras ``Bidirectional``: the forward op on x; the backward op on ``REVERSE_V2(x)`` (or
+    of the aux input, when the op reads that as the backward input), its output reversed
+    back; a CONCATENATION for merged outputs. Numerics are unchanged. Fully integer models
+    need it: the bidirectional op has no integer kernel (bidirectional_sequence_lstm.cc
+    takes float input only).
+
+    Returns:
+      (the rewritten model, how many operators were split).
+
+    Raises:
+      NotImplementedError: an op that reads its aux input through aux weights
+        (cross-linking), which the unidirectional op cannot express.
+    """
+    tensors, constants = list(model.tensors), model.constants
+    operators: list[Operator] = []
+    split = 0
+    for position, op in enumerate(model.operators):
+        if op.opcode == "BIDIRECTIONAL_SEQUENCE_LSTM":
+            operators += _split_bidirectional(position, op, tensors, constants)
+            split += 1
+        else:
+            operators.append(op)
+    if not split:
+        return model, 0
+    return model.replace(tensors=tensors, operators=operators, constants=constants), split
 
 
 def remove_state_resets(model: Model) -> Model:
@@ -359,8 +394,69 @@ def _fresh_name(tensors: list[Tensor], name: str) -> str:
     return candidate
 
 
+def _split_bidirectional(position: int, op: Operator, tensors: list[Tensor], constants: dict) -> list[Operator]:
+    """The operators replacing bidirectional LSTM `op`; new tensors are appended to `tensors`."""
+    slot = {name: k for k, name in enumerate(_spec.BIDIRECTIONAL_LSTM_INPUTS)}
+
+    def read(name: str) -> int:
+        return op.inputs[slot[name]] if slot[name] < len(op.inputs) else NO_TENSOR
+
+    def add(tensor: Tensor, value=None) -> int:
+        taken = {t.name for t in tensors}
+        name, k = tensor.name, 1
+        while name in taken:
+            name, k = f"{tensor.name}_{k}", k + 1
+        tensors.append(dataclasses.replace(tensor, name=name))
+        if value is not None:
+            constants[len(tensors) - 1] = value
+        return len(tensors) - 1
+
+    if any(read(f"{d}_aux_input_to_{g}_weights") != NO_TENSOR for d in ("fw", "bw") for g in GATES):
+        raise NotImplementedError(
+            f"operator {position} (BIDIRECTIONAL_SEQUENCE_LSTM) reads its aux input through aux weights "
+            "(cross-linking), which two UNIDIRECTIONAL_SEQUENCE_LSTMs cannot express"
+        )
+    x = read("input")
+    bw_source = x if read("aux_input") == NO_TENSOR else read("aux_input")
+    time_major = bool(op.option("time_major", False))
+    options = options_tuple(
+        {
+            **{k: op.option(k) for k in _SHARED_LSTM_OPTIONS if op.option(k) is not None},
+            "time_major": time_major,
+            "diagonal_recurrent_tensors": False,
+        }
+    )
+    out = tensors[op.outputs[0]]
+    axis = add(Tensor(f"{out.name}/time_axis", (1,), "int32"), np.asarray([0 if time_major else 1], np.int32))
+    if len(op.outputs) == 2:
+        fw_out, bw_out = op.outputs
+    else:
+        widths = [tensors[read(f"{d}_recurrent_to_output_weights")].shape[1] for d in ("fw", "bw")]
+        fw_out, bw_out = (add(Tensor(f"{out.name}/{d}", out.shape[:-1] + (n,))) for d, n in zip(("fw", "bw"), widths))
+    reversed_input = add(dataclasses.replace(tensors[bw_source], name=f"{out.name}/bw_input"))
+    bw_reversed = add(dataclasses.replace(tensors[bw_out], name=f"{tensors[bw_out].name}/reversed"))
+    no_layer_norm = (NO_TENSOR,) * len(_LAYER_NORM_SLOTS)
+
+    def lstm(direction: str, source: int, output: int) -> Operator:
+        weights = tuple(read(f"{direction}_{n}") for n in _spec.LSTM_INPUTS[1 : _N_DIRECTION_INPUTS + 1])
+        states = (read(f"{direction}_output_state"), read(f"{direction}_cell_state"))
+        return Operator("UNIDIRECTIONAL_SEQUENCE_LSTM", (source, *weights, *states, *no_layer_norm), (output,), options)
+
+    operators = [
+        lstm("fw", x, fw_out),
+        Operator("REVERSE_V2", (bw_source, axis), (reversed_input,)),
+        lstm("bw", reversed_input, bw_reversed),
+        Operator("REVERSE_V2", (bw_reversed, axis), (bw_out,)),
+    ]
+    if len(op.outputs) == 1:
+        concat = options_tuple({"axis": len(out.shape) - 1, "fused_activation_function": "NONE"})
+        operators.append(Operator("CONCATENATION", (fw_out, bw_out), op.outputs, concat))
+    return operators
+
+
 def prune_unused_tensors(model: Graph) -> Graph:
-    """Drops tensors no operator, input or output refers to, renumbering the rest."""
+    """Drops tensors no operator, input or output refers to, renumbering the rest (operators'
+    intermediates included)."""
     used = {t for op in model.operators for t in (*op.inputs, *op.outputs, *op.intermediates) if t != NO_TENSOR}
     used.update(model.inputs)
     used.update(model.outputs)

@@ -99,10 +99,7 @@ def quantize_lstm(
     if weights.use_layer_norm and ranges.gates is None:
         raise ValueError("an LSTM with layer norm needs ranges.gates (the gates' pre-activations)")
 
-    if activations == "int8":
-        x, h = _asymmetric_int8(*ranges.input), _asymmetric_int8(*ranges.output)
-    else:
-        x, h = _symmetric(*ranges.input, bits=16), _symmetric(*ranges.output, bits=16)
+    x, h = activation_quantization(ranges.input, activations), activation_quantization(ranges.output, activations)
     bias_type = np.int64 if activations == "int16" else np.int32
     layer_norm = weights.use_layer_norm
     fields = {}
@@ -111,14 +108,14 @@ def quantize_lstm(
         w_h = quantize_symmetric(np.asarray(getattr(weights, f"recurrent_to_{g}_weights")))
         fields[f"input_to_{g}_weights"], fields[f"recurrent_to_{g}_weights"] = w_x, w_h
         if weights.use_peephole and g != "cell" and getattr(weights, f"cell_to_{g}_weights") is not None:
-            fields[f"cell_to_{g}_weights"] = _symmetric_int16(getattr(weights, f"cell_to_{g}_weights"))
+            fields[f"cell_to_{g}_weights"] = quantize_constant(getattr(weights, f"cell_to_{g}_weights"), 16)
         if layer_norm:
-            ln = _symmetric_int16(getattr(weights, f"{g}_layer_norm_coefficients"))
+            ln = quantize_constant(getattr(weights, f"{g}_layer_norm_coefficients"), 16)
             fields[f"{g}_layer_norm_coefficients"] = ln
             bias_scale = np.float32(ln.scale) * np.float32(2.0**-10)  # the layer norm adds it in Q.10
         else:
             bias_scale = np.float32(x.scale) * np.float32(w_x.scale)
-        fields[f"{g}_gate_bias"] = _bias(getattr(weights, f"{g}_gate_bias"), bias_scale, bias_type)
+        fields[f"{g}_gate_bias"] = quantize_bias(getattr(weights, f"{g}_gate_bias"), bias_scale, bias_type)
 
     hidden = h
     if weights.use_projection:
@@ -127,7 +124,7 @@ def quantize_lstm(
         fields["projection_weights"] = w_proj
         if weights.projection_bias is not None:
             scale = np.float32(w_proj.scale) * np.float32(hidden.scale)
-            fields["projection_bias"] = _bias(weights.projection_bias, scale, np.int32)
+            fields["projection_bias"] = quantize_bias(weights.projection_bias, scale, np.int32)
 
     intermediates = ()
     if activations == "int8" and layer_norm:
@@ -145,6 +142,14 @@ def quantize_lstm(
         intermediates=intermediates,
     )
     return LSTMWeights(**fields), quantization
+
+
+def activation_quantization(value_range: Range, activations: str) -> QuantParams:
+    """How the converter quantizes an activation tensor with calibrated `value_range`:
+    int8 asymmetric, or int16 symmetric (16x8)."""
+    if activations == "int8":
+        return _asymmetric_int8(*value_range)
+    return _symmetric(*value_range, bits=16)
 
 
 def _asymmetric_int8(low: float, high: float) -> QuantParams:
@@ -165,21 +170,27 @@ def _symmetric(low: float, high: float, bits: int) -> QuantParams:
     return QuantParams(float(extent / np.float32(2 ** (bits - 1) - 1)) if extent > 0 else 1.0, 0)
 
 
-def _symmetric_int16(values) -> QuantizedTensor:
-    """An int16 symmetric tensor (peephole, layer-norm coefficients): round(v / scale)."""
+def quantize_constant(values, bits: int) -> QuantizedTensor:
+    """A symmetric int8 / int16 constant with one scale (peephole and layer-norm coefficients
+    in int16, constant operands of ADD and MUL): scale = max|v| / (2^(bits-1) - 1), 1 for
+    an all-zero tensor, and q = round(v * (1 / scale))."""
     v = np.asarray(values, np.float32)
-    scale = np.float32(_symmetric(-np.max(np.abs(v)), np.max(np.abs(v)), 16).scale)
+    extent = np.max(np.abs(v)) if v.size else 0.0
+    scale = np.float32(_symmetric(-extent, extent, bits).scale)
+    limit = 2 ** (bits - 1) - 1
     q = np.vectorize(round_half_away)(v * (np.float32(1) / scale)) if v.size else v
-    return QuantizedTensor(np.clip(q, -32767, 32767).astype(np.int16), scale)
+    return QuantizedTensor(np.clip(q, -limit, limit).astype(np.int8 if bits == 8 else np.int16), scale)
 
 
-def _bias(values, scale: np.float32, dtype) -> QuantizedTensor:
-    """SymmetricPerLayerBiasQuantize: round(b * (1 / scale)) in float32, clamped."""
+def quantize_bias(values, scale, dtype) -> QuantizedTensor:
+    """SymmetricPerLayerBiasQuantize (per channel: SymmetricPerChannelBiasQuantize):
+    round(b * (1 / scale)) in float32, clamped; `scale` a float32 scalar or one per element."""
     v = np.asarray(values, np.float32)
-    inverse = np.float32(1.0 / float(scale))
+    scale = np.asarray(scale, np.float32)
+    inverse = (1.0 / scale.astype(np.float64)).astype(np.float32)
     q = np.vectorize(round_half_away)(v * inverse) if v.size else v
     limit = np.iinfo(dtype).max
-    return QuantizedTensor(np.clip(q, -limit, limit).astype(dtype), scale)
+    return QuantizedTensor(np.clip(q, -limit, limit).astype(dtype), scale if scale.ndim else np.float32(scale))
 
 
 def _power_of_two_cell_scale(low: float, high: float) -> float:
