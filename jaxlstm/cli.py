@@ -19,8 +19,9 @@ _SOURCE_KINDS = """\
 SRC kinds:
   .keras  a Keras 3 model file (jaxlstm.convert.from_keras; Keras is not imported)
   .h5     a tf_keras / Keras model file (loaded with tf_keras, then from_keras)
-  .tflite a TFLite model, re-exported (optionally rewritten, see --strip-cell-clip,
-          --fuse-bidirectional, and quantized with --quantize)
+  .tflite a TFLite model, re-exported: the WHILE loops that TensorFlow 2.16+ writes for
+          Keras LSTM, GRU and SimpleRNN layers become fused operators (see --no-fuse-loops);
+          optionally rewritten (--strip-cell-clip, --fuse-bidirectional) and quantized (--quantize)
   .pt     a PyTorch nn.LSTM / nn.RNN / nn.GRU saved with torch.save(module), or its
           state_dict (jaxlstm.convert.from_torch; sizes are read from the weight shapes)
 
@@ -36,9 +37,11 @@ operator: the layer is unrolled over T steps).
 _INSPECT_DESCRIPTION = """\
 Describe a .tflite file: operators with their fused-op slots (CIFG, peephole, projection,
 layer norm, aux input, int8 hybrid weights) and options, tensor shapes and types, variable
-(state) tensors, signature defs, and warnings about what keeps the model off a plain runtime
-(Flex / SELECT_TF ops, custom ops, WHILE loops in files jaxlstm cannot load) and known converter
-quirks (cell_clip=10 on LSTMs converted from Keras, which never clips).
+(state) tensors, signature defs, whether each WHILE loop (Keras 3 recurrent layers converted by
+TensorFlow 2.16+) is fusable into a fused operator by `jaxlstm convert` (or why not), and
+warnings about what keeps the model off a plain runtime (Flex / SELECT_TF ops, custom ops, WHILE
+loops in files jaxlstm cannot load) and known converter quirks (cell_clip=10 on LSTMs converted
+from Keras, which never clips).
 """
 
 _INSPECT_EPILOG = """\
@@ -50,7 +53,8 @@ _INSPECT_EPILOG = """\
    "signatures": [{"key", "subgraph", "inputs": [{"name", "tensor"}], "outputs": [...]}, ...],
    "warnings":   [{"code", "subgraph", "operator", "message"}, ...]}
 "slots" (input name -> tensor index or null) and "features" are set for the fused LSTM/RNN
-ops only. Warning codes: while_loop, flex_op, custom_op, unsupported_op, keras_cell_clip,
+ops only; WHILE operators also have "loop": {"fusable", "body", "layer", "fused_into",
+"reason", "error"}. Warning codes: while_loop, flex_op, custom_op, unsupported_op, keras_cell_clip,
 activation_none, merged_batch_major, and for the whole file (operator null): not_loadable
 (jaxlstm.load_tflite refuses the file; the message is its error), streaming_state (the
 recurrent state carries over from one invoke to the next).
@@ -200,8 +204,18 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--fuse-bidirectional",
         action="store_true",
-        help="replace TF's REVERSE_V2 + 2x UNIDIRECTIONAL_SEQUENCE_LSTM + "
-        "CONCATENATION pattern with one BIDIRECTIONAL_SEQUENCE_LSTM (same numerics)",
+        help="replace TF's REVERSE_V2 + 2x UNIDIRECTIONAL_SEQUENCE_LSTM + REVERSE_V2 pattern (a Keras "
+        "Bidirectional LSTM before TF 2.16) with one BIDIRECTIONAL_SEQUENCE_LSTM (same numerics)",
+    )
+    convert.add_argument(
+        "--fuse-loops",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="replace each WHILE loop of a Keras LSTM / SimpleRNN / GRU layer (TensorFlow 2.16+) with "
+        "UNIDIRECTIONAL_SEQUENCE_LSTM (a Bidirectional pair: BIDIRECTIONAL_SEQUENCE_LSTM), "
+        "UNIDIRECTIONAL_SEQUENCE_RNN, or builtin operators unrolled over the loop's length (GRU), each "
+        "checked against its loop in JAX; loops that do not fuse (masked, int8 weights, ...) stay, and "
+        "the reason is printed. Default: --fuse-loops",
     )
     convert.add_argument(
         "--batch-first",
@@ -289,10 +303,14 @@ def _positive_int(text: str) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from jaxlstm.inspect import inspect_tflite
+    from jaxlstm.model.loop_fusion import fuse_while_loops
     from jaxlstm.model.rewrite import fuse_bidirectional_lstm, strip_cell_clip
     from jaxlstm.tflite import export_tflite
 
     model = _load_source(args.src, args.batch, args.batch_first)
+    loops = []
+    if args.fuse_loops:
+        model, loops = fuse_while_loops(model)
     if args.strip_cell_clip:
         model, n = strip_cell_clip(model)
         _warn(
@@ -315,10 +333,12 @@ def _convert(args: argparse.Namespace) -> int:
         batch_size=None if args.batch in (None, -1) else args.batch,
         time_steps=args.time_steps,
     )
-    report = inspect_tflite(data)
+    report = inspect_tflite(data, loops=False)
     ops = ", ".join(op["opcode"] for op in report["operators"] if op["subgraph"] == 0)
     print(f"wrote {args.output} ({len(data):,} bytes)")
     print(f"operators: {ops}")
+    for loop in loops:
+        print(f"loop: {loop}")
     if args.quantize:
         n_int8 = sum(t["dtype"] == "int8" and t["is_constant"] for t in report["tensors"])
         print(f"int8 weight tensors: {n_int8}")
