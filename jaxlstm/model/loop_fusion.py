@@ -18,7 +18,8 @@ time-major sequence, so a go_backwards layer keeps the REVERSE_V2 in front of it
 initial state of the loop becomes the operator's variable tensors (zeroed at each invoke by a
 predict export). A loop is kept, with the reason, when its body is anything else: a mask
 (SELECT_V2: the fused operators have no mask input), int8 weights (dynamic-range quantization:
-see `HYBRID_REASON`), an initial state that is not zero, a final state read after the loop.
+see `HYBRID_REASON`), an initial state that is not zero, a final state read after the loop, a
+streaming model (whose fused operators would keep their state between invokes).
 
 A rewrite is applied only when the fused operator reproduces the loop on random inputs in JAX
 (one draw per `CHECK_SCALES`, to `TOLERANCE` relative to max(1, |y|)); otherwise the loop is
@@ -390,6 +391,11 @@ def _recognise(model: Model, op: Operator) -> _Layer:
     """The recurrent layer a WHILE operator of the main subgraph computes; raises _Unfusable."""
     constants = model.constants
     starts = [constants.get(i) for i in op.inputs]
+    if model.stateful:
+        raise _Unfusable(
+            "the model streams (Model.stateful): a fused operator's state would carry over from one invoke to "
+            "the next, while the loop starts from zero at each"
+        )
     loop = analyze_while(model, op, starts)
     if loop.trip_count is None:
         raise _Unfusable("its trip count is not static (the cond is not LESS(counter, constant))")

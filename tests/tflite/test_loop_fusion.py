@@ -252,6 +252,7 @@ def _with_constant(m, name: str, value: np.ndarray):
         ("bounded", "its trip count is not static"),
         ("initial_state", "its initial state (carry 2) is not a constant zero"),
         ("state_read_after", "its carry 2 is read after the loop (return_state=True)"),
+        ("streaming_model", "the model streams (Model.stateful)"),
     ],
 )
 def test_loops_that_stay_loops(variant, reason):
@@ -261,6 +262,8 @@ def test_loops_that_stay_loops(variant, reason):
     if variant == "state_read_after":
         final_h = m.operators[0].outputs[2]
         m = m.replace(outputs=(*m.outputs, final_h), signature_names=None)
+    if variant == "streaming_model":
+        m = m.replace(stateful=True)
     fused, (entry,) = fuse_while_loops(m)
     assert fused is m and not entry.fused and entry.reason.startswith(reason), entry.reason
 
