@@ -153,16 +153,21 @@ def _describe_loops(operators: list[dict[str, Any]], model: Any) -> None:
     whiles = [op for op in operators if op["opcode"] == "WHILE"]
     if not whiles:
         return
-    fusions = iter(fuse_while_loops(model)[1] if model is not None else ())
+    failure = None
+    try:
+        fusions = iter(fuse_while_loops(model)[1] if model is not None else ())
+    except Exception as e:  # reported, not raised: inspect describes the file
+        failure = f"fuse_while_loops failed: {type(e).__name__}: {e}"
     for op in whiles:  # the model's main-subgraph WHILEs are the file's, in order
-        if op["subgraph"] == 0 and model is not None:
+        if op["subgraph"] == 0 and model is not None and failure is None:
             op["loop"] = next(fusions).to_dict()
             continue
-        reason = (
-            "jaxlstm.load_tflite refuses the file (see not_loadable)"
-            if model is None
-            else f"a loop inside subgraph {op['subgraph']}: jaxlstm fuses the loops of the main subgraph"
-        )
+        if model is None:
+            reason = "jaxlstm.load_tflite refuses the file (see not_loadable)"
+        elif op["subgraph"] != 0:
+            reason = f"a loop inside subgraph {op['subgraph']}: jaxlstm fuses the loops of the main subgraph"
+        else:
+            reason = failure
         op["loop"] = LoopFusion(op["index"], op["options"].get("body_subgraph_index"), reason=reason).to_dict()
 
 

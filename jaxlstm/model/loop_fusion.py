@@ -148,7 +148,10 @@ def fuse_while_loops(model: Model, seed: int = 0) -> tuple[Model, list[LoopFusio
             continue
         entry = LoopFusion(position, op.option("body_subgraph_index"))
         try:
-            layer = _recognise(model, op)
+            try:
+                layer = _recognise(model, op)
+            except (IndexError, KeyError) as e:  # operators with too few operands, ...
+                raise _Unfusable(f"its subgraphs are malformed ({e!r})") from e
             replacement = _replace(b, model, layer)
             error = _difference(b.rebuild(model, []), [op], replacement, (layer.sequence,), (layer.result,), seed)
             if not error <= TOLERANCE:
@@ -688,9 +691,12 @@ def _difference(
     rng = np.random.default_rng(seed)
     draws = [[scale * rng.standard_normal(model.tensors[i].shape) for i in inputs] for scale in CHECK_SCALES]
     with jax.enable_x64(True):
-        want = _run_float64(
-            model.replace(operators=before, inputs=inputs, outputs=outputs, signature_names=None), draws
-        )
+        try:
+            want = _run_float64(
+                model.replace(operators=before, inputs=inputs, outputs=outputs, signature_names=None), draws
+            )
+        except (ValueError, TypeError, NotImplementedError) as e:
+            raise _Unfusable(f"the loop does not run: {e}") from e
         try:
             got = _run_float64(
                 model.replace(operators=after, inputs=inputs, outputs=outputs, signature_names=None), draws
