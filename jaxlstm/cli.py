@@ -19,8 +19,9 @@ _SOURCE_KINDS = """\
 SRC kinds:
   .keras  a Keras 3 model file (jaxlstm.convert.from_keras; Keras is not imported)
   .h5     a tf_keras / Keras model file (loaded with tf_keras, then from_keras)
-  .tflite a TFLite model, re-exported (optionally rewritten, see --strip-cell-clip,
-          --fuse-bidirectional, and quantized with --quantize)
+  .tflite a TFLite model, re-exported: the WHILE loops that TensorFlow 2.16+ writes for
+          Keras LSTM, GRU and SimpleRNN layers become fused operators (see --no-fuse-loops);
+          optionally rewritten (--strip-cell-clip, --fuse-bidirectional) and quantized (--quantize)
   .pt     a PyTorch nn.LSTM / nn.RNN / nn.GRU saved with torch.save(module), or its
           state_dict (jaxlstm.convert.from_torch; sizes are read from the weight shapes)
 
@@ -37,10 +38,11 @@ _INSPECT_DESCRIPTION = """\
 Describe a .tflite file: operators with their fused-op slots (CIFG, peephole, projection,
 layer norm, aux input, int8 hybrid weights), their integer path (8x8_16, 8x8_8, 16x8,
 hybrid, float) and options, tensor shapes and types, variable (state) tensors, signature
-defs, which runtimes (LiteRT, TFLite Micro) can run the file, and warnings about what keeps
-the model off a plain runtime (Flex / SELECT_TF ops, custom ops,
-WHILE loops in files jaxlstm cannot load) and known
-converter quirks (cell_clip=10 on LSTMs converted from Keras, which never clips).
+defs, which runtimes (LiteRT, TFLite Micro) can run the file, whether each WHILE loop (Keras 3
+recurrent layers converted by TensorFlow 2.16+) is fusable into a fused operator by `jaxlstm
+convert` (or why not), and warnings about what keeps the model off a plain runtime (Flex /
+SELECT_TF ops, custom ops, WHILE loops in files jaxlstm cannot load) and known converter quirks
+(cell_clip=10 on LSTMs converted from Keras, which never clips).
 """
 
 _INSPECT_EPILOG = """\
@@ -58,8 +60,9 @@ and TFLite Micro), "8x8_8" (LiteRT's experimental LSTM) or "16x8" (int16 activat
 TFLite Micro only). "runtimes" lists, per runtime, why it cannot run the file (empty: it
 can, as far as inspect knows: 16x8 LSTMs are TFLite Micro only; TFLite Micro lacks the LSTM,
 bidirectional and RNN ops, integer LSTMs with CIFG/peephole/projection/layer norm, hybrid
-LSTMs, uint8 tensors and dynamic shapes). Warning codes: while_loop, flex_op, custom_op, unsupported_op, keras_cell_clip,
-activation_none, merged_batch_major, and for the whole file (operator null): not_loadable
+LSTMs, uint8 tensors and dynamic shapes). WHILE operators also have "loop": {"fusable",
+"body", "layer", "fused_into", "reason", "error"}. Warning codes: while_loop, flex_op,
+custom_op, unsupported_op, keras_cell_clip, activation_none, merged_batch_major, and for the whole file (operator null): not_loadable
 (jaxlstm.load_tflite refuses the file; the message is its error), streaming_state (the
 recurrent state carries over from one invoke to the next).
 """
@@ -232,8 +235,18 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--fuse-bidirectional",
         action="store_true",
-        help="replace TF's REVERSE_V2 + 2x UNIDIRECTIONAL_SEQUENCE_LSTM + "
-        "CONCATENATION pattern with one BIDIRECTIONAL_SEQUENCE_LSTM (same numerics)",
+        help="replace TF's REVERSE_V2 + 2x UNIDIRECTIONAL_SEQUENCE_LSTM + REVERSE_V2 pattern (a Keras "
+        "Bidirectional LSTM before TF 2.16) with one BIDIRECTIONAL_SEQUENCE_LSTM (same numerics)",
+    )
+    convert.add_argument(
+        "--fuse-loops",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="replace each WHILE loop of a Keras LSTM / SimpleRNN / GRU layer (TensorFlow 2.16+) with "
+        "UNIDIRECTIONAL_SEQUENCE_LSTM (a Bidirectional pair: BIDIRECTIONAL_SEQUENCE_LSTM), "
+        "UNIDIRECTIONAL_SEQUENCE_RNN, or builtin operators unrolled over the loop's length (GRU), each "
+        "checked against its loop in JAX; loops that do not fuse (masked, int8 weights, ...) stay, and "
+        "the reason is printed. Default: --fuse-loops",
     )
     convert.add_argument(
         "--batch-first",
@@ -327,6 +340,7 @@ def _positive_int(text: str) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from jaxlstm.inspect import inspect_tflite
+    from jaxlstm.model.loop_fusion import fuse_while_loops
     from jaxlstm.model.rewrite import fuse_bidirectional_lstm, strip_cell_clip
     from jaxlstm.tflite import export_tflite
 
@@ -340,6 +354,9 @@ def _convert(args: argparse.Namespace) -> int:
         if value is not None and not full_integer:
             raise _UserError(f"{flag} applies to --quantize int8 or int16 only")
     model = _load_source(args.src, args.batch, args.batch_first)
+    loops = []
+    if args.fuse_loops:
+        model, loops = fuse_while_loops(model)
     if args.strip_cell_clip:
         model, n = strip_cell_clip(model)
         _warn(
@@ -367,10 +384,12 @@ def _convert(args: argparse.Namespace) -> int:
         batch_size=None if args.batch in (None, -1) else args.batch,
         time_steps=args.time_steps,
     )
-    report = inspect_tflite(data)
+    report = inspect_tflite(data, loops=False)
     ops = ", ".join(op["opcode"] for op in report["operators"] if op["subgraph"] == 0)
     print(f"wrote {args.output} ({len(data):,} bytes)")
     print(f"operators: {ops}")
+    for loop in loops:
+        print(f"loop: {loop}")
     if full_integer:
         runtimes = (
             "LiteRT and TFLite Micro" if args.quantize == "int8" else "TFLite Micro only (LiteRT has no 16x8 LSTM)"

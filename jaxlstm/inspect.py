@@ -19,6 +19,11 @@ meaning):
                   "diagonal_recurrent": False, "layer_norm": False, "hybrid": False,
                   "quantization": "float", "integer_path": "float"}}
 
+  A WHILE operator also has ``"loop"``: what `jaxlstm.model.loop_fusion.fuse_while_loops` (and
+  ``jaxlstm convert``) does with it, ``{"fusable": bool, "body": int, "layer": "LSTM" | "GRU" |
+  "SimpleRNN" | None, "fused_into": opcode | None, "reason": why it stays a loop | None, "error":
+  the check's largest relative difference | None}`` (None when ``inspect_tflite(..., loops=False)``).
+
   ``slots`` (input name -> tensor index or None when absent) and ``features`` are present for the
   fused recurrent ops only (LSTM, UNIDIRECTIONAL_SEQUENCE_LSTM, BIDIRECTIONAL_SEQUENCE_LSTM, RNN,
   UNIDIRECTIONAL_SEQUENCE_RNN, BIDIRECTIONAL_SEQUENCE_RNN) and are ``None`` otherwise. For the
@@ -102,11 +107,13 @@ def read_tflite_bytes(model: str | os.PathLike | bytes) -> bytes:
     return data
 
 
-def inspect_tflite(model: str | os.PathLike | bytes) -> dict[str, Any]:
+def inspect_tflite(model: str | os.PathLike | bytes, loops: bool = True) -> dict[str, Any]:
     """Describes a .tflite model as a JSON-ready dict (schema in the module docstring).
 
     Args:
       model: a path to a .tflite file, or its bytes.
+      loops: say for each WHILE operator whether `jaxlstm.model.loop_fusion.fuse_while_loops`
+        fuses it (which runs its check: about a second per loop); False leaves ``"loop"`` None.
 
     Returns:
       ``{"operators": [...], "tensors": [...], "signatures": [...], "runtimes": {...},
@@ -122,24 +129,27 @@ def inspect_tflite(model: str | os.PathLike | bytes) -> dict[str, Any]:
         report = _describe(m)
     except (IndexError, KeyError, TypeError) as e:  # indices that point outside their tables
         raise ValueError(f"malformed .tflite file: {type(e).__name__}: {e}") from e
-    load_warnings = _load_warnings(data)
-    if not any(w["code"] == "not_loadable" for w in load_warnings):  # the loops load and run
+    load_warnings, loaded = _load(data)
+    if loaded is not None:  # the loops load and run
         report["warnings"] = [w for w in report["warnings"] if w["code"] != "while_loop"]
     report["warnings"] += load_warnings
+    if loops:
+        _describe_loops(report["operators"], loaded)
     return report
 
 
-def _load_warnings(data: bytes) -> list[dict[str, Any]]:
-    """What `jaxlstm.load_tflite` does with the file: its error (``not_loadable``), or what
-    a streaming model asks of a LiteRT user (``streaming_state``)."""
+def _load(data: bytes) -> tuple[list[dict[str, Any]], Any]:
+    """What `jaxlstm.load_tflite` does with the file: (its error (``not_loadable``), or what
+    a streaming model asks of a LiteRT user (``streaming_state``); the `Model`, or None)."""
     from jaxlstm.tflite import load_tflite
 
     try:
         model = load_tflite(data)
     except Exception as e:  # any failure is reported, not raised: inspect describes the file
-        return [_file_warning("not_loadable", f"jaxlstm.load_tflite refuses this file: {type(e).__name__}: {e}")]
+        message = f"jaxlstm.load_tflite refuses this file: {type(e).__name__}: {e}"
+        return [_file_warning("not_loadable", message)], None
     if not model.stateful:
-        return []
+        return [], model
     states = ", ".join(f"{t.name!r} {list(t.shape)}" for t in model.tensors if t.is_variable)
     return [
         _file_warning(
@@ -149,7 +159,32 @@ def _load_warnings(data: bytes) -> list[dict[str, Any]]:
             "these tensors too (the input alone fails); `jaxlstm convert MODEL.tflite --no-stateful "
             "-o predict.tflite` writes a file that starts every invoke from zero state",
         )
-    ]
+    ], model
+
+
+def _describe_loops(operators: list[dict[str, Any]], model: Any) -> None:
+    """Sets ``"loop"`` of each WHILE operator entry: what `fuse_while_loops` does with it."""
+    from jaxlstm.model.loop_fusion import LoopFusion, fuse_while_loops
+
+    whiles = [op for op in operators if op["opcode"] == "WHILE"]
+    if not whiles:
+        return
+    failure = None
+    try:
+        fusions = iter(fuse_while_loops(model)[1] if model is not None else ())
+    except Exception as e:  # reported, not raised: inspect describes the file
+        failure = f"fuse_while_loops failed: {type(e).__name__}: {e}"
+    for op in whiles:  # the model's main-subgraph WHILEs are the file's, in order
+        if op["subgraph"] == 0 and model is not None and failure is None:
+            op["loop"] = next(fusions).to_dict()
+            continue
+        if model is None:
+            reason = "jaxlstm.load_tflite refuses the file (see not_loadable)"
+        elif op["subgraph"] != 0:
+            reason = f"a loop inside subgraph {op['subgraph']}: jaxlstm fuses the loops of the main subgraph"
+        else:
+            reason = failure
+        op["loop"] = LoopFusion(op["index"], op["options"].get("body_subgraph_index"), reason=reason).to_dict()
 
 
 def _describe(m: Any) -> dict[str, Any]:
@@ -214,6 +249,12 @@ def format_report(report: dict[str, Any], title: str = "") -> str:
                 if i is not None and tensors[(s, i)]["is_variable"]
             ]
             lines.append(f"      state (variable tensors): {', '.join(variables) or 'none'}")
+        loop = op.get("loop")
+        if loop is not None:
+            if loop["fusable"]:
+                lines.append(f"      loop: {loop['layer']}, fusable into {loop['fused_into']} (jaxlstm convert)")
+            else:
+                lines.append(f"      loop: not fusable: {loop['reason']}")
         if op["options"]:
             lines.append("      options: " + " ".join(f"{k}={v}" for k, v in op["options"].items()))
     lines.append(f"tensors ({len(report['tensors'])}):")
@@ -321,6 +362,8 @@ def _operator(
         "slots": None,
         "features": None,
     }
+    if opcode == "WHILE":
+        entry["loop"] = None  # set by _describe_loops
     table = _INPUT_TABLES.get(opcode)
     if table is not None and not (opcode == "LSTM" and entry["options"].get("kernel_type") == "BASIC"):
         slots = {name: (inputs[k] if k < len(inputs) and inputs[k] >= 0 else None) for k, name in enumerate(table)}

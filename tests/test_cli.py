@@ -146,13 +146,14 @@ def tf_keras_model(tmp_path_factory) -> tuple[str, str]:
                 "--batch",
                 "--strip-cell-clip",
                 "--fuse-bidirectional",
+                "--no-fuse-loops",
                 ".keras",
                 ".tflite",
                 ".pt",
             ),
             id="convert",
         ),
-        pytest.param(["inspect"], ("--json", "WHILE", "Flex", "cell_clip=10"), id="inspect"),
+        pytest.param(["inspect"], ("--json", "WHILE", "fusable", "Flex", "cell_clip=10"), id="inspect"),
         pytest.param(
             ["parity"], ("--source", "--steps", "--plot", "--tolerance", "adversarial", "Exit code"), id="parity"
         ),

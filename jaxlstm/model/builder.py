@@ -56,6 +56,24 @@ class ModelBuilder:
         self._constants: dict[int, Any] = {}
         self._inputs: list[int] = []
 
+    @classmethod
+    def extending(cls, model: Model) -> ModelBuilder:
+        """A builder that holds `model`'s tensors, constants and inputs (not its operators), for
+        rewrites that add operators over the model's own tensors; `rebuild` returns the result."""
+        b = cls()
+        b._tensors, b._constants, b._inputs = list(model.tensors), model.constants, list(model.inputs)
+        return b
+
+    def pop_operators(self) -> list[Operator]:
+        """The operators added so far, removed from the builder (a rewrite places them itself)."""
+        operators, self._operators = self._operators, []
+        return operators
+
+    def rebuild(self, model: Model, operators: list[Operator]) -> Model:
+        """`model` with this builder's tensors and constants and the main subgraph's
+        `operators` (tensor indices unchanged: unused tensors stay until `prune_unused_tensors`)."""
+        return model.replace(tensors=self._tensors, operators=operators, constants=self._constants)
+
     # -- tensors -------------------------------------------------------------------------
 
     def _unique(self, name: str) -> str:
@@ -679,14 +697,13 @@ def unroll_gru(model: Model, *, time_steps: int | None, stateful: bool) -> Model
     """
     if GRU not in model.opcodes:
         return model
-    b = ModelBuilder()
-    b._tensors, b._constants, b._inputs = list(model.tensors), model.constants, list(model.inputs)
+    b = ModelBuilder.extending(model)
     for position, op in enumerate(model.operators):
         if op.opcode == GRU:
             b._unroll_gru(position, op, time_steps, stateful)
         else:
             b._operators.append(op)
-    return prune_unused_tensors(model.replace(tensors=b._tensors, operators=b._operators, constants=b._constants))
+    return prune_unused_tensors(b.rebuild(model, b.pop_operators()))
 
 
 def _lstm_option_dict(options: LSTMOptions) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Model rewrites: strip cell_clip and fuse TF's bidirectional LSTM (for re-exporting converted
 models) or split it (for fully integer models), turn the lowered TensorListSetItem of loop
 bodies into DYNAMIC_UPDATE_SLICE, remove the per-invoke state resets of a predict file, prune
-unused tensors and subgraphs.
+unused tensors and subgraphs. The WHILE loops of Keras 3 recurrent layers become fused
+operators in `jaxlstm.model.loop_fusion`.
 
 `strip_cell_clip`, `fuse_bidirectional_lstm`, `split_bidirectional_lstm` and
 `fuse_tensor_list_writes` return a new `Model` and the number of operators changed; numerics
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -57,35 +59,168 @@ def strip_cell_clip(model: Model) -> tuple[Model, int]:
     return model.replace(operators=operators), changed
 
 
-def fuse_bidirectional_lstm(model: Model) -> tuple[Model, int]:
+@dataclasses.dataclass(frozen=True)
+class BidirectionalPair:
+    """A forward and a backward UNIDIRECTIONAL_SEQUENCE_LSTM over one sequence, which one
+    BIDIRECTIONAL_SEQUENCE_LSTM replaces (`bidirectional_lstm_pairs`).
+
+    Attributes:
+      forward, backward: the two operators.
+      replaced: the positions of the operators the replacement stands for, ascending: the two
+        LSTMs, the REVERSE_V2 before and after the backward one, and a TRANSPOSE between.
+      replacement: the bidirectional operator, then the TRANSPOSE of its backward output if
+        the backward LSTM's output was transposed before it was reversed.
+      input: the sequence tensor that both directions read.
+      outputs: the tensors the replaced operators give the rest of the graph: the forward
+        sequence, and the backward sequence in forward time order.
+    """
+
+    forward: Operator
+    backward: Operator
+    replaced: tuple[int, ...]
+    replacement: tuple[Operator, ...]
+    input: int
+    outputs: tuple[int, int]
+
+
+def fuse_bidirectional_lstm(model: Model, pairs: Sequence[BidirectionalPair] | None = None) -> tuple[Model, int]:
     """Replaces TensorFlow's unfused bidirectional LSTM with one BIDIRECTIONAL_SEQUENCE_LSTM.
 
     TFLiteConverter turns a Keras ``Bidirectional(LSTM(return_sequences=True))`` into
     ``REVERSE_V2(x) -> UNIDIRECTIONAL_SEQUENCE_LSTM -> REVERSE_V2`` (backward) beside
-    ``UNIDIRECTIONAL_SEQUENCE_LSTM(x)`` (forward), joined by a CONCATENATION. The backward
-    direction of BIDIRECTIONAL_SEQUENCE_LSTM computes exactly the reversed-run-reversed
-    sequence, so the four operators become one op with ``merge_outputs=False`` whose two outputs
-    feed the unchanged CONCATENATION (``merge_outputs=True`` is avoided: TFLite mis-indexes
-    merged batch-major outputs for batch > 1). Numerics are unchanged.
+    ``UNIDIRECTIONAL_SEQUENCE_LSTM(x)`` (forward), joined by a merge (CONCATENATION, ADD, ...);
+    `jaxlstm.model.loop_fusion` leaves the same pattern in time-major form, with a TRANSPOSE
+    to batch-major before the second REVERSE_V2. The backward direction of
+    BIDIRECTIONAL_SEQUENCE_LSTM computes exactly the reversed-run-reversed sequence, so the
+    operators become one op with ``merge_outputs=False`` whose two outputs feed the unchanged
+    merge (``merge_outputs=True`` is avoided: TFLite mis-indexes merged batch-major outputs for
+    batch > 1). Numerics are unchanged.
 
-    A pair is fused only when both LSTMs share their options and sizes (as Keras
-    Bidirectional layers do), neither uses layer norm (the bidirectional op has no
-    layer-norm inputs) and the intermediate tensors have no other use.
+    Args:
+      model: the model.
+      pairs: the pairs to fuse, from ``bidirectional_lstm_pairs(model)``; None fuses all.
 
     Returns:
       (the rewritten model, how many pairs were fused).
     """
-    operators = list(model.operators)
-    fused = 0
-    while (match := _find_bidirectional_pair(model, operators)) is not None:
-        positions, bidirectional = match
-        first = min(positions)
-        operators = [op for k, op in enumerate(operators) if k not in positions]
-        operators.insert(first, bidirectional)
-        fused += 1
-    if not fused:
+    pairs = bidirectional_lstm_pairs(model) if pairs is None else list(pairs)
+    if not pairs:
         return model, 0
-    return prune_unused_tensors(model.replace(operators=operators)), fused
+    replaced = {k for pair in pairs for k in pair.replaced}
+    replacements = {pair.replaced[0]: pair.replacement for pair in pairs}
+    operators: list[Operator] = []
+    for position, op in enumerate(model.operators):
+        operators += replacements.get(position, ())
+        if position not in replaced:
+            operators.append(op)
+    return prune_unused_tensors(model.replace(operators=operators)), len(pairs)
+
+
+def bidirectional_lstm_pairs(model: Model) -> list[BidirectionalPair]:
+    """The disjoint pairs of `fuse_bidirectional_lstm` in `model`'s main subgraph.
+
+    A pair is fused only when both LSTMs share their options and sizes (as Keras
+    Bidirectional layers do), neither uses layer norm (the bidirectional op has no
+    layer-norm inputs), and the tensors between the replaced operators have no other use.
+    """
+    operators = model.operators
+    producer = {t: k for k, op in enumerate(operators) for t in op.outputs}
+    uses = Counter(t for op in operators for t in op.inputs if t != NO_TENSOR)
+    uses.update(model.outputs)
+    readers: dict[int, list[int]] = {}
+    for k, op in enumerate(operators):
+        for t in set(op.inputs):
+            readers.setdefault(t, []).append(k)
+
+    def only_reader(tensor: int, opcode: str) -> int | None:
+        """The operator that reads `tensor` if it is the tensor's only use and an `opcode`."""
+        if uses[tensor] != 1 or tensor not in readers:
+            return None
+        k = readers[tensor][0]
+        return k if operators[k].opcode == opcode else None
+
+    def reverses(op: Operator, axis: int) -> bool:
+        value = model.constant(model.tensors[op.inputs[1]].name)
+        return value is not None and [int(a) for a in np.ravel(value)] in ([axis], [axis - 3])
+
+    def reversed_back(bw_at: int, time_axis: int) -> tuple[list[int], Operator | None] | None:
+        """(positions of [TRANSPOSE,] REVERSE_V2 that turn the backward output back into
+        forward time order, the TRANSPOSE or None), if that is its only use."""
+        first = only_reader(operators[bw_at].outputs[0], "REVERSE_V2")
+        if first is not None:
+            return ([first], None) if reverses(operators[first], time_axis) else None
+        transpose_at = only_reader(operators[bw_at].outputs[0], "TRANSPOSE")
+        if transpose_at is None:
+            return None
+        transpose = operators[transpose_at]
+        perm = model.constant(model.tensors[transpose.inputs[1]].name)
+        reverse_at = only_reader(transpose.outputs[0], "REVERSE_V2")
+        if perm is None or sorted(np.ravel(perm)) != [0, 1, 2] or reverse_at is None:
+            return None
+        moved_to = [int(a) for a in np.ravel(perm)].index(time_axis)
+        return ([transpose_at, reverse_at], transpose) if reverses(operators[reverse_at], moved_to) else None
+
+    def compatible(fw: Operator, bw: Operator) -> bool:
+        return (
+            all(fw.option(k) == bw.option(k) for k in _SHARED_LSTM_OPTIONS)
+            and all(model.tensors[fw.inputs[s]].shape == model.tensors[bw.inputs[s]].shape for s in _SIZE_SLOTS)
+            and not any(len(op.inputs) > s and op.inputs[s] != NO_TENSOR for op in (fw, bw) for s in _LAYER_NORM_SLOTS)
+        )
+
+    pairs: list[BidirectionalPair] = []
+    taken: set[int] = set()
+    for bw_at, bw in enumerate(operators):
+        rev_in_at = producer.get(bw.inputs[0]) if bw.opcode == "UNIDIRECTIONAL_SEQUENCE_LSTM" else None
+        if rev_in_at is None or operators[rev_in_at].opcode != "REVERSE_V2" or uses[bw.inputs[0]] != 1:
+            continue
+        x = operators[rev_in_at].inputs[0]
+        time_axis = 0 if bw.option("time_major", False) else 1
+        back = reversed_back(bw_at, time_axis)
+        if len(model.tensors[x].shape) != 3 or not reverses(operators[rev_in_at], time_axis) or back is None:
+            continue
+        fw_at = next(
+            (
+                k
+                for k in readers.get(x, [])
+                if k not in taken and operators[k].opcode == bw.opcode and compatible(operators[k], bw)
+            ),
+            None,
+        )
+        if fw_at is None or {fw_at, bw_at, rev_in_at, *back[0]} & taken:
+            continue
+        fw = operators[fw_at]
+        (*_, rev_out_at), transpose = back
+        restored = operators[rev_out_at].outputs[0]  # the backward sequence in forward time order
+        n = _N_DIRECTION_INPUTS
+        bidirectional = Operator(
+            "BIDIRECTIONAL_SEQUENCE_LSTM",
+            (
+                x,
+                *fw.inputs[1 : n + 1],
+                *bw.inputs[1 : n + 1],
+                fw.inputs[18],
+                fw.inputs[19],
+                bw.inputs[18],
+                bw.inputs[19],
+                *[NO_TENSOR] * 9,
+            ),
+            (fw.outputs[0], restored if transpose is None else bw.outputs[0]),
+            options_tuple(
+                {
+                    **{k: fw.option(k) for k in _SHARED_LSTM_OPTIONS if fw.option(k) is not None},
+                    "merge_outputs": False,
+                }
+            ),
+        )
+        replacement = (
+            (bidirectional,)
+            if transpose is None
+            else (bidirectional, dataclasses.replace(transpose, outputs=(restored,)))
+        )
+        positions = (fw_at, bw_at, rev_in_at, *back[0])
+        taken.update(positions)
+        pairs.append(BidirectionalPair(fw, bw, tuple(sorted(positions)), replacement, x, (fw.outputs[0], restored)))
+    return pairs
 
 
 def fuse_tensor_list_writes(model: Model) -> tuple[Model, int]:
@@ -221,72 +356,6 @@ def remove_state_resets(model: Model) -> Model:
 
 def _with_options(op: Operator, **changes) -> Operator:
     return dataclasses.replace(op, options=options_tuple({**dict(op.options), **changes}))
-
-
-def _find_bidirectional_pair(model: Model, operators: list[Operator]):
-    """The first (operator positions, replacement) of a fusable pattern, or None."""
-    producer = {t: k for k, op in enumerate(operators) for t in op.outputs}
-    uses = Counter(t for op in operators for t in op.inputs if t != NO_TENSOR)
-    uses.update(model.outputs)
-
-    def produced_by(tensor: int, opcode: str) -> int | None:
-        k = producer.get(tensor)
-        return k if k is not None and operators[k].opcode == opcode else None
-
-    def reverse_axis_ok(op: Operator, time_axis: int) -> bool:
-        axis = model.constant(model.tensors[op.inputs[1]].name)
-        return axis is not None and [int(a) for a in axis.reshape(-1)] in ([time_axis], [time_axis - 3])
-
-    for concat in operators:
-        if concat.opcode != "CONCATENATION" or len(concat.inputs) != 2:
-            continue
-        for fw_out, bw_out in (concat.inputs, concat.inputs[::-1]):
-            fw_at = produced_by(fw_out, "UNIDIRECTIONAL_SEQUENCE_LSTM")
-            rev_out_at = produced_by(bw_out, "REVERSE_V2")
-            if fw_at is None or rev_out_at is None:
-                continue
-            bw_at = produced_by(operators[rev_out_at].inputs[0], "UNIDIRECTIONAL_SEQUENCE_LSTM")
-            if bw_at is None:
-                continue
-            fw, bw, rev_out = operators[fw_at], operators[bw_at], operators[rev_out_at]
-            rev_in_at = produced_by(bw.inputs[0], "REVERSE_V2")
-            if rev_in_at is None or operators[rev_in_at].inputs[0] != fw.inputs[0]:
-                continue
-            rev_in = operators[rev_in_at]
-            time_axis = 0 if fw.option("time_major", False) else 1
-            private = (rev_in.outputs[0], bw.outputs[0], rev_out.outputs[0], fw.outputs[0])
-            if (
-                any(fw.option(k) != bw.option(k) for k in _SHARED_LSTM_OPTIONS)
-                or any(model.tensors[fw.inputs[s]].shape != model.tensors[bw.inputs[s]].shape for s in _SIZE_SLOTS)
-                or any(len(op.inputs) > s and op.inputs[s] != NO_TENSOR for op in (fw, bw) for s in _LAYER_NORM_SLOTS)
-                or len(model.tensors[fw.inputs[0]].shape) != 3
-                or not (reverse_axis_ok(rev_in, time_axis) and reverse_axis_ok(rev_out, time_axis))
-                or any(uses[t] != 1 for t in private)
-            ):
-                continue
-            n = _N_DIRECTION_INPUTS
-            bidirectional = Operator(
-                "BIDIRECTIONAL_SEQUENCE_LSTM",
-                (
-                    fw.inputs[0],
-                    *fw.inputs[1 : n + 1],
-                    *bw.inputs[1 : n + 1],
-                    fw.inputs[18],
-                    fw.inputs[19],
-                    bw.inputs[18],
-                    bw.inputs[19],
-                    *[NO_TENSOR] * 9,
-                ),
-                (fw.outputs[0], rev_out.outputs[0]),
-                options_tuple(
-                    {
-                        **{k: fw.option(k) for k in _SHARED_LSTM_OPTIONS if fw.option(k) is not None},
-                        "merge_outputs": False,
-                    }
-                ),
-            )
-            return {fw_at, bw_at, rev_in_at, rev_out_at}, bidirectional
-    return None
 
 
 def _fuse_tensor_list_writes(graph: Subgraph) -> tuple[Subgraph, int]:

@@ -35,6 +35,7 @@ MODELS = {
     ),
     "gru_reset_after": (lambda L: [L.GRU(UNITS, return_sequences=True)], FEATURES, False),
     "gru_reset_before": (lambda L: [L.GRU(UNITS, reset_after=False, return_sequences=True)], FEATURES, False),
+    "gru_last_step": (lambda L: [L.GRU(UNITS)], FEATURES, False),
     "simple_rnn": (lambda L: [L.SimpleRNN(UNITS, return_sequences=True)], FEATURES, False),
     "lstm_go_backwards": (lambda L: [L.LSTM(UNITS, go_backwards=True, return_sequences=True)], FEATURES, False),
     "masking_lstm": (lambda L: [L.Masking(0.0), L.LSTM(UNITS, return_sequences=True)], FEATURES, False),
