@@ -10,10 +10,11 @@ import argparse
 import importlib
 import json
 import os
-import re
 import signal
 import sys
 from collections.abc import Sequence
+
+from jaxlstm._text import plain
 
 _SOURCE_KINDS = """\
 SRC kinds:
@@ -134,9 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
 def _one_line(e: BaseException) -> str:
     """The error as one line of plain text: no newlines, and no terminal colour codes (Keras
     wraps the errors of its layers in bold, ``\\x1b[1m``)."""
@@ -144,7 +142,7 @@ def _one_line(e: BaseException) -> str:
         text = f"{e.strerror.lower()}: {e.filename}"  # "no such file or directory: out/x.tflite"
     else:
         text = str(e)
-    return " ".join(_ANSI_ESCAPE.sub("", text).split()) or type(e).__name__
+    return " ".join(plain(text).split()) or type(e).__name__
 
 
 def _silence_stdout() -> None:

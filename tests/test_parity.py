@@ -8,6 +8,7 @@ with and without the cell clip, so the cell_clip=10 quirk is reproduced without 
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
 
@@ -218,3 +219,19 @@ def test_plot_has_no_empty_panel_and_no_warning(kind, dynamic_model, tmp_path, m
     (fig,) = drawn
     assert fig.axes and all(ax.has_data() for ax in fig.axes)
     assert len(fig.axes) == (1 if kind == "classifier" else 2)  # the per-step panel only with a time axis
+
+
+def test_a_keras_load_error_reaches_the_message_without_colour_codes(tmp_path, monkeypatch):
+    """Keras 3 wraps its errors in bold (``\\x1b[1m``); `load_keras`'s message is plain text."""
+    compare_module = importlib.import_module("jaxlstm.parity.compare")  # the package exports a function `compare`
+
+    def bold_failure(path):
+        raise ValueError("\x1b[1mCould not locate class 'Custom'\x1b[0m")
+
+    monkeypatch.setattr(compare_module, "_load_with_keras3", bold_failure)
+    monkeypatch.setattr(compare_module, "_load_with_tf_keras", bold_failure)
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="Could not locate class 'Custom'") as info:
+        compare_module.load_keras(path)
+    assert "\x1b" not in str(info.value)

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxlstm._text import plain
 from jaxlstm.model import Model
 from jaxlstm.model.rewrite import LSTM_OPCODES, strip_cell_clip
 
@@ -538,9 +539,9 @@ def load_keras(path: str | os.PathLike) -> Any:
         try:
             return load(path)
         except ImportError as e:
-            failures.append(str(e))
+            failures.append(plain(str(e)))
         except Exception as e:  # each library raises its own error types on a foreign file
-            failures.append(f"{type(e).__name__}: {e}".splitlines()[0])
+            failures.append(plain(f"{type(e).__name__}: {e}").splitlines()[0])
     raise ValueError(f"cannot load {path} as a Keras model: {'; '.join(failures)}")
 
 
