@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm import _spec
+from jaxlstm._text import located
 from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.ops.gru import GRUWeights
 from jaxlstm.ops.lstm_integer import RUNTIMES
@@ -425,7 +426,7 @@ class Model:
             try:
                 outputs, updates = run_operator(op, args, context)
             except (ValueError, TypeError, NotImplementedError) as e:
-                raise type(e)(f"{operator_location(index, position, op.opcode)}: {e}") from None
+                raise located(operator_location(index, position, op.opcode), e) from e
             except (IndexError, KeyError, ArithmeticError) as e:  # malformed operands
                 raise ValueError(f"{operator_location(index, position, op.opcode)}: invalid operands: {e!r}") from e
             for i, v in zip(op.outputs, outputs):

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm import _spec
+from jaxlstm._text import located
 from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Tensor
 from jaxlstm.model.rewrite import split_bidirectional_lstm
 from jaxlstm.ops._quant import QuantizedTensor, round_half_away
@@ -273,7 +274,7 @@ class _Quantizer:
         try:
             integer_weights, q = quantize_lstm(weights, ranges, activations=self.activations)
         except (ValueError, NotImplementedError) as e:
-            raise type(e)(f"{where}: {e}") from e
+            raise located(where, e) from e
         for name, slot in slots.items():
             value = getattr(integer_weights, name, None) if name in _WEIGHT_NAMES else None
             if value is not None:

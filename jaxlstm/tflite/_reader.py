@@ -17,6 +17,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from jaxlstm import _spec
+from jaxlstm._text import located
 from jaxlstm.model import _integer_lstm
 from jaxlstm.model.control_flow import check_loops
 from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Subgraph, Tensor, operator_location, options_tuple
@@ -389,7 +390,7 @@ class _Importer:
         try:
             return _format.options_to_dict(obj)
         except (ValueError, NotImplementedError) as e:
-            raise type(e)(f"{where}: {e}") from None
+            raise located(where, e) from e
 
     @staticmethod
     def _check_recurrent(

@@ -38,6 +38,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from jaxlstm import _spec
+from jaxlstm._text import located
 from jaxlstm.model.builder import unroll_gru
 from jaxlstm.model.graph import (
     GRU,
@@ -168,7 +169,7 @@ def _check_exportable(model: Model) -> None:
             try:
                 _format.dict_to_options(op.opcode, dict(op.options))
             except (ValueError, NotImplementedError) as e:
-                raise type(e)(f"{operator_location(k, position, op.opcode)}: {e}") from None
+                raise located(operator_location(k, position, op.opcode), e) from e
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -517,7 +518,7 @@ def _subgraph(
         try:
             options_type, options = _format.dict_to_options(op.opcode, dict(op.options))
         except (ValueError, NotImplementedError) as e:
-            raise type(e)(f"{operator_location(index, position, op.opcode)}: {e}") from None
+            raise located(operator_location(index, position, op.opcode), e) from e
         key = (op.opcode, op_version(graph, op))
         if key not in opcode_index:
             code = _format.OPCODES[op.opcode]
