@@ -31,6 +31,15 @@ def check_rank(op: str, name: str, value: Any, ranks: tuple[int, ...], meaning: 
         raise ValueError(f"{op}: {name} has shape {shape_of(value)} (rank {len(value.shape)}), expected {meaning}")
 
 
+def check_input(op: str, input: Any, ranks: tuple[int, ...], meaning: str, input_weights: dict[str, Any]) -> None:
+    """The input's rank and float dtype, then its feature count against each weight of
+    `input_weights` (name -> [n, n_input]), before the weights themselves are checked."""
+    check_rank(op, "input", input, ranks, meaning)
+    check_float(op, "input", input)
+    for name, weight in input_weights.items():
+        check_input_size(op, input, name, weight)
+
+
 def check_input_size(op: str, input: Any, weight_name: str, weight: Any) -> None:
     """Raises ValueError when the last axis of `input` does not fit `weight` [n, n_input]: an
     input error, raised before any weight shape is checked against the input's size."""

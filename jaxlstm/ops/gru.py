@@ -177,13 +177,6 @@ def _gru_scan(
     return y, h_final
 
 
-def _check_input(op: str, input: jax.Array, ranks: tuple[int, ...], meaning: str, w: GRUWeights) -> None:
-    """The input's rank and dtype, and its feature count against the weights' (before them)."""
-    _checks.check_rank(op, "input", input, ranks, meaning)
-    _checks.check_float(op, "input", input)
-    _checks.check_input_size(op, input, "input_to_update_weights", w.input_to_update_weights)
-
-
 def _check_state(op: str, state: jax.Array, batch: int, units: int) -> None:
     _checks.check_shape(op, "state", state, (batch, units), f"(n_batch={batch}, n_units={units})")
 
@@ -211,7 +204,9 @@ def gru_cell(
       keras/src/layers/rnn/gru.py (GRUCell.call), torch.nn.GRU, flax GRUCell.
     """
     op = "gru_cell"
-    _check_input(op, x_t, (2,), "[n_batch, n_input]", weights)
+    _checks.check_input(
+        op, x_t, (2,), "[n_batch, n_input]", {"input_to_update_weights": weights.input_to_update_weights}
+    )
     check_weights(op, weights, options, x_t.shape[-1])
     _check_state(op, state, x_t.shape[0], weights.n_units)
     dtype = x_t.dtype
@@ -273,7 +268,13 @@ def gru(
       keras/src/layers/rnn/gru.py (GRUCell.call), torch.nn.GRU, flax GRUCell.
     """
     op = "gru"
-    _check_input(op, input, (3,), "[B, T, n_input] (or [T, B, n_input] when time_major)", weights)
+    _checks.check_input(
+        op,
+        input,
+        (3,),
+        "[B, T, n_input] (or [T, B, n_input] when time_major)",
+        {"input_to_update_weights": weights.input_to_update_weights},
+    )
     check_weights(op, weights, options, input.shape[-1])
     with jax.named_scope(f"jaxlstm.{op}"):
         x = input if options.time_major else jnp.swapaxes(input, 0, 1)

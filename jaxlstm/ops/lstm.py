@@ -317,15 +317,6 @@ def _check_matmul_dtype(op: str, matmul_dtype, weights: tuple[LSTMWeights, ...])
     )
 
 
-def _check_input(op: str, input: jax.Array, ranks: tuple[int, ...], meaning: str, weights: dict) -> None:
-    """The input's rank and dtype, and its feature count against each direction's weights
-    (`weights`: prefix -> `LSTMWeights`), before the weights are checked."""
-    _checks.check_rank(op, "input", input, ranks, meaning)
-    _checks.check_float(op, "input", input)
-    for prefix, w in weights.items():
-        _checks.check_input_size(op, input, f"{prefix}input_to_forget_weights", w.input_to_forget_weights)
-
-
 def _check_aux_weights(op: str, prefix: str, w: LSTMWeights, aux_input: jax.Array) -> None:
     n_aux = aux_input.shape[-1]
     for g in w.gates:
@@ -588,7 +579,9 @@ def lstm_cell(
       tflite/kernels/lstm_eval.cc (LstmStepFloat, LstmStepHybrid).
     """
     op = "lstm_cell"
-    _check_input(op, x_t, (2,), "[n_batch, n_input]", {"": weights})
+    _checks.check_input(
+        op, x_t, (2,), "[n_batch, n_input]", {"input_to_forget_weights": weights.input_to_forget_weights}
+    )
     check_weights(op, weights, options, x_t.shape[-1])
     _checks.require(
         op,
@@ -747,7 +740,13 @@ def unidirectional_sequence_lstm(
       tflite/kernels/unidirectional_sequence_lstm.cc, lstm_eval.cc (EvalFloat, EvalHybrid).
     """
     op = "unidirectional_sequence_lstm"
-    _check_input(op, input, (3,), "[B, T, n_input] (or [T, B, n_input] when time_major)", {"": weights})
+    _checks.check_input(
+        op,
+        input,
+        (3,),
+        "[B, T, n_input] (or [T, B, n_input] when time_major)",
+        {"input_to_forget_weights": weights.input_to_forget_weights},
+    )
     check_weights(op, weights, options, input.shape[-1])
     _checks.require(op, not weights.use_aux_weights, "aux_input_to_*_weights belong to the bidirectional op")
     _check_matmul_dtype(op, matmul_dtype, (weights,))
@@ -779,7 +778,9 @@ def lstm(
       tflite/kernels/lstm.cc (Eval, FULL kernel) and lstm_eval.cc.
     """
     op = "lstm"
-    _check_input(op, input, (2,), "[n_batch, n_input]", {"": weights})
+    _checks.check_input(
+        op, input, (2,), "[n_batch, n_input]", {"input_to_forget_weights": weights.input_to_forget_weights}
+    )
     check_weights(op, weights, options, input.shape[-1])
     _check_matmul_dtype(op, matmul_dtype, (weights,))
     with jax.named_scope(f"jaxlstm.{op}"):
@@ -862,7 +863,16 @@ def bidirectional_sequence_lstm(
       (outputs, (fw_state, bw_state)); outputs is (fw, bw) or (merged,).
     """
     op = "bidirectional_sequence_lstm"
-    _check_input(op, input, (3,), "[T, B, n_input] (or [B, T, n_input])", {"fw_": fw_weights, "bw_": bw_weights})
+    _checks.check_input(
+        op,
+        input,
+        (3,),
+        "[T, B, n_input] (or [B, T, n_input])",
+        {
+            "fw_input_to_forget_weights": fw_weights.input_to_forget_weights,
+            "bw_input_to_forget_weights": bw_weights.input_to_forget_weights,
+        },
+    )
     for prefix, w in (("fw_", fw_weights), ("bw_", bw_weights)):
         _checks.require(op, not w.use_layer_norm, f"{prefix}weights: the bidirectional op has no layer norm inputs")
     _checks.require(

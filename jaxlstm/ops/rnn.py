@@ -154,15 +154,6 @@ def _to_time_major(x: jax.Array, time_major: bool) -> jax.Array:
     return x if time_major else jnp.swapaxes(x, 0, 1)
 
 
-def _check_input(op: str, input: jax.Array, ranks: tuple[int, ...], meaning: str, weights: dict) -> None:
-    """The input's rank and dtype, and its feature count against each direction's weights
-    (`weights`: prefix -> `RNNWeights`), before the weights are checked."""
-    _checks.check_rank(op, "input", input, ranks, meaning)
-    _checks.check_float(op, "input", input)
-    for prefix, w in weights.items():
-        _checks.check_input_size(op, input, f"{prefix}input_weights", w.input_weights)
-
-
 def _check_aux_weights(op: str, prefix: str, w: RNNWeights, aux_input: jax.Array) -> None:
     n_aux = aux_input.shape[-1]
     meaning = f"(n_units={w.n_units}, n_aux={n_aux})"
@@ -202,7 +193,7 @@ def rnn_cell(
       tflite/kernels/internal/kernel_utils.cc (RnnBatchStep).
     """
     op = "rnn_cell"
-    _check_input(op, x_t, (2,), "[n_batch, n_input]", {"": weights})
+    _checks.check_input(op, x_t, (2,), "[n_batch, n_input]", {"input_weights": weights.input_weights})
     check_weights(op, "", weights, options, x_t.shape[-1])
     _checks.require(
         op,
@@ -230,7 +221,7 @@ def rnn(
     References: tflite/kernels/basic_rnn.cc.
     """
     op = "rnn"
-    _check_input(op, input, (2,), "[n_batch, n_input]", {"": weights})
+    _checks.check_input(op, input, (2,), "[n_batch, n_input]", {"input_weights": weights.input_weights})
     check_weights(op, "", weights, options, input.shape[-1])
     _checks.require(op, weights.aux_input_weights is None, "aux_input_weights belong to the bidirectional op")
     if state is None:
@@ -259,7 +250,13 @@ def unidirectional_sequence_rnn(
     References: tflite/kernels/unidirectional_sequence_rnn.cc.
     """
     op = "unidirectional_sequence_rnn"
-    _check_input(op, input, (3,), "[B, T, n_input] (or [T, B, n_input] when time_major)", {"": weights})
+    _checks.check_input(
+        op,
+        input,
+        (3,),
+        "[B, T, n_input] (or [T, B, n_input] when time_major)",
+        {"input_weights": weights.input_weights},
+    )
     check_weights(op, "", weights, options, input.shape[-1])
     _checks.require(op, weights.aux_input_weights is None, "aux_input_weights belong to the bidirectional op")
     x = _to_time_major(input, options.time_major)
@@ -325,7 +322,13 @@ def bidirectional_sequence_rnn(
     """
     op = "bidirectional_sequence_rnn"
     meaning = "[B, T, n_input] (or [T, B, n_input] when time_major)"
-    _check_input(op, input, (3,), meaning, {"fw_": fw_weights, "bw_": bw_weights})
+    _checks.check_input(
+        op,
+        input,
+        (3,),
+        meaning,
+        {"fw_input_weights": fw_weights.input_weights, "bw_input_weights": bw_weights.input_weights},
+    )
     n_input = input.shape[-1]
     check_weights(op, "fw_", fw_weights, options, n_input)
     check_weights(op, "bw_", bw_weights, options, n_input)
