@@ -120,13 +120,7 @@ def lstm_weights_from_fused(kernel: Any, recurrent_kernel: Any, bias: Any, gate_
       >>> w.input_to_forget_weights.shape, w.n_output
       ((2, 3), 2)
     """
-    fields = {}
-    for template, packed in (
-        ("input_to_{}_weights", kernel),
-        ("recurrent_to_{}_weights", recurrent_kernel),
-    ):
-        for gate, block in split_gates(packed, gate_order, axis=-1).items():
-            fields[template.format(gate)] = block.T
+    fields = _gate_matrices(kernel, recurrent_kernel, gate_order)
     for gate, block in split_gates(bias, gate_order).items():
         fields[f"{gate}_gate_bias"] = block
     return LSTMWeights(**fields)
@@ -158,15 +152,19 @@ def gru_weights_from_fused(
     if bias is None:
         xp = np if isinstance(kernel, np.ndarray) else jax.numpy
         bias = xp.zeros(kernel.shape[-1:], kernel.dtype)
-    fields = {}
-    for template, packed in (
-        ("input_to_{}_weights", kernel),
-        ("recurrent_to_{}_weights", recurrent_kernel),
-    ):
-        for gate, block in split_gates(packed, gate_order, axis=-1).items():
-            fields[template.format(gate)] = block.T
+    fields = _gate_matrices(kernel, recurrent_kernel, gate_order)
     for template, packed in (("{}_gate_bias", bias), ("recurrent_{}_gate_bias", recurrent_bias)):
         if packed is not None:
             for gate, block in split_gates(packed, gate_order).items():
                 fields[template.format(gate)] = block
     return GRUWeights(**fields)
+
+
+def _gate_matrices(kernel: Any, recurrent_kernel: Any, gate_order: str) -> dict[str, Any]:
+    """``input_to_{gate}_weights`` and ``recurrent_to_{gate}_weights`` [n, k] (TFLite's layout)
+    from Keras-layout packed matrices [k, n_gates * n]."""
+    fields = {}
+    for template, packed in (("input_to_{}_weights", kernel), ("recurrent_to_{}_weights", recurrent_kernel)):
+        for gate, block in split_gates(packed, gate_order, axis=-1).items():
+            fields[template.format(gate)] = block.T
+    return fields
