@@ -418,9 +418,9 @@ def _fuse_tensor_list_writes(graph: Subgraph) -> tuple[Subgraph, int]:
         if size is None or begin is None or not plus_one(begin[0], size[0]):
             continue
         name = tensors[cat.outputs[0]].name
-        tensors.append(Tensor(_fresh_name(tensors, f"{name}/start_rest"), (rank - 1,), "int32"))
+        tensors.append(Tensor(fresh_name(tensors, f"{name}/start_rest"), (rank - 1,), "int32"))
         constants[len(tensors) - 1] = np.zeros(rank - 1, np.int32)
-        tensors.append(Tensor(_fresh_name(tensors, f"{name}/start"), (rank,), "int32"))
+        tensors.append(Tensor(fresh_name(tensors, f"{name}/start"), (rank,), "int32"))
         start = len(tensors) - 1
         replacements[position] = [
             Operator(
@@ -451,7 +451,8 @@ def _drop_unread(operators: list[Operator], candidates: set[Operator], outputs: 
         operators = kept
 
 
-def _fresh_name(tensors: list[Tensor], name: str) -> str:
+def fresh_name(tensors: Sequence[Tensor], name: str) -> str:
+    """`name`, or `name`_k with the first k that no tensor of `tensors` has."""
     taken = {t.name for t in tensors}
     candidate, k = name, 1
     while candidate in taken:
