@@ -529,9 +529,9 @@ _BUILTINS = (
 
 OPERATORS: Mapping[str, OperatorSpec] = {spec.opcode: spec for spec in (*_BUILTINS, _GRU)}
 # The TFLite builtin operators jaxlstm knows (those it reads and writes: `supported_builtins`).
-BUILTINS = frozenset(spec.opcode for spec in _BUILTINS)
+BUILTINS = frozenset(spec.opcode for spec in OPERATORS.values() if spec.builtin)
 # The fused recurrent builtin operators: those with a variable (state) input.
-RECURRENT = frozenset(spec.opcode for spec in _BUILTINS if spec.states)
+RECURRENT = frozenset(op for op in BUILTINS if OPERATORS[op].states)
 # The two-direction ones (with an aux input), and the fused LSTM builtins.
 BIDIRECTIONAL = frozenset(op for op in RECURRENT if "aux_input" in OPERATORS[op].inputs)
 LSTM_FAMILY = frozenset(op for op in RECURRENT if op.endswith("LSTM"))
