@@ -133,7 +133,7 @@ def _lstm(op: Operator, args: list, context: KernelContext):
     )
 
 
-def _basic_lstm(op: Operator, args: list, context: KernelContext):
+def _basic_lstm(op: Operator, args: list):
     x, h, w, b, c = args[:5]
     h_new, c_new = basic_lstm_cell(x, h, _dense(w), _dense(b), c)
     concat = jnp.concatenate([x, h], axis=-1)
