@@ -10,6 +10,13 @@ def plain(text: str) -> str:
     return _TERMINAL_CODES.sub("", text)
 
 
+def operator_location(subgraph: int, position: int, opcode: str) -> str:
+    """How messages name an operator: ``operator 3 (ADD)`` in the main subgraph,
+    ``subgraph 2 operator 3 (ADD)`` elsewhere."""
+    where = f"operator {position} ({opcode})"
+    return where if subgraph == 0 else f"subgraph {subgraph} {where}"
+
+
 def located(where: str, error: Exception) -> Exception:
     """A new error of `error`'s kind (NotImplementedError, TypeError or ValueError) whose message
     starts with `where`; raise it ``from error`` so that the traceback keeps the cause.

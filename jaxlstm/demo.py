@@ -48,7 +48,6 @@ INT8_FLIP_FRACTION = 0.05
 INT8_MAX_ERROR = 2e-2
 # Training images the fully integer model is calibrated on (the converter's representative dataset).
 CALIBRATION_IMAGES = 256
-_RECURRENT_OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")
 
 
 def _parser() -> argparse.ArgumentParser:

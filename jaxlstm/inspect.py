@@ -75,18 +75,17 @@ from typing import Any
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from jaxlstm import _spec
+from jaxlstm.model.operators import BIDIRECTIONAL, BUILTINS, LSTM_FAMILY, OPERATORS, RECURRENT
 from jaxlstm.tflite._format import ENUM_FIELDS, FILE_IDENTIFIER, enum_names, read_model, snake_case
 
 KERAS_CELL_CLIP = 10.0  # written by TFLiteConverter's Keras LSTM fusion (lstm_utils.cc)
 
-_LSTM_OPS = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM")
-_RNN_OPS = ("RNN", "UNIDIRECTIONAL_SEQUENCE_RNN")
-_INPUT_TABLES = _spec.INPUTS_BY_OPERATOR
+_LSTM_OPS = LSTM_FAMILY - BIDIRECTIONAL
+_RNN_OPS = RECURRENT - LSTM_FAMILY - BIDIRECTIONAL
 _INTEGER_TYPES = ("int8", "uint8", "int16")
 RUNTIME_NAMES = {"litert": "LiteRT", "tflite-micro": "TFLite Micro"}
 # Recurrent ops TFLite Micro registers no kernel for (micro_mutable_op_resolver.h).
-_NOT_IN_TFLITE_MICRO = ("LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", *_RNN_OPS, "BIDIRECTIONAL_SEQUENCE_RNN")
+_NOT_IN_TFLITE_MICRO = RECURRENT - {"UNIDIRECTIONAL_SEQUENCE_LSTM"}
 
 
 def read_tflite_bytes(model: str | os.PathLike | bytes) -> bytes:
@@ -364,7 +363,7 @@ def _operator(
     }
     if opcode == "WHILE":
         entry["loop"] = None  # set by _describe_loops
-    table = _INPUT_TABLES.get(opcode)
+    table = OPERATORS[opcode].inputs if opcode in RECURRENT else None
     if table is not None and not (opcode == "LSTM" and entry["options"].get("kernel_type") == "BASIC"):
         slots = {name: (inputs[k] if k < len(inputs) and inputs[k] >= 0 else None) for k, name in enumerate(table)}
         entry["slots"] = slots
@@ -381,12 +380,12 @@ def _features(
     def dtype(name: str) -> str | None:
         return tensors[slots[name]]["dtype"] if present(name) else None
 
-    prefixes = ("",) if opcode in (*_LSTM_OPS, *_RNN_OPS) else ("fw_", "bw_")
-    weight = "input_weights" if "RNN" in opcode else "input_to_forget_weights"
-    states = _spec.VARIABLE_INPUTS[opcode]
+    spec = OPERATORS[opcode]
+    prefixes = ("fw_", "bw_") if opcode in BIDIRECTIONAL else ("",)
+    states = spec.states
     if dtype("input") in _INTEGER_TYPES or any(dtype(s) in _INTEGER_TYPES for s in states):
         quantization = "integer"  # full-integer: int8 activations, int8/int16 state
-    elif dtype(prefixes[0] + weight) in _INTEGER_TYPES:
+    elif dtype(spec.inputs[spec.weight_slot]) in _INTEGER_TYPES:
         quantization = "hybrid"  # int8 weights, float activations
     else:
         quantization = "float"
@@ -482,8 +481,6 @@ def _merge_repeats(warnings: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _operator_warnings(op: dict[str, Any], tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from jaxlstm.model.kernels import KERNELS
-
     code, opts = op["opcode"], op["options"]
     if code == "WHILE":
         return [
@@ -509,7 +506,7 @@ def _operator_warnings(op: dict[str, Any], tensors: list[dict[str, Any]]) -> lis
             ]
         return [_warning(op, "custom_op", f"custom op {op['custom_code']!r} needs an op resolver that registers it")]
     warnings = []
-    if code not in KERNELS:
+    if code not in BUILTINS:
         warnings.append(
             _warning(
                 op,
@@ -518,7 +515,7 @@ def _operator_warnings(op: dict[str, Any], tensors: list[dict[str, Any]]) -> lis
                 "this model (inspect and LiteRT still can)",
             )
         )
-    if code in _LSTM_OPS + ("BIDIRECTIONAL_SEQUENCE_LSTM",) and op["features"] is not None:
+    if code in LSTM_FAMILY and op["features"] is not None:
         if float(opts.get("cell_clip", 0.0)) == KERAS_CELL_CLIP:
             warnings.append(
                 _warning(

@@ -8,13 +8,12 @@ is traced with the weight values as arguments); this module reads it into the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 
-from jaxlstm import _spec
-from jaxlstm.model.graph import NO_TENSOR, Operator, Tensor
+from jaxlstm.model.operators import INTEGER_LSTM, LSTM_INPUTS, NO_TENSOR, OPERATORS
 from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.ops.lstm import LSTMOptions, LSTMState, LSTMWeights
 from jaxlstm.ops.lstm_integer import (
@@ -25,10 +24,14 @@ from jaxlstm.ops.lstm_integer import (
     unidirectional_sequence_lstm_integer,
 )
 
+if TYPE_CHECKING:
+    from jaxlstm.model.graph import Operator, Tensor
+
 ACTIVATIONS = ("int8", "int16")  # input dtypes that select the integer kernels
 _STATES = ("input", "output_state", "cell_state")
-_OUTPUT_STATE = _spec.LSTM_INPUTS.index("output_state")
-_CELL_STATE = _spec.LSTM_INPUTS.index("cell_state")
+# LSTM and UNIDIRECTIONAL_SEQUENCE_LSTM read their inputs at the same positions.
+assert all(OPERATORS[op].inputs == LSTM_INPUTS for op in INTEGER_LSTM)
+_OUTPUT_STATE, _CELL_STATE = (LSTM_INPUTS.index(s) for s in ("output_state", "cell_state"))
 
 
 def quantization(op: Operator, tensors: Sequence[Tensor]) -> LSTMQuantization:
@@ -62,7 +65,7 @@ def weights(op: Operator, tensors: Sequence[Tensor], values: Sequence[Any]) -> L
     """`LSTMWeights` from the op's input `values` (arrays, or shapes when checking), each
     weight with its scale from the tensor table; biases stay plain integer arrays."""
     fields = {}
-    for slot, name in enumerate(_spec.LSTM_INPUTS):
+    for slot, name in enumerate(LSTM_INPUTS):
         if name in _STATES or slot >= len(op.inputs) or op.inputs[slot] == NO_TENSOR:
             continue
         value = values[slot]
@@ -96,7 +99,7 @@ def check(op: Operator, tensors: Sequence[Tensor], options: LSTMOptions, runtime
         raise ValueError("the LSTM has no output tensor")
     lstm_quantization = quantization(op, tensors)
     _check_types(op, tensors)
-    for slot, name in enumerate(_spec.LSTM_INPUTS):
+    for slot, name in enumerate(LSTM_INPUTS):
         index = op.inputs[slot] if slot < len(op.inputs) else NO_TENSOR
         if name not in _STATES and index != NO_TENSOR and tensors[index].zero_point != 0:
             raise ValueError(

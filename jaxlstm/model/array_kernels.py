@@ -8,15 +8,17 @@ sizes, multiples) must be such constants.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm.model.graph import Operator
-from jaxlstm.model.kernels import _array_module, _dense, _fused, _static, kernel
+from jaxlstm.model.kernels import KernelContext, _array_module, _dense, _fused, _static, kernel
 from jaxlstm.ops._activations import activation
+
+if TYPE_CHECKING:
+    from jaxlstm.model.graph import Operator
 
 
 def _module(*args: Any):
@@ -49,13 +51,13 @@ def _axes(value: Any, rank: int, what: str) -> tuple[int, ...]:
 
 
 @kernel("RELU", "RELU6", "RELU_N1_TO_1")
-def _relu(op: Operator, args: list):
+def _relu(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/activations.cc ReluEval, Relu6Eval, Relu1Eval: clamps."""
     return [activation(op.opcode)(jnp.asarray(args[0]))], {}
 
 
 @kernel("LEAKY_RELU")
-def _leaky_relu(op: Operator, args: list):
+def _leaky_relu(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/activations.cc LeakyReluEval: x if x > 0 else alpha * x."""
     x = jnp.asarray(args[0])
     return [jnp.where(x > 0, x, x * jnp.float32(op.option("alpha", 0.0)))], {}
@@ -65,13 +67,13 @@ def _leaky_relu(op: Operator, args: list):
 
 
 @kernel("NEG")
-def _neg(op: Operator, args: list):
+def _neg(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/neg.cc."""
     return [_module(args[0]).negative(args[0])], {}
 
 
 @kernel("RSQRT")
-def _rsqrt(op: Operator, args: list):
+def _rsqrt(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/elementwise.cc RsqrtEval: 1 / sqrt(x), both correctly rounded. The barrier
     keeps XLA from fusing them into its rsqrt, which is up to 3 ulps off."""
     root = jax.lax.optimization_barrier(jnp.sqrt(jnp.asarray(_dense(args[0]))))
@@ -79,7 +81,7 @@ def _rsqrt(op: Operator, args: list):
 
 
 @kernel("DIV")
-def _div(op: Operator, args: list):
+def _div(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/div.cc: a / b, broadcasting, then the fused activation; int32
     quotients truncate toward zero, as C++ division does. The barrier keeps XLA from turning
     ``a / broadcast(b)`` into ``a * broadcast(1 / b)``, which rounds differently."""
@@ -88,7 +90,7 @@ def _div(op: Operator, args: list):
 
 
 @kernel("SQUARED_DIFFERENCE")
-def _squared_difference(op: Operator, args: list):
+def _squared_difference(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/squared_difference.cc: (a - b) * (a - b), broadcasting."""
     xp, (a, b) = _operands(*args)
     d = xp.subtract(a, b)
@@ -110,7 +112,7 @@ _BINARY = {
 
 
 @kernel(*_BINARY)
-def _binary(op: Operator, args: list):
+def _binary(op: Operator, args: list, context: KernelContext):
     """The broadcasting binary ops of `_BINARY` (tflite/kernels/maximum_minimum.cc,
     comparisons.cc, logical.cc); comparisons and logical ops give bool tensors."""
     xp, operands = _operands(*args)
@@ -118,13 +120,13 @@ def _binary(op: Operator, args: list):
 
 
 @kernel("LOGICAL_NOT")
-def _logical_not(op: Operator, args: list):
+def _logical_not(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/logical.cc."""
     return [_module(args[0]).logical_not(args[0])], {}
 
 
 @kernel("SELECT", "SELECT_V2")
-def _select(op: Operator, args: list):
+def _select(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/select.cc: x where cond else y. SELECT_V2 broadcasts; SELECT takes a
     condition of the operands' shape or, for rank-1 conditions, one per row."""
     cond, x, y = args
@@ -135,7 +137,7 @@ def _select(op: Operator, args: list):
 
 
 @kernel("CAST")
-def _cast(op: Operator, args: list):
+def _cast(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/cast.cc: static_cast to the options' out_data_type (floats truncate
     toward zero, nonzero is true)."""
     out = op.option("out_data_type")
@@ -145,7 +147,7 @@ def _cast(op: Operator, args: list):
 
 
 @kernel("ZEROS_LIKE")
-def _zeros_like(op: Operator, args: list):
+def _zeros_like(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/zeros_like.cc."""
     return [_module(args[0]).zeros_like(args[0])], {}
 
@@ -164,7 +166,7 @@ _REDUCERS = {
 
 
 @kernel(*_REDUCERS)
-def _reduce(op: Operator, args: list):
+def _reduce(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/reduce.cc: reduce over the constant axes (negative and repeated axes
     allowed), keeping them as size 1 with keep_dims."""
     xp, (x,) = _operands(args[0])
@@ -178,7 +180,7 @@ def _reduce(op: Operator, args: list):
 
 
 @kernel("PAD", "PADV2")
-def _pad(op: Operator, args: list):
+def _pad(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/pad.cc: constant padding by a constant [rank, 2] tensor of (before,
     after) counts; PAD pads with zeros, PADV2 with its third input."""
     x = args[0]
@@ -191,7 +193,7 @@ def _pad(op: Operator, args: list):
 
 
 @kernel("SLICE")
-def _slice(op: Operator, args: list):
+def _slice(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/slice.cc: ``x[begin : begin + size]`` per axis; size -1 takes the rest.
     A begin computed at run time needs constant sizes (it becomes a dynamic slice)."""
     x, begin, size = args
@@ -212,7 +214,7 @@ def _slice(op: Operator, args: list):
 
 
 @kernel("DYNAMIC_UPDATE_SLICE")
-def _dynamic_update_slice(op: Operator, args: list):
+def _dynamic_update_slice(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/dynamic_update_slice.cc: `operand` with `update` written at
     `start_indices` (one per axis, run-time values allowed), each clamped to
     ``[0, operand dim - update dim]`` as in XLA's DynamicUpdateSlice."""
@@ -234,7 +236,7 @@ def _dynamic_update_slice(op: Operator, args: list):
 
 
 @kernel("EXPAND_DIMS")
-def _expand_dims(op: Operator, args: list):
+def _expand_dims(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/expand_dims.cc: a size-1 axis at the constant position (negative counts
     from the end of the output)."""
     x = args[0]
@@ -246,7 +248,7 @@ def _expand_dims(op: Operator, args: list):
 
 
 @kernel("SQUEEZE")
-def _squeeze(op: Operator, args: list):
+def _squeeze(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/squeeze.cc: drops the squeeze_dims axes, or every size-1 axis."""
     x = args[0]
     dims = op.option("squeeze_dims", ())
@@ -255,19 +257,19 @@ def _squeeze(op: Operator, args: list):
 
 
 @kernel("BROADCAST_TO")
-def _broadcast_to(op: Operator, args: list):
+def _broadcast_to(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/broadcast_to.cc: NumPy broadcasting to a constant shape."""
     return [_module(args[0]).broadcast_to(args[0], tuple(_ints(args[1], "BROADCAST_TO shape")))], {}
 
 
 @kernel("TILE")
-def _tile(op: Operator, args: list):
+def _tile(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/tile.cc: repeats the input along each axis by the constant multiples."""
     return [_module(args[0]).tile(args[0], _ints(args[1], "TILE multiples"))], {}
 
 
 @kernel("SPLIT_V")
-def _split_v(op: Operator, args: list):
+def _split_v(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/split_v.cc: splits along a constant axis into the constant sizes (one
     may be -1: the rest)."""
     x = args[0]
@@ -289,7 +291,7 @@ def _spatial(op: Operator, x: Any, block: list[int], pads: np.ndarray) -> None:
 
 
 @kernel("SPACE_TO_BATCH_ND")
-def _space_to_batch_nd(op: Operator, args: list):
+def _space_to_batch_nd(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/space_to_batch_nd.cc: pads the spatial axes (1..M), then moves each
     block offset into the batch: output batch ``offset * batch + b``."""
     x, block = args[0], _ints(args[1], "SPACE_TO_BATCH_ND block_shape")
@@ -307,7 +309,7 @@ def _space_to_batch_nd(op: Operator, args: list):
 
 
 @kernel("BATCH_TO_SPACE_ND")
-def _batch_to_space_nd(op: Operator, args: list):
+def _batch_to_space_nd(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/batch_to_space_nd.cc: the inverse of SPACE_TO_BATCH_ND, then crops the
     spatial axes by a constant [M, 2] tensor of (start, end) counts."""
     x, block = args[0], _ints(args[1], "BATCH_TO_SPACE_ND block_shape")

@@ -20,9 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from jaxlstm import _spec
-from jaxlstm.model.graph import GRU, GRU_INPUTS, NO_TENSOR, Model, Operator, Subgraph, Tensor, options_tuple
+from jaxlstm.model.graph import Model, Operator, Subgraph, Tensor, options_tuple
 from jaxlstm.model.kernels import gru_options
+from jaxlstm.model.operators import (
+    GRU,
+    GRU_WEIGHT_INPUTS,
+    LSTM_DIRECTION_INPUTS,
+    LSTM_LAYER_NORM_INPUTS,
+    NO_TENSOR,
+    OPERATORS,
+    RNN_WEIGHT_INPUTS,
+)
 from jaxlstm.model.rewrite import prune_unused_tensors
 from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.ops.gru import GRUOptions, GRUWeights
@@ -208,7 +216,7 @@ class ModelBuilder:
         **options,
     ) -> Ref:
         sb = self._state_batch(batch)
-        w = self._weights(name, weights, _spec.LSTM_INPUTS[1:18])
+        w = self._weights(name, weights, LSTM_DIRECTION_INPUTS)
         q = quantization
         activations = "float32" if q is None else self._tensors[x.index].dtype
         h = self.add_variable(
@@ -217,7 +225,7 @@ class ModelBuilder:
         c = self.add_variable(
             f"{name}/cell_state", (sb, weights.n_cell), "float32" if q is None else "int16", _cell_quantization(q)
         )
-        ln = self._weights(name, weights, _spec.LSTM_INPUTS[20:24])
+        ln = self._weights(name, weights, LSTM_LAYER_NORM_INPUTS)
         y = self.add_intermediate(
             f"{name}/output", x.shape[:-1] + (weights.n_output,), activations, None if q is None else q.output
         )
@@ -281,7 +289,7 @@ class ModelBuilder:
         """
         batch, _ = self._batch_time(x, options.time_major)
         sb = self._state_batch(batch)
-        direction = _spec.LSTM_INPUTS[1:18]
+        direction = LSTM_DIRECTION_INPUTS
         w_fw = self._weights(f"{name}/fw", fw, direction)
         w_bw = self._weights(f"{name}/bw", bw, direction)
         aux_names = tuple(f"aux_input_to_{g}_weights" for g in GATES)
@@ -326,7 +334,7 @@ class ModelBuilder:
         )
 
     def _rnn_op(self, opcode: str, x: Ref, batch: int, weights: RNNWeights, name: str, **options) -> Ref:
-        w = self._weights(name, weights, _spec.RNN_INPUTS[1:4])
+        w = self._weights(name, weights, RNN_WEIGHT_INPUTS)
         h = self.add_variable(f"{name}/hidden_state", (self._state_batch(batch), weights.n_units))
         y = self.add_intermediate(f"{name}/output", x.shape[:-1] + (weights.n_units,))
         self.add_operator(opcode, [x, *w, h], [y], **options)
@@ -350,7 +358,7 @@ class ModelBuilder:
         sb = self._state_batch(batch)
         refs = []
         for d, w in (("fw", fw), ("bw", bw)):
-            refs += self._weights(f"{name}/{d}", w, _spec.RNN_INPUTS[1:4])
+            refs += self._weights(f"{name}/{d}", w, RNN_WEIGHT_INPUTS)
             refs.append(self.add_variable(f"{name}/{d}_hidden_state", (sb, w.n_units)))
         if merge_outputs:
             outs = [self.add_intermediate(f"{name}/output", x.shape[:2] + (fw.n_units + bw.n_units,))]
@@ -505,7 +513,7 @@ class ModelBuilder:
         batch, _ = self._batch_time(x, options.time_major)
         check_gru_weights(f"add_gru {name!r}", weights, options, x.shape[-1])
         units = weights.n_units
-        w = self._weights(name, weights, GRU_INPUTS[1:-1])
+        w = self._weights(name, weights, GRU_WEIGHT_INPUTS)
         h = self.add_variable(f"{name}/hidden_state", (self._state_batch(batch), units))
         y = self.add_intermediate(f"{name}/output", x.shape[:-1] + (units,) if return_sequences else (batch, units))
         self.add_operator(
@@ -525,12 +533,13 @@ class ModelBuilder:
 
     def _unroll_gru(self, position: int, op: Operator, time_steps: int | None, stateful: bool) -> None:
         """Appends the builtin operators of GRU operator `op` (see `unroll_gru`)."""
-        x, h_state, out = (Ref(i, self._tensors[i].shape) for i in (op.inputs[0], op.inputs[-1], op.outputs[0]))
+        inputs = OPERATORS[GRU].named_inputs(op)
+        x, h_state, out = (
+            Ref(i, self._tensors[i].shape) for i in (inputs["input"], inputs["hidden_state"], op.outputs[0])
+        )
         options = gru_options(op)
         name = self._tensors[h_state.index].name.rpartition("/")[0] or "gru"
-        weights = GRUWeights(
-            **{n: self._constants[i] for n, i in zip(GRU_INPUTS[1:-1], op.inputs[1:-1]) if i != NO_TENSOR}
-        )
+        weights = GRUWeights(**{n: self._constants[i] for n, i in inputs.items() if n in GRU_WEIGHT_INPUTS})
         _, time = self._batch_time(x, options.time_major)
         where = f"operator {position} (GRU {name!r})"
         if time >= 0 and time_steps is not None and time != time_steps:

@@ -33,12 +33,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm.model.graph import NO_TENSOR, Operator, Subgraph, operator_location
+from jaxlstm._text import operator_location
 from jaxlstm.model.kernels import KernelContext, kernel
+from jaxlstm.model.operators import NO_TENSOR
 from jaxlstm.ops._quant import QuantizedTensor
 
 if TYPE_CHECKING:
-    from jaxlstm.model.graph import Model
+    from jaxlstm.model.graph import Model, Operator, Subgraph
 
 # The most iterations of a loop whose trip count the graph does not fix (a bounded loop).
 MAX_WHILE_ITERATIONS = 2**20
@@ -157,7 +158,7 @@ def check_loops(model: Model) -> None:
                 raise ValueError(f"{operator_location(k, position, op.opcode)}: {e}") from e
 
 
-@kernel("WHILE", context=True)
+@kernel("WHILE")
 def _while(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/while.cc: the carries through cond and body until cond is false."""
     model = context.model

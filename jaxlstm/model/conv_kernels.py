@@ -14,12 +14,13 @@ int32 arithmetic and the result is scaled back in float, as `tflite/kernels/conv
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm.model.graph import Operator
-from jaxlstm.model.kernels import kernel
+from jaxlstm.model.kernels import KernelContext, kernel
 from jaxlstm.ops._activations import activation
 from jaxlstm.ops._precision import FLOAT32
 from jaxlstm.ops._quant import QuantizedTensor, quantize_rows
@@ -28,6 +29,9 @@ from jaxlstm.ops._quant import QuantizedTensor, quantize_rows
 # leaves any other activation (TANH, SIGN_BIT) unapplied, which a file never means.
 _CLAMPS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6")
 _NHWC = ("NHWC", "HWIO", "NHWC")  # lax dimension numbers: filters as [H, W, in / groups, out]
+
+if TYPE_CHECKING:
+    from jaxlstm.model.graph import Operator
 
 
 def _clamp(op: Operator, x: jax.Array) -> jax.Array:
@@ -90,7 +94,7 @@ def _channel_scales(filters: QuantizedTensor, channels: int) -> jax.Array:
 
 
 @kernel("CONV_2D")
-def _conv_2d(op: Operator, args: list):
+def _conv_2d(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/conv.cc: float (EvalFloat) or hybrid int8 filter (EvalHybrid[PerChannel])."""
     x, w = args[0], args[1]
     bias = args[2] if len(args) > 2 else None
@@ -120,7 +124,7 @@ def _conv_2d(op: Operator, args: list):
 
 
 @kernel("DEPTHWISE_CONV_2D")
-def _depthwise_conv_2d(op: Operator, args: list):
+def _depthwise_conv_2d(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/depthwise_conv.cc: float (EvalFloat) or hybrid int8 filter
     (EvalHybridPerChannel, whatever the number of scales); output channel
     ``c * depth_multiplier + m`` reads input channel c."""
@@ -155,7 +159,7 @@ def _pool_window(op: Operator, x: jax.Array) -> tuple[tuple[int, ...], tuple[int
 
 
 @kernel("MAX_POOL_2D")
-def _max_pool_2d(op: Operator, args: list):
+def _max_pool_2d(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/pooling.cc MaxEval: the largest in-bounds value of each window."""
     x = jnp.asarray(args[0])
     dims, strides, padding = _pool_window(op, x)
@@ -164,7 +168,7 @@ def _max_pool_2d(op: Operator, args: list):
 
 
 @kernel("AVERAGE_POOL_2D")
-def _average_pool_2d(op: Operator, args: list):
+def _average_pool_2d(op: Operator, args: list, context: KernelContext):
     """tflite/kernels/pooling.cc AverageEval: the sum of each window's in-bounds values
     divided by their count (padding is not averaged in)."""
     x = jnp.asarray(args[0])

@@ -29,25 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from jaxlstm import _spec
 from jaxlstm.model.builder import unroll_gru
-from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Tensor, options_tuple, state_slots
+from jaxlstm.model.graph import Model, Operator, Tensor, options_tuple
+from jaxlstm.model.operators import NO_TENSOR, OPERATORS, RECURRENT, state_slots
 from jaxlstm.model.rewrite import Graph, fresh_name, remove_state_resets
 from jaxlstm.ops._quant import quantize_symmetric
-
-# Weight inputs that dynamic-range quantization turns to int8 (quantize_weights.cc): the
-# matrices, peepholes and projection; never biases, layer-norm coefficients or states.
-_LSTM_WEIGHTS = tuple(range(1, 12)) + (16,)
-QUANTIZABLE_INPUTS: dict[str, tuple[int, ...]] = {
-    "LSTM": _LSTM_WEIGHTS,
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": _LSTM_WEIGHTS,
-    "BIDIRECTIONAL_SEQUENCE_LSTM": _LSTM_WEIGHTS + tuple(p + 17 for p in _LSTM_WEIGHTS) + tuple(range(40, 48)),
-    "RNN": (1, 2),
-    "UNIDIRECTIONAL_SEQUENCE_RNN": (1, 2),
-    "BIDIRECTIONAL_SEQUENCE_RNN": (1, 2, 5, 6, 10, 11),
-    "FULLY_CONNECTED": (1,),
-}
-_RECURRENT_INPUTS = _spec.INPUTS_BY_OPERATOR
 
 
 def prepare_for_export(
@@ -92,7 +78,8 @@ def quantize_dynamic_range(model: Graph, min_elements: int, asymmetric: bool) ->
     float_weights = {i for i, t in enumerate(tensors) if i in constants and t.dtype == "float32" and not t.is_variable}
     plans = {}  # op position -> quantized input positions
     for position, op in enumerate(model.operators):
-        slots = [s for s in QUANTIZABLE_INPUTS.get(op.opcode, ()) if s < len(op.inputs) and op.inputs[s] != NO_TENSOR]
+        quantizable = OPERATORS[op.opcode].quantizable_slots if op.opcode in OPERATORS else ()
+        slots = [s for s in quantizable if s < len(op.inputs) and op.inputs[s] != NO_TENSOR]
         if not slots or any(op.inputs[s] not in float_weights for s in slots):
             continue
         slots = [s for s in slots if not _is_diagonal_recurrent(op, s, tensors)]  # read as float
@@ -132,7 +119,7 @@ def quantize_dynamic_range(model: Graph, min_elements: int, asymmetric: bool) ->
 
 
 def _is_diagonal_recurrent(op: Operator, slot: int, tensors: Sequence[Tensor]) -> bool:
-    names = _RECURRENT_INPUTS.get(op.opcode)
+    names = OPERATORS[op.opcode].inputs if op.opcode in RECURRENT else ()
     return bool(names) and "recurrent_to" in names[slot] and len(tensors[op.inputs[slot]].shape) == 1
 
 
@@ -282,14 +269,16 @@ def avoid_litert_defects(model: Model) -> Model:
     for op in model.operators:
         merged = bool(op.option("merge_outputs", False))
         time_major = bool(op.option("time_major", False))
+        inputs = OPERATORS[op.opcode].named_inputs(op) if op.opcode in RECURRENT else {}
         if op.opcode == "BIDIRECTIONAL_SEQUENCE_RNN":
-            hybrid = tensors[op.inputs[1]].dtype == "int8"
-            aux, aux_weights = op.inputs[9], op.inputs[10]
+            hybrid = tensors[inputs["fw_input_weights"]].dtype == "int8"
+            aux = inputs.get("aux_input", NO_TENSOR)
+            aux_weights = inputs.get("fw_aux_input_weights", NO_TENSOR)
             if (
                 aux != NO_TENSOR
                 and aux_weights != NO_TENSOR
                 and (time_major or hybrid)
-                and (tensors[aux].shape[-1] < tensors[op.inputs[0]].shape[-1])
+                and (tensors[aux].shape[-1] < tensors[inputs["input"]].shape[-1])
             ):
                 raise NotImplementedError(
                     "BIDIRECTIONAL_SEQUENCE_RNN with aux weights and an aux input narrower than "
@@ -297,10 +286,10 @@ def avoid_litert_defects(model: Model) -> Model:
                     "past its end; pad aux_input to the input size"
                 )
             split = merged and time_major and hybrid and not op.option("asymmetric_quantize_inputs", False)
-            widths = (tensors[op.inputs[1]].shape[0], tensors[op.inputs[5]].shape[0])
+            widths = tuple(tensors[inputs[f"{d}_input_weights"]].shape[0] for d in ("fw", "bw"))
         elif op.opcode == "BIDIRECTIONAL_SEQUENCE_LSTM":
             split = merged and not time_major
-            widths = (tensors[op.inputs[8]].shape[-1], tensors[op.inputs[25]].shape[-1])
+            widths = tuple(tensors[inputs[f"{d}_recurrent_to_output_weights"]].shape[-1] for d in ("fw", "bw"))
         else:
             split = False
         if not split:

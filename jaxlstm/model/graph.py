@@ -17,7 +17,8 @@ such as WHILE call other subgraphs by their index in the file (``cond_subgraph_i
 ``subgraph_<k>/<tensor name>`` (`param_name`), so `jax.grad` over `m.params` reaches the
 weights inside a loop body.
 
-Besides the TFLite builtin operators, a model may hold a ``GRU`` operator (`GRU_INPUTS`):
+Besides the TFLite builtin operators, a model may hold a ``GRU`` operator (its inputs:
+``jaxlstm.model.operators.OPERATORS["GRU"]``):
 TFLite has no GRU, so the exporter unrolls it into builtin operators over a fixed length
 (`jaxlstm.model.builder.unroll_gru`), while in JAX it runs `jaxlstm.ops.gru` at any length.
 """
@@ -33,17 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm import _spec
-from jaxlstm._text import located
-from jaxlstm.ops._quant import QuantizedTensor
-from jaxlstm.ops.gru import GRUWeights
+from jaxlstm._text import located, operator_location
+from jaxlstm.model.operators import GRU as GRU
+from jaxlstm.model.operators import NO_TENSOR, OPERATORS, batch_axis, state_slots
+from jaxlstm.model.runtime import KernelContext, run_operator
 from jaxlstm.ops.lstm_integer import RUNTIMES
 
-NO_TENSOR = -1  # an absent optional operator input
-# The GRU operator (no TFLite builtin): its inputs by position, the `GRUWeights` fields
-# between the sequence and the state; absent recurrent biases are NO_TENSOR.
-GRU = "GRU"
-GRU_INPUTS = ("input", *(f.name for f in dataclasses.fields(GRUWeights)), "hidden_state")
 # The most elements `Model.init_state` allocates for one state tensor (1 GiB of float32),
 # far beyond any real recurrent state: a larger one comes from a corrupt shape or batch_size.
 MAX_STATE_ELEMENTS = 2**28
@@ -121,13 +117,6 @@ def subgraph_references(op: Operator) -> list[tuple[str, int]]:
     """(option, subgraph index) of each subgraph `op` calls, e.g. a WHILE's
     ``cond_subgraph_index`` and ``body_subgraph_index``."""
     return [(k, v) for k, v in op.options if k.endswith(SUBGRAPH_OPTION_SUFFIX)]
-
-
-def operator_location(subgraph: int, position: int, opcode: str) -> str:
-    """How messages name an operator: ``operator 3 (ADD)`` in the main subgraph,
-    ``subgraph 2 operator 3 (ADD)`` elsewhere."""
-    where = f"operator {position} ({opcode})"
-    return where if subgraph == 0 else f"subgraph {subgraph} {where}"
 
 
 class Subgraph:
@@ -416,8 +405,6 @@ class Model:
         params: Mapping[str, Any],
     ) -> None:
         """Runs the operators of subgraph `index` on `values` ({tensor index: value}, updated)."""
-        from jaxlstm.model.kernels import KernelContext, run_operator
-
         context = KernelContext(tensors, self.runtime, self, params)
         for position, op in enumerate(operators):
             args = [None if i == NO_TENSOR else values[i] for i in op.inputs]
@@ -474,7 +461,7 @@ class Model:
         if not slots or args[0] is None:
             return
         x = args[0]
-        axis = 1 if op.opcode in _SEQUENCE_OPS and op.option("time_major", False) else 0
+        axis = batch_axis(op)
         if np.ndim(x) <= axis:
             return
         n_batch = int(np.shape(x)[axis])
@@ -507,9 +494,9 @@ class Model:
         """
         axes = {}
         for op in self.operators:
-            if op.opcode in _SEQUENCE_OPS and op.option("time_major", False):
-                aux = _SEQUENCE_OPS[op.opcode]
-                for i in (op.inputs[0], *(op.inputs[a] for a in aux if a < len(op.inputs)), *op.outputs):
+            if batch_axis(op) == 1:
+                sequences = (op.inputs[s] for s in OPERATORS[op.opcode].sequence_slots if s < len(op.inputs))
+                for i in (*sequences, *op.outputs):
                     if i != NO_TENSOR and len(self.tensors[i].shape) == 3:
                         axes[i] = 1
         return axes
@@ -594,26 +581,6 @@ def _bind_constants(
     return values
 
 
-# Sequence ops with a time_major option -> input positions of their aux (sequence) input.
-_SEQUENCE_OPS = {
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": (),
-    "BIDIRECTIONAL_SEQUENCE_LSTM": (39,),
-    "UNIDIRECTIONAL_SEQUENCE_RNN": (),
-    "BIDIRECTIONAL_SEQUENCE_RNN": (9,),
-    GRU: (),
-}
-
-
-def state_slots(op: Operator) -> tuple[int, ...]:
-    """The input positions of the recurrent state `op` reads and updates (variable tensors)."""
-    if op.opcode == "LSTM" and op.option("kernel_type", "FULL") == "BASIC":
-        return tuple(_spec.BASIC_LSTM_INPUTS.index(n) for n in ("prev_activation", "prev_state"))
-    if op.opcode == GRU:
-        return (GRU_INPUTS.index("hidden_state"),)
-    names = _spec.INPUTS_BY_OPERATOR.get(op.opcode)
-    return () if names is None else tuple(names.index(n) for n in _spec.VARIABLE_INPUTS[op.opcode])
-
-
 def _dimension_text(axis: int, rank: int, batch_axis: int, size: int) -> str:
     """An input dimension in words: the batch, time steps or features of a sequence
     [B, T, F] (or [T, B, F]) or of a step [B, F], else the axis number."""
@@ -626,7 +593,3 @@ def _dimension_text(axis: int, rank: int, batch_axis: int, size: int) -> str:
     if name == "features":
         return f"{size} features"
     return f"axis {axis} of size {size}"
-
-
-def is_quantized(value: Any) -> bool:
-    return isinstance(value, QuantizedTensor)

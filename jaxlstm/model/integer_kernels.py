@@ -32,17 +32,21 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxlstm.model.graph import NO_TENSOR, Operator, Tensor
 from jaxlstm.model.kernels import KERNELS, KernelContext, kernel
+from jaxlstm.model.operators import NO_TENSOR
 from jaxlstm.ops import _fixed_point as fp
 from jaxlstm.ops._fixed_point import Multiplier, quantize_multiplier
 from jaxlstm.ops._quant import QuantizedTensor, round_half_away
+
+if TYPE_CHECKING:
+    from jaxlstm.model.graph import Operator, Tensor
 
 OPCODES = ("QUANTIZE", "DEQUANTIZE", "FULLY_CONNECTED", "SOFTMAX", "LOGISTIC", "TANH", "ADD", "MUL", "CONCATENATION")
 ACTIVATION_TYPES = ("int8", "uint8", "int16")
@@ -72,7 +76,7 @@ def _integer(opcode: str):
     float_kernel = KERNELS.get(opcode)
 
     def register(fn):
-        @kernel(opcode, context=True)
+        @kernel(opcode)
         @functools.wraps(fn)
         def dispatch(op: Operator, args: list, context: KernelContext):
             if computes_on_integers(op, context.tensors):
@@ -80,7 +84,7 @@ def _integer(opcode: str):
                     return [_jitted(fn, op, context.tensors, context.runtime, *args)], {}
             if float_kernel is None:
                 raise NotImplementedError(f"{opcode} on float tensors has no kernel in jaxlstm")
-            return float_kernel(op, args)
+            return float_kernel(op, args, context)
 
         return fn
 

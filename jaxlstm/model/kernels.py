@@ -1,27 +1,25 @@
 """Operator kernels of the model runtime: builtin opcode -> JAX computation.
 
-Each kernel takes the `Operator` (for its options) and its input values by position
-(None for an absent optional input) and returns ``(outputs, updates)``, where `updates`
-maps an input position to the new value of that variable tensor. Kernels registered with
-``context=True`` also take a `KernelContext` (tensor metadata, the runtime).
+Every kernel is ``fn(op, args, context) -> (outputs, updates)``: the `Operator` (for its
+options), its input values by position (None for an absent optional input) and a
+`KernelContext` (tensor metadata, the runtime); `updates` maps an input position to the new
+value of that variable tensor. ``@kernel("OPCODE")`` registers one in `KERNELS`; the
+modules beside this one (array, convolution, integer and control-flow kernels) register
+theirs on import, and `jaxlstm.model.runtime` imports them all and runs operators.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm import _spec
 from jaxlstm.model import _integer_lstm
-from jaxlstm.model.graph import GRU, GRU_INPUTS, NO_TENSOR, Operator, Tensor
-
-if TYPE_CHECKING:
-    from jaxlstm.model.graph import Model
+from jaxlstm.model.operators import GRU, LSTM_REQUIRED_WEIGHTS, LSTM_WEIGHT_INPUTS, OPERATORS, spec_of
 from jaxlstm.ops._activations import activation
 from jaxlstm.ops._precision import FLOAT32
 from jaxlstm.ops._quant import QuantizedTensor, hybrid_matmul
@@ -43,10 +41,8 @@ from jaxlstm.ops.rnn import (
     unidirectional_sequence_rnn,
 )
 
-Kernel = Callable[..., tuple[list, dict[int, Any]]]
-KERNELS: dict[str, Kernel] = {}
-_WITH_CONTEXT: set[str] = set()  # opcodes whose kernel takes a KernelContext
-_INTEGER_LSTM_OPS = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM")
+if TYPE_CHECKING:
+    from jaxlstm.model.graph import Model, Operator, Tensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,95 +53,34 @@ class KernelContext:
     operators that call subgraphs (WHILE) the model and the params it runs with
     (`Model.subgraph`, `Model.call_subgraph`)."""
 
-    tensors: Sequence[Tensor]
+    tensors: Sequence[Tensor] = ()
     runtime: str = "litert"
     model: Model | None = None
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def kernel(*opcodes: str, context: bool = False):
+Kernel = Callable[["Operator", list, KernelContext], tuple[list, dict[int, Any]]]
+KERNELS: dict[str, Kernel] = {}
+
+
+def kernel(*opcodes: str) -> Callable[[Kernel], Kernel]:
+    """Registers the decorated kernel for `opcodes` (each must have a record in
+    `jaxlstm.model.operators.OPERATORS`)."""
+
     def register(fn: Kernel) -> Kernel:
         for code in opcodes:
+            if code not in OPERATORS:
+                raise KeyError(f"kernel for {code}, which has no record in jaxlstm.model.operators")
             KERNELS[code] = fn
-            if context:
-                _WITH_CONTEXT.add(code)
         return fn
 
     return register
 
 
-def run_operator(op: Operator, args: list, context: KernelContext | None = None) -> tuple[list, dict[int, Any]]:
-    """Runs one operator; raises NotImplementedError for an opcode without a kernel."""
-    try:
-        fn = KERNELS[op.opcode]
-    except KeyError:
-        raise NotImplementedError(
-            f"operator {op.opcode} is not supported by jaxlstm; supported: {sorted(KERNELS)}"
-        ) from None
-    if op.opcode in _WITH_CONTEXT:
-        return fn(op, args, context or KernelContext(()))
-    return fn(op, args)
-
-
-# Kernels that only move values (reshape, slice, fill, ...): exact on quantized integer
-# tensors whose quantization the op keeps, as LiteRT requires of them. SHAPE reads no values
-# (a predict export's state reset reads the shape of an integer input).
-_MOVES_VALUES = frozenset(
-    {
-        "SHAPE",
-        "RESHAPE",
-        "STRIDED_SLICE",
-        "TRANSPOSE",
-        "REVERSE_V2",
-        "GATHER",
-        "PACK",
-        "UNPACK",
-        "SPLIT",
-        "FILL",
-    }
-)
-
-
-def check_operator(op: Operator, tensors: Sequence[Tensor], runtime: str, constants: Collection[int] = ()) -> None:
-    """The checks a kernel makes before it runs, at load time (`constants`: the indices of
-    constant tensors, which are weights rather than activations).
-
-    Integer LSTMs and the integer kernels of `integer_kernels.OPCODES` validate their
-    quantization (the kernel's Prepare); other operators on quantized integer activations
-    must only move them.
-
-    Raises:
-      ValueError: an invalid integer LSTM (the reason).
-      NotImplementedError: integer activations an operator has no integer kernel for.
-    """
-    if op.opcode in _INTEGER_LSTM_OPS and tensors[op.inputs[0]].dtype in _integer_lstm.ACTIVATIONS:
-        _integer_lstm.check(op, tensors, _lstm_options(op, time_major_default=False), runtime)
-        return
-    if op.opcode in integer_kernels.OPCODES and integer_kernels.computes_on_integers(op, tensors):
-        integer_kernels.check(op, tensors, runtime, constants)
-        return
-    offset = [i for i in op.inputs if i in constants and tensors[i].zero_point != 0]
-    if offset and op.opcode not in _MOVES_VALUES:
-        t = tensors[offset[0]]
-        raise NotImplementedError(
-            f"{op.opcode} reads the constant {t.name!r} with zero point {t.zero_point}; jaxlstm's kernel "
-            "for it assumes symmetric constants (zero point 0)"
-        )
-    quantized = {
-        (tensors[i].dtype, tensors[i].scale, tensors[i].zero_point)
-        for i in (*op.inputs, *op.outputs)
-        if i != NO_TENSOR and i not in constants and tensors[i].scale is not None
-    }
-    if quantized and not (op.opcode in _MOVES_VALUES and len(quantized) == 1):
-        raise NotImplementedError(
-            f"{op.opcode} on quantized integer activations {sorted(quantized)} has no integer kernel in "
-            f"jaxlstm; integer kernels cover LSTM, UNIDIRECTIONAL_SEQUENCE_LSTM, {', '.join(integer_kernels.OPCODES)}, "
-            "and ops that only move values with one quantization"
-        )
-
-
-def _named(names: tuple[str, ...], args: list) -> dict[str, Any]:
-    return {n: a for n, a in zip(names, args) if a is not None}
+def _state_updates(op: Operator, new: Mapping[str, Any]) -> dict[int, Any]:
+    """{input position: new value} of the variable inputs named in `new`."""
+    spec = spec_of(op)
+    return {spec.slot(name): value for name, value in new.items()}
 
 
 def _dense(v: Any) -> jax.Array:
@@ -153,60 +88,49 @@ def _dense(v: Any) -> jax.Array:
     return v.dequantize() if isinstance(v, QuantizedTensor) else jnp.asarray(v)
 
 
-def _lstm_options(op: Operator, time_major_default: bool) -> LSTMOptions:
+def lstm_options(op: Operator) -> LSTMOptions:
+    """The `LSTMOptions` of an LSTM operator (time_major defaults to False, as in the schema)."""
     return LSTMOptions(
         fused_activation_function=op.option("fused_activation_function", "NONE"),
         cell_clip=float(op.option("cell_clip", 0.0)),
         proj_clip=float(op.option("proj_clip", 0.0)),
-        time_major=bool(op.option("time_major", time_major_default)),
+        time_major=bool(op.option("time_major", False)),
         asymmetric_quantize_inputs=bool(op.option("asymmetric_quantize_inputs", False)),
     )
 
 
 def _lstm_weights(named: dict[str, Any], prefix: str = "") -> LSTMWeights:
-    fields = {f: named[prefix + f] for f in _spec.LSTM_INPUTS if prefix + f in named}
+    fields = {f: named[prefix + f] for f in LSTM_WEIGHT_INPUTS if prefix + f in named}
     fields.update({f"aux_{k[len(prefix) + 4 :]}": v for k, v in named.items() if k.startswith(prefix + "aux_")})
-    fields = {k: v for k, v in fields.items() if k not in ("input", "output_state", "cell_state")}
-    missing = [
-        prefix + f
-        for f in (
-            "input_to_forget_weights",
-            "input_to_cell_weights",
-            "input_to_output_weights",
-            "recurrent_to_forget_weights",
-            "recurrent_to_cell_weights",
-            "recurrent_to_output_weights",
-            "forget_gate_bias",
-            "cell_gate_bias",
-            "output_gate_bias",
-        )
-        if f not in fields
-    ]
+    missing = [prefix + f for f in LSTM_REQUIRED_WEIGHTS if f not in fields]
     if missing:
         raise ValueError(f"missing required LSTM input(s): {missing}")
     return LSTMWeights(**fields)
 
 
-@kernel("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM", context=True)
+@kernel("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")
 def _lstm(op: Operator, args: list, context: KernelContext):
     if op.opcode == "LSTM" and op.option("kernel_type", "FULL") == "BASIC":
         return _basic_lstm(op, args)
     if jnp.dtype(args[0].dtype).name in _integer_lstm.ACTIVATIONS:
-        options = _lstm_options(op, time_major_default=False)
+        options = lstm_options(op)
         return _integer_lstm.run(op, args, options, context.runtime, context.tensors)
-    named = _named(_spec.LSTM_INPUTS, args)
+    named = spec_of(op).named(args)
     weights = _lstm_weights(named)
     state = LSTMState(
         named["output_state"].reshape(-1, weights.n_output),
         named["cell_state"].reshape(-1, weights.n_cell),
     )
-    options = _lstm_options(op, time_major_default=False)
+    options = lstm_options(op)
     fn = lstm if op.opcode == "LSTM" else unidirectional_sequence_lstm
     y, final = fn(named["input"], weights, state, options=options)
-    return [y], {
-        18: final.output_state.reshape(named["output_state"].shape),
-        19: final.cell_state.reshape(named["cell_state"].shape),
-    }
+    return [y], _state_updates(
+        op,
+        {
+            "output_state": final.output_state.reshape(named["output_state"].shape),
+            "cell_state": final.cell_state.reshape(named["cell_state"].shape),
+        },
+    )
 
 
 def _basic_lstm(op: Operator, args: list):
@@ -214,12 +138,12 @@ def _basic_lstm(op: Operator, args: list):
     h_new, c_new = basic_lstm_cell(x, h, _dense(w), _dense(b), c)
     concat = jnp.concatenate([x, h], axis=-1)
     activation_temp = jnp.matmul(concat, _dense(w).T, precision=FLOAT32) + _dense(b)
-    return [h_new, c_new, concat, activation_temp], {1: h_new, 4: c_new}
+    return [h_new, c_new, concat, activation_temp], _state_updates(op, {"prev_activation": h_new, "prev_state": c_new})
 
 
 @kernel("BIDIRECTIONAL_SEQUENCE_LSTM")
-def _bidirectional_lstm(op: Operator, args: list):
-    named = _named(_spec.BIDIRECTIONAL_LSTM_INPUTS, args)
+def _bidirectional_lstm(op: Operator, args: list, context: KernelContext):
+    named = spec_of(op).named(args)
     fw = _lstm_weights(named, "fw_")
     bw = _lstm_weights(named, "bw_")
     fw_state = LSTMState(
@@ -236,16 +160,15 @@ def _bidirectional_lstm(op: Operator, args: list):
         fw_state,
         bw_state,
         named.get("aux_input"),
-        options=_lstm_options(op, time_major_default=False),
+        options=lstm_options(op),
         merge_outputs=merge,
     )
-    updates = {
-        35: fw_final.output_state.reshape(named["fw_output_state"].shape),
-        36: fw_final.cell_state.reshape(named["fw_cell_state"].shape),
-        37: bw_final.output_state.reshape(named["bw_output_state"].shape),
-        38: bw_final.cell_state.reshape(named["bw_cell_state"].shape),
+    new = {
+        f"{d}_{s}": getattr(final, s).reshape(named[f"{d}_{s}"].shape)
+        for d, final in (("fw", fw_final), ("bw", bw_final))
+        for s in ("output_state", "cell_state")
     }
-    return list(outputs), updates
+    return list(outputs), _state_updates(op, new)
 
 
 def _rnn_options(op: Operator) -> RNNOptions:
@@ -257,18 +180,18 @@ def _rnn_options(op: Operator) -> RNNOptions:
 
 
 @kernel("RNN", "UNIDIRECTIONAL_SEQUENCE_RNN")
-def _rnn(op: Operator, args: list):
-    named = _named(_spec.RNN_INPUTS, args)
+def _rnn(op: Operator, args: list, context: KernelContext):
+    named = spec_of(op).named(args)
     weights = RNNWeights(named["input_weights"], named["recurrent_weights"], named["bias"])
     h0 = named["hidden_state"].reshape(-1, weights.n_units)
     fn = rnn if op.opcode == "RNN" else unidirectional_sequence_rnn
     y, h = fn(named["input"], weights, h0, options=_rnn_options(op))
-    return [y], {4: h.reshape(named["hidden_state"].shape)}
+    return [y], _state_updates(op, {"hidden_state": h.reshape(named["hidden_state"].shape)})
 
 
 @kernel("BIDIRECTIONAL_SEQUENCE_RNN")
-def _bidirectional_rnn(op: Operator, args: list):
-    named = _named(_spec.BIDIRECTIONAL_RNN_INPUTS, args)
+def _bidirectional_rnn(op: Operator, args: list, context: KernelContext):
+    named = spec_of(op).named(args)
     weights = [
         RNNWeights(
             named[f"{d}_input_weights"],
@@ -287,10 +210,8 @@ def _bidirectional_rnn(op: Operator, args: list):
         options=_rnn_options(op),
         merge_outputs=bool(op.option("merge_outputs", False)),
     )
-    return list(outputs), {
-        4: h_fw.reshape(named["fw_hidden_state"].shape),
-        8: h_bw.reshape(named["bw_hidden_state"].shape),
-    }
+    new = {f"{d}_hidden_state": h.reshape(named[f"{d}_hidden_state"].shape) for d, h in (("fw", h_fw), ("bw", h_bw))}
+    return list(outputs), _state_updates(op, new)
 
 
 def gru_options(op: Operator) -> GRUOptions:
@@ -305,23 +226,23 @@ def gru_options(op: Operator) -> GRUOptions:
 
 def gru_weights(args: list) -> GRUWeights:
     """The `GRUWeights` of a GRU operator's input values (absent recurrent biases: None)."""
-    return GRUWeights(**{n: a for n, a in zip(GRU_INPUTS[1:-1], args[1:-1]) if a is not None})
+    named = OPERATORS[GRU].named(args)
+    return GRUWeights(**{n: a for n, a in named.items() if n not in ("input", "hidden_state")})
 
 
 @kernel(GRU)
-def _gru(op: Operator, args: list):
+def _gru(op: Operator, args: list, context: KernelContext):
     """`jaxlstm.ops.gru` at any length; the output is the sequence, or h_T without
     ``return_sequences``."""
-    h0 = args[-1]
     y, h = gru(
         args[0],
         gru_weights(args),
-        h0,
+        args[OPERATORS[GRU].slot("hidden_state")],
         options=gru_options(op),
         reverse=bool(op.option("reverse", False)),
         keep_order=bool(op.option("keep_order", False)),
     )
-    return [y if op.option("return_sequences", True) else h], {len(args) - 1: h}
+    return [y if op.option("return_sequences", True) else h], _state_updates(op, {"hidden_state": h})
 
 
 # ----------------------------------------------------------------------------- glue ops
@@ -342,7 +263,7 @@ _FULLY_CONNECTED_ACTIVATIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6")
 
 
 @kernel("FULLY_CONNECTED")
-def _fully_connected(op: Operator, args: list):
+def _fully_connected(op: Operator, args: list, context: KernelContext):
     x, w = args[0], args[1]
     b = args[2] if len(args) > 2 else None
     act = op.option("fused_activation_function", "NONE")
@@ -366,22 +287,22 @@ def _fully_connected(op: Operator, args: list):
 
 
 @kernel("SOFTMAX")
-def _softmax(op: Operator, args: list):
+def _softmax(op: Operator, args: list, context: KernelContext):
     return [jax.nn.softmax(args[0] * op.option("beta", 1.0), axis=-1)], {}
 
 
 @kernel("LOGISTIC")
-def _logistic(op: Operator, args: list):
+def _logistic(op: Operator, args: list, context: KernelContext):
     return [jax.nn.sigmoid(args[0])], {}
 
 
 @kernel("TANH")
-def _tanh(op: Operator, args: list):
+def _tanh(op: Operator, args: list, context: KernelContext):
     return [jnp.tanh(args[0])], {}
 
 
 @kernel("ADD", "MUL", "SUB")
-def _binary(op: Operator, args: list):
+def _binary(op: Operator, args: list, context: KernelContext):
     a, b = _dense(args[0]), _dense(args[1])
     fn = {"ADD": jnp.add, "MUL": jnp.multiply, "SUB": jnp.subtract}[op.opcode]
     return [_fused(op, fn(a, b))], {}
@@ -394,7 +315,7 @@ def _array_module(*args: Any):
 
 
 @kernel("CONCATENATION")
-def _concatenation(op: Operator, args: list):
+def _concatenation(op: Operator, args: list, context: KernelContext):
     act = op.option("fused_activation_function", "NONE")
     if act != "NONE":  # concatenation.cc Prepare
         raise ValueError(f"CONCATENATION with fused activation {act!r}: LiteRT accepts only NONE")
@@ -411,7 +332,7 @@ def _static(v: Any, what: str) -> np.ndarray:
 
 
 @kernel("RESHAPE")
-def _reshape(op: Operator, args: list):
+def _reshape(op: Operator, args: list, context: KernelContext):
     """The shape input when it is an int32 vector, else the ``new_shape`` option (reshape.cc
     GetOutputShape / ShapeIsVector); a ``new_shape`` of [0] is a scalar (legacy files)."""
     x = args[0]
@@ -426,18 +347,18 @@ def _reshape(op: Operator, args: list):
 
 
 @kernel("TRANSPOSE")
-def _transpose(op: Operator, args: list):
+def _transpose(op: Operator, args: list, context: KernelContext):
     return [jnp.transpose(args[0], [int(p) for p in _static(args[1], "TRANSPOSE perm")])], {}
 
 
 @kernel("REVERSE_V2")
-def _reverse(op: Operator, args: list):
+def _reverse(op: Operator, args: list, context: KernelContext):
     axes = [int(a) for a in np.atleast_1d(_static(args[1], "REVERSE_V2 axis"))]
     return [jnp.flip(args[0], axis=axes)], {}
 
 
 @kernel("STRIDED_SLICE")
-def _strided_slice(op: Operator, args: list):
+def _strided_slice(op: Operator, args: list, context: KernelContext):
     x = args[0]
     begin, end, strides = (_static(a, "STRIDED_SLICE begin/end/strides").astype(int) for a in args[1:4])
     for mask in ("ellipsis_mask", "new_axis_mask"):
@@ -458,17 +379,17 @@ def _strided_slice(op: Operator, args: list):
 
 
 @kernel("DEQUANTIZE")
-def _dequantize(op: Operator, args: list):
+def _dequantize(op: Operator, args: list, context: KernelContext):
     return [_dense(args[0]).astype(jnp.float32)], {}
 
 
 @kernel("PACK")
-def _pack(op: Operator, args: list):
+def _pack(op: Operator, args: list, context: KernelContext):
     return [_array_module(*args).stack(args, axis=op.option("axis", 0))], {}
 
 
 @kernel("UNPACK")
-def _unpack(op: Operator, args: list):
+def _unpack(op: Operator, args: list, context: KernelContext):
     axis = op.option("axis", 0)
     size = args[0].shape[axis]
     if size != len(op.outputs):  # unpack.cc Prepare: the axis holds exactly `num` slices
@@ -477,31 +398,26 @@ def _unpack(op: Operator, args: list):
 
 
 @kernel("SHAPE")
-def _shape(op: Operator, args: list):
+def _shape(op: Operator, args: list, context: KernelContext):
     dtype = np.int64 if op.option("out_type", "INT32") == "INT64" else np.int32
     return [np.asarray(args[0].shape, dtype)], {}
 
 
 @kernel("FILL")
-def _fill(op: Operator, args: list):
+def _fill(op: Operator, args: list, context: KernelContext):
     dims = tuple(int(d) for d in _static(args[0], "FILL dims"))
     value = args[1].values if isinstance(args[1], QuantizedTensor) else args[1]  # moved as is
     return [jnp.full(dims, value, dtype=jnp.asarray(value).dtype)], {}
 
 
 @kernel("GATHER")
-def _gather(op: Operator, args: list):
+def _gather(op: Operator, args: list, context: KernelContext):
     if op.option("batch_dims", 0):
         raise NotImplementedError("GATHER with batch_dims != 0 is not supported")
     return [jnp.take(_dense(args[0]), args[1], axis=op.option("axis", 0))], {}
 
 
 @kernel("SPLIT")
-def _split(op: Operator, args: list):
+def _split(op: Operator, args: list, context: KernelContext):
     axis = int(_static(args[0], "SPLIT axis"))
     return list(jnp.split(args[1], op.option("num_splits", len(op.outputs)), axis=axis)), {}
-
-
-# The kernels of the front-end, glue, control-flow and integer operators register themselves on
-# import (the integer kernels in front of the float kernels of their operators, defined above).
-from jaxlstm.model import array_kernels, control_flow, conv_kernels, integer_kernels  # noqa: E402, F401

@@ -43,13 +43,13 @@ import numpy as np
 from jaxlstm.model.builder import ModelBuilder, Ref
 from jaxlstm.model.control_flow import WhileLoop, analyze_while
 from jaxlstm.model.graph import GRU, NO_TENSOR, Model, Operator, Subgraph
-from jaxlstm.model.kernels import run_operator
 from jaxlstm.model.rewrite import (
     bidirectional_lstm_pairs,
     fuse_bidirectional_lstm,
     prune_unused_subgraphs,
     prune_unused_tensors,
 )
+from jaxlstm.model.runtime import run_operator
 from jaxlstm.ops._activations import ACTIVATION_CODES
 from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.ops.gru import GRU_ACTIVATIONS, GRUOptions, GRUWeights

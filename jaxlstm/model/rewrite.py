@@ -18,14 +18,15 @@ from typing import TypeVar
 
 import numpy as np
 
-from jaxlstm import _spec
-from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Subgraph, Tensor, options_tuple, subgraph_references
+from jaxlstm.model.graph import Model, Operator, Subgraph, Tensor, options_tuple, subgraph_references
+from jaxlstm.model.operators import LSTM_DIRECTION_INPUTS, LSTM_FAMILY, LSTM_LAYER_NORM_INPUTS, NO_TENSOR, OPERATORS
 from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.ops.lstm import GATES
 
 Graph = TypeVar("Graph", Model, Subgraph)  # a rewrite that works on either kind of subgraph
 
-LSTM_OPCODES = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM")
+_UNIDIRECTIONAL_LSTM = OPERATORS["UNIDIRECTIONAL_SEQUENCE_LSTM"]
+_BIDIRECTIONAL_LSTM = OPERATORS["BIDIRECTIONAL_SEQUENCE_LSTM"]
 _SHARED_LSTM_OPTIONS = (
     "fused_activation_function",
     "cell_clip",
@@ -33,11 +34,10 @@ _SHARED_LSTM_OPTIONS = (
     "time_major",
     "asymmetric_quantize_inputs",
 )
-_LAYER_NORM_SLOTS = range(20, 24)  # LSTM inputs 20-23 (the bidirectional op has none)
+_LAYER_NORM_SLOTS = _UNIDIRECTIONAL_LSTM.slots(LSTM_LAYER_NORM_INPUTS)  # the bidirectional op has none
 # input_to_forget_weights [n_cell, n_input], recurrent_to_forget_weights [n_cell, n_output]:
 # LiteRT's bidirectional kernel checks the backward weights against the forward sizes.
-_SIZE_SLOTS = (2, 6)
-_N_DIRECTION_INPUTS = 17  # LSTM inputs 1-17: weights, peepholes, biases, projection
+_SIZE_SLOTS = _UNIDIRECTIONAL_LSTM.slots(("input_to_forget_weights", "recurrent_to_forget_weights"))
 
 
 def strip_cell_clip(model: Model) -> tuple[Model, int]:
@@ -52,7 +52,7 @@ def strip_cell_clip(model: Model) -> tuple[Model, int]:
     """
     operators, changed = [], 0
     for op in model.operators:
-        if op.opcode in LSTM_OPCODES and float(op.option("cell_clip", 0.0)) > 0:
+        if op.opcode in LSTM_FAMILY and float(op.option("cell_clip", 0.0)) > 0:
             op = _with_options(op, cell_clip=0.0)
             changed += 1
         operators.append(op)
@@ -191,19 +191,15 @@ def bidirectional_lstm_pairs(model: Model) -> list[BidirectionalPair]:
         fw = operators[fw_at]
         (*_, rev_out_at), transpose = back
         restored = operators[rev_out_at].outputs[0]  # the backward sequence in forward time order
-        n = _N_DIRECTION_INPUTS
+        directions = {
+            f"{d}_{name}": i
+            for d, op in (("fw", fw), ("bw", bw))
+            for name, i in _UNIDIRECTIONAL_LSTM.named_inputs(op).items()
+            if name != "input"
+        }
         bidirectional = Operator(
             "BIDIRECTIONAL_SEQUENCE_LSTM",
-            (
-                x,
-                *fw.inputs[1 : n + 1],
-                *bw.inputs[1 : n + 1],
-                fw.inputs[18],
-                fw.inputs[19],
-                bw.inputs[18],
-                bw.inputs[19],
-                *[NO_TENSOR] * 9,
-            ),
+            _BIDIRECTIONAL_LSTM.arrange({"input": x, **directions}),
             (fw.outputs[0], restored if transpose is None else bw.outputs[0]),
             options_tuple(
                 {
@@ -466,10 +462,10 @@ def fresh_name(tensors: Sequence[Tensor], name: str) -> str:
 
 def _split_bidirectional(position: int, op: Operator, tensors: list[Tensor], constants: dict) -> list[Operator]:
     """The operators replacing bidirectional LSTM `op`; new tensors are appended to `tensors`."""
-    slot = {name: k for k, name in enumerate(_spec.BIDIRECTIONAL_LSTM_INPUTS)}
+    inputs = _BIDIRECTIONAL_LSTM.named_inputs(op)
 
     def read(name: str) -> int:
-        return op.inputs[slot[name]] if slot[name] < len(op.inputs) else NO_TENSOR
+        return inputs.get(name, NO_TENSOR)
 
     def add(tensor: Tensor, value=None) -> int:
         taken = {t.name for t in tensors}
@@ -505,12 +501,11 @@ def _split_bidirectional(position: int, op: Operator, tensors: list[Tensor], con
         fw_out, bw_out = (add(Tensor(f"{out.name}/{d}", out.shape[:-1] + (n,))) for d, n in zip(("fw", "bw"), widths))
     reversed_input = add(dataclasses.replace(tensors[bw_source], name=f"{out.name}/bw_input"))
     bw_reversed = add(dataclasses.replace(tensors[bw_out], name=f"{tensors[bw_out].name}/reversed"))
-    no_layer_norm = (NO_TENSOR,) * len(_LAYER_NORM_SLOTS)
 
     def lstm(direction: str, source: int, output: int) -> Operator:
-        weights = tuple(read(f"{direction}_{n}") for n in _spec.LSTM_INPUTS[1 : _N_DIRECTION_INPUTS + 1])
-        states = (read(f"{direction}_output_state"), read(f"{direction}_cell_state"))
-        return Operator("UNIDIRECTIONAL_SEQUENCE_LSTM", (source, *weights, *states, *no_layer_norm), (output,), options)
+        names = (*LSTM_DIRECTION_INPUTS, "output_state", "cell_state")
+        inputs = _UNIDIRECTIONAL_LSTM.arrange({"input": source, **{n: read(f"{direction}_{n}") for n in names}})
+        return Operator("UNIDIRECTIONAL_SEQUENCE_LSTM", inputs, (output,), options)
 
     operators = [
         lstm("fw", x, fw_out),

@@ -47,7 +47,8 @@ import numpy as np
 
 from jaxlstm._text import plain
 from jaxlstm.model import Model
-from jaxlstm.model.rewrite import LSTM_OPCODES, strip_cell_clip
+from jaxlstm.model.operators import RECURRENT
+from jaxlstm.model.rewrite import strip_cell_clip
 
 # LiteRT's own float kernel tests compare against goldens at 1e-5 (lstm_test.cc,
 # unidirectional_sequence_lstm_test.cc); jaxlstm's hybrid path emulates LiteRT's integer
@@ -65,7 +66,6 @@ ADVERSARIAL_MAGNITUDE = 10.0  # saturates the gates: |cell state| grows by up to
 BATCHES = (1, 3)  # the batches of generated inputs when the model's batch is dynamic
 INVOKES = 2  # invokes per input, without a reset in between
 
-_RECURRENT_OPCODES = (*LSTM_OPCODES, "RNN", "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN")
 SEMANTICS = {
     "predict": "every invoke starts from zero state",
     "streaming": "the state carries over from one invoke to the next until reset_all_variables()",
@@ -386,7 +386,7 @@ def plot_errors(report: ParityReport, path: str | os.PathLike) -> None:
 
 
 def _time_major(model: Model) -> bool:
-    return any(op.option("time_major", False) for op in model.operators if op.opcode in _RECURRENT_OPCODES)
+    return any(op.option("time_major", False) for op in model.operators if op.opcode in RECURRENT)
 
 
 def _batches(model: Model) -> tuple[int, ...]:

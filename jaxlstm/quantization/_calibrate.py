@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxlstm import _spec
-from jaxlstm.model.graph import NO_TENSOR, Model, Operator
+from jaxlstm.model.graph import Model, Operator
+from jaxlstm.model.operators import INTEGER_LSTM, OPERATORS
 from jaxlstm.model.rewrite import split_bidirectional_lstm
 from jaxlstm.ops.lstm import (
     GATES,
@@ -38,7 +38,6 @@ from jaxlstm.ops.lstm import (
 )
 from jaxlstm.quantization._lstm import LSTMRanges, Range
 
-LSTM_OPCODES = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM")
 # Rows per batch when calibration data comes as one array.
 CALIBRATION_BATCH = 256
 _WEIGHT_NAMES = frozenset(f.name for f in dataclasses.fields(LSTMWeights))
@@ -103,7 +102,7 @@ def calibrate(model: Any, calibration_data: Any, *, progress: bool = True) -> Ca
         for i, t in enumerate(model.tensors)
         if i not in model.constants and not t.is_variable and t.dtype.startswith("float")
     ]
-    lstms = [(k, op) for k, op in enumerate(model.operators) if op.opcode in LSTM_OPCODES]
+    lstms = [(k, op) for k, op in enumerate(model.operators) if op.opcode in INTEGER_LSTM]
     probe = model.replace(outputs=activations, signature_names=None)
     run = jax.jit(functools.partial(_batch_ranges, probe, activations, lstms))
     batches = _batches(model, calibration_data)
@@ -208,11 +207,8 @@ def _batch_ranges(
 
 
 def _lstm_weights(model: Model, op: Operator, params: dict) -> LSTMWeights:
-    fields = {}
-    for slot, name in enumerate(_spec.LSTM_INPUTS):
-        if name in _WEIGHT_NAMES and slot < len(op.inputs) and op.inputs[slot] != NO_TENSOR:
-            fields[name] = params[model.tensors[op.inputs[slot]].name]
-    return LSTMWeights(**fields)
+    inputs = OPERATORS[op.opcode].named_inputs(op)
+    return LSTMWeights(**{n: params[model.tensors[i].name] for n, i in inputs.items() if n in _WEIGHT_NAMES})
 
 
 def _lstm_internals(xs: jax.Array, w: LSTMWeights, options: LSTMOptions) -> list[tuple[jax.Array, jax.Array]]:

@@ -30,14 +30,14 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm import _spec
 from jaxlstm._text import located
-from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Tensor
+from jaxlstm.model.graph import Model, Operator, Tensor
+from jaxlstm.model.operators import INTEGER_LSTM, LSTM_FAMILY, NO_TENSOR, OPERATORS, RECURRENT
 from jaxlstm.model.rewrite import split_bidirectional_lstm
 from jaxlstm.ops._quant import QuantizedTensor, round_half_away
 from jaxlstm.ops.lstm import LSTMWeights
 from jaxlstm.ops.lstm_integer import QuantParams
-from jaxlstm.quantization._calibrate import LSTM_OPCODES, Calibration, as_model, calibrate
+from jaxlstm.quantization._calibrate import Calibration, as_model, calibrate
 from jaxlstm.quantization._lstm import (
     ACTIVATIONS,
     Range,
@@ -61,8 +61,7 @@ FIXED_OUTPUTS = {
     "int16": {op: QuantParams(1 / 32768, 0) for op in ("SOFTMAX", "LOGISTIC", "TANH")},
 }
 SUPPORTED = (
-    *LSTM_OPCODES,
-    "BIDIRECTIONAL_SEQUENCE_LSTM",
+    *LSTM_FAMILY,
     "FULLY_CONNECTED",
     "ADD",
     "MUL",
@@ -73,12 +72,11 @@ _NO_INTEGER_KERNEL = {
     "GRU": "TFLite has no GRU operator (the export unrolls it into float builtin operators)",
     **{
         op: "TFLite's RNN kernels run float or hybrid (int8 weights, float activations) only"
-        for op in ("RNN", "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN")
+        for op in RECURRENT - LSTM_FAMILY
     },
 }
 _BIAS_TYPES = {"int8": np.int32, "int16": np.int64}
 _WEIGHT_NAMES = frozenset(f.name for f in dataclasses.fields(LSTMWeights))
-_LSTM_STATES = tuple(_spec.LSTM_STATE_INPUTS.values())
 
 
 def quantize(
@@ -172,7 +170,7 @@ def check_quantizable(model: Model, activations: str) -> None:
                     f"{where} has {kind} ({t.name!r}, {t.dtype}); quantize takes a float model (quantize the "
                     "float original, not an already quantized one)"
                 )
-        if op.opcode in (*LSTM_OPCODES, "BIDIRECTIONAL_SEQUENCE_LSTM"):
+        if op.opcode in LSTM_FAMILY:
             _check_lstm(op, where, activations)
         if op.opcode == "FULLY_CONNECTED" and op.inputs[1] not in model.constants:
             raise NotImplementedError(
@@ -261,25 +259,19 @@ class _Quantizer:
                 raise NotImplementedError(
                     f"{where}: its {what} shares the fixed quantization of a SOFTMAX/LOGISTIC/TANH"
                 )
-        slots = {name: slot for slot, name in enumerate(_spec.LSTM_INPUTS) if slot < len(op.inputs)}
-        weights = LSTMWeights(
-            **{
-                name: self.model.constants[op.inputs[slot]]
-                for name, slot in slots.items()
-                if name in _WEIGHT_NAMES and op.inputs[slot] != NO_TENSOR
-            }
-        )
+        inputs = OPERATORS[op.opcode].named_inputs(op)
+        weights = LSTMWeights(**{n: self.model.constants[i] for n, i in inputs.items() if n in _WEIGHT_NAMES})
         recorded = self.calibration.lstms[position]
         ranges = dataclasses.replace(recorded, input=self.group_ranges[x], output=self.group_ranges[h])
         try:
             integer_weights, q = quantize_lstm(weights, ranges, activations=self.activations)
         except (ValueError, NotImplementedError) as e:
             raise located(where, e) from e
-        for name, slot in slots.items():
+        for name, i in inputs.items():
             value = getattr(integer_weights, name, None) if name in _WEIGHT_NAMES else None
             if value is not None:
-                self._set_constant(op.inputs[slot], value, where)
-        h_state, c_state = (op.inputs[_spec.LSTM_STATE_INPUTS[s]] for s in ("output_state", "cell_state"))
+                self._set_constant(i, value, where)
+        h_state, c_state = inputs["output_state"], inputs["cell_state"]
         self.tensors[h_state] = self._integer(self.tensors[h_state], q.output_state)
         self.tensors[c_state] = dataclasses.replace(self.tensors[c_state], dtype="int16", scale=q.cell_state)
         state_name = self.tensors[h_state].name  # "<layer>/output_state" when jaxlstm built the model
@@ -329,7 +321,7 @@ class _Quantizer:
                 self.tensors[i] = self._integer(self.tensors[i], p)
         operators = []
         for position, op in enumerate(self.model.operators):
-            if op.opcode in LSTM_OPCODES:
+            if op.opcode in INTEGER_LSTM:
                 op = self._lstm(position, op)
             elif op.opcode == "FULLY_CONNECTED":
                 op = self._fully_connected(position, op)
@@ -375,8 +367,8 @@ def _activation_quantization(
         if op.opcode in SAME_QUANTIZATION:
             for i in op.inputs if op.opcode == "CONCATENATION" else op.inputs[:1]:
                 groups.union(i, op.outputs[0])
-        elif op.opcode in LSTM_OPCODES:
-            groups.union(op.inputs[_spec.LSTM_STATE_INPUTS["output_state"]], op.outputs[0])
+        elif op.opcode in INTEGER_LSTM:
+            groups.union(op.inputs[OPERATORS[op.opcode].slot("output_state")], op.outputs[0])
         elif op.opcode in FIXED_OUTPUTS[activations]:
             fixed[op.outputs[0]] = (op.opcode, FIXED_OUTPUTS[activations][op.opcode])
     members: dict[int, set[int]] = {}

@@ -40,7 +40,8 @@ import numpy as np
 
 from jaxlstm.model.graph import NO_TENSOR, Model, Tensor
 from jaxlstm.model.integer_kernels import dequantize
-from jaxlstm.model.kernels import KernelContext, run_operator
+from jaxlstm.model.kernels import KernelContext
+from jaxlstm.model.runtime import run_operator
 from jaxlstm.ops._quant import QuantizedTensor, round_half_away
 
 # Operators whose float twin is the identity: they only change the representation.

@@ -2,7 +2,8 @@
 
 The schema classes come from LiteRT's generated module (`ai_edge_litert.schema_py_generated`,
 object API: `ModelT`, `TensorT`, ...); this module only names what the schema leaves implicit:
-which options table each operator uses, which option fields are enums, and dtype mappings.
+which option fields are enums, and dtype mappings; each operator's options table is in
+`jaxlstm.model.operators`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
+
+from jaxlstm.model.operators import BUILTINS, OPERATORS
 
 FILE_IDENTIFIER = b"TFL3"  # bytes 4-8 of every .tflite file
 SCHEMA_VERSION = 3  # Model.version written by every current converter
@@ -25,82 +28,7 @@ OPCODE_NAMES: dict[int, str] = {v: k for k, v in vars(schema.BuiltinOperator).it
 OPCODES: dict[str, int] = {v: k for k, v in OPCODE_NAMES.items()}
 
 # Builtin options table of each operator jaxlstm reads and writes (None: the op has no options).
-OPTIONS: dict[str, str | None] = {
-    "LSTM": "LSTMOptions",
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": "UnidirectionalSequenceLSTMOptions",
-    "BIDIRECTIONAL_SEQUENCE_LSTM": "BidirectionalSequenceLSTMOptions",
-    "RNN": "RNNOptions",
-    "UNIDIRECTIONAL_SEQUENCE_RNN": "SequenceRNNOptions",
-    "BIDIRECTIONAL_SEQUENCE_RNN": "BidirectionalSequenceRNNOptions",
-    "FULLY_CONNECTED": "FullyConnectedOptions",
-    "SOFTMAX": "SoftmaxOptions",
-    "CONCATENATION": "ConcatenationOptions",
-    "ADD": "AddOptions",
-    "SUB": "SubOptions",
-    "MUL": "MulOptions",
-    "RESHAPE": "ReshapeOptions",
-    "STRIDED_SLICE": "StridedSliceOptions",
-    "TRANSPOSE": "TransposeOptions",
-    "REVERSE_V2": "ReverseV2Options",
-    "GATHER": "GatherOptions",
-    "PACK": "PackOptions",
-    "UNPACK": "UnpackOptions",
-    "SHAPE": "ShapeOptions",
-    "FILL": "FillOptions",
-    "DEQUANTIZE": "DequantizeOptions",
-    "QUANTIZE": "QuantizeOptions",
-    "SPLIT": "SplitOptions",
-    "LOGISTIC": None,
-    "TANH": None,
-    "RELU": None,
-    "RELU6": None,
-    "RELU_N1_TO_1": None,
-    # front ends and the glue around recurrent loops (jaxlstm/model/conv_kernels.py, array_kernels.py)
-    "CONV_2D": "Conv2DOptions",
-    "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
-    "MAX_POOL_2D": "Pool2DOptions",
-    "AVERAGE_POOL_2D": "Pool2DOptions",
-    "LEAKY_RELU": "LeakyReluOptions",
-    "NEG": "NegOptions",
-    "RSQRT": None,
-    "DIV": "DivOptions",
-    "SQUARED_DIFFERENCE": "SquaredDifferenceOptions",
-    "MAXIMUM": "MaximumMinimumOptions",
-    "MINIMUM": "MaximumMinimumOptions",
-    "LESS": "LessOptions",
-    "LESS_EQUAL": "LessEqualOptions",
-    "GREATER": "GreaterOptions",
-    "GREATER_EQUAL": "GreaterEqualOptions",
-    "EQUAL": "EqualOptions",
-    "NOT_EQUAL": "NotEqualOptions",
-    "LOGICAL_AND": "LogicalAndOptions",
-    "LOGICAL_OR": "LogicalOrOptions",
-    "LOGICAL_NOT": "LogicalNotOptions",
-    "SELECT": "SelectOptions",
-    "SELECT_V2": "SelectV2Options",
-    "CAST": "CastOptions",
-    "ZEROS_LIKE": "ZerosLikeOptions",
-    "MEAN": "ReducerOptions",
-    "SUM": "ReducerOptions",
-    "REDUCE_PROD": "ReducerOptions",
-    "REDUCE_MAX": "ReducerOptions",
-    "REDUCE_MIN": "ReducerOptions",
-    "REDUCE_ANY": "ReducerOptions",
-    "REDUCE_ALL": "ReducerOptions",
-    "PAD": "PadOptions",
-    "PADV2": "PadV2Options",
-    "SLICE": "SliceOptions",
-    "EXPAND_DIMS": "ExpandDimsOptions",
-    "SQUEEZE": "SqueezeOptions",
-    "BROADCAST_TO": "BroadcastToOptions",
-    "TILE": "TileOptions",
-    "SPLIT_V": "SplitVOptions",
-    "SPACE_TO_BATCH_ND": "SpaceToBatchNDOptions",
-    "BATCH_TO_SPACE_ND": "BatchToSpaceNDOptions",
-    # control flow (jaxlstm/model/control_flow.py) and the loop bodies' sequence writes
-    "WHILE": "WhileOptions",
-    "DYNAMIC_UPDATE_SLICE": "DynamicUpdateSliceOptions",
-}
+OPTIONS: dict[str, str | None] = {op: OPERATORS[op].options for op in sorted(BUILTINS)}
 
 # Option fields whose values are schema enums, kept as names in `Operator.options`.
 ENUM_FIELDS: dict[str, type] = {

@@ -16,46 +16,17 @@ from typing import Any
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from jaxlstm import _spec
 from jaxlstm._text import located
 from jaxlstm.model import _integer_lstm
 from jaxlstm.model.control_flow import check_loops
 from jaxlstm.model.graph import NO_TENSOR, Model, Operator, Subgraph, Tensor, operator_location, options_tuple
-from jaxlstm.model.kernels import KERNELS, check_operator
+from jaxlstm.model.operators import BASIC_LSTM, BUILTINS, INTEGER_LSTM, RECURRENT, spec_of
 from jaxlstm.model.rewrite import fuse_tensor_list_writes, remove_state_resets
+from jaxlstm.model.runtime import check_operator
 from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.ops.lstm_integer import RUNTIMES
 from jaxlstm.tflite import _format
 
-# Recurrent ops: accepted input counts and the input positions that must be present.
-_LSTM_REQUIRED = tuple(
-    _spec.LSTM_INPUTS.index(n)
-    for n in (
-        "input",
-        "input_to_forget_weights",
-        "input_to_cell_weights",
-        "input_to_output_weights",
-        "recurrent_to_forget_weights",
-        "recurrent_to_cell_weights",
-        "recurrent_to_output_weights",
-        "forget_gate_bias",
-        "cell_gate_bias",
-        "output_gate_bias",
-        "output_state",
-        "cell_state",
-    )
-)
-_BIDI_LSTM_REQUIRED = (0, *(p + off for off in (0, 17) for p in _LSTM_REQUIRED[1:10]), 35, 36, 37, 38)
-_RECURRENT: dict[str, tuple[tuple[int, ...], tuple[str, ...], tuple[int, ...]]] = {
-    # opcode: (input counts, input names, required positions)
-    "LSTM": ((20, 24), _spec.LSTM_INPUTS, _LSTM_REQUIRED),
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": ((20, 24), _spec.LSTM_INPUTS, _LSTM_REQUIRED),
-    "BIDIRECTIONAL_SEQUENCE_LSTM": ((48,), _spec.BIDIRECTIONAL_LSTM_INPUTS, _BIDI_LSTM_REQUIRED),
-    "RNN": ((5,), _spec.RNN_INPUTS, tuple(range(5))),
-    "UNIDIRECTIONAL_SEQUENCE_RNN": ((5,), _spec.RNN_INPUTS, tuple(range(5))),
-    "BIDIRECTIONAL_SEQUENCE_RNN": ((12,), _spec.BIDIRECTIONAL_RNN_INPUTS, tuple(range(9))),
-}
-_BASIC_LSTM = ((5,), _spec.BASIC_LSTM_INPUTS, tuple(range(5)))
 # State kind -> (size name, the weight and dimension giving the size, whether the kernel
 # accepts the state flattened to 1-D). n_output is the last dim of recurrent_to_output_weights
 # ([n_cell, n_output], or [n_cell] when diagonal), as in Prepare. The LSTM kernels check only
@@ -352,8 +323,8 @@ class _Importer:
                 "stateful=False, or for a streaming model convert the Keras model with `jaxlstm convert "
                 "--stateful`, which keeps the state in TFLite variable tensors"
             )
-        if opcode not in KERNELS:
-            raise NotImplementedError(f"{where} is not supported by jaxlstm; supported operators: {sorted(KERNELS)}")
+        if opcode not in BUILTINS:
+            raise NotImplementedError(f"{where} is not supported by jaxlstm; supported operators: {sorted(BUILTINS)}")
         inputs = _ints(raw.inputs)
         outputs = _ints(raw.outputs)
         intermediates = _ints(raw.intermediates)
@@ -396,34 +367,36 @@ class _Importer:
     def _check_recurrent(
         where: str, opcode: str, options: dict, inputs: tuple[int, ...], tensors: list[Tensor]
     ) -> None:
-        if opcode not in _RECURRENT:
+        if opcode not in RECURRENT:
             return
-        basic = opcode == "LSTM" and options.get("kernel_type", "FULL") == "BASIC"
-        counts, names, required = _BASIC_LSTM if basic else _RECURRENT[opcode]
-        if len(inputs) not in counts:
+        spec = spec_of(Operator(opcode, inputs, (), options_tuple(options)))
+        basic = spec is BASIC_LSTM
+        names = spec.inputs
+        if len(inputs) not in spec.input_counts:
+            counts = spec.input_counts
             raise ValueError(f"{where} has {len(inputs)} inputs, expected {' or '.join(map(str, counts))}")
-        for p in required:
+        for p in spec.required_slots:
             if inputs[p] == NO_TENSOR:
                 raise ValueError(f"{where} is missing required input {names[p]} (position {p})")
-        # The BASIC kernel keeps its state in whatever tensors feed inputs 1 and 4.
-        for name in () if basic else _spec.VARIABLE_INPUTS[opcode]:
+        # The BASIC kernel keeps its state in whatever tensors feed its state inputs.
+        for name in () if basic else spec.states:
             p = names.index(name)
             if not tensors[inputs[p]].is_variable:
                 raise ValueError(f"{where}: input {name} (position {p}, tensor {inputs[p]}) must be a variable tensor")
         dtype = tensors[inputs[0]].dtype
-        integer_lstm = opcode in ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM") and dtype in _integer_lstm.ACTIVATIONS
+        integer_lstm = opcode in INTEGER_LSTM and dtype in _integer_lstm.ACTIVATIONS
         if dtype != "float32" and not integer_lstm:
             raise NotImplementedError(
                 f"{where} has a {dtype} input; only float32 activations (float or hybrid int8-weight "
                 "models) are supported here; full-integer quantization only for LSTM and "
                 "UNIDIRECTIONAL_SEQUENCE_LSTM"
             )
-        states = () if basic else _spec.VARIABLE_INPUTS[opcode]
+        states = () if basic else spec.states
         wrong = [n for n in states if not integer_lstm and tensors[inputs[names.index(n)]].dtype != "float32"]
         if wrong:
             raise NotImplementedError(f"{where}: state {wrong[0]} is not float32, which a float input requires")
         if not basic:
-            _check_state_shapes(where, options, inputs, tensors, names, _spec.VARIABLE_INPUTS[opcode])
+            _check_state_shapes(where, options, inputs, tensors, names, spec.states)
 
     # -- signature -------------------------------------------------------------------------
 

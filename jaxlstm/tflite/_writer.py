@@ -22,13 +22,12 @@ from jaxlstm._text import located
 from jaxlstm.model.export_rewrites import prepare_for_export
 from jaxlstm.model.graph import (
     GRU,
-    NO_TENSOR,
     Model,
-    Operator,
     Subgraph,
     Tensor,
     operator_location,
 )
+from jaxlstm.model.operators import OPERATORS
 from jaxlstm.ops._quant import QuantizedTensor
 from jaxlstm.tflite import _format
 
@@ -221,7 +220,7 @@ def _subgraph(
             options_type, options = _format.dict_to_options(op.opcode, dict(op.options))
         except (ValueError, NotImplementedError) as e:
             raise located(operator_location(index, position, op.opcode), e) from e
-        key = (op.opcode, op_version(graph, op))
+        key = (op.opcode, OPERATORS[op.opcode].version(graph.tensors, op))
         if key not in opcode_index:
             code = _format.OPCODES[op.opcode]
             oc = schema.OperatorCodeT()
@@ -301,104 +300,3 @@ def _tensor_map(name: str, index: int) -> Any:
     m.name = name
     m.tensorIndex = index
     return m
-
-
-def op_version(model: Model | Subgraph, op: Operator) -> int:
-    """The operator version TFLite's converter assigns (op_version.cc), from the
-    input types and options (`model`: the subgraph `op` is in)."""
-
-    def dtype(slot: int) -> str | None:
-        if slot >= len(op.inputs) or op.inputs[slot] == NO_TENSOR:
-            return None
-        return model.tensors[op.inputs[slot]].dtype
-
-    asym = bool(op.option("asymmetric_quantize_inputs", False))
-    name = op.opcode
-    if name in ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM") and dtype(0) in ("int8", "int16"):
-        # Full-integer: int8 activations keep version 1; int16 activations (16x8) are
-        # version 5, which LiteRT does not register and TFLite Micro does not check.
-        return 5 if dtype(0) == "int16" else 1
-    if name == "LSTM":
-        if op.option("kernel_type", "FULL") == "BASIC":
-            return 2
-        return (4 if asym else 3) if dtype(2) == "int8" else 1
-    if name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
-        if any(len(model.tensors[op.inputs[s]].shape) == 1 for s in range(5, 9) if op.inputs[s] != NO_TENSOR):
-            return 4  # diagonal recurrent weights
-        return (3 if asym else 2) if dtype(2) == "int8" else 1
-    if name in ("BIDIRECTIONAL_SEQUENCE_LSTM", "RNN", "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN"):
-        weight = 2 if name == "BIDIRECTIONAL_SEQUENCE_LSTM" else 1
-        return (3 if asym else 2) if dtype(weight) == "int8" else 1
-    if name == "FULLY_CONNECTED" and dtype(0) in ("int8", "int16"):  # full integer
-        if dtype(0) == "int16" and op.option("quantized_bias_type", "FLOAT32") != "FLOAT32":
-            return 11
-        if len(op.inputs) == 2:
-            return 6
-        if op.option("keep_num_dims", False):
-            return 5
-        return 4 if dtype(0) == "int8" else 1
-    if name == "FULLY_CONNECTED":
-        if dtype(1) == "int8":
-            scale = model.tensors[op.inputs[1]].scale
-            if isinstance(scale, tuple):
-                return 12  # per-channel hybrid
-        if op.option("keep_num_dims", False):
-            return 5
-        if dtype(1) == "int8":
-            return 9 if asym else 3
-        return 1
-    if name == "DEQUANTIZE":
-        return {"int8": 2, "int16": 3, "float16": 3}.get(dtype(0), 1)
-    if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-        x, w = (model.tensors[op.inputs[s]] for s in (0, 1))
-        channels = w.shape[0 if name == "CONV_2D" else 3]  # op_signature.cc: per-channel = a scale per filter
-        per_channel = len(w.scale) == channels if isinstance(w.scale, tuple) else channels == 1
-        if name == "CONV_2D":
-            if x.shape[-1] != w.shape[3]:
-                return 6  # grouped
-            return (5 if per_channel else 2) if w.dtype == "int8" else 1
-        if w.dtype == "int8":
-            return 6 if per_channel else 4
-        return 2 if (op.option("dilation_h_factor", 1), op.option("dilation_w_factor", 1)) != (1, 1) else 1
-    rank = len(model.tensors[op.inputs[0]].shape) if op.inputs and op.inputs[0] != NO_TENSOR else 0
-    if name in ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND") and rank != 4:
-        return 3
-    if name in ("PAD", "PADV2") and rank > 4:
-        return 4
-    if name == "SLICE" and rank > 4:
-        return 5
-    if name == "BROADCAST_TO":
-        return 2  # version 1 was withdrawn
-    if name == "DYNAMIC_UPDATE_SLICE" and dtype(2) == "int64":
-        return 2
-    if name == "QUANTIZE":
-        return 2 if model.tensors[op.outputs[0]].dtype == "int16" else 1
-    if name == "FILL":
-        return 3 if dtype(1) in ("int8", "int16") else 1
-    if name == "ADD" and dtype(0) == "int16":
-        return 1 if op.option("pot_scale_int16", True) else 3
-    if name == "MUL" and dtype(0) == "int8":
-        a, b, y = (model.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
-        return 3 if np.float32(a.scale) * np.float32(b.scale) / np.float32(y.scale) >= 1 else 2
-    if dtype(0) in ("int8", "int16"):
-        return _INTEGER_INPUT_VERSIONS.get(name, {}).get(dtype(0), 1)
-    return _BOOL_INPUT_VERSIONS.get(name, 1) if dtype(0) == "bool" else 1
-
-
-# Versions of the ops that take an int8 / int16 first input (op_version.cc).
-_INTEGER_INPUT_VERSIONS = {
-    "SOFTMAX": {"int8": 2, "int16": 3},
-    "LOGISTIC": {"int8": 2, "int16": 3},
-    "TANH": {"int8": 2, "int16": 3},
-    "CONCATENATION": {"int8": 2, "int16": 3},
-    "MUL": {"int16": 4},
-    "ADD": {"int8": 2},
-    "STRIDED_SLICE": {"int8": 2},
-    "GATHER": {"int8": 2, "int16": 4},
-    "PACK": {"int8": 2, "int16": 3},
-    "UNPACK": {"int8": 2, "int16": 4},
-    "TRANSPOSE": {"int8": 2, "int16": 5},
-    "REVERSE_V2": {"int8": 3},
-}
-# Versions of the ops that take a bool first input (op_version.cc).
-_BOOL_INPUT_VERSIONS = {"GATHER": 3, "TRANSPOSE": 3, "STRIDED_SLICE": 3, "REVERSE_V2": 2, "UNPACK": 3}

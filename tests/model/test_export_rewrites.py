@@ -93,7 +93,9 @@ def test_quantize_dynamic_range_respects_min_elements():
 
     def quantized_ops(min_elements):
         q = quantize_dynamic_range(model, min_elements=min_elements, asymmetric=False)
-        return [op.opcode for op in q.operators if any(isinstance(q.constants.get(i), QuantizedTensor) for i in op.inputs)]
+        return [
+            op.opcode for op in q.operators if any(isinstance(q.constants.get(i), QuantizedTensor) for i in op.inputs)
+        ]
 
     assert quantized_ops(40) == ["UNIDIRECTIONAL_SEQUENCE_LSTM"]
     assert quantized_ops(36) == ["UNIDIRECTIONAL_SEQUENCE_LSTM"] * 2

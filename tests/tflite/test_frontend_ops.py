@@ -15,7 +15,7 @@ import pytest
 
 from jaxlstm.model import ModelBuilder, Operator
 from jaxlstm.model.graph import options_tuple
-from jaxlstm.model.kernels import run_operator
+from jaxlstm.model.runtime import run_operator
 from jaxlstm.ops import QuantizedTensor, quantize_symmetric
 from jaxlstm.parity.litert import run_litert
 from jaxlstm.tflite import export_tflite, load_tflite

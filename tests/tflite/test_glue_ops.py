@@ -196,12 +196,16 @@ def test_glue_op_matches_litert(build, rng):
         np.testing.assert_allclose(np.asarray(a), c, atol=ATOL, rtol=0)
 
 
-def test_every_operator_the_writer_can_emit_loads():
-    """The reader accepts (has a kernel for) every operator the writer can serialize."""
-    from jaxlstm.model.kernels import KERNELS
+def test_the_reader_and_the_writer_accept_the_same_operators():
+    """Every builtin the reader loads (the table's, each with a kernel) the writer can
+    serialize (has its options table), and vice versa."""
+    from jaxlstm.model.operators import BUILTINS, GRU
+    from jaxlstm.model.runtime import KERNELS
     from jaxlstm.tflite import _format
 
-    assert sorted(set(_format.OPTIONS) - set(KERNELS)) == []
+    assert set(KERNELS) - {GRU} == BUILTINS
+    assert set(_format.OPTIONS) == BUILTINS
+    assert all(op in _format.OPCODES for op in BUILTINS)  # a schema BuiltinOperator each
 
 
 def test_concatenation_with_a_fused_activation_is_refused_like_litert():

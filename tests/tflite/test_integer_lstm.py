@@ -19,9 +19,9 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxlstm import _spec
 from jaxlstm.convert import lstm_weights_from_fused
 from jaxlstm.model import ModelBuilder
+from jaxlstm.model.operators import OPERATORS
 from jaxlstm.ops import LSTMOptions, LSTMQuantization, LSTMWeights, QuantizedTensor, QuantParams
 from jaxlstm.ops._fixed_point import quantize_multiplier
 from jaxlstm.ops.lstm_integer import prepare
@@ -241,7 +241,7 @@ def test_quantizer_follows_the_converter(converted):
     weights, quantization = quantize_lstm(float_weights, ranges)
     for name, value in vars(weights).items():
         if value is not None:
-            theirs = model.constants[op.inputs[_spec.LSTM_INPUTS.index(name)]]
+            theirs = model.constants[op.inputs[OPERATORS[op.opcode].slot(name)]]
             np.testing.assert_array_equal(value.values, theirs.values, err_msg=name)
             assert np.float32(value.scale) == np.float32(theirs.scale), name
     assert quantization.cell_state == tensors[19].scale == 2.0**-15
