@@ -290,7 +290,7 @@ def _quantize_version(spec: OperatorSpec, tensors: Sequence[Tensor], op: Operato
 # ----------------------------------------------------------------------------- the recurrent ops
 
 # One direction of an LSTM: inputs 1-17 of LSTM / UNIDIRECTIONAL_SEQUENCE_LSTM.
-LSTM_DIRECTION_INPUTS = _LSTM_DIRECTION = (
+LSTM_DIRECTION_INPUTS = (
     *(f"input_to_{g}_weights" for g in GATES),  # 1-4
     *(f"recurrent_to_{g}_weights" for g in GATES),  # 5-8
     *(f"cell_to_{g}_weights" for g in ("input", "forget", "output")),  # 9-11
@@ -299,23 +299,22 @@ LSTM_DIRECTION_INPUTS = _LSTM_DIRECTION = (
     "projection_bias",  # 17
 )
 # The inputs every LSTM direction needs (lstm.cc CheckInputTensorDimensions).
-_LSTM_REQUIRED = (
+LSTM_REQUIRED_WEIGHTS = (
     *(f"{kind}_to_{g}_weights" for kind in ("input", "recurrent") for g in ("forget", "cell", "output")),
     *(f"{g}_gate_bias" for g in ("forget", "cell", "output")),
 )
-_LSTM_QUANTIZABLE = tuple(n for n in _LSTM_DIRECTION if n.endswith("_weights"))
+_LSTM_QUANTIZABLE = tuple(n for n in LSTM_DIRECTION_INPUTS if n.endswith("_weights"))
 LSTM_LAYER_NORM_INPUTS = tuple(f"{g}_layer_norm_coefficients" for g in GATES)  # 20-23
 # LSTM (FULL kernel) and UNIDIRECTIONAL_SEQUENCE_LSTM: 24 inputs (the legacy 20 omit layer norm).
 LSTM_INPUTS = (
     "input",
-    *_LSTM_DIRECTION,
+    *LSTM_DIRECTION_INPUTS,
     "output_state",  # 18, variable
     "cell_state",  # 19, variable
     *LSTM_LAYER_NORM_INPUTS,
 )
-# The `LSTMWeights` fields among them (all but the sequence and the state), and the required ones.
+# The `LSTMWeights` fields among them (all but the sequence and the state).
 LSTM_WEIGHT_INPUTS = tuple(n for n in LSTM_INPUTS if n not in ("input", "output_state", "cell_state"))
-LSTM_REQUIRED_WEIGHTS = _LSTM_REQUIRED
 
 
 def _lstm(opcode: str, options: str, rule: VersionRule, sequences: tuple[str, ...]) -> OperatorSpec:
@@ -324,7 +323,7 @@ def _lstm(opcode: str, options: str, rule: VersionRule, sequences: tuple[str, ..
         options,
         LSTM_INPUTS,
         input_counts=(20, 24),
-        required=("input", *_LSTM_REQUIRED, "output_state", "cell_state"),
+        required=("input", *LSTM_REQUIRED_WEIGHTS, "output_state", "cell_state"),
         states=("output_state", "cell_state"),
         quantizable=_LSTM_QUANTIZABLE,
         sequences=sequences,
@@ -338,8 +337,8 @@ _BIDIRECTIONAL_LSTM = OperatorSpec(
     "BidirectionalSequenceLSTMOptions",
     (
         "input",
-        *(f"fw_{n}" for n in _LSTM_DIRECTION),  # 1-17
-        *(f"bw_{n}" for n in _LSTM_DIRECTION),  # 18-34
+        *(f"fw_{n}" for n in LSTM_DIRECTION_INPUTS),  # 1-17
+        *(f"bw_{n}" for n in LSTM_DIRECTION_INPUTS),  # 18-34
         "fw_output_state",  # 35, variable
         "fw_cell_state",  # 36, variable
         "bw_output_state",  # 37, variable
@@ -351,7 +350,7 @@ _BIDIRECTIONAL_LSTM = OperatorSpec(
     input_counts=(48,),
     required=(
         "input",
-        *(f"{d}_{n}" for d in _DIRECTIONS for n in _LSTM_REQUIRED),
+        *(f"{d}_{n}" for d in _DIRECTIONS for n in LSTM_REQUIRED_WEIGHTS),
         *(f"{d}_{s}" for d in _DIRECTIONS for s in ("output_state", "cell_state")),
     ),
     states=tuple(f"{d}_{s}" for d in _DIRECTIONS for s in ("output_state", "cell_state")),
