@@ -237,9 +237,13 @@ def test_lstm_cell_scans_to_the_sequence_op():
     _assert_close((ys, final), (y_op, final_op), 1e-6)  # float32, the same math grouped differently
 
 
+# Batches 1, 3 and 64 differentiate through the plans' HOISTED and FUSED derivative layouts
+# and the per-step linear terms.
 FUSED_CELL_CASES = [
     (dataclasses.replace(PEEPHOLE_PROJECTION_AUX, aux="none"), False),
+    (dataclasses.replace(PEEPHOLE_PROJECTION_AUX, aux="none", batch=64), False),
     (CIFG_LAYER_NORM, False),
+    (dataclasses.replace(CIFG_LAYER_NORM, batch=1), False),
     (DIAGONAL, False),
     (CIFG_LAYER_NORM, True),
 ]
@@ -250,7 +254,8 @@ FUSED_CELL_CASES = [
 )
 def test_fused_cell_is_lstm_cell(case: LSTMCase, hybrid: bool):
     """`lstm_cell_fused` (the fast step of jaxlstm.nn's masked scans) against `lstm_cell`:
-    outputs, final state and gradients, float64 (hybrid: forward only, float32)."""
+    outputs, final state, gradients and forward-mode derivatives, float64 (hybrid: forward
+    only, float32)."""
     with jax.enable_x64(True):
         weights, state, x, _ = _inputs(case, np.float32 if hybrid else np.float64)
         if hybrid:
@@ -271,3 +276,8 @@ def test_fused_cell_is_lstm_cell(case: LSTMCase, hybrid: bool):
                 jax.grad(lambda *a, f=f: _weighted_sum(f(*a)), (0, 1, 2))(weights, state, x) for f in (fused, plain)
             ]
             _assert_close(*gradients, F64_ATOL)
+            primals = (weights, state, x)
+            rng = np.random.default_rng(7)
+            tangents = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(np.shape(a)), a.dtype), primals)
+            derivatives = [jax.jvp(f, primals, tangents) for f in (fused, plain)]
+            _assert_close(*derivatives, F64_ATOL)
