@@ -1,6 +1,6 @@
 """jaxlstm: TensorFlow Lite's fused LSTM/RNN operators as exact, differentiable JAX functions."""
 
-import importlib
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
@@ -12,11 +12,11 @@ _QUANTIZATION = ("quantize",)
 
 def __getattr__(name: str):
     if name in _TFLITE:
-        return getattr(importlib.import_module("jaxlstm.tflite"), name)
+        return getattr(_importlib.import_module("jaxlstm.tflite"), name)
     if name in _QUANTIZATION:
-        return getattr(importlib.import_module("jaxlstm.quantization"), name)
+        return getattr(_importlib.import_module("jaxlstm.quantization"), name)
     if name == "__all__" or not name.startswith("__"):
-        ops = importlib.import_module("jaxlstm.ops")  # also sets jaxlstm.ops
+        ops = _importlib.import_module("jaxlstm.ops")  # also sets jaxlstm.ops
         if name == "__all__":
             return ("__version__", *_TFLITE, *_QUANTIZATION, "ops", *ops.__all__)
         if name == "ops":
