@@ -151,7 +151,7 @@ class Subgraph:
 
     @property
     def constants(self) -> dict[int, Any]:
-        """{tensor index: value} of the constant tensors."""
+        """{tensor index: stored value} of the constant tensors (and initialized variables)."""
         return dict(self._constants)
 
     @property
@@ -175,9 +175,10 @@ class Subgraph:
         return f"Subgraph({self.name!r}, inputs={list(self.inputs)}, outputs={list(self.outputs)}, operators={self.opcodes})"
 
 
-class Model:
-    """A TFLite model that runs in JAX: its main subgraph, and the subgraphs its operators
-    call (see the module docstring).
+class Model(Subgraph):
+    """A TFLite model that runs in JAX: its main subgraph (a `Subgraph` named "main", with
+    the signature, state and runtime), and the subgraphs its operators call (see the module
+    docstring).
 
     Args:
       tensors: all tensors, indexed by position.
@@ -219,12 +220,9 @@ class Model:
     ):
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        super().__init__(tensors, operators, inputs, outputs, constants, name="main")
         self.runtime = runtime
-        self.tensors = tuple(tensors)
         self.stateful = bool(stateful)
-        self.operators = tuple(operators)
-        self.inputs = tuple(inputs)
-        self.outputs = tuple(outputs)
         self.signature_key = signature_key
         if signature_names is None:
             signature_names = (
@@ -237,10 +235,7 @@ class Model:
                 f"signature_names has {tuple(map(len, self.signature_names))} (inputs, outputs) "
                 f"names, expected {(len(self.inputs), len(self.outputs))}"
             )
-        _check_unique_names(self.tensors)
-        self._constants = dict(constants)
         self._variables = tuple(i for i, t in enumerate(self.tensors) if t.is_variable)
-        self._weight_indices = weight_indices(self.tensors, self._constants)
         self.subgraphs = tuple(subgraphs)
         for k, graph in enumerate(self.subgraphs, 1):
             variables = [t.name for t in graph.tensors if t.is_variable]
@@ -251,7 +246,7 @@ class Model:
                 )
         if self.subgraphs or any(subgraph_references(op) for op in self.operators):
             self._check_subgraph_calls()
-            taken = {self.tensors[i].name for i in self._weight_indices}
+            taken = {self.tensors[i].name for i in self.weight_indices}
             clashes = sorted(taken.intersection(name for name, _, _ in self._subgraph_weights()))
             if clashes:
                 raise ValueError(f"main subgraph tensor names clash with the names of subgraph weights: {clashes[:3]}")
@@ -270,7 +265,7 @@ class Model:
     def params(self) -> dict[str, Any]:
         """The constant tensors (weights) by name, as a pytree: the main subgraph's under
         their tensor names, then those of every other subgraph (`param_name`)."""
-        params = {self.tensors[i].name: self._constants[i] for i in self._weight_indices}
+        params = {self.tensors[i].name: self._constants[i] for i in self.weight_indices}
         params.update((name, graph._constants[i]) for name, graph, i in self._subgraph_weights())
         return params
 
@@ -376,7 +371,7 @@ class Model:
         self.check_inputs(*inputs)
         if state is None:
             state = self.init_state(self.input_batch(*inputs))
-        values = _bind_constants(self.tensors, self._constants, self._weight_indices, params, lambda name: name)
+        values = _bind_constants(self.tensors, self._constants, self.weight_indices, params, lambda name: name)
         for i in self._variables:
             values[i] = state[self.tensors[i].name]
         for i, x in zip(self.inputs, inputs):
@@ -501,12 +496,6 @@ class Model:
                         axes[i] = 1
         return axes
 
-    @property
-    def constants(self) -> dict[int, Any]:
-        """{tensor index: stored value} of the main subgraph's constant tensors and
-        initialized variables."""
-        return dict(self._constants)
-
     def replace(self, **changes: Any) -> Model:
         """A copy with constructor arguments replaced (``tensors=``, ``operators=``, ...)."""
         args = {
@@ -549,10 +538,6 @@ class Model:
                 constants[index[name]] = v
         subgraphs = [g.replace(constants=changed[g]) if g in changed else g for g in self.subgraphs]
         return self.replace(constants=constants, subgraphs=subgraphs)
-
-    @property
-    def opcodes(self) -> list[str]:
-        return [op.opcode for op in self.operators]
 
     def __repr__(self) -> str:
         more = f", subgraphs={len(self.subgraphs)}" if self.subgraphs else ""
